@@ -1,0 +1,1 @@
+"""Account Managers, one folder per broker. The engine loads them by ``brokerClass``."""

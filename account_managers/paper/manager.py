@@ -1,0 +1,202 @@
+"""The paper Account Manager: a simulated broker, and the example broker authors copy.
+
+Everything here is what a real broker needs too: settings validated from brokerConfig,
+an init that "connects" and reports account, portfolio and time frames, requests that
+return at once and answer through ``send_*``, a periodic ``account_manager_main`` that
+streams bars, and a broker-side record (``PaperStore``) that outlives the process.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from account_managers.paper.book import Event, PaperBook, Quote
+from account_managers.paper.config import PaperAccountSettings, PaperBrokerSettings
+from account_managers.paper.market import RandomWalk
+from account_managers.paper.store import PaperStore
+from maotrade.account_manager import BaseAccountManager, InitResult
+from maotrade.bars import BarBuilder
+from maotrade.errors import InvalidOrder
+from maotrade.messages import EngineToWorker as In
+from maotrade.order import BaseOrder, OrderAction, OrderType, new_client_order_id
+
+log = logging.getLogger(__name__)
+
+# Time frames as in the MAOTrade specification: seconds -> the broker's name.
+DATA_FRAMES = {1: "SECOND", 60: "1MINUTE", 300: "5MINUTE"}
+HISTORY_FRAMES = {1: "MINUTE", 5: "MINUTE_5", 60: "HOUR", -1: "DAY"}
+ORDER_TEMPLATE = {"order_types": ["MARKET", "LIMIT", "STOP"], "time_in_force": ["GTC", "DAY"],
+                  "stop_loss": True, "take_profit": True, "partial_close": True}
+
+
+class PaperAccountManager(BaseAccountManager):
+    """Simulated broker: random-walk prices, bars, fills at bid/ask, working orders."""
+
+    settings_model = PaperBrokerSettings
+    account_settings_model = PaperAccountSettings
+    CAPABILITIES = {"order_types": ["MARKET", "LIMIT", "STOP"], "cancel": True,
+                    "stop_amend": True, "partial_close": True, "market_data": True}
+
+    def __init__(self, config, in_queue, out_queue):
+        super().__init__(config, in_queue, out_queue)
+        self.walks: dict[str, RandomWalk] = {}
+        self.builders: dict[tuple[str, int], BarBuilder] = {}
+        self.book: PaperBook | None = None
+        self.store: PaperStore | None = None
+        self._next_step_ms = 0
+
+    # -- lifecycle ----------------------------------------------------------------
+    def on_account_manager_init(self) -> InitResult:
+        """Open the broker-side record and start the price simulation."""
+        s, a = self.settings, self.account_settings
+        if self.store is None:
+            self.store = PaperStore(self._state_path())
+        self.book = PaperBook(balance=a.initial_balance, commission_rate=s.commission,
+                              margin_rate=s.margin_rate, account=self.account_id)
+        self.orders.update(self.store.load(self.book))
+        last_prices = self.store.load_prices()
+        for epic, start in s.instruments.items():
+            self.walks[epic] = RandomWalk(epic, last_prices.get(epic, start), s.seed, s.volatility, s.spread)
+            self.book.quotes[epic] = Quote(self.walks[epic].bid, self.walks[epic].ask, 0)
+        log.info("event=paper_connected account=%s instruments=%d balance=%.2f",
+                 self.account_id, len(self.walks), self.book.balance)
+        return (True, self._account_info(), self._portfolio(), ORDER_TEMPLATE,
+                HISTORY_FRAMES, DATA_FRAMES)
+
+    def on_account_manager_shutdown(self) -> None:
+        """Remember the last prices and close the record."""
+        if self.store is not None:
+            self.store.save_prices({e: w.mid for e, w in self.walks.items()})
+            self.store.close()
+            self.store = None
+
+    def account_manager_main(self, time_now: int) -> None:
+        """Step prices on schedule, run triggered orders, stream bars."""
+        if time_now < self._next_step_ms:
+            return
+        self._next_step_ms = time_now + int(self.settings.price_interval * 1000)
+        events: list[Event] = []
+        for epic, walk in self.walks.items():
+            walk.step()
+            quote = Quote(walk.bid, walk.ask, time_now)
+            events += self.book.on_quote(epic, quote, self._make_stop_close)
+            for (b_epic, tf), builder in self.builders.items():
+                if b_epic != epic:
+                    continue
+                for bar in builder.update(time_now, walk.mid):
+                    self.send_realtime_data(bar)
+                self.send_realtime_data(dict(builder.current))
+        for (b_epic, tf), builder in self.builders.items():
+            for bar in builder.close_due(time_now):
+                self.send_realtime_data(bar)
+        if events:
+            self._publish(events)
+
+    # -- requests -----------------------------------------------------------------
+    def do_async_request_account_info(self) -> None:
+        """Answer at once: the book is local."""
+        self.send_account_info(self._account_info())
+
+    def do_async_request_portfolio(self) -> None:
+        """Answer at once with positions and working orders."""
+        self.send_portfolio(self._portfolio())
+
+    def do_async_request_market_data(self, request: dict) -> bool:
+        """Start or stop bars of ``request["epic"]`` at ``request["time_frame"]`` seconds."""
+        epic_broker = request.get("epicBroker") or self.to_broker_epic(request.get("epic", ""))
+        time_frame = int(request.get("time_frame", 0))
+        if epic_broker not in self.walks:
+            raise InvalidOrder(f"unknown instrument {request.get('epic')!r}: paper broker has no prices for it")
+        if time_frame not in DATA_FRAMES:
+            raise InvalidOrder(f"time frame {time_frame}s not offered; choose one of {sorted(DATA_FRAMES)}")
+        key = (epic_broker, time_frame)
+        if request.get("action", "subscribe") == "unsubscribe":
+            return self.builders.pop(key, None) is not None
+        if key not in self.builders:
+            self.builders[key] = _NamedBarBuilder(request.get("epic") or self.to_maotrade_epic(epic_broker),
+                                                  time_frame)
+        return True
+
+    def do_async_request_order_open(self, order: BaseOrder) -> None:
+        """Match a new order against the current quote."""
+        self._execute(order, lambda: self.book.submit(order))
+
+    def do_async_request_order_close(self, order: BaseOrder) -> None:
+        """Close all or part of the position at market."""
+        self._execute(order, lambda: self.book.close(order))
+
+    def do_async_request_stop_order(self, order: BaseOrder) -> None:
+        """Amend stop loss / take profit of a working order or of the position."""
+        try:
+            self.book.amend_stops(order.epicBroker or order.epic, order.stop_loss,
+                                  order.take_profit, order.client_order_id)
+        except InvalidOrder as exc:
+            self.send_order_refused(order, str(exc), kind=In.ORDER_STOP)
+            return
+        self._save([order])
+        self.send_request_order_response(order, kind=In.ORDER_STOP)
+
+    def do_async_request_order_cancel(self, order: BaseOrder) -> None:
+        """Cancel a working order."""
+        try:
+            cancelled = self.book.cancel(order.client_order_id)
+        except InvalidOrder as exc:
+            self.send_order_refused(order, str(exc), kind=In.ORDER_CANCEL)
+            return
+        self._save([cancelled])
+        self.send_request_order_response(cancelled, kind=In.ORDER_CANCEL)
+
+    def do_async_request_order_status(self, order: BaseOrder) -> None:
+        """Answer from the broker-side record, as a real broker would."""
+        known = self.orders.get(order.client_order_id)
+        if known is None or not known.broker_ref:
+            self.send_order_not_found(order)
+        else:
+            self.send_order_status(known)
+
+    # -- internals ------------------------------------------------------------------
+    def _execute(self, order: BaseOrder, action) -> None:
+        if order.epicBroker and order.epicBroker not in self.walks:
+            self.send_order_refused(order, f"unknown instrument {order.epic!r}")
+            return
+        try:
+            events = action()
+        except InvalidOrder as exc:
+            self.send_order_refused(order, str(exc))
+            return
+        self._publish(events)
+
+    def _publish(self, events: list[Event]) -> None:
+        # The record is written before anything is reported: a crash in between makes
+        # the engine ask, and the answer comes from this record.
+        self._save({id(e.order): e.order for e in events}.values())
+        for event in events:
+            self.orders[event.order.client_order_id] = event.order
+            self.send_request_order_response(event.order, event.fill)
+
+    def _save(self, orders) -> None:
+        self.store.save(self.book, list(orders))
+
+    def _make_stop_close(self, epic: str, qty: float, reason: str) -> BaseOrder:
+        order = BaseOrder(client_order_id=new_client_order_id("pb"), account=self.account_id,
+                          epic=self.to_maotrade_epic(epic), epicBroker=epic, qty=qty,
+                          order_type=OrderType.MARKET, action=OrderAction.CLOSE, source="broker",
+                          reason=reason)
+        self.orders[order.client_order_id] = order
+        return order
+
+    def _account_info(self) -> dict:
+        return self.book.account_info(self.account_settings.currency)
+
+    def _portfolio(self) -> dict:
+        return self.book.portfolio(self.to_maotrade_epic)
+
+    def _state_path(self) -> Path:
+        if self.settings.state_file:
+            return Path(self.settings.state_file)
+        data_dir = Path(self.runtime.get("data_dir") or ".")
+        return data_dir / "paper" / f"account-{self.account_id}.sqlite"
+
+
+class _NamedBarBuilder(BarBuilder):
+    """Bar builder that labels bars with the MAOTrade epic."""

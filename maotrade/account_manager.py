@@ -1,0 +1,591 @@
+"""``BaseAccountManager``: the one class every broker extends.
+
+The engine runs each account's Account Manager in its own process. The base class owns
+that process's loop, its two queues, its connection state, reconnect backoff, order
+timeouts and heartbeats; a subclass writes only broker logic.
+
+Contract for broker authors
+===========================
+
+Required methods (abstract; names exactly so):
+
+=====================================  ==================================================
+``on_account_manager_init()``          Called once at start and again on every reconnect
+                                       attempt. Connect and log in; return
+                                       ``(ok, account_info, portfolio_info, order_template,
+                                       history_frames, data_frames)``. May block (it runs
+                                       before the loop serves requests). Raise
+                                       ``TemporaryError`` (or return ``ok=False``) to be
+                                       retried with backoff, ``OperationalError`` (bad
+                                       credentials) to stop for good.
+``account_manager_main(time_now)``     Called on every loop turn, at least every
+                                       ``tick_interval`` seconds, with epoch milliseconds.
+                                       Poll, expire, stream. Must return quickly.
+``do_async_request_account_info()``    Start fetching balances; answer later with
+                                       ``send_account_info``.
+``do_async_request_portfolio()``       Start fetching positions and working orders; answer
+                                       with ``send_portfolio``.
+``do_async_request_market_data(req)``  Subscribe or unsubscribe (``req["action"]``);
+                                       return True if the request was taken. Bars then
+                                       flow through ``send_realtime_data``.
+``do_async_request_order_open(order)`` Send a new order; answer every state change with
+                                       ``send_request_order_response``.
+``do_async_request_order_close(o)``    Reduce or close the position in ``o.epic`` by
+                                       ``o.qty`` (signed: a sell closes a long).
+``do_async_request_stop_order(o)``     Amend stop loss / take profit of the position or
+                                       working order ``o.client_order_id`` refers to.
+=====================================  ==================================================
+
+Optional methods (the defaults refuse clearly):
+
+=======================================  ================================================
+``do_async_request_order_cancel(o)``     Cancel a working order. Default: REJECTED
+                                         "cancel not supported".
+``do_async_request_order_status(o)``     Ask the broker about an order whose outcome is
+                                         unknown, by client order id; answer with
+                                         ``send_order_status`` (state and all fills) or
+                                         ``send_order_not_found``. Default: reported
+                                         unknown (never assumed not found).
+``do_reconnect()``                       Re-establish the session; default re-runs
+                                         ``on_account_manager_init``.
+``on_account_manager_shutdown()``        Log out, close sockets.
+=======================================  ================================================
+
+Rules: ``do_async_*`` never block. Blocking client calls go through ``run_blocking``,
+whose callbacks run back on the loop thread; other library threads hand work to the
+loop with ``call_soon_threadsafe``. Only the loop thread touches the queues. Every
+order request gets an answer: if the broker stays silent for ``order_timeout``
+seconds the base class asks ``do_async_request_order_status`` once, then reports the
+outcome unknown to the engine, which never resends it. A broken connection is reported
+with ``connection_lost(reason)``; the base class refuses orders while disconnected and
+reconnects with backoff ``min(reconnect_max, reconnect_base * 2**attempt)``, sending
+``account_disconnected`` when ``max_retries`` attempts have failed.
+"""
+from __future__ import annotations
+
+import abc
+import logging
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Optional
+
+import zmq
+
+from maotrade.config import AccountSettings, BrokerSettings, parse_settings
+from maotrade.errors import (InvalidOrder, MAOTradeError, OperationalError, ProtocolError,
+                             TemporaryError)
+from maotrade.messages import ConnectionState, EngineToWorker as In, WorkerToEngine as Out, message
+from maotrade.order import BaseOrder, Fill, OrderStatus
+from maotrade.queues import MessageQueue
+
+log = logging.getLogger(__name__)
+
+InitResult = tuple  # (ok, account_info, portfolio_info, order_template, history_frames, data_frames)
+
+# Exit codes of a worker process, read by the engine's supervisor.
+EXIT_OK = 0
+EXIT_CRASH = 1
+EXIT_FATAL = 3  # an OperationalError: restarting will not help
+
+ORDER_REQUESTS = {In.ORDER_OPEN, In.ORDER_CLOSE, In.ORDER_STOP, In.ORDER_CANCEL}
+
+
+def _wire(order: BaseOrder) -> dict:
+    data = order.to_dict()
+    data.pop("fills", None)
+    return data
+
+
+def now_ms() -> int:
+    """Return the current time in epoch milliseconds."""
+    return int(time.time() * 1000)
+
+
+class _PendingOrder:
+    __slots__ = ("order", "kind", "deadline", "queried")
+
+    def __init__(self, order: BaseOrder, kind: str, deadline: float):
+        self.order, self.kind, self.deadline, self.queried = order, kind, deadline, False
+
+
+class BaseAccountManager(abc.ABC):
+    """Base class of every Account Manager; see the module docstring for the contract."""
+
+    #: pydantic models of this broker's ``brokerConfig`` and ``accountConfig``.
+    settings_model: type[BrokerSettings] = BrokerSettings
+    account_settings_model: Optional[type[AccountSettings]] = None
+    #: what this broker supports, asked by the engine before it tries.
+    CAPABILITIES: dict = {"order_types": ["MARKET", "LIMIT", "STOP"], "cancel": False,
+                          "stop_amend": True, "partial_close": True, "market_data": True}
+
+    def __init__(self, config: dict, in_queue: MessageQueue, out_queue: MessageQueue):
+        self.config = config
+        self.account_id = str(config["idAccount"])
+        self.broker_name = config.get("brokerName", "")
+        self.settings = parse_settings(self.settings_model, config.get("brokerConfig") or {},
+                                       f"account {self.account_id} brokerConfig")
+        self.account_settings = (parse_settings(self.account_settings_model,
+                                                config.get("accountConfig") or {},
+                                                f"account {self.account_id} accountConfig")
+                                 if self.account_settings_model else None)
+        self.runtime: dict = config.get("runtime") or {}
+        self.epic_mapping: dict[str, str] = dict(config.get("epicMapping") or {})
+        self.epic_from_broker: dict[str, str] = {v: k for k, v in self.epic_mapping.items()}
+        self.in_queue = in_queue
+        self.out_queue = out_queue
+        self.connection_state = ConnectionState.CONNECTING
+        self.orders: dict[str, BaseOrder] = {}
+        self._reconnect_attempt = 0
+        self._next_reconnect_at: Optional[float] = None
+        self._pending: dict[str, _PendingOrder] = {}
+        self._seen_open: set[str] = set()
+        self._sent_exec_ids: set[str] = set()
+        self._running = False
+        self._last_heartbeat = 0.0
+        self._executor: Optional[ThreadPoolExecutor] = None
+        self._handoff: deque = deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._watched: dict[int, Callable[[], None]] = {}
+        self._loop_thread: Optional[int] = None
+
+    # ------------------------------------------------------------------ abstract
+    @abc.abstractmethod
+    def on_account_manager_init(self) -> InitResult:
+        """Connect and log in; return (ok, account_info, portfolio_info, order_template,
+        history_frames, data_frames)."""
+
+    @abc.abstractmethod
+    def account_manager_main(self, time_now: int) -> None:
+        """Do periodic broker work; called every loop turn with epoch milliseconds."""
+
+    @abc.abstractmethod
+    def do_async_request_account_info(self) -> None:
+        """Start fetching account info; answer with ``send_account_info``."""
+
+    @abc.abstractmethod
+    def do_async_request_portfolio(self) -> None:
+        """Start fetching positions and working orders; answer with ``send_portfolio``."""
+
+    @abc.abstractmethod
+    def do_async_request_market_data(self, request: dict) -> bool:
+        """Subscribe/unsubscribe market data; return True if the request was taken."""
+
+    @abc.abstractmethod
+    def do_async_request_order_open(self, order: BaseOrder) -> None:
+        """Send a new order to the broker; answer through ``send_request_order_response``."""
+
+    @abc.abstractmethod
+    def do_async_request_order_close(self, order: BaseOrder) -> None:
+        """Reduce or close the position in ``order.epic`` by ``order.qty``."""
+
+    @abc.abstractmethod
+    def do_async_request_stop_order(self, order: BaseOrder) -> None:
+        """Amend stop loss / take profit of the order or position ``order`` refers to."""
+
+    # ------------------------------------------------------------------ optional
+    def do_async_request_order_cancel(self, order: BaseOrder) -> None:
+        """Cancel a working order. Default: refuse, this broker cannot cancel."""
+        self.send_order_refused(order, f"cancel is not supported by broker {self.broker_name}",
+                                kind=In.ORDER_CANCEL)
+
+    def do_async_request_order_status(self, order: BaseOrder) -> None:
+        """Ask the broker for an order by client order id. Default: report it unknown."""
+        self.send_order_unknown(order, f"broker {self.broker_name} cannot be asked for order status")
+
+    def do_reconnect(self) -> bool:
+        """Re-establish the broker session; return True when connected again."""
+        return self._run_init()
+
+    def on_account_manager_shutdown(self) -> None:
+        """Log out and release broker resources; called once before the process exits."""
+
+    # ------------------------------------------------------------------ send_* helpers
+    def send_account_info(self, info: dict) -> None:
+        """Send normalized account info (see docs/PROTOCOL.md ``account_info``)."""
+        self.out_queue.put(message(Out.ACCOUNT_INFO, account=self.account_id, info=info))
+
+    def send_portfolio(self, portfolio: dict) -> None:
+        """Send normalized positions and working orders (``{"positions": [], "orders": []}``)."""
+        self.out_queue.put(message(Out.PORTFOLIO, account=self.account_id, portfolio=portfolio))
+
+    def send_request_order_response(self, order: BaseOrder, fill: Optional[Fill] = None,
+                                    kind: str = "") -> None:
+        """Report an order's new state (and optionally one new fill) to the engine.
+
+        A fill not yet applied to ``order`` is applied here. A fill whose ``exec_id`` was
+        sent before (a broker resending itself) is not sent again.
+        """
+        fill_dict = None
+        if fill is not None:
+            if fill.exec_id in self._sent_exec_ids:
+                log.info("event=duplicate_fill account=%s order=%s exec_id=%s",
+                         self.account_id, order.client_order_id, fill.exec_id)
+                return
+            if not any(f["exec_id"] == fill.exec_id for f in order.fills):
+                order.add_fill(fill)
+            self._sent_exec_ids.add(fill.exec_id)
+            fill_dict = fill.to_dict()
+        pending = self._pending.get(order.client_order_id)
+        if pending and (order.status != OrderStatus.NEW or kind):
+            del self._pending[order.client_order_id]
+        self.out_queue.put(message(Out.ORDER_RESPONSE, account=self.account_id,
+                                   order=_wire(order), fill=fill_dict, request=kind or None))
+
+    def send_order_status(self, order: BaseOrder) -> None:
+        """Answer a status request with the order's full state and every fill it has.
+
+        The engine applies the fills it has not seen (by ``exec_id``) and ignores the rest.
+        """
+        self._pending.pop(order.client_order_id, None)
+        self.out_queue.put(message(Out.ORDER_RESPONSE, account=self.account_id, order=_wire(order),
+                                   fill=None, fills=list(order.fills),
+                                   request=In.ORDER_STATUS_REQUEST))
+
+    def send_order_refused(self, order: BaseOrder, reason: str, kind: str = In.ORDER_OPEN) -> None:
+        """Answer an order request that was refused before reaching the broker.
+
+        For a new order the order itself becomes REJECTED; for a cancel, close or amend
+        request only the request fails and the order keeps its state.
+        """
+        if kind == In.ORDER_OPEN and order.can_move_to(OrderStatus.REJECTED):
+            order.set_rejected(reason)
+            self.send_request_order_response(order, kind=kind)
+            return
+        self._pending.pop(order.client_order_id, None)
+        self.out_queue.put(message(Out.ORDER_RESPONSE, account=self.account_id, order=_wire(order),
+                                   fill=None, request=kind, refused=reason))
+
+    def send_order_unknown(self, order: BaseOrder, reason: str) -> None:
+        """Tell the engine this order's outcome cannot be determined now (never resend it)."""
+        self._pending.pop(order.client_order_id, None)
+        self.out_queue.put(message(Out.ORDER_RESPONSE, account=self.account_id, order=_wire(order),
+                                   fill=None, request=In.ORDER_STATUS_REQUEST, unknown=reason))
+
+    def send_order_not_found(self, order: BaseOrder) -> None:
+        """Answer a status request: the broker has no order with this client order id."""
+        self._pending.pop(order.client_order_id, None)
+        self.out_queue.put(message(Out.ORDER_RESPONSE, account=self.account_id, order=_wire(order),
+                                   fill=None, request=In.ORDER_STATUS_REQUEST, not_found=True))
+
+    def send_realtime_data(self, data: dict) -> None:
+        """Send one normalized bar: ``{epic, time_frame, date, open, high, low, close,
+        volume, completed}`` (``date`` in epoch ms of the bar's start)."""
+        data["type"] = Out.MARKET_DATA
+        data["v"] = 1
+        data["account"] = self.account_id
+        self.out_queue.put(data)
+
+    def send_account_disconnected(self, reason: str) -> None:
+        """Tell the engine this account is disconnected for good (retries exhausted)."""
+        self.out_queue.put(message(Out.ACCOUNT_DISCONNECTED, account=self.account_id, reason=reason))
+
+    def send_error(self, reason: str, request: Optional[dict] = None) -> None:
+        """Report a failed non-order request in one line."""
+        self.out_queue.put(message(Out.ERROR, account=self.account_id, reason=reason,
+                                   request=(request or {}).get("type")))
+
+    # ------------------------------------------------------------------ epic mapping
+    def to_broker_epic(self, epic: str) -> str:
+        """Return the broker's code for a MAOTrade epic; ``InvalidOrder`` if unmapped."""
+        if epic in self.epic_mapping:
+            return self.epic_mapping[epic]
+        if not self.epic_mapping:
+            return epic
+        raise InvalidOrder(f"unknown instrument {epic!r} for account {self.account_id}")
+
+    def to_maotrade_epic(self, epic_broker: str) -> str:
+        """Return the MAOTrade epic for a broker code (the code itself if unmapped)."""
+        return self.epic_from_broker.get(epic_broker, epic_broker)
+
+    # ------------------------------------------------------------------ connection state
+    @property
+    def is_connected(self) -> bool:
+        """True while the broker session is up and orders may be sent."""
+        return self.connection_state == ConnectionState.CONNECTED
+
+    def connection_lost(self, reason: str) -> None:
+        """Report that the broker connection dropped; the base class reconnects with backoff."""
+        if self.connection_state in (ConnectionState.RECONNECTING, ConnectionState.DISCONNECTED):
+            return
+        log.warning("event=connection_lost account=%s reason=%s", self.account_id, reason)
+        self._set_state(ConnectionState.RECONNECTING, reason)
+        self._schedule_reconnect()
+
+    def reconnect_delay(self, attempt: int) -> float:
+        """Seconds to wait before reconnect attempt ``attempt`` (0-based)."""
+        return min(self.settings.reconnect_max, self.settings.reconnect_base * (2 ** attempt))
+
+    def _schedule_reconnect(self) -> None:
+        if self._reconnect_attempt >= self.settings.max_retries:
+            reason = f"gave up after {self._reconnect_attempt} reconnect attempts"
+            self._set_state(ConnectionState.DISCONNECTED, reason)
+            self.send_account_disconnected(reason)
+            self._next_reconnect_at = None
+            return
+        delay = self.reconnect_delay(self._reconnect_attempt)
+        self._next_reconnect_at = time.monotonic() + delay
+        log.info("event=reconnect_scheduled account=%s attempt=%d delay_s=%.1f",
+                 self.account_id, self._reconnect_attempt + 1, delay)
+
+    def _try_reconnect(self) -> None:
+        self._next_reconnect_at = None
+        self._reconnect_attempt += 1
+        try:
+            ok = self.do_reconnect()
+        except OperationalError:
+            raise
+        except Exception as exc:  # a broker library may raise anything while reconnecting
+            log.warning("event=reconnect_failed account=%s attempt=%d reason=%s",
+                        self.account_id, self._reconnect_attempt, exc)
+            ok = False
+        if ok:
+            self._reconnect_attempt = 0
+        else:
+            self._schedule_reconnect()
+
+    def _set_state(self, state: str, reason: str = "") -> None:
+        self.connection_state = state
+        self.out_queue.put(message(Out.CONNECTION, account=self.account_id, state=state,
+                                   reason=reason, attempt=self._reconnect_attempt))
+
+    def _run_init(self) -> bool:
+        try:
+            result = self.on_account_manager_init()
+        except OperationalError:
+            raise
+        except (TemporaryError, OSError) as exc:
+            log.warning("event=init_failed account=%s reason=%s", self.account_id, exc)
+            return False
+        ok, account_info, portfolio, template, history_frames, data_frames = result
+        if not ok:
+            return False
+        self.out_queue.put(message(
+            Out.INIT_RESULT, account=self.account_id, ok=True, account_info=account_info,
+            portfolio=portfolio, order_template=template, history_frames=history_frames,
+            data_frames=data_frames, capabilities=self.CAPABILITIES, pid=os.getpid()))
+        self._set_state(ConnectionState.CONNECTED)
+        return True
+
+    # ------------------------------------------------------------------ threads
+    def run_blocking(self, fn: Callable, *args: Any, on_result: Optional[Callable] = None,
+                     on_error: Optional[Callable] = None) -> None:
+        """Run a blocking call on a worker thread; its callbacks run back on the loop."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"am-{self.account_id}")
+
+        def done(future):
+            exc = future.exception()
+            if exc is not None:
+                if on_error:
+                    self.call_soon_threadsafe(on_error, exc)
+                else:
+                    self.call_soon_threadsafe(self._log_background_error, fn, exc)
+            elif on_result:
+                self.call_soon_threadsafe(on_result, future.result())
+
+        self._executor.submit(fn, *args).add_done_callback(done)
+
+    def call_soon_threadsafe(self, fn: Callable, *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop thread soon; safe from any thread."""
+        self._handoff.append((fn, args))
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already: the loop will wake regardless
+
+    def watch_fd(self, fd: int, on_readable: Optional[Callable[[], None]]) -> None:
+        """Call ``on_readable()`` on the loop whenever ``fd`` is readable (None stops)."""
+        if on_readable is None:
+            self._watched.pop(fd, None)
+        else:
+            self._watched[fd] = on_readable
+
+    def _log_background_error(self, fn: Callable, exc: BaseException) -> None:
+        log.error("event=background_call_failed account=%s call=%s reason=%s",
+                  self.account_id, getattr(fn, "__name__", fn), exc)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> int:
+        """Connect, then serve the queues until shut down; return the process exit code."""
+        self._loop_thread = threading.get_ident()
+        self._running = True
+        self._set_state(ConnectionState.CONNECTING)
+        self.out_queue.flush()
+        try:
+            if not self._run_init():
+                self._set_state(ConnectionState.RECONNECTING, "initial connection failed")
+                self._schedule_reconnect()
+            self.out_queue.flush()
+            while self._running:
+                self._turn()
+        except OperationalError as exc:
+            log.error("event=fatal account=%s reason=%s", self.account_id, exc)
+            self._set_state(ConnectionState.DISCONNECTED, str(exc))
+            self.send_account_disconnected(str(exc))
+            self.out_queue.flush()
+            self._close()
+            return EXIT_FATAL
+        self._shutdown()
+        return EXIT_OK
+
+    def _turn(self) -> None:
+        timeout_ms = int(self.settings.tick_interval * 1000)
+        poller = zmq.Poller()
+        poller.register(self.in_queue.socket, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        for fd in self._watched:
+            poller.register(fd, zmq.POLLIN)
+        ready = dict(poller.poll(timeout_ms))
+        if self._wake_r in ready:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        while self._handoff:
+            fn, args = self._handoff.popleft()
+            self._guarded(fn, *args)
+        for fd, callback in list(self._watched.items()):
+            if fd in ready:
+                self._guarded(callback)
+        for msg in self.in_queue.drain():
+            self._dispatch(msg)
+            if not self._running:
+                break
+        now = time.monotonic()
+        if self._next_reconnect_at is not None and now >= self._next_reconnect_at:
+            self._try_reconnect()
+        if self.is_connected:
+            self._guarded(self.account_manager_main, now_ms())
+        self._check_order_timeouts(now)
+        if now - self._last_heartbeat >= self.settings.heartbeat_interval:
+            self._last_heartbeat = now
+            self.out_queue.put(message(Out.HEARTBEAT, account=self.account_id, time=now_ms(),
+                                       state=self.connection_state, pending=len(self._pending)))
+        self.out_queue.flush()
+
+    def _guarded(self, fn: Callable, *args: Any) -> None:
+        try:
+            fn(*args)
+        except OperationalError:
+            raise
+        except MAOTradeError as exc:
+            log.warning("event=callback_failed account=%s call=%s reason=%s",
+                        self.account_id, getattr(fn, "__name__", fn), exc)
+        except Exception:
+            log.exception("event=callback_crashed account=%s call=%s", self.account_id,
+                          getattr(fn, "__name__", fn))
+
+    def _dispatch(self, msg: dict) -> None:
+        kind = msg.get("type")
+        try:
+            if kind == In.SHUTDOWN:
+                self._running = False
+            elif kind in ORDER_REQUESTS or kind == In.ORDER_STATUS_REQUEST:
+                self._dispatch_order(kind, msg)
+            elif not self.is_connected:
+                self.send_error(f"account {self.account_id} is {self.connection_state}", msg)
+            elif kind == In.ACCOUNT_INFO_REQUEST:
+                self.do_async_request_account_info()
+            elif kind == In.PORTFOLIO_REQUEST:
+                self.do_async_request_portfolio()
+            elif kind == In.MARKET_DATA_REQUEST:
+                request = msg.get("request")
+                if not isinstance(request, dict):
+                    raise ProtocolError("market_data_request lacks 'request'")
+                ok = bool(self.do_async_request_market_data(request))
+                self.out_queue.put(message(Out.MARKET_DATA_RESPONSE, account=self.account_id,
+                                           request=request, ok=ok))
+            else:
+                raise ProtocolError(f"unknown message type {kind!r}")
+        except OperationalError:
+            raise
+        except (ProtocolError, InvalidOrder) as exc:
+            log.warning("event=bad_request account=%s type=%s reason=%s", self.account_id, kind, exc)
+            self.send_error(str(exc), msg)
+        except Exception as exc:
+            log.exception("event=request_crashed account=%s type=%s", self.account_id, kind)
+            self.send_error(f"{type(exc).__name__}: {exc}", msg)
+
+    def _dispatch_order(self, kind: str, msg: dict) -> None:
+        raw = msg.get("order")
+        if not isinstance(raw, dict):
+            raise ProtocolError(f"{kind} lacks 'order'")
+        order = BaseOrder.from_dict(raw)
+        known = self.orders.get(order.client_order_id)
+        if kind == In.ORDER_OPEN:
+            order.validate()
+            if order.client_order_id in self._seen_open:
+                # The engine never resends; if it ever does, the broker must not see it twice.
+                log.warning("event=duplicate_open_ignored account=%s order=%s",
+                            self.account_id, order.client_order_id)
+                return
+            self._seen_open.add(order.client_order_id)
+            self.orders[order.client_order_id] = order
+        elif known is not None:
+            # Keep our live copy (fills, broker ref) but take the request's new parameters.
+            for name in ("stop_loss", "take_profit", "price"):
+                value = raw.get(name)
+                if value is not None:
+                    setattr(known, name, value)
+            if kind != In.ORDER_CLOSE:
+                order = known
+        if kind != In.ORDER_STATUS_REQUEST and not self.is_connected:
+            self.send_order_refused(order, f"account {self.account_id} is {self.connection_state}; "
+                                           "order not sent", kind=kind)
+            return
+        if kind == In.ORDER_CLOSE:
+            order.validate()
+            self.orders[order.client_order_id] = order
+        deadline = time.monotonic() + self.settings.order_timeout
+        self._pending[order.client_order_id] = _PendingOrder(order, kind, deadline)
+        handler = {
+            In.ORDER_OPEN: self.do_async_request_order_open,
+            In.ORDER_CLOSE: self.do_async_request_order_close,
+            In.ORDER_STOP: self.do_async_request_stop_order,
+            In.ORDER_CANCEL: self.do_async_request_order_cancel,
+            In.ORDER_STATUS_REQUEST: self.do_async_request_order_status,
+        }[kind]
+        handler(order)
+
+    def _check_order_timeouts(self, now: float) -> None:
+        for key, pending in list(self._pending.items()):
+            if now < pending.deadline:
+                continue
+            if not pending.queried and self.is_connected:
+                pending.queried = True
+                pending.deadline = now + self.settings.order_timeout
+                log.warning("event=order_timeout account=%s order=%s request=%s action=query_status",
+                            self.account_id, key, pending.kind)
+                self._guarded(self.do_async_request_order_status, pending.order)
+            else:
+                self._pending.pop(key, None)
+                self.send_order_unknown(pending.order, f"no answer from broker within "
+                                                       f"{self.settings.order_timeout:g}s")
+
+    def _shutdown(self) -> None:
+        try:
+            self.on_account_manager_shutdown()
+        except Exception as exc:  # shutdown must finish whatever the broker library does
+            log.warning("event=shutdown_hook_failed account=%s reason=%s", self.account_id, exc)
+        self.out_queue.put(message(Out.SHUTDOWN_ACK, account=self.account_id))
+        self._close()
+
+    def _close(self) -> None:
+        self.out_queue.flush()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        """Ask the loop to finish its turn and shut down (loop thread only)."""
+        self._running = False

@@ -1,0 +1,46 @@
+"""Structured logging: one line per event, ``key=value`` pairs, secrets redacted.
+
+Call sites log ``"event=name key=value ..."``; ``setup_logging`` adds the time, level
+and process, and ``register_secret`` makes a value disappear from every later line.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+
+_secrets: set[str] = set()
+_lock = threading.Lock()
+
+
+def register_secret(value: str) -> None:
+    """Never let ``value`` appear in a log line from now on."""
+    if value and len(value) >= 4:
+        with _lock:
+            _secrets.add(value)
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formatter that replaces every registered secret with ``***``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in tuple(_secrets):
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text.replace("\n", " | ")
+
+
+def setup_logging(level: str = "INFO", stream=None) -> None:
+    """Send MAOTrade's logs to ``stream`` (stderr) one line per event."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(RedactingFormatter(
+        "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, str(level).upper(), logging.INFO))
+    # Third-party libraries speak in their own voice; keep them to warnings.
+    for noisy in ("urllib3", "uvicorn.access", "asyncio", "ib_insync", "lightstreamer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,133 @@
+"""Message types and the wire codec of the MAOTrade bus.
+
+Every ZeroMQ frame on the bus is one msgpack array holding one or more messages; a
+sender puts everything it has queued into one frame rather than one frame per
+message. Each message is a msgpack map with at least ``type`` (a string from the
+tables below) and ``v`` (the schema version, ``PROTOCOL_VERSION``). docs/PROTOCOL.md
+documents every field.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import msgpack
+
+from maotrade.errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+# A frame larger than this is refused unread: no legitimate batch comes near it.
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+
+
+class EngineToWorker:
+    """Messages the engine sends on an account's in_queue."""
+
+    ACCOUNT_INFO_REQUEST = "account_info_request"
+    PORTFOLIO_REQUEST = "portfolio_request"
+    MARKET_DATA_REQUEST = "market_data_request"
+    ORDER_OPEN = "order_open"
+    ORDER_CLOSE = "order_close"
+    ORDER_STOP = "order_stop"
+    ORDER_CANCEL = "order_cancel"
+    ORDER_STATUS_REQUEST = "order_status_request"
+    SHUTDOWN = "shutdown"
+
+
+class WorkerToEngine:
+    """Messages an Account Manager sends on its out_queue."""
+
+    INIT_RESULT = "init_result"
+    ACCOUNT_INFO = "account_info"
+    PORTFOLIO = "portfolio"
+    ORDER_RESPONSE = "order_response"
+    MARKET_DATA = "market_data"
+    MARKET_DATA_RESPONSE = "market_data_response"
+    CONNECTION = "connection"
+    ACCOUNT_DISCONNECTED = "account_disconnected"
+    HEARTBEAT = "heartbeat"
+    ERROR = "error"
+    SHUTDOWN_ACK = "shutdown_ack"
+
+
+class ClientToEngine:
+    """Messages a strategy (or any client) sends to the engine's ROUTER socket."""
+
+    HELLO = "hello"
+    SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
+    ORDER_OPEN = "order_open"
+    ORDER_CLOSE = "order_close"
+    ORDER_STOP = "order_stop"
+    ORDER_CANCEL = "order_cancel"
+    ACCOUNT_INFO_REQUEST = "account_info_request"
+    PORTFOLIO_REQUEST = "portfolio_request"
+    STATUS_REQUEST = "status_request"
+    STOP_ENGINE = "stop_engine"
+    BYE = "bye"
+
+
+class EngineToClient:
+    """Messages the engine sends to a client over ROUTER (and publishes on PUB)."""
+
+    WELCOME = "welcome"
+    MARKET_DATA = "market_data"
+    ORDER = "order"
+    ACCOUNT_INFO = "account_info"
+    PORTFOLIO = "portfolio"
+    ACCOUNT_STATUS = "account_status"
+    STATUS = "status"
+    ERROR = "error"
+    SUBSCRIBED = "subscribed"
+    STOPPING = "stopping"
+
+
+class ConnectionState:
+    """Connection states an Account Manager reports."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    DISCONNECTED = "disconnected"
+
+
+def message(msg_type: str, **fields: Any) -> dict:
+    """Return a message map with its type and schema version set."""
+    fields["type"] = msg_type
+    fields["v"] = PROTOCOL_VERSION
+    return fields
+
+
+def pack_batch(messages: Iterable[dict]) -> bytes:
+    """Encode messages as one frame (a msgpack array of maps)."""
+    return msgpack.packb(list(messages), use_bin_type=True)
+
+
+def unpack_batch(frame: bytes) -> list[dict]:
+    """Decode one frame into its messages; raise ``ProtocolError`` on anything malformed.
+
+    A frame is refused whole when it is not an array of maps that each carry a string
+    ``type``: half a batch is never delivered.
+    """
+    if len(frame) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME_BYTES}")
+    try:
+        batch = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise ProtocolError(f"undecodable frame ({type(exc).__name__}: {exc})") from exc
+    if isinstance(batch, dict):
+        batch = [batch]
+    if not isinstance(batch, list):
+        raise ProtocolError(f"frame is a {type(batch).__name__}, not an array of messages")
+    for item in batch:
+        if not isinstance(item, dict):
+            raise ProtocolError(f"message is a {type(item).__name__}, not a map")
+        if not isinstance(item.get("type"), str):
+            raise ProtocolError("message has no string 'type'")
+    return batch
+
+
+def require(msg: dict, *names: str) -> None:
+    """Raise ``ProtocolError`` naming the first of ``names`` missing from ``msg``."""
+    for name in names:
+        if msg.get(name) is None:
+            raise ProtocolError(f"{msg.get('type')} message lacks '{name}'")

@@ -1,0 +1,278 @@
+"""Orders: the fields every broker shares and the state machine they move through.
+
+A ``BaseOrder`` is created by the engine (never by a broker), journaled, and then
+travels to an Account Manager as a plain dict (``to_dict``). The Account Manager
+moves it through its states with the ``set_*`` methods and sends it back with
+``send_request_order_response``. Every transition is checked against
+``ALLOWED_TRANSITIONS``; an illegal one raises ``IllegalTransition`` and changes
+nothing.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+from maotrade.errors import IllegalTransition, InvalidOrder
+
+
+class OrderStatus:
+    """Order states as constants, with the sets the engine reasons about."""
+
+    NEW = "NEW"
+    SUBMITTED = "SUBMITTED"
+    ACCEPTED = "ACCEPTED"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELLED = "CANCELLED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+
+    ALL = frozenset({NEW, SUBMITTED, ACCEPTED, PARTIALLY_FILLED, FILLED, CANCELLED, REJECTED, EXPIRED})
+    DONE = frozenset({FILLED, CANCELLED, REJECTED, EXPIRED})
+    ACTIVE = ALL - DONE
+
+
+class OrderType:
+    """Order types every Account Manager understands."""
+
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+    STOP = "STOP"
+
+    ALL = frozenset({MARKET, LIMIT, STOP})
+
+
+class OrderAction:
+    """What an order does to a position: open (or add to) one, or reduce/close it."""
+
+    OPEN = "open"
+    CLOSE = "close"
+
+    ALL = frozenset({OPEN, CLOSE})
+
+
+class TimeInForce:
+    """Time in force values; brokers map them onto their own codes."""
+
+    GTC = "GTC"
+    DAY = "DAY"
+    IOC = "IOC"
+    FOK = "FOK"
+
+    ALL = frozenset({GTC, DAY, IOC, FOK})
+
+
+_S = OrderStatus
+# A state may always be re-reported as itself (brokers repeat themselves); that is
+# handled in ``_move`` rather than listed here.
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    _S.NEW: frozenset({_S.SUBMITTED, _S.ACCEPTED, _S.PARTIALLY_FILLED, _S.FILLED, _S.REJECTED,
+                       _S.CANCELLED, _S.EXPIRED}),
+    _S.SUBMITTED: frozenset({_S.ACCEPTED, _S.PARTIALLY_FILLED, _S.FILLED, _S.REJECTED,
+                             _S.CANCELLED, _S.EXPIRED}),
+    _S.ACCEPTED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.EXPIRED}),
+    _S.PARTIALLY_FILLED: frozenset({_S.FILLED, _S.CANCELLED, _S.EXPIRED}),
+    _S.FILLED: frozenset(),
+    _S.CANCELLED: frozenset(),
+    _S.REJECTED: frozenset(),
+    _S.EXPIRED: frozenset(),
+}
+
+_id_counter = itertools.count(1)
+
+
+def new_client_order_id(prefix: str = "mt") -> str:
+    """Return a fresh client order id, unique across processes and restarts.
+
+    The id is ``{prefix}-{ms timestamp base36}{pid base36}{counter}``: short enough for
+    every broker we know (IG dealReference <= 30, FIX ClOrdID, IB orderRef).
+    """
+    ms = _base36(int(time.time() * 1000))
+    return f"{prefix}-{ms}{_base36(os.getpid())}{_base36(next(_id_counter))}"[:30]
+
+
+def _base36(value: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        value, rem = divmod(value, 36)
+        out = digits[rem] + out
+        if value == 0:
+            return out
+
+
+@dataclass
+class Fill:
+    """One execution reported by a broker; ``exec_id`` makes it unique."""
+
+    exec_id: str
+    qty: float
+    price: float
+    time: int
+    commission: float = 0.0
+
+    def to_dict(self) -> dict:
+        """Return the fill as a wire dict."""
+        return asdict(self)
+
+
+@dataclass
+class BaseOrder:
+    """An order as the engine journals it and every Account Manager receives it.
+
+    ``qty`` is signed: positive buys, negative sells. ``epic`` is the MAOTrade
+    instrument code, ``epicBroker`` the broker's own (from the account's epic mapping).
+    Wire names keep the specification's spelling (``epicBroker``).
+    """
+
+    client_order_id: str
+    account: str
+    epic: str
+    qty: float
+    epicBroker: str = ""
+    order_type: str = OrderType.MARKET
+    action: str = OrderAction.OPEN
+    price: Optional[float] = None
+    stop_loss: Optional[float] = None
+    take_profit: Optional[float] = None
+    time_in_force: str = TimeInForce.GTC
+    source: str = "strategy"
+    status: str = OrderStatus.NEW
+    broker_ref: str = ""
+    filled_qty: float = 0.0
+    avg_fill_price: float = 0.0
+    reason: str = ""
+    created: int = 0
+    updated: int = 0
+    fills: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.created:
+            self.created = int(time.time() * 1000)
+        if not self.updated:
+            self.updated = self.created
+
+    # -- validation --------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ``InvalidOrder`` naming the first field that makes this order illegal."""
+        key = self.client_order_id
+        if not key or not isinstance(key, str) or len(key) > 64:
+            raise InvalidOrder("client_order_id must be a non-empty string of at most 64 characters")
+        if not self.epic:
+            raise InvalidOrder(f"order {key}: epic is empty")
+        if not isinstance(self.qty, (int, float)) or self.qty != self.qty or self.qty == 0:
+            raise InvalidOrder(f"order {key}: qty must be a non-zero number, got {self.qty!r}")
+        if abs(self.qty) == float("inf"):
+            raise InvalidOrder(f"order {key}: qty must be finite")
+        if self.order_type not in OrderType.ALL:
+            raise InvalidOrder(f"order {key}: unknown order_type {self.order_type!r}")
+        if self.action not in OrderAction.ALL:
+            raise InvalidOrder(f"order {key}: unknown action {self.action!r}")
+        if self.time_in_force not in TimeInForce.ALL:
+            raise InvalidOrder(f"order {key}: unknown time_in_force {self.time_in_force!r}")
+        if self.order_type != OrderType.MARKET:
+            if self.price is None or not self.price > 0:
+                raise InvalidOrder(f"order {key}: {self.order_type} order needs a positive price")
+        for name in ("price", "stop_loss", "take_profit"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0
+                                          and value != float("inf")):
+                raise InvalidOrder(f"order {key}: {name} must be a positive number, got {value!r}")
+        if self.stop_loss is not None and self.take_profit is not None:
+            if self.qty > 0 and not self.stop_loss < self.take_profit:
+                raise InvalidOrder(f"order {key}: a buy needs stop_loss below take_profit")
+            if self.qty < 0 and not self.stop_loss > self.take_profit:
+                raise InvalidOrder(f"order {key}: a sell needs stop_loss above take_profit")
+
+    # -- state machine -----------------------------------------------------------
+    @property
+    def is_done(self) -> bool:
+        """True once the order can change no more."""
+        return self.status in OrderStatus.DONE
+
+    @property
+    def remaining_qty(self) -> float:
+        """Signed quantity still to fill."""
+        return self.qty - self.filled_qty
+
+    def can_move_to(self, status: str) -> bool:
+        """Return True if moving to ``status`` is legal (or a repeat of the current state)."""
+        return status == self.status or status in ALLOWED_TRANSITIONS.get(self.status, ())
+
+    def _move(self, status: str, reason: str = "") -> None:
+        if status not in OrderStatus.ALL:
+            raise IllegalTransition(f"order {self.client_order_id}: unknown status {status!r}")
+        if not self.can_move_to(status):
+            raise IllegalTransition(
+                f"order {self.client_order_id}: illegal transition {self.status} -> {status}")
+        self.status = status
+        if reason:
+            self.reason = reason
+        self.updated = int(time.time() * 1000)
+
+    def set_submitted(self, broker_ref: str = "") -> None:
+        """Mark the order as handed to the broker, with the broker's reference if known."""
+        if broker_ref:
+            self.broker_ref = str(broker_ref)
+        self._move(OrderStatus.SUBMITTED)
+
+    def set_accepted(self, broker_ref: str = "") -> None:
+        """Mark the order as acknowledged by the broker (working, not yet filled)."""
+        if broker_ref:
+            self.broker_ref = str(broker_ref)
+        self._move(OrderStatus.ACCEPTED)
+
+    def set_rejected(self, reason: str) -> None:
+        """Mark the order as refused, keeping the broker's (or engine's) reason."""
+        self._move(OrderStatus.REJECTED, reason or "rejected")
+
+    def set_cancelled(self, reason: str = "") -> None:
+        """Mark the order as cancelled."""
+        self._move(OrderStatus.CANCELLED, reason)
+
+    def set_expired(self, reason: str = "") -> None:
+        """Mark the order as expired (time in force ran out)."""
+        self._move(OrderStatus.EXPIRED, reason)
+
+    def add_fill(self, fill: Fill) -> bool:
+        """Apply one execution; return False (and change nothing) if it was seen before.
+
+        ``fill.qty`` is unsigned; its sign follows the order's side. The status becomes
+        FILLED when the whole quantity has traded, PARTIALLY_FILLED before that.
+        """
+        if any(f["exec_id"] == fill.exec_id for f in self.fills):
+            return False
+        size = abs(fill.qty)
+        if size <= 0:
+            raise InvalidOrder(f"order {self.client_order_id}: fill {fill.exec_id} has no quantity")
+        remaining = abs(self.qty) - abs(self.filled_qty)
+        if size > remaining + 1e-9:
+            raise InvalidOrder(f"order {self.client_order_id}: fill {fill.exec_id} of {size} "
+                               f"exceeds the remaining {remaining}")
+        target = OrderStatus.FILLED if size >= remaining - 1e-9 else OrderStatus.PARTIALLY_FILLED
+        self._move(target)
+        done = abs(self.filled_qty)
+        self.avg_fill_price = (self.avg_fill_price * done + fill.price * size) / (done + size)
+        sign = 1 if self.qty > 0 else -1
+        self.filled_qty = sign * (done + size)
+        self.fills.append(fill.to_dict())
+        return True
+
+    # -- wire --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Return the order as the dict that travels on the bus."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BaseOrder":
+        """Build an order from a wire dict, ignoring keys this version does not know."""
+        known = {k: v for k, v in data.items() if k in _ORDER_FIELDS}
+        order = cls(**known)
+        order.fills = list(order.fills or [])
+        return order
+
+
+_ORDER_FIELDS = frozenset(BaseOrder.__dataclass_fields__)

@@ -1,0 +1,110 @@
+"""ZeroMQ sockets wrapped as the message queues an Account Manager and the engine use.
+
+A ``MessageQueue`` owns one socket and is used from one thread only. ``put`` queues a
+message locally; ``flush`` sends everything queued as one frame. A send that would
+block (peer gone, high-water mark reached) keeps the frame and retries on the next
+``flush``: order and fill messages are never dropped here.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Optional
+
+import zmq
+
+from maotrade.errors import ProtocolError
+from maotrade.messages import pack_batch, unpack_batch
+
+log = logging.getLogger(__name__)
+
+# Frames are batches, so a few thousand frames already hold millions of messages.
+DEFAULT_HWM = 10_000
+
+
+class MessageQueue:
+    """One end of a one-way message channel (PUSH to send, PULL to receive)."""
+
+    def __init__(self, socket: zmq.Socket, name: str = ""):
+        self.socket = socket
+        self.name = name
+        self._outbox: list[dict] = []
+        self._unsent: deque[bytes] = deque()
+        self.malformed = 0
+
+    # -- construction ----------------------------------------------------------
+    @classmethod
+    def sender(cls, ctx: zmq.Context, address: str, bind: bool = False, name: str = "") -> "MessageQueue":
+        """Open the sending end (PUSH) at ``address``."""
+        sock = ctx.socket(zmq.PUSH)
+        sock.setsockopt(zmq.SNDHWM, DEFAULT_HWM)
+        sock.setsockopt(zmq.LINGER, 2000)
+        (sock.bind if bind else sock.connect)(address)
+        return cls(sock, name or address)
+
+    @classmethod
+    def receiver(cls, ctx: zmq.Context, address: str, bind: bool = True, name: str = "") -> "MessageQueue":
+        """Open the receiving end (PULL) at ``address``."""
+        sock = ctx.socket(zmq.PULL)
+        sock.setsockopt(zmq.RCVHWM, DEFAULT_HWM)
+        sock.setsockopt(zmq.LINGER, 0)
+        (sock.bind if bind else sock.connect)(address)
+        return cls(sock, name or address)
+
+    # -- sending ----------------------------------------------------------------
+    def put(self, msg: dict) -> None:
+        """Queue a message; it leaves with the next ``flush``."""
+        self._outbox.append(msg)
+
+    def send(self, msg: dict) -> bool:
+        """Queue a message and flush at once; return True if everything went out."""
+        self._outbox.append(msg)
+        return self.flush()
+
+    def flush(self) -> bool:
+        """Send what is queued as one frame; return True when nothing is left pending."""
+        if self._outbox:
+            self._unsent.append(pack_batch(self._outbox))
+            self._outbox = []
+        while self._unsent:
+            try:
+                self.socket.send(self._unsent[0], zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return False
+            self._unsent.popleft()
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Number of frames waiting for the peer."""
+        return len(self._unsent) + (1 if self._outbox else 0)
+
+    # -- receiving --------------------------------------------------------------
+    def drain(self, max_frames: int = 1000) -> list[dict]:
+        """Return every message already received (up to ``max_frames`` frames), never blocking.
+
+        A malformed frame is logged, counted in ``malformed`` and skipped.
+        """
+        out: list[dict] = []
+        for _ in range(max_frames):
+            try:
+                frame = self.socket.recv(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            try:
+                out.extend(unpack_batch(frame))
+            except ProtocolError as exc:
+                self.malformed += 1
+                log.warning("event=malformed_frame queue=%s reason=%s", self.name, exc)
+        return out
+
+    def wait(self, timeout_ms: int) -> bool:
+        """Block up to ``timeout_ms`` for something to read; return True if there is."""
+        return bool(self.socket.poll(timeout_ms, zmq.POLLIN))
+
+    def close(self, linger_ms: Optional[int] = None) -> None:
+        """Close the socket, trying to send what is pending first."""
+        self.flush()
+        if linger_ms is not None:
+            self.socket.setsockopt(zmq.LINGER, linger_ms)
+        self.socket.close()
