@@ -1,0 +1,1 @@
+"""The running system: supervisor, worker runner, bus, config client, journal, admin service."""

@@ -1,0 +1,65 @@
+"""The Account Manager process: load the broker class, wire its queues, run its loop."""
+from __future__ import annotations
+
+import ctypes
+import logging
+import signal
+import sys
+
+import zmq
+
+from engine.loader import load_broker_class
+from maotrade.errors import MAOTradeError, OperationalError
+from maotrade.log import register_secret, setup_logging
+from maotrade.messages import WorkerToEngine, message
+from maotrade.queues import MessageQueue
+from maotrade.secrets import secret_values
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask Linux to kill this process when the engine dies, so no worker is orphaned."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass  # not Linux: the heartbeat-less worker is then reaped by the next engine
+
+
+def run_worker(spec: dict) -> None:
+    """Process entry point. ``spec``: ``config`` (account document with decrypted
+    secrets and ``runtime``), ``in_addr``, ``out_addr``, ``log_level``."""
+    die_with_parent()
+    # Ctrl-C reaches the whole process group; the engine decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    setup_logging(spec.get("log_level", "INFO"))
+    config = spec["config"]
+    for value in secret_values(config.get("accountConfig") or {}):
+        register_secret(value)
+    ctx = zmq.Context()
+    in_queue = MessageQueue.receiver(ctx, spec["in_addr"], bind=False, name="in")
+    out_queue = MessageQueue.sender(ctx, spec["out_addr"], bind=False, name="out")
+    code = 1
+    try:
+        cls = load_broker_class(config["brokerClass"])
+        manager = cls(config, in_queue, out_queue)
+        code = manager.run()
+    except (OperationalError, MAOTradeError) as exc:
+        log.error("event=worker_fatal account=%s reason=%s", config.get("idAccount"), exc)
+        out_queue.send(message(WorkerToEngine.ACCOUNT_DISCONNECTED, account=str(config.get("idAccount")),
+                               reason=str(exc), fatal=True))
+        code = 3
+    except Exception as exc:
+        log.exception("event=worker_crashed account=%s", config.get("idAccount"))
+        out_queue.send(message(WorkerToEngine.ERROR, account=str(config.get("idAccount")),
+                               reason=f"worker crashed: {type(exc).__name__}: {exc}"))
+        code = 1
+    finally:
+        in_queue.close(linger_ms=0)
+        out_queue.close(linger_ms=2000)
+        ctx.term()
+    sys.exit(code)

@@ -1,0 +1,24 @@
+"""Shared fixtures."""
+from __future__ import annotations
+
+import pytest
+
+from tests.kit import WorkerHarness
+
+
+def paper_document(account: str = "900", **broker) -> dict:
+    """A paper account document with fast prices, for tests."""
+    config = {"seed": 7, "price_interval": 0.02, "reconnect_base": 0.2, "reconnect_max": 1.0,
+              "order_timeout": 2.0}
+    config.update(broker)
+    return {"idAccount": account, "brokerName": "paper", "brokerClass": "paper.PaperAccountManager",
+            "brokerConfig": config, "accountConfig": {"initial_balance": 10000.0, "currency": "USD"},
+            "epicMapping": {"EURUSD": "EURUSD", "SPY": "SPY"}}
+
+
+@pytest.fixture
+def paper_worker(tmp_path):
+    """A running paper Account Manager process."""
+    with WorkerHarness(paper_document(), tmp_path) as harness:
+        harness.wait_type("init_result", timeout=20)
+        yield harness

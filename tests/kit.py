@@ -1,0 +1,174 @@
+"""Test kit: run a real Account Manager process on real ZeroMQ sockets and talk to it.
+
+``WorkerHarness`` plays the engine's side of one account: it binds the in/out queues on
+ipc sockets in a temporary folder, starts ``engine.worker.run_worker`` in its own OS
+process, sends requests and waits for answers with a deadline (never a bare sleep).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import zmq
+
+from engine.worker import run_worker
+from maotrade.messages import EngineToWorker as In, message
+from maotrade.order import BaseOrder, new_client_order_id
+from maotrade.queues import MessageQueue
+
+MP = multiprocessing.get_context("spawn")
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01,
+               what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class WorkerHarness:
+    """The engine's end of one Account Manager process."""
+
+    def __init__(self, document: dict, workdir: Path, log_level: str = "WARNING"):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.document = dict(document)
+        self.document.setdefault("runtime", {"data_dir": str(self.workdir)})
+        self.ctx = zmq.Context()
+        account = self.document["idAccount"]
+        self.in_addr = f"ipc://{self.workdir}/w{account}.in"
+        self.out_addr = f"ipc://{self.workdir}/w{account}.out"
+        self.to_worker = MessageQueue.sender(self.ctx, self.in_addr, bind=True)
+        self.from_worker = MessageQueue.receiver(self.ctx, self.out_addr, bind=True)
+        self.received: list[dict] = []
+        self.process: Optional[multiprocessing.Process] = None
+        self.log_level = log_level
+
+    # -- process ---------------------------------------------------------------------
+    def start(self) -> "WorkerHarness":
+        """Start the worker process."""
+        spec = {"config": self.document, "in_addr": self.in_addr, "out_addr": self.out_addr,
+                "log_level": self.log_level}
+        self.process = MP.Process(target=run_worker, args=(spec,), daemon=True)
+        self.process.start()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the worker, as a crash would."""
+        self.process.kill()
+        self.process.join(10)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """Ask the worker to shut down and wait for it; return its exit code."""
+        if self.process and self.process.is_alive():
+            self.send(message(In.SHUTDOWN))
+            self.process.join(timeout)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(5)
+        return self.process.exitcode if self.process else 0
+
+    def close(self) -> None:
+        """Stop the worker and close the sockets."""
+        try:
+            self.stop()
+        finally:
+            self.to_worker.close(linger_ms=0)
+            self.from_worker.close(linger_ms=0)
+            self.ctx.term()
+
+    def __enter__(self) -> "WorkerHarness":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- messages --------------------------------------------------------------------
+    def send(self, msg: dict) -> None:
+        """Send one message on the worker's in_queue."""
+        self.to_worker.send(msg)
+        wait_until(lambda: self.to_worker.flush(), 5, what="in_queue to accept a frame")
+
+    def poll(self) -> list[dict]:
+        """Collect what the worker sent so far."""
+        new = self.from_worker.drain()
+        self.received.extend(new)
+        return new
+
+    def wait_for(self, predicate: Callable[[dict], bool], timeout: float = 10.0,
+                 what: str = "message", since: int = 0) -> dict:
+        """Return the first received message (from index ``since``) matching ``predicate``."""
+        deadline = time.monotonic() + timeout
+        checked = since
+        while True:
+            for msg in self.received[checked:]:
+                if predicate(msg):
+                    return msg
+            checked = max(checked, len(self.received))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                types = [m.get("type") for m in self.received[-20:]]
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}; "
+                                     f"last messages: {types}")
+            if self.from_worker.wait(int(min(remaining, 0.2) * 1000)):
+                self.poll()
+
+    def wait_type(self, msg_type: str, timeout: float = 10.0, since: int = 0, **match) -> dict:
+        """Wait for a message of ``msg_type`` whose fields equal ``match``."""
+        return self.wait_for(lambda m: m.get("type") == msg_type and
+                             all(m.get(k) == v for k, v in match.items()),
+                             timeout, what=f"{msg_type} {match}", since=since)
+
+    def wait_order(self, client_order_id: str, status: Optional[str] = None, timeout: float = 10.0,
+                   since: int = 0, **match) -> dict:
+        """Wait for an order_response about ``client_order_id`` (in ``status`` if given)."""
+        def ok(m):
+            if m.get("type") != "order_response":
+                return False
+            order = m.get("order") or {}
+            return (order.get("client_order_id") == client_order_id
+                    and (status is None or order.get("status") == status)
+                    and all(m.get(k) == v for k, v in match.items()))
+        return self.wait_for(ok, timeout, what=f"order {client_order_id} {status or ''}", since=since)
+
+    # -- requests --------------------------------------------------------------------
+    def order(self, epic: str, qty: float, **fields) -> BaseOrder:
+        """Build an order for this account with the epic mapped as the engine would."""
+        mapping = self.document.get("epicMapping") or {}
+        return BaseOrder(client_order_id=fields.pop("client_order_id", new_client_order_id("t")),
+                         account=str(self.document["idAccount"]), epic=epic,
+                         epicBroker=mapping.get(epic, epic), qty=qty, **fields)
+
+    def request(self, kind: str, order: Optional[BaseOrder] = None, **fields) -> int:
+        """Send a request; return the index of received messages to wait from."""
+        self.poll()
+        mark = len(self.received)
+        if order is not None:
+            fields["order"] = order.to_dict()
+        self.send(message(kind, **fields))
+        return mark
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with ``pid`` exists."""
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
