@@ -36,7 +36,7 @@ def run_worker(spec: dict) -> None:
     # Ctrl-C reaches the whole process group; the engine decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    setup_logging(spec.get("log_level", "INFO"))
+    setup_logging(spec.get("log_level", "INFO"), log_file=spec.get("log_file"))
     config = spec["config"]
     for value in secret_values(config.get("accountConfig") or {}):
         register_secret(value)

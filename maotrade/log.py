@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from typing import Optional
 
 _secrets: set[str] = set()
 _lock = threading.Lock()
@@ -31,16 +32,25 @@ class RedactingFormatter(logging.Formatter):
         return text.replace("\n", " | ")
 
 
-def setup_logging(level: str = "INFO", stream=None) -> None:
-    """Send MAOTrade's logs to ``stream`` (stderr) one line per event."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(RedactingFormatter(
-        "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s"))
+FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s"
+
+
+def setup_logging(level: str = "INFO", stream=None, log_file: Optional[str] = None) -> None:
+    """Send MAOTrade's logs one line per event: to ``log_file`` at ``level`` with only
+    warnings on stderr, or, without a file, everything at ``level`` to ``stream``."""
+    numeric = getattr(logging, str(level).upper(), logging.INFO)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(getattr(logging, str(level).upper(), logging.INFO))
+    console = logging.StreamHandler(stream or sys.stderr)
+    console.setFormatter(RedactingFormatter(FORMAT))
+    if log_file:
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(RedactingFormatter(FORMAT))
+        root.addHandler(handler)
+        console.setLevel(logging.WARNING)
+    root.addHandler(console)
+    root.setLevel(numeric)
     # Third-party libraries speak in their own voice; keep them to warnings.
     for noisy in ("urllib3", "uvicorn.access", "asyncio", "ib_insync", "lightstreamer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -213,6 +213,10 @@ class BaseOrder:
             self.reason = reason
         self.updated = int(time.time() * 1000)
 
+    def set_status(self, status: str, reason: str = "") -> None:
+        """Move to ``status`` if the state machine allows it; raise ``IllegalTransition`` if not."""
+        self._move(status, reason)
+
     def set_submitted(self, broker_ref: str = "") -> None:
         """Mark the order as handed to the broker, with the broker's reference if known."""
         if broker_ref:

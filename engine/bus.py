@@ -1,0 +1,195 @@
+"""The engine's sockets: worker queues, the client ROUTER and the event PUB.
+
+- Workers: one PUSH per account (the account's in_queue) and one shared PULL that every
+  worker's out_queue connects to (ZeroMQ queues fairly across workers, so a flooding
+  worker cannot starve another).
+- Clients (strategies, CLI, API): one ROUTER. Each client has a ``ClientSession`` whose
+  outgoing messages leave as one frame per engine turn. When a client is slow (its
+  high-water mark is reached) order and account messages wait in a backlog, never
+  dropped, and market data is conflated to the latest bar per (account, epic, time frame).
+- Observers: one PUB carrying every event with a sequence number; a gap in ``seq`` tells
+  a subscriber it lost messages (PUB drops at its high-water mark by design).
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from pathlib import Path
+from typing import Iterable, Optional
+
+import zmq
+
+from maotrade.errors import ProtocolError
+from maotrade.messages import pack_batch, unpack_batch
+from maotrade.queues import MessageQueue
+
+log = logging.getLogger(__name__)
+
+CLIENT_HWM = 1000  # frames; each frame is a batch
+PUB_HWM = 100_000
+MARKET_DATA = "market_data"
+
+
+class ClientSession:
+    """One connected client: identity, name, subscriptions and what waits to be sent."""
+
+    def __init__(self, identity: bytes, name: str = ""):
+        self.identity = identity
+        self.name = name
+        self.subscriptions: set[tuple[str, str, int]] = set()
+        self.outbox: list[dict] = []
+        self.backlog: deque[dict] = deque()
+        self.conflated: dict[tuple, dict] = {}
+        self.conflated_count = 0
+
+    def put(self, msg: dict) -> None:
+        """Queue a message for this client's next frame."""
+        self.outbox.append(msg)
+
+    @property
+    def waiting(self) -> bool:
+        """True if anything is queued."""
+        return bool(self.outbox or self.backlog or self.conflated)
+
+    def take_frame(self) -> list[dict]:
+        """Return everything due, reliable messages first in order, then market data."""
+        reliable = list(self.backlog)
+        self.backlog.clear()
+        data = list(self.conflated.values())
+        self.conflated.clear()
+        for msg in self.outbox:
+            if msg.get("type") == MARKET_DATA:
+                data.append(msg)
+            else:
+                reliable.append(msg)
+        self.outbox = []
+        return reliable + data
+
+    def give_back(self, messages: list[dict]) -> None:
+        """Keep messages the socket would not take: reliable ones in order, bars conflated."""
+        for msg in messages:
+            if msg.get("type") == MARKET_DATA:
+                key = (msg.get("account"), msg.get("epic"), msg.get("time_frame"))
+                if key in self.conflated:
+                    self.conflated_count += 1
+                self.conflated[key] = msg
+            else:
+                self.backlog.append(msg)
+
+
+class EngineBus:
+    """Owns every engine socket; used from the engine's loop thread only."""
+
+    def __init__(self, run_dir: Path, client_address: Optional[str] = None,
+                 pub_address: Optional[str] = None):
+        self.run_dir = Path(run_dir)
+        self.ctx = zmq.Context()
+        self.worker_out_address = f"ipc://{self.run_dir}/workers.out"
+        self.from_workers = MessageQueue.receiver(self.ctx, self.worker_out_address, bind=True, name="workers")
+        self.to_workers: dict[str, MessageQueue] = {}
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.router.setsockopt(zmq.SNDHWM, CLIENT_HWM)
+        self.router.setsockopt(zmq.RCVHWM, CLIENT_HWM)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.client_address = client_address or f"ipc://{self.run_dir}/engine.router"
+        self.router.bind(self.client_address)
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, PUB_HWM)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub_address = pub_address or f"ipc://{self.run_dir}/engine.pub"
+        self.pub.bind(self.pub_address)
+        self.pub_seq = 0
+        self._pub_outbox: list[dict] = []
+        self.clients: dict[bytes, ClientSession] = {}
+        self.malformed_client_frames = 0
+
+    # -- workers ----------------------------------------------------------------------
+    def worker_in_address(self, account: str) -> str:
+        """Address of an account's in_queue."""
+        return f"ipc://{self.run_dir}/w{account}.in"
+
+    def open_worker_queue(self, account: str) -> MessageQueue:
+        """Bind (once) and return the in_queue of ``account``."""
+        queue = self.to_workers.get(account)
+        if queue is None:
+            queue = MessageQueue.sender(self.ctx, self.worker_in_address(account), bind=True, name=f"in:{account}")
+            self.to_workers[account] = queue
+        return queue
+
+    def reset_worker_queue(self, account: str) -> MessageQueue:
+        """Rebind an account's in_queue (after its worker died, so nothing stale is delivered)."""
+        old = self.to_workers.pop(account, None)
+        if old is not None:
+            old.close(linger_ms=0)
+        return self.open_worker_queue(account)
+
+    # -- clients --------------------------------------------------------------------------
+    def receive_clients(self, max_frames: int = 1000) -> list[tuple[ClientSession, dict]]:
+        """Return (session, message) for every client message already received."""
+        out = []
+        for _ in range(max_frames):
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if len(frames) != 2:
+                self.malformed_client_frames += 1
+                continue
+            identity, payload = frames
+            session = self.clients.get(identity)
+            if session is None:
+                session = self.clients[identity] = ClientSession(identity)
+            try:
+                out.extend((session, msg) for msg in unpack_batch(payload))
+            except ProtocolError as exc:
+                self.malformed_client_frames += 1
+                log.warning("event=malformed_client_frame client=%s reason=%s", session.name or identity.hex(), exc)
+                session.put({"type": "error", "v": 1, "reason": f"malformed frame: {exc}"})
+        return out
+
+    def flush_clients(self) -> None:
+        """Send each client its frame; keep what a slow client cannot take yet."""
+        for identity, session in list(self.clients.items()):
+            if not session.waiting:
+                continue
+            messages = session.take_frame()
+            try:
+                self.router.send_multipart([identity, pack_batch(messages)], zmq.NOBLOCK)
+            except zmq.Again:
+                session.give_back(messages)
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.EHOSTUNREACH:
+                    log.info("event=client_gone client=%s", session.name or identity.hex())
+                    self.clients.pop(identity, None)
+                else:
+                    raise
+
+    def sessions(self) -> Iterable[ClientSession]:
+        """Every known client."""
+        return self.clients.values()
+
+    # -- observers ------------------------------------------------------------------------
+    def publish(self, msg: dict) -> None:
+        """Queue an event for the PUB socket."""
+        self.pub_seq += 1
+        self._pub_outbox.append(dict(msg, seq=self.pub_seq))
+
+    def flush_pub(self) -> None:
+        """Publish this turn's events as one frame (dropped if no one can take it)."""
+        if self._pub_outbox:
+            try:
+                self.pub.send(pack_batch(self._pub_outbox), zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+            self._pub_outbox = []
+
+    def close(self) -> None:
+        """Close every socket and the context."""
+        self.flush_clients()
+        for queue in self.to_workers.values():
+            queue.close(linger_ms=0)
+        self.from_workers.close(linger_ms=0)
+        self.router.close(0)
+        self.pub.close(0)
+        self.ctx.term()

@@ -1,0 +1,531 @@
+"""The engine: one loop that routes between clients, the journal and account workers.
+
+Each turn: wait (up to ``TURN_MS``) for worker messages, client messages or a worker
+exit; apply what arrived; run the supervisor; flush every socket. The engine is the only
+writer of account state (journal) and never blocks on a worker or a client.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import psutil
+import zmq
+
+from engine.bus import ClientSession, EngineBus
+from engine.journal import Journal
+from engine.orders import Dispatch, OrderOutcome, OrderRouter
+from engine.supervisor import Supervisor
+from maotrade.errors import InvalidOrder, MAOTradeError, ProtocolError
+from maotrade.messages import (ClientToEngine as FromClient, EngineToClient as ToClient,
+                               EngineToWorker as ToWorker, WorkerToEngine as FromWorker, message)
+from maotrade.order import BaseOrder
+
+log = logging.getLogger(__name__)
+
+TURN_MS = 50
+
+
+class AccountState:
+    """Engine-side lifecycle of an account."""
+
+    STARTING = "starting"
+    SYNCING = "syncing"
+    READY = "ready"
+    RECONNECTING = "reconnecting"
+    RESTARTING = "restarting"
+    DISCONNECTED = "disconnected"
+    STOPPED = "stopped"
+
+
+@dataclass
+class AccountRuntime:
+    """What the engine knows of one account while it runs."""
+
+    account: str
+    document: dict
+    state: str = AccountState.STARTING
+    reason: str = ""
+    account_info: dict = field(default_factory=dict)
+    broker_portfolio: dict = field(default_factory=dict)
+    capabilities: dict = field(default_factory=dict)
+    data_frames: dict = field(default_factory=dict)
+    subscriptions: dict = field(default_factory=dict)  # (epic, time_frame) -> subscriber count
+    pending_sync: set = field(default_factory=set)
+    last_price: dict = field(default_factory=dict)  # epic -> last close
+    syncs: int = 0
+
+
+class Engine:
+    """Supervises account workers and serves clients over the bus."""
+
+    def __init__(self, documents: list[dict], data_dir: Path, run_dir: Path,
+                 log_level: str = "INFO", heartbeat_timeout: float = 15.0,
+                 journal_durability: str = "normal", client_address: Optional[str] = None,
+                 log_file: Optional[str] = None,
+                 on_event: Optional[Callable[[dict], None]] = None):
+        self.data_dir = Path(data_dir)
+        self.run_dir = Path(run_dir)
+        self.log_level = log_level
+        self.log_file = log_file
+        self.journal = Journal(self.data_dir / "journal.sqlite", durability=journal_durability)
+        self.bus = EngineBus(self.run_dir, client_address=client_address)
+        self.supervisor = Supervisor(heartbeat_timeout=heartbeat_timeout)
+        self.accounts: dict[str, AccountRuntime] = {}
+        for document in documents:
+            account = str(document["idAccount"])
+            self.accounts[account] = AccountRuntime(account, document)
+        self.router = OrderRouter(self.journal, self._not_ready_reason, self._document)
+        self.on_event = on_event
+        self.started = time.time()
+        self.running = False
+        self.stop_requested = False
+        self.malformed_worker_messages = 0
+        self._strategy_names: dict[str, bytes] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Bind the bus and spawn one worker per account."""
+        for account, runtime in self.accounts.items():
+            self.bus.open_worker_queue(account)
+            spec = {"config": {**runtime.document, "runtime": {"data_dir": str(self.data_dir)}},
+                    "in_addr": self.bus.worker_in_address(account),
+                    "out_addr": self.bus.worker_out_address, "log_level": self.log_level,
+                    "log_file": self.log_file}
+            self.supervisor.add(account, spec)
+            self._emit(message("account_status", account=account, state=AccountState.STARTING,
+                               broker=runtime.document.get("brokerName")))
+        self.running = True
+
+    def run(self, until: Optional[Callable[[], bool]] = None) -> None:
+        """Turn the loop until ``stop()`` is called (or ``until()`` is true)."""
+        while self.running and not self.stop_requested and not (until and until()):
+            self.turn()
+
+    def stop(self) -> None:
+        """Ask the loop to end after this turn (safe from a signal handler)."""
+        self.stop_requested = True
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop clients and workers cleanly, then close the journal."""
+        for session in self.bus.sessions():
+            session.put(message(ToClient.STOPPING))
+        self.bus.flush_clients()
+        self.supervisor.stop_all(self._send_shutdown, timeout)
+        for runtime in self.accounts.values():
+            runtime.state = AccountState.STOPPED
+        self.bus.close()
+        self.journal.close()
+        self.running = False
+        log.info("event=engine_stopped")
+
+    def _send_shutdown(self, account: str) -> None:
+        queue = self.bus.open_worker_queue(account)
+        queue.send(message(ToWorker.SHUTDOWN))
+
+    # -- the loop -------------------------------------------------------------------------
+    def turn(self, timeout_ms: int = TURN_MS) -> None:
+        """Run one loop turn."""
+        poller = zmq.Poller()
+        poller.register(self.bus.from_workers.socket, zmq.POLLIN)
+        poller.register(self.bus.router, zmq.POLLIN)
+        sentinels = self.supervisor.sentinels()
+        for fd in sentinels:
+            poller.register(fd, zmq.POLLIN)
+        poller.poll(timeout_ms)
+        for msg in self.bus.from_workers.drain():
+            self._guard(self._on_worker_message, msg)
+        for session, msg in self.bus.receive_clients():
+            self._guard(self._on_client_message, msg, session)
+        for account, event in self.supervisor.check():
+            self._on_supervisor_event(account, event)
+        for queue in self.bus.to_workers.values():
+            queue.flush()
+        self.bus.flush_clients()
+        self.bus.flush_pub()
+
+    def _guard(self, fn, msg: dict, *args) -> None:
+        try:
+            fn(msg, *args)
+        except (ProtocolError, InvalidOrder, KeyError, TypeError, ValueError) as exc:
+            self.malformed_worker_messages += 1
+            log.warning("event=message_rejected type=%s reason=%s", msg.get("type"), exc)
+            if args and isinstance(args[0], ClientSession):
+                args[0].put(message(ToClient.ERROR, reason=str(exc), request=msg.get("type")))
+        except MAOTradeError as exc:
+            log.error("event=message_failed type=%s reason=%s", msg.get("type"), exc)
+
+    # -- workers ----------------------------------------------------------------------------
+    def _on_worker_message(self, msg: dict) -> None:
+        account = str(msg.get("account", ""))
+        runtime = self.accounts.get(account)
+        if runtime is None:
+            raise ProtocolError(f"message from unknown account {account!r}")
+        self.supervisor.heard_from(account)
+        kind = msg["type"]
+        if kind == FromWorker.MARKET_DATA:
+            self._on_market_data(runtime, msg)
+        elif kind == FromWorker.ORDER_RESPONSE:
+            self._on_order_response(runtime, msg)
+        elif kind == FromWorker.HEARTBEAT:
+            pass
+        elif kind == FromWorker.INIT_RESULT:
+            runtime.capabilities = msg.get("capabilities") or {}
+            runtime.data_frames = msg.get("data_frames") or {}
+            runtime.document["capabilities"] = runtime.capabilities
+            self._start_sync(runtime)
+        elif kind == FromWorker.CONNECTION:
+            self._on_connection(runtime, msg)
+        elif kind == FromWorker.ACCOUNT_INFO:
+            runtime.account_info = msg.get("info") or {}
+            self.journal.record_balance(account, runtime.account_info)
+            self._sync_answered(runtime, "account_info")
+            self._broadcast(runtime, message(ToClient.ACCOUNT_INFO, account=account, info=runtime.account_info))
+        elif kind == FromWorker.PORTFOLIO:
+            runtime.broker_portfolio = msg.get("portfolio") or {}
+            for position in runtime.broker_portfolio.get("positions", []):
+                if position.get("market_price"):
+                    runtime.last_price.setdefault(position.get("epic"), position["market_price"])
+            self._reconcile(runtime)
+            self._sync_answered(runtime, "portfolio")
+            self._broadcast(runtime, message(ToClient.PORTFOLIO, account=account, portfolio=self.portfolio(account),
+                                             broker=runtime.broker_portfolio))
+        elif kind == FromWorker.MARKET_DATA_RESPONSE:
+            request = msg.get("request") or {}
+            self._sync_answered(runtime, f"md:{request.get('epic')}:{request.get('time_frame')}")
+        elif kind == FromWorker.ACCOUNT_DISCONNECTED:
+            self._set_state(runtime, AccountState.DISCONNECTED, msg.get("reason", ""))
+        elif kind == FromWorker.ERROR:
+            log.warning("event=worker_error account=%s reason=%s", account, msg.get("reason"))
+            self._emit(message("worker_error", account=account, reason=msg.get("reason")))
+        elif kind == FromWorker.SHUTDOWN_ACK:
+            pass
+        else:
+            raise ProtocolError(f"unknown worker message type {kind!r}")
+
+    def _on_connection(self, runtime: AccountRuntime, msg: dict) -> None:
+        state = msg.get("state")
+        if state == "connected":
+            if runtime.state in (AccountState.RECONNECTING, AccountState.STARTING):
+                self._start_sync(runtime)
+        elif state == "reconnecting":
+            self._set_state(runtime, AccountState.RECONNECTING, msg.get("reason", ""))
+        elif state == "disconnected":
+            self._set_state(runtime, AccountState.DISCONNECTED, msg.get("reason", ""))
+
+    def _start_sync(self, runtime: AccountRuntime) -> None:
+        """Re-synchronise an account: info, portfolio, open orders, subscriptions; then ready."""
+        account = runtime.account
+        runtime.syncs += 1
+        self._set_state(runtime, AccountState.SYNCING, "synchronising with the broker")
+        queue = self.bus.open_worker_queue(account)
+        runtime.pending_sync = {"account_info", "portfolio"}
+        queue.put(message(ToWorker.ACCOUNT_INFO_REQUEST))
+        queue.put(message(ToWorker.PORTFOLIO_REQUEST))
+        for order in self.router.open_orders(account):
+            runtime.pending_sync.add(f"order:{order.client_order_id}")
+            queue.put(message(ToWorker.ORDER_STATUS_REQUEST, order=_wire(order)))
+        for epic, time_frame in runtime.subscriptions:
+            runtime.pending_sync.add(f"md:{epic}:{time_frame}")
+            queue.put(self._market_data_request(runtime, "subscribe", epic, time_frame))
+        queue.flush()
+
+    def _sync_answered(self, runtime: AccountRuntime, item: str) -> None:
+        if runtime.state != AccountState.SYNCING or item not in runtime.pending_sync:
+            return
+        runtime.pending_sync.discard(item)
+        if not runtime.pending_sync:
+            self._set_state(runtime, AccountState.READY, "")
+
+    def _on_order_response(self, runtime: AccountRuntime, msg: dict) -> None:
+        outcome = self.router.apply_response(msg)
+        order = outcome.order
+        if msg.get("request") == ToWorker.ORDER_STATUS_REQUEST:
+            self._sync_answered(runtime, f"order:{order.client_order_id}")
+        self._notify_order(order, outcome, request=msg.get("request"))
+
+    def _on_market_data(self, runtime: AccountRuntime, msg: dict) -> None:
+        epic, time_frame = msg.get("epic"), msg.get("time_frame")
+        if msg.get("close") is not None:
+            runtime.last_price[epic] = msg["close"]
+        key = (runtime.account, epic, time_frame)
+        for session in self.bus.sessions():
+            if key in session.subscriptions:
+                session.put(msg)
+        if msg.get("completed"):
+            self._emit(msg)
+
+    def _on_supervisor_event(self, account: str, event: str) -> None:
+        runtime = self.accounts[account]
+        if event in ("died", "hung"):
+            self._set_state(runtime, AccountState.RESTARTING, f"worker {event}; restarting")
+            # A fresh in_queue: requests queued for the dead worker must not reach the new one.
+            self.bus.reset_worker_queue(account)
+        elif event == "fatal":
+            self._set_state(runtime, AccountState.DISCONNECTED, self.supervisor.workers[account].fatal_reason)
+        elif event == "restarted":
+            self._set_state(runtime, AccountState.STARTING, "worker restarted")
+
+    def _set_state(self, runtime: AccountRuntime, state: str, reason: str) -> None:
+        if runtime.state == state and runtime.reason == reason:
+            return
+        if runtime.state == AccountState.DISCONNECTED and state == AccountState.RECONNECTING:
+            return
+        runtime.state, runtime.reason = state, reason
+        log.info("event=account_state account=%s state=%s reason=%r", runtime.account, state, reason)
+        self._broadcast(runtime, message(ToClient.ACCOUNT_STATUS, account=runtime.account, state=state,
+                                         reason=reason, broker=runtime.document.get("brokerName"),
+                                         account_info=runtime.account_info if state == AccountState.READY else None))
+
+    # -- reconciliation -------------------------------------------------------------------------
+    def _reconcile(self, runtime: AccountRuntime) -> None:
+        """Record every position on which broker and engine disagree."""
+        broker = {p.get("epic"): float(p.get("qty") or 0) for p in runtime.broker_portfolio.get("positions", [])}
+        engine = {p.epic: p.qty for p in self.journal.positions(runtime.account) if not p.is_flat}
+        for epic in sorted(set(broker) | set(engine)):
+            ours, theirs = engine.get(epic, 0.0), broker.get(epic, 0.0)
+            if abs(ours - theirs) > 1e-9:
+                ident = self.journal.record_discrepancy(runtime.account, "position", epic, ours, theirs)
+                log.warning("event=discrepancy account=%s epic=%s engine=%g broker=%g id=%s",
+                            runtime.account, epic, ours, theirs, ident)
+                self._broadcast(runtime, message("discrepancy", account=runtime.account, id=ident,
+                                                 kind="position", key=epic, engine=ours, broker=theirs))
+
+    # -- clients ------------------------------------------------------------------------------------
+    def _on_client_message(self, msg: dict, session: ClientSession) -> None:
+        kind = msg["type"]
+        handler = self._client_handlers().get(kind)
+        if handler is None:
+            raise ProtocolError(f"unknown client message type {kind!r}")
+        handler(session, msg)
+
+    def _client_handlers(self) -> dict:
+        return {
+            FromClient.HELLO: self._on_hello,
+            FromClient.SUBSCRIBE: self._on_subscribe,
+            FromClient.UNSUBSCRIBE: self._on_unsubscribe,
+            FromClient.ORDER_OPEN: self._on_order_open,
+            FromClient.ORDER_CLOSE: self._on_order_close,
+            FromClient.ORDER_CANCEL: self._on_order_cancel,
+            FromClient.ORDER_STOP: self._on_order_stop,
+            FromClient.ACCOUNT_INFO_REQUEST: self._on_account_info_request,
+            FromClient.PORTFOLIO_REQUEST: self._on_portfolio_request,
+            FromClient.STATUS_REQUEST: lambda s, m: s.put(message(ToClient.STATUS, status=self.status())),
+            FromClient.STOP_ENGINE: self._on_stop_engine,
+            FromClient.BYE: self._on_bye,
+        }
+
+    def _on_hello(self, session: ClientSession, msg: dict) -> None:
+        session.name = str(msg.get("name") or session.identity.hex())
+        self._strategy_names[session.name] = session.identity
+        accounts = [{"account": a, "state": r.state, "broker": r.document.get("brokerName"),
+                     "data_frames": r.data_frames, "epics": sorted((r.document.get("epicMapping") or {}))}
+                    for a, r in self.accounts.items()]
+        session.put(message(ToClient.WELCOME, accounts=accounts, engine_pid=os.getpid()))
+        log.info("event=client_hello name=%s", session.name)
+
+    def _on_bye(self, session: ClientSession, msg: dict) -> None:
+        for account, epic, time_frame in list(session.subscriptions):
+            self._unsubscribe(session, account, epic, time_frame)
+        self.bus.clients.pop(session.identity, None)
+
+    def _runtime(self, msg: dict) -> AccountRuntime:
+        account = str(msg.get("account", ""))
+        if account not in self.accounts:
+            if not account and len(self.accounts) == 1:
+                return next(iter(self.accounts.values()))
+            raise InvalidOrder(f"unknown account {account!r}")
+        return self.accounts[account]
+
+    def _on_subscribe(self, session: ClientSession, msg: dict) -> None:
+        runtime = self._runtime(msg)
+        epic, time_frame = msg.get("epic"), msg.get("time_frame")
+        if not isinstance(epic, str) or not isinstance(time_frame, int):
+            raise ProtocolError("subscribe needs 'epic' (string) and 'time_frame' (integer seconds)")
+        mapping = runtime.document.get("epicMapping") or {}
+        if mapping and epic not in mapping:
+            raise InvalidOrder(f"unknown instrument {epic!r} for account {runtime.account}")
+        key = (runtime.account, epic, time_frame)
+        if key in session.subscriptions:
+            return
+        session.subscriptions.add(key)
+        count = runtime.subscriptions.get((epic, time_frame), 0)
+        runtime.subscriptions[(epic, time_frame)] = count + 1
+        if count == 0:
+            self.bus.open_worker_queue(runtime.account).put(
+                self._market_data_request(runtime, "subscribe", epic, time_frame))
+        session.put(message(ToClient.SUBSCRIBED, account=runtime.account, epic=epic, time_frame=time_frame))
+
+    def _on_unsubscribe(self, session: ClientSession, msg: dict) -> None:
+        runtime = self._runtime(msg)
+        self._unsubscribe(session, runtime.account, msg.get("epic"), msg.get("time_frame"))
+
+    def _unsubscribe(self, session: ClientSession, account: str, epic, time_frame) -> None:
+        key = (account, epic, time_frame)
+        if key not in session.subscriptions:
+            return
+        session.subscriptions.discard(key)
+        runtime = self.accounts[account]
+        count = runtime.subscriptions.get((epic, time_frame), 1) - 1
+        if count <= 0:
+            runtime.subscriptions.pop((epic, time_frame), None)
+            self.bus.open_worker_queue(account).put(self._market_data_request(runtime, "unsubscribe", epic, time_frame))
+        else:
+            runtime.subscriptions[(epic, time_frame)] = count
+
+    @staticmethod
+    def _market_data_request(runtime: AccountRuntime, action: str, epic: str, time_frame: int) -> dict:
+        mapping = runtime.document.get("epicMapping") or {}
+        return message(ToWorker.MARKET_DATA_REQUEST, request={"action": action, "epic": epic,
+                                                             "epicBroker": mapping.get(epic, epic),
+                                                             "time_frame": time_frame})
+
+    def _on_order_open(self, session: ClientSession, msg: dict) -> None:
+        self._runtime(msg)
+        outcome = self.router.open(msg, source=str(msg.get("source") or "strategy"), strategy=session.name)
+        self._after_request(session, outcome)
+
+    def _on_order_close(self, session: ClientSession, msg: dict) -> None:
+        self._runtime(msg)
+        outcome = self.router.close(msg, source=str(msg.get("source") or "strategy"), strategy=session.name)
+        self._after_request(session, outcome)
+
+    def _on_order_cancel(self, session: ClientSession, msg: dict) -> None:
+        runtime = self._runtime(msg)
+        outcome = self.router.cancel(runtime.account, str(msg.get("client_order_id")))
+        self._after_request(session, outcome)
+
+    def _on_order_stop(self, session: ClientSession, msg: dict) -> None:
+        runtime = self._runtime(msg)
+        outcome = self.router.amend_stops(runtime.account, str(msg.get("client_order_id")),
+                                          msg.get("stop_loss"), msg.get("take_profit"))
+        self._after_request(session, outcome)
+
+    def _after_request(self, session: ClientSession, outcome: OrderOutcome) -> None:
+        if outcome.dispatch is not None:
+            reason = self._not_ready_reason(outcome.dispatch.account)
+            if reason and outcome.dispatch.kind != ToWorker.ORDER_OPEN:
+                raise InvalidOrder(reason)
+            self._dispatch(outcome.dispatch)
+        if outcome.order is not None:
+            if outcome.dispatch is None or outcome.dispatch.kind in (ToWorker.ORDER_OPEN, ToWorker.ORDER_CLOSE):
+                self._notify_order(outcome.order, outcome, session=session)
+
+    def _dispatch(self, dispatch: Dispatch) -> None:
+        self.bus.open_worker_queue(dispatch.account).put(message(dispatch.kind, order=_wire(dispatch.order)))
+
+    def _on_account_info_request(self, session: ClientSession, msg: dict) -> None:
+        runtime = self._runtime(msg)
+        if runtime.state == AccountState.READY:
+            self.bus.open_worker_queue(runtime.account).put(message(ToWorker.ACCOUNT_INFO_REQUEST))
+        session.put(message(ToClient.ACCOUNT_INFO, account=runtime.account, info=runtime.account_info))
+
+    def _on_portfolio_request(self, session: ClientSession, msg: dict) -> None:
+        runtime = self._runtime(msg)
+        session.put(message(ToClient.PORTFOLIO, account=runtime.account, portfolio=self.portfolio(runtime.account),
+                            broker=runtime.broker_portfolio))
+
+    def _on_stop_engine(self, session: ClientSession, msg: dict) -> None:
+        log.info("event=stop_requested by=%s", session.name or "client")
+        session.put(message(ToClient.STOPPING))
+        self.stop()
+
+    # -- notifications ----------------------------------------------------------------------------------
+    def _notify_order(self, order: BaseOrder, outcome: OrderOutcome, session: Optional[ClientSession] = None,
+                      request: Optional[str] = None) -> None:
+        update = message(ToClient.ORDER, **order_view(order), request=request,
+                         error=outcome.error or None, code=outcome.code or None,
+                         fills=outcome.fills or None, duplicate=outcome.duplicate or None)
+        targets = {}
+        if session is not None:
+            targets[session.identity] = session
+        owner = self.journal.order_strategy(order.account, order.client_order_id)
+        identity = self._strategy_names.get(owner)
+        if identity is not None and identity in self.bus.clients:
+            targets[identity] = self.bus.clients[identity]
+        for target in targets.values():
+            target.put(update)
+        self._emit(update)
+
+    def _broadcast(self, runtime: AccountRuntime, msg: dict) -> None:
+        for session in self.bus.sessions():
+            if session.name:
+                session.put(msg)
+        self._emit(msg)
+
+    def _emit(self, msg: dict) -> None:
+        self.bus.publish(msg)
+        if self.on_event is not None:
+            try:
+                self.on_event(msg)
+            except Exception:  # a display problem must never stop trading
+                log.exception("event=observer_failed")
+
+    # -- views --------------------------------------------------------------------------------------------
+    def _not_ready_reason(self, account: str) -> str:
+        runtime = self.accounts.get(account)
+        if runtime is None:
+            return f"unknown account {account!r}"
+        if runtime.state != AccountState.READY:
+            detail = f" ({runtime.reason})" if runtime.reason else ""
+            return f"account {account} is {runtime.state}{detail}; order not sent"
+        return ""
+
+    def _document(self, account: str) -> dict:
+        return self.accounts[account].document
+
+    def portfolio(self, account: str) -> dict:
+        """The engine's positions of ``account`` with open P&L at the last known price."""
+        runtime = self.accounts[account]
+        positions = []
+        for position in self.journal.positions(account):
+            price = runtime.last_price.get(position.epic)
+            if position.is_flat and not position.realized_pnl:
+                continue
+            positions.append(position.to_dict(price))
+        orders = [order_view(o) for o in self.router.open_orders(account)]
+        return {"positions": positions, "orders": orders}
+
+    def status(self) -> dict:
+        """Everything ``maotrade status`` shows."""
+        accounts = []
+        for account, runtime in self.accounts.items():
+            handle = self.supervisor.workers.get(account)
+            pid = handle.pid if handle else None
+            cpu = rss = None
+            if pid:
+                try:
+                    proc = psutil.Process(pid)
+                    cpu = proc.cpu_percent(interval=None)
+                    rss = proc.memory_info().rss
+                except psutil.Error:
+                    pass
+            accounts.append({
+                "account": account, "broker": runtime.document.get("brokerName"), "state": runtime.state,
+                "reason": runtime.reason, "pid": pid, "cpu_percent": cpu, "rss_bytes": rss,
+                "restarts": handle.restarts if handle else 0, "account_info": runtime.account_info,
+                "portfolio": self.portfolio(account),
+                "subscriptions": [{"epic": e, "time_frame": t} for e, t in runtime.subscriptions],
+                "discrepancies": len(self.journal.discrepancies(account)),
+            })
+        return {"engine": {"pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
+                           "data_dir": str(self.data_dir),
+                           "malformed_messages": self.malformed_worker_messages + self.bus.malformed_client_frames
+                           + self.bus.from_workers.malformed,
+                           "orders_refused": self.router.rejected_count},
+                "accounts": accounts,
+                "clients": sorted(s.name for s in self.bus.sessions() if s.name)}
+
+
+def order_view(order: BaseOrder) -> dict:
+    """The order dict strategies receive in ``on_order``."""
+    data = order.to_dict()
+    data.pop("fills", None)
+    return data
+
+
+_wire = order_view

@@ -1,0 +1,293 @@
+"""The engine's journal and account state in one SQLite file (WAL).
+
+The engine is the only writer. An order is written here before any worker sees it;
+each fill is written once, keyed by (account, exec_id), in the same transaction as the
+position it moves. With WAL and ``synchronous=NORMAL`` a committed transaction survives
+a killed process; ``durability="full"`` also survives power loss, at an fsync per commit.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Optional
+
+from maotrade.order import BaseOrder, Fill, OrderStatus
+from maotrade.positions import Position
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    account TEXT NOT NULL,
+    client_order_id TEXT NOT NULL,
+    epic TEXT NOT NULL,
+    status TEXT NOT NULL,
+    source TEXT NOT NULL,
+    strategy TEXT NOT NULL DEFAULT '',
+    created INTEGER NOT NULL,
+    updated INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (account, client_order_id)
+);
+CREATE INDEX IF NOT EXISTS orders_status ON orders (account, status);
+CREATE TABLE IF NOT EXISTS fills (
+    account TEXT NOT NULL,
+    exec_id TEXT NOT NULL,
+    client_order_id TEXT NOT NULL,
+    epic TEXT NOT NULL,
+    qty REAL NOT NULL,
+    price REAL NOT NULL,
+    commission REAL NOT NULL,
+    time INTEGER NOT NULL,
+    external INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (account, exec_id)
+);
+CREATE TABLE IF NOT EXISTS positions (
+    account TEXT NOT NULL,
+    epic TEXT NOT NULL,
+    qty REAL NOT NULL,
+    avg_price REAL NOT NULL,
+    realized_pnl REAL NOT NULL,
+    PRIMARY KEY (account, epic)
+);
+CREATE TABLE IF NOT EXISTS balances (
+    account TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS balances_account ON balances (account, time);
+CREATE TABLE IF NOT EXISTS discrepancies (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    account TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    engine TEXT NOT NULL,
+    broker TEXT NOT NULL,
+    found INTEGER NOT NULL,
+    resolution TEXT NOT NULL DEFAULT '',
+    resolved INTEGER
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time INTEGER NOT NULL,
+    account TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+
+def now_ms() -> int:
+    """Epoch milliseconds."""
+    return int(time.time() * 1000)
+
+
+class Journal:
+    """Durable orders, fills, positions and balance history of every account."""
+
+    def __init__(self, path: Path, durability: str = "normal"):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db.executescript(SCHEMA)
+
+    # -- orders -----------------------------------------------------------------
+    def insert_order(self, order: BaseOrder, strategy: str = "") -> bool:
+        """Journal a new order intent; return False if its client order id exists already."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO orders (account, client_order_id, epic, status, source, strategy,"
+            " created, updated, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (order.account, order.client_order_id, order.epic, order.status, order.source, strategy,
+             order.created, order.updated, _order_json(order)))
+        return cur.rowcount == 1
+
+    def save_order(self, order: BaseOrder, strategy: str = "") -> None:
+        """Write an order's current state (insert if new)."""
+        self.db.execute(
+            "INSERT INTO orders (account, client_order_id, epic, status, source, strategy, created,"
+            " updated, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account, client_order_id)"
+            " DO UPDATE SET status = excluded.status, updated = excluded.updated, data = excluded.data",
+            (order.account, order.client_order_id, order.epic, order.status, order.source, strategy,
+             order.created, order.updated, _order_json(order)))
+
+    def get_order(self, account: str, client_order_id: str) -> Optional[BaseOrder]:
+        """Return one order, or None."""
+        row = self.db.execute("SELECT data FROM orders WHERE account = ? AND client_order_id = ?",
+                              (account, client_order_id)).fetchone()
+        return BaseOrder.from_dict(json.loads(row[0])) if row else None
+
+    def order_strategy(self, account: str, client_order_id: str) -> str:
+        """Return the name of the strategy that placed an order ('' if none)."""
+        row = self.db.execute("SELECT strategy FROM orders WHERE account = ? AND client_order_id = ?",
+                              (account, client_order_id)).fetchone()
+        return row[0] if row else ""
+
+    def open_orders(self, account: Optional[str] = None) -> list[BaseOrder]:
+        """Return every order not in a final state (optionally of one account)."""
+        done = tuple(OrderStatus.DONE)
+        marks = ",".join("?" * len(done))
+        sql = f"SELECT data FROM orders WHERE status NOT IN ({marks})"
+        args: list = list(done)
+        if account is not None:
+            sql += " AND account = ?"
+            args.append(account)
+        return [BaseOrder.from_dict(json.loads(r[0])) for r in self.db.execute(sql, args)]
+
+    def list_orders(self, account: Optional[str] = None, epic: Optional[str] = None,
+                    status: Optional[str] = None, source: Optional[str] = None,
+                    since: Optional[int] = None, until: Optional[int] = None,
+                    limit: int = 1000) -> list[BaseOrder]:
+        """Return orders matching every filter given, newest first."""
+        clauses, args = [], []
+        for column, value in (("account", account), ("epic", epic), ("status", status), ("source", source)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if since is not None:
+            clauses.append("created >= ?")
+            args.append(since)
+        if until is not None:
+            clauses.append("created < ?")
+            args.append(until)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.db.execute(f"SELECT data FROM orders {where} ORDER BY created DESC LIMIT ?",
+                               [*args, int(limit)])
+        return [BaseOrder.from_dict(json.loads(r[0])) for r in rows]
+
+    # -- fills and positions ---------------------------------------------------------
+    def apply_fill(self, order: BaseOrder, fill: Fill, external: bool = False) -> Optional[float]:
+        """Record a fill and move the position, once; return realized P&L or None if seen before.
+
+        The fill row, the position and the order are written in one transaction.
+        """
+        signed = abs(fill.qty) if order.qty > 0 else -abs(fill.qty)
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            cur = self.db.execute(
+                "INSERT OR IGNORE INTO fills (account, exec_id, client_order_id, epic, qty, price,"
+                " commission, time, external) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (order.account, fill.exec_id, order.client_order_id, order.epic, signed, fill.price,
+                 fill.commission, fill.time, int(external)))
+            if cur.rowcount == 0:
+                return None
+            position = self.position(order.account, order.epic)
+            realized = position.apply_fill(signed, fill.price)
+            self.db.execute(
+                "INSERT OR REPLACE INTO positions (account, epic, qty, avg_price, realized_pnl)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (order.account, order.epic, position.qty, position.avg_price, position.realized_pnl))
+            self.save_order(order)
+        return realized
+
+    def fill_ids(self, account: str, client_order_id: str) -> set[str]:
+        """Return the exec ids already recorded for an order."""
+        return {r[0] for r in self.db.execute(
+            "SELECT exec_id FROM fills WHERE account = ? AND client_order_id = ?", (account, client_order_id))}
+
+    def fills(self, account: str, client_order_id: Optional[str] = None) -> list[dict]:
+        """Return recorded fills, oldest first."""
+        sql = "SELECT exec_id, client_order_id, epic, qty, price, commission, time, external FROM fills WHERE account = ?"
+        args: list = [account]
+        if client_order_id:
+            sql += " AND client_order_id = ?"
+            args.append(client_order_id)
+        keys = ("exec_id", "client_order_id", "epic", "qty", "price", "commission", "time", "external")
+        return [dict(zip(keys, row)) for row in self.db.execute(sql + " ORDER BY rowid", args)]
+
+    def position(self, account: str, epic: str) -> Position:
+        """Return the engine's position in one instrument (flat if none)."""
+        row = self.db.execute("SELECT qty, avg_price, realized_pnl FROM positions WHERE account = ? AND epic = ?",
+                              (account, epic)).fetchone()
+        return Position(epic, *row) if row else Position(epic)
+
+    def positions(self, account: str) -> list[Position]:
+        """Return every position of an account, flat ones included (they carry realized P&L)."""
+        return [Position(*row) for row in self.db.execute(
+            "SELECT epic, qty, avg_price, realized_pnl FROM positions WHERE account = ? ORDER BY epic",
+            (account,))]
+
+    # -- balances, discrepancies, audit ------------------------------------------------
+    def record_balance(self, account: str, info: dict) -> None:
+        """Append one account-info snapshot to the balance history."""
+        self.db.execute("INSERT INTO balances (account, time, data) VALUES (?, ?, ?)",
+                        (account, now_ms(), json.dumps(info)))
+
+    def last_balance(self, account: str) -> Optional[dict]:
+        """Return the newest account-info snapshot."""
+        row = self.db.execute("SELECT data FROM balances WHERE account = ? ORDER BY time DESC, rowid DESC LIMIT 1",
+                              (account,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def record_discrepancy(self, account: str, kind: str, key: str, engine: object, broker: object) -> int:
+        """Record a difference between engine and broker unless the same one is open; return its id."""
+        engine_s, broker_s = json.dumps(engine, sort_keys=True), json.dumps(broker, sort_keys=True)
+        row = self.db.execute(
+            "SELECT id FROM discrepancies WHERE account = ? AND kind = ? AND key = ? AND engine = ?"
+            " AND broker = ? AND resolved IS NULL", (account, kind, key, engine_s, broker_s)).fetchone()
+        if row:
+            return row[0]
+        cur = self.db.execute(
+            "INSERT INTO discrepancies (account, kind, key, engine, broker, found) VALUES (?, ?, ?, ?, ?, ?)",
+            (account, kind, key, engine_s, broker_s, now_ms()))
+        return cur.lastrowid
+
+    def discrepancies(self, account: Optional[str] = None, open_only: bool = True) -> list[dict]:
+        """Return recorded discrepancies."""
+        sql = "SELECT id, account, kind, key, engine, broker, found, resolution, resolved FROM discrepancies"
+        clauses, args = [], []
+        if account is not None:
+            clauses.append("account = ?")
+            args.append(account)
+        if open_only:
+            clauses.append("resolved IS NULL")
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        keys = ("id", "account", "kind", "key", "engine", "broker", "found", "resolution", "resolved")
+        out = []
+        for row in self.db.execute(sql + " ORDER BY id", args):
+            item = dict(zip(keys, row))
+            item["engine"], item["broker"] = json.loads(item["engine"]), json.loads(item["broker"])
+            out.append(item)
+        return out
+
+    def resolve_discrepancy(self, discrepancy_id: int, resolution: str) -> None:
+        """Mark a discrepancy adopted or ignored."""
+        self.db.execute("UPDATE discrepancies SET resolution = ?, resolved = ? WHERE id = ?",
+                        (resolution, now_ms(), discrepancy_id))
+
+    def set_position(self, account: str, position: Position) -> None:
+        """Overwrite a position (used when adopting the broker's view)."""
+        self.db.execute("INSERT OR REPLACE INTO positions (account, epic, qty, avg_price, realized_pnl)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (account, position.epic, position.qty, position.avg_price, position.realized_pnl))
+
+    def audit(self, account: str, action: str, detail: dict) -> None:
+        """Append one line to the audit log."""
+        self.db.execute("INSERT INTO audit (time, account, action, detail) VALUES (?, ?, ?, ?)",
+                        (now_ms(), account, action, json.dumps(detail, sort_keys=True)))
+
+    def audit_log(self, account: Optional[str] = None) -> list[dict]:
+        """Return the audit log, oldest first."""
+        sql, args = "SELECT time, account, action, detail FROM audit", []
+        if account is not None:
+            sql, args = sql + " WHERE account = ?", [account]
+        return [{"time": t, "account": a, "action": act, "detail": json.loads(d)}
+                for t, a, act, d in self.db.execute(sql + " ORDER BY id", args)]
+
+    def close(self) -> None:
+        """Checkpoint and close the file."""
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self.db.close()
+
+
+def _order_json(order: BaseOrder) -> str:
+    data = order.to_dict()
+    data.pop("fills", None)  # fills live in their own table
+    return json.dumps(data)
+

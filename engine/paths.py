@@ -1,0 +1,42 @@
+"""Where MAOTrade keeps its files."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from platformdirs import user_data_dir
+
+DATA_DIR_ENV = "MAOTRADE_DATA_DIR"
+CONF_DIR_ENV = "MAOTRADE_CONF_DIR"
+# Unix socket paths are limited to about 107 bytes; keep ipc paths well below.
+MAX_IPC_PATH = 90
+
+
+def data_dir(explicit: Optional[str] = None) -> Path:
+    """The data directory: ``--data-dir``, ``MAOTRADE_DATA_DIR`` or the user's data folder."""
+    path = Path(explicit or os.environ.get(DATA_DIR_ENV) or user_data_dir("maotrade", appauthor=False))
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def conf_dir() -> Path:
+    """The folder of default settings and the demo registry."""
+    env = os.environ.get(CONF_DIR_ENV)
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "conf"
+
+
+def make_run_dir(data: Path) -> Path:
+    """A private (0700) folder for this engine's ipc sockets, short enough for socket paths."""
+    preferred = Path(data) / "run"
+    if len(str(preferred)) + 24 < MAX_IPC_PATH:
+        preferred.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(preferred, 0o700)
+        return preferred
+    return Path(tempfile.mkdtemp(prefix="maotrade-"))
+
+
+def engine_file(data: Path) -> Path:
+    """The file that tells ``maotrade status``/``stop`` where the running engine listens."""
+    return Path(data) / "engine.json"

@@ -1,0 +1,175 @@
+"""``maotrade start``: config, engine, workers and strategies, from start to clean stop."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+from typing import Callable, Optional
+
+import psutil
+
+from engine.admin.server import EmbeddedAdminServer, load_or_create_token, open_registry
+from engine.config_client import ConfigClient, decrypted_config
+from engine.console import ConsolePrinter
+from engine.core import Engine
+from engine.loader import load_broker_class, load_strategy_class
+from engine.paths import conf_dir, engine_file, make_run_dir
+from engine.strategy_host import run_strategy_process
+from engine.supervisor import process_context
+from maotrade.errors import ConfigError
+from maotrade.log import RedactingFormatter, register_secret
+from maotrade.secrets import MASTER_KEY_ENV, SecretBox, load_or_create_key, secret_values
+
+log = logging.getLogger(__name__)
+
+DEMO_STRATEGY = "maotrade.examples.demo:DemoStrategy"
+DEMO_REGISTRY = "demo-registry.json"
+
+
+def seed_if_empty(data_dir: Path, echo: Callable[[str], None]) -> None:
+    """Fill an empty local registry from conf/demo-registry.json (demo account 123, paper)."""
+    store = open_registry(data_dir)
+    try:
+        if store.is_empty():
+            store.seed(json.loads((conf_dir() / DEMO_REGISTRY).read_text()))
+            echo(f"seeded the local registry from conf/{DEMO_REGISTRY} (demo account 123 on the paper broker)")
+    finally:
+        store.close()
+
+
+def master_box(data_dir: Path) -> Optional[SecretBox]:
+    """The master key's SecretBox, if a key is set or exists (never creates one here)."""
+    path = data_dir / "master.key"
+    if os.environ.get(MASTER_KEY_ENV) or path.exists():
+        return SecretBox(load_or_create_key(path))
+    return None
+
+
+def fetch_documents(client: ConfigClient, accounts: list[str], box: Optional[SecretBox]) -> list[dict]:
+    """Fetch, validate and decrypt every account document; check each broker class loads."""
+    documents = []
+    for account in accounts:
+        document = client.fetch(account)
+        config = decrypted_config(document, box)
+        for value in secret_values(config["accountConfig"]):
+            register_secret(value)
+        load_broker_class(document.brokerClass)
+        documents.append(config)
+    return documents
+
+
+def setup_file_logging(data_dir: Path, level: str) -> Path:
+    """Log every event to data_dir/logs/maotrade.log; stderr gets warnings only."""
+    logs = data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    path = logs / "maotrade.log"
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    formatter = RedactingFormatter("%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s")
+    file_handler = RotatingFileHandler(path, maxBytes=20_000_000, backupCount=3)
+    file_handler.setFormatter(formatter)
+    file_handler.setLevel(getattr(logging, level.upper(), logging.INFO))
+    stderr = logging.StreamHandler()
+    stderr.setFormatter(formatter)
+    stderr.setLevel(logging.WARNING)
+    root.addHandler(file_handler)
+    root.addHandler(stderr)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    for noisy in ("urllib3", "uvicorn", "uvicorn.error", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return path
+
+
+def check_not_running(data_dir: Path) -> None:
+    """Refuse to start a second engine on the same data directory."""
+    path = engine_file(data_dir)
+    if path.exists():
+        try:
+            pid = json.loads(path.read_text())["pid"]
+        except (ValueError, KeyError):
+            pid = None
+        if pid and psutil.pid_exists(pid) and pid != os.getpid():
+            raise ConfigError(f"an engine is already running on {data_dir} (pid {pid}); "
+                              "use 'maotrade stop' or another --data-dir")
+        path.unlink()
+
+
+def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
+          strategies: Optional[list[str]] = None, strategy_params: Optional[dict] = None,
+          no_demo: bool = False, duration: Optional[float] = None, log_level: str = "INFO",
+          show_bars: bool = True, echo: Callable[[str], None] = print) -> int:
+    """Run the engine until Ctrl-C, SIGTERM, ``maotrade stop`` or ``duration`` seconds."""
+    check_not_running(data_dir)
+    log_path = setup_file_logging(data_dir, log_level)
+    server = None
+    if config_url is None:
+        seed_if_empty(data_dir, echo)
+        server = EmbeddedAdminServer(open_registry(data_dir), load_or_create_token(data_dir)).start()
+        config_url = server.url
+        echo(f"config service: embedded at {config_url} (registry in {data_dir})")
+    else:
+        echo(f"config service: {config_url}")
+    client = ConfigClient(config_url)
+    try:
+        documents = fetch_documents(client, accounts, master_box(data_dir))
+    except BaseException:
+        if server is not None:
+            server.stop()
+        raise
+    finally:
+        client.close()
+    strategies = list(strategies or [])
+    if server is not None and not strategies and not no_demo:
+        strategies = [DEMO_STRATEGY]
+        echo(f"no --strategy given: running the demo strategy {DEMO_STRATEGY} (--no-demo to skip)")
+    for target in strategies:
+        load_strategy_class(target)
+    run_dir = make_run_dir(data_dir)
+    engine = Engine(documents, data_dir, run_dir, log_level=log_level, log_file=str(log_path),
+                    on_event=ConsolePrinter(show_bars=show_bars))
+    stop_signals = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
+    strategy_processes = []
+    try:
+        engine.start()
+        engine_file(data_dir).write_text(json.dumps({
+            "pid": os.getpid(), "client_address": engine.bus.client_address,
+            "pub_address": engine.bus.pub_address, "accounts": accounts, "started": time.time()}))
+        for sig in stop_signals:
+            signal.signal(sig, lambda *_: engine.stop())
+        ctx = process_context()
+        for index, target in enumerate(strategies):
+            spec = {"target": target, "address": engine.bus.client_address, "log_level": log_level,
+                    "log_file": str(log_path),
+                    "params": (strategy_params or {}), "name": f"{target.rpartition(':')[2]}-{index + 1}"}
+            process = ctx.Process(target=run_strategy_process, args=(spec,), name=f"strategy-{index + 1}",
+                                  daemon=True)
+            process.start()
+            strategy_processes.append(process)
+            echo(f"strategy {target} started (pid {process.pid})")
+        echo(f"engine running (pid {os.getpid()}); logs in {log_path}; Ctrl-C to stop")
+        deadline = time.monotonic() + duration if duration else None
+        engine.run(until=(lambda: time.monotonic() >= deadline) if deadline else None)
+        echo("stopping: strategies, then accounts...")
+    finally:
+        if engine.running:
+            engine.shutdown()
+        for process in strategy_processes:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+        for sig, previous in stop_signals.items():
+            signal.signal(sig, previous)
+        if server is not None:
+            server.stop()
+        engine_file(data_dir).unlink(missing_ok=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    echo("stopped cleanly")
+    return 0
+

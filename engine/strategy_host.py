@@ -1,0 +1,61 @@
+"""The strategy process: connect to the engine, feed the strategy its messages, stop cleanly."""
+from __future__ import annotations
+
+import ctypes
+import logging
+import signal
+import sys
+
+from engine.loader import load_strategy_class
+from maotrade.client import EngineClient
+from maotrade.log import setup_logging
+from maotrade.messages import ClientToEngine, message
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 100
+
+
+def run_strategy(strategy, client: EngineClient, welcome: dict) -> None:
+    """Drive ``strategy`` with ``client``'s messages until the engine stops or it asks to."""
+    strategy.attach(client, welcome.get("accounts") or [])
+    strategy.on_start()
+    client.flush()
+    try:
+        while not strategy.stop_requested:
+            for msg in client.receive(POLL_MS):
+                if msg.get("type") == "stopping":
+                    strategy.stop()
+                    break
+                try:
+                    strategy.dispatch(msg)
+                except Exception:  # a bug in one callback must not kill the strategy
+                    log.exception("event=strategy_callback_failed strategy=%s type=%s",
+                                  strategy.name, msg.get("type"))
+            client.flush()
+    finally:
+        try:
+            strategy.on_stop()
+        finally:
+            client.flush()
+
+
+def run_strategy_process(spec: dict) -> None:
+    """Process entry: ``spec`` has ``target`` (module:Class), ``address``, ``params``, ``log_level``."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # die with the engine
+    except OSError:
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    setup_logging(spec.get("log_level", "INFO"), log_file=spec.get("log_file"))
+    cls = load_strategy_class(spec["target"])
+    strategy = cls(spec.get("params") or {})
+    client = EngineClient(spec["address"], name=spec.get("name") or strategy.name)
+    try:
+        welcome = client.hello()
+        run_strategy(strategy, client, welcome)
+    finally:
+        client.send(message(ClientToEngine.BYE))
+        client.close()
+    sys.exit(0)

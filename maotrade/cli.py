@@ -1,0 +1,332 @@
+"""The ``maotrade`` command.
+
+The CLI is the program's front door, so it is the one place in ``maotrade/`` that reaches
+into ``engine/``; it does so inside each command, never at import time.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Optional
+
+import click
+
+from maotrade import __version__
+from maotrade.errors import MAOTradeError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _data_dir(value: Optional[str]):
+    from engine.paths import data_dir
+    return data_dir(value)
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(2)
+
+
+data_dir_option = click.option("--data-dir", envvar="MAOTRADE_DATA_DIR", metavar="DIR",
+                               help="Where the journal, registry, keys and logs live "
+                                    "[env MAOTRADE_DATA_DIR; default: the user's data folder].")
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="maotrade")
+def main() -> None:
+    """MAOTrade: one trading engine, many brokers.
+
+    Start with `maotrade start --account 123`: it runs the demo account on the paper
+    broker with an embedded config service. See `maotrade COMMAND --help`.
+    """
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--account", "accounts", multiple=True, required=True, metavar="ID",
+              help="Account to run (repeatable; one worker process each).")
+@click.option("--config-url", envvar="MAOTRADE_CONFIG_URL", metavar="URL",
+              help="Config service base URL [env MAOTRADE_CONFIG_URL]; without it an embedded "
+                   "service runs on loopback, seeded from conf/ with demo account 123.")
+@click.option("--strategy", "strategies", multiple=True, metavar="MODULE:CLASS",
+              help="Strategy to run in its own process (repeatable), e.g. maotrade.examples.demo:DemoStrategy.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Parameter passed to every strategy (repeatable; values parsed as JSON when possible).")
+@click.option("--no-demo", is_flag=True, help="With the embedded config service, do not run the demo strategy.")
+@click.option("--duration", type=float, metavar="SECONDS", help="Stop by itself after this many seconds.")
+@click.option("--no-bars", is_flag=True, help="Do not print completed bars.")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Level of the log file (the console shows warnings and above).")
+@data_dir_option
+def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, log_level, data_dir) -> None:
+    """Run the engine for one or more accounts until Ctrl-C, SIGTERM or `maotrade stop`."""
+    from engine.runner import start as run
+
+    try:
+        code = run(list(accounts), _data_dir(data_dir), config_url=config_url, strategies=list(strategies),
+                   strategy_params=_parse_params(params), no_demo=no_demo, duration=duration,
+                   log_level=log_level, show_bars=not no_bars, echo=click.echo)
+    except MAOTradeError as exc:
+        _fail(exc)
+    sys.exit(code)
+
+
+def _parse_params(items) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _engine_client(data_dir):
+    from engine.paths import engine_file
+    from maotrade.client import EngineClient
+
+    path = engine_file(data_dir)
+    if not path.exists():
+        click.echo(f"no engine is running on {data_dir}", err=True)
+        sys.exit(1)
+    info = json.loads(path.read_text())
+    return EngineClient(info["client_address"], name=""), info
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print the full status as JSON.")
+@data_dir_option
+def status(as_json, data_dir) -> None:
+    """Show accounts, connection state, worker pid, CPU, memory, positions and open orders."""
+    client, _ = _engine_client(_data_dir(data_dir))
+    try:
+        answer = client.request({"type": "status_request", "v": 1}, "status", timeout=5)["status"]
+    except MAOTradeError as exc:
+        _fail(exc)
+    finally:
+        client.close()
+    if as_json:
+        click.echo(json.dumps(answer, indent=2, sort_keys=True))
+        return
+    engine = answer["engine"]
+    click.echo(f"engine pid {engine['pid']}  up {engine['uptime_s']:.0f}s  "
+               f"refused orders {engine['orders_refused']}  malformed messages {engine['malformed_messages']}")
+    for acc in answer["accounts"]:
+        info = acc.get("account_info") or {}
+        mem = f"{acc['rss_bytes'] / 2**20:.0f} MiB" if acc.get("rss_bytes") else "-"
+        cpu = f"{acc['cpu_percent']:.0f}%" if acc.get("cpu_percent") is not None else "-"
+        reason = f" ({acc['reason']})" if acc.get("reason") else ""
+        click.echo(f"account {acc['account']} [{acc['broker']}] {acc['state']}{reason}  pid {acc['pid'] or '-'}"
+                   f"  cpu {cpu}  mem {mem}  restarts {acc['restarts']}")
+        if info:
+            click.echo(f"  balance {info.get('balance', 0):,.2f} {info.get('currency', '')}  "
+                       f"equity {info.get('equity', 0):,.2f}  available {info.get('available', 0):,.2f}")
+        for pos in acc["portfolio"]["positions"]:
+            if pos["qty"]:
+                click.echo(f"  position {pos['epic']} {pos['qty']:g} @ {pos['avg_price']:.5g}  "
+                           f"open P&L {pos['unrealized_pnl']:,.2f}  realized {pos['realized_pnl']:,.2f}")
+        for order in acc["portfolio"]["orders"]:
+            click.echo(f"  order {order['client_order_id']} {order['qty']:g} {order['epic']} "
+                       f"{order['order_type']} {order.get('price') or ''} {order['status']}")
+        if acc.get("discrepancies"):
+            click.echo(f"  {acc['discrepancies']} unresolved discrepancies with the broker")
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for the engine to exit.")
+@data_dir_option
+def stop(timeout, data_dir) -> None:
+    """Stop the running engine cleanly (strategies, then workers, then the journal)."""
+    import psutil
+
+    client, info = _engine_client(_data_dir(data_dir))
+    try:
+        client.request({"type": "stop_engine", "v": 1}, "stopping", timeout=5)
+    except MAOTradeError as exc:
+        _fail(exc)
+    finally:
+        client.close()
+    try:
+        psutil.Process(info["pid"]).wait(timeout)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        click.echo(f"engine {info['pid']} did not stop within {timeout:g}s", err=True)
+        sys.exit(1)
+    click.echo(f"engine {info['pid']} stopped")
+
+
+# -- admin ---------------------------------------------------------------------------------------
+@main.group(context_settings=CONTEXT)
+def admin() -> None:
+    """The admin/config service and its registry of brokers, accounts and epic mappings.
+
+    Commands act on the registry in --data-dir; `admin serve` serves it over REST.
+    """
+
+
+@admin.command(context_settings=CONTEXT)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8700, show_default=True, help="Port to listen on.")
+@click.option("--seed-demo", is_flag=True, help="Seed an empty registry with the demo account 123.")
+@data_dir_option
+def serve(host, port, seed_demo, data_dir) -> None:
+    """Run the admin/config REST service (writes need the admin token)."""
+    from engine.admin.server import load_or_create_token, open_registry, serve_forever
+    from engine.runner import seed_if_empty
+
+    path = _data_dir(data_dir)
+    if seed_demo:
+        seed_if_empty(path, click.echo)
+    token = load_or_create_token(path)
+    click.echo(f"admin service on http://{host}:{port} (registry in {path}; admin token in "
+               f"{path / 'admin.token'} or MAOTRADE_ADMIN_TOKEN)")
+    serve_forever(open_registry(path), token, host, port)
+
+
+def _registry(data_dir):
+    from engine.admin.server import open_registry
+    return open_registry(_data_dir(data_dir))
+
+
+def _json_option(name: str, help_text: str):
+    return click.option("--config", name, default="{}", show_default=True, metavar="JSON", help=help_text)
+
+
+def _load_json(text: str, what: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise click.BadParameter(f"{what} must be a JSON object")
+    return value
+
+
+def _run_admin(action):
+    from engine.admin.store import Conflict, NotFound
+    try:
+        return action()
+    except (NotFound, Conflict, MAOTradeError, ValueError) as exc:
+        _fail(str(exc).strip("'\""))
+
+
+@admin.group(context_settings=CONTEXT)
+def broker() -> None:
+    """Register brokers (a name, an Account Manager class and its brokerConfig)."""
+
+
+@broker.command("add", context_settings=CONTEXT)
+@click.argument("name")
+@click.option("--class", "broker_class", required=True, metavar="PATH",
+              help="Account Manager class: module.Class under account_managers (paper.PaperAccountManager) "
+                   "or a fully qualified import path.")
+@_json_option("config", "brokerConfig as a JSON object.")
+@data_dir_option
+def broker_add(name, broker_class, config, data_dir) -> None:
+    """Register or replace broker NAME."""
+    from engine.loader import load_broker_class
+    store = _registry(data_dir)
+    _run_admin(lambda: load_broker_class(broker_class))
+    result = _run_admin(lambda: store.put_broker(name, broker_class, _load_json(config, "--config")))
+    click.echo(f"broker {result['name']} -> {result['brokerClass']}")
+
+
+@broker.command("list", context_settings=CONTEXT)
+@data_dir_option
+def broker_list(data_dir) -> None:
+    """List brokers."""
+    for item in _registry(data_dir).list_brokers():
+        click.echo(f"{item['name']}\t{item['brokerClass']}\t{json.dumps(item['brokerConfig'])}")
+
+
+@broker.command("remove", context_settings=CONTEXT)
+@click.argument("name")
+@data_dir_option
+def broker_remove(name, data_dir) -> None:
+    """Remove broker NAME (no account may use it)."""
+    store = _registry(data_dir)
+    _run_admin(lambda: store.remove_broker(name))
+    click.echo(f"broker {name} removed")
+
+
+@admin.group(context_settings=CONTEXT)
+def account() -> None:
+    """Register accounts (an id, a broker and its accountConfig; secrets are encrypted)."""
+
+
+@account.command("add", context_settings=CONTEXT)
+@click.argument("account_id")
+@click.option("--broker", "broker_name", required=True, help="Registered broker name.")
+@_json_option("config", "accountConfig as a JSON object; password, apiKey, secret... are encrypted at rest.")
+@data_dir_option
+def account_add(account_id, broker_name, config, data_dir) -> None:
+    """Register or replace account ACCOUNT_ID."""
+    store = _registry(data_dir)
+    result = _run_admin(lambda: store.put_account(account_id, broker_name, _load_json(config, "--config")))
+    click.echo(f"account {result['idAccount']} on {result['brokerName']}: {json.dumps(result['accountConfig'])}")
+
+
+@account.command("list", context_settings=CONTEXT)
+@data_dir_option
+def account_list(data_dir) -> None:
+    """List accounts (secrets shown as ***)."""
+    for item in _registry(data_dir).list_accounts():
+        click.echo(f"{item['idAccount']}\t{item['brokerName']}\t{json.dumps(item['accountConfig'])}")
+
+
+@account.command("remove", context_settings=CONTEXT)
+@click.argument("account_id")
+@data_dir_option
+def account_remove(account_id, data_dir) -> None:
+    """Remove account ACCOUNT_ID and its mappings."""
+    store = _registry(data_dir)
+    _run_admin(lambda: store.remove_account(account_id))
+    click.echo(f"account {account_id} removed")
+
+
+@admin.group(context_settings=CONTEXT)
+def mapping() -> None:
+    """Map MAOTrade instrument codes (epics) to each account's broker codes."""
+
+
+@mapping.command("set", context_settings=CONTEXT)
+@click.argument("account_id")
+@click.argument("epic")
+@click.argument("epic_broker")
+@data_dir_option
+def mapping_set(account_id, epic, epic_broker, data_dir) -> None:
+    """Map EPIC to EPIC_BROKER for ACCOUNT_ID."""
+    store = _registry(data_dir)
+    _run_admin(lambda: store.set_mapping(account_id, epic, epic_broker))
+    click.echo(f"account {account_id}: {epic} -> {epic_broker}")
+
+
+@mapping.command("list", context_settings=CONTEXT)
+@click.argument("account_id")
+@data_dir_option
+def mapping_list(account_id, data_dir) -> None:
+    """List ACCOUNT_ID's mappings."""
+    store = _registry(data_dir)
+    for epic, epic_broker in _run_admin(lambda: store.mappings(account_id)).items():
+        click.echo(f"{epic}\t{epic_broker}")
+
+
+@mapping.command("remove", context_settings=CONTEXT)
+@click.argument("account_id")
+@click.argument("epic")
+@data_dir_option
+def mapping_remove(account_id, epic, data_dir) -> None:
+    """Remove ACCOUNT_ID's mapping of EPIC."""
+    store = _registry(data_dir)
+    _run_admin(lambda: store.remove_mapping(account_id, epic))
+    click.echo(f"account {account_id}: {epic} unmapped")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,97 @@
+"""A client of the engine's ROUTER socket: what strategies, the CLI and scripts use.
+
+One DEALER socket. Outgoing messages queue with ``put`` and leave as one frame on
+``flush``; ``request`` sends one message and waits for the answer of a given type.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+import zmq
+
+from maotrade.errors import ProtocolError, TemporaryError
+from maotrade.messages import ClientToEngine, message, pack_batch, unpack_batch
+
+
+class EngineClient:
+    """Connection to a running engine (one owner thread)."""
+
+    def __init__(self, address: str, name: str = "", ctx: Optional[zmq.Context] = None):
+        self.address = address
+        self.name = name
+        self._own_ctx = ctx is None
+        self.ctx = ctx or zmq.Context()
+        self.socket = self.ctx.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 2000)
+        self.socket.setsockopt(zmq.RCVHWM, 0)
+        self.socket.connect(address)
+        self._outbox: list[dict] = []
+        self._inbox: list[dict] = []
+        self.malformed = 0
+
+    def put(self, msg: dict) -> None:
+        """Queue a message for the next flush."""
+        self._outbox.append(msg)
+
+    def flush(self) -> None:
+        """Send what is queued as one frame (blocks only if the engine is not reading)."""
+        if self._outbox:
+            frame = pack_batch(self._outbox)
+            self._outbox = []
+            self.socket.send(frame)
+
+    def send(self, msg: dict) -> None:
+        """Send one message now."""
+        self.put(msg)
+        self.flush()
+
+    def receive(self, timeout_ms: int = 0) -> list[dict]:
+        """Return messages received, waiting up to ``timeout_ms`` for the first one."""
+        out, self._inbox = self._inbox, []
+        if not out and timeout_ms and not self.socket.poll(timeout_ms, zmq.POLLIN):
+            return out
+        while True:
+            try:
+                frame = self.socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return out
+            try:
+                out.extend(unpack_batch(frame))
+            except ProtocolError:
+                self.malformed += 1
+
+    def request(self, msg: dict, answer_type: str, timeout: float = 5.0,
+                match: Optional[Callable[[dict], bool]] = None) -> dict:
+        """Send ``msg`` and return the first answer of ``answer_type``; other messages are kept."""
+        self.send(msg)
+        deadline = time.monotonic() + timeout
+        kept: list[dict] = []
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TemporaryError(f"engine at {self.address} did not answer {msg.get('type')} "
+                                         f"within {timeout:g}s")
+                for item in self.receive(int(remaining * 1000) or 1):
+                    if item.get("type") == answer_type and (match is None or match(item)):
+                        return item
+                    if item.get("type") == "error" and item.get("request") == msg.get("type"):
+                        raise ProtocolError(f"engine refused {msg.get('type')}: {item.get('reason')}")
+                    kept.append(item)
+        finally:
+            self._inbox = kept + self._inbox
+
+    def hello(self, timeout: float = 30.0) -> dict:
+        """Introduce this client; return the engine's welcome (accounts and their states)."""
+        return self.request(message(ClientToEngine.HELLO, name=self.name), "welcome", timeout)
+
+    def close(self) -> None:
+        """Say goodbye and close the socket."""
+        try:
+            self.send(message(ClientToEngine.BYE))
+        except zmq.ZMQError:
+            pass
+        self.socket.close(linger=1000)
+        if self._own_ctx:
+            self.ctx.term()

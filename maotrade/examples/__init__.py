@@ -1,0 +1,1 @@
+"""Example strategies: start here to write your own."""
