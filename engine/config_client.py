@@ -20,7 +20,7 @@ CONFIG_URL_ENV = "MAOTRADE_CONFIG_URL"
 class ConfigClient:
     """Client of ``GET {config_url}/api/accounts/{id}/config`` with retries and backoff."""
 
-    def __init__(self, base_url: str, retries: int = 4, backoff: float = 0.5, timeout: float = 5.0,
+    def __init__(self, base_url: str, retries: int = 3, backoff: float = 0.3, timeout: float = 5.0,
                  token: Optional[str] = None):
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"config URL {base_url!r} must start with http:// or https://")

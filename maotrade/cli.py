@@ -142,8 +142,6 @@ def status(as_json, data_dir) -> None:
 @data_dir_option
 def stop(timeout, data_dir) -> None:
     """Stop the running engine cleanly (strategies, then workers, then the journal)."""
-    import psutil
-
     client, info = _engine_client(_data_dir(data_dir))
     try:
         client.request({"type": "stop_engine", "v": 1}, "stopping", timeout=5)
@@ -151,14 +149,25 @@ def stop(timeout, data_dir) -> None:
         _fail(exc)
     finally:
         client.close()
-    try:
-        psutil.Process(info["pid"]).wait(timeout)
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.TimeoutExpired:
+    if not _wait_gone(info["pid"], timeout):
         click.echo(f"engine {info['pid']} did not stop within {timeout:g}s", err=True)
         sys.exit(1)
     click.echo(f"engine {info['pid']} stopped")
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` has exited (a zombie awaiting its parent counts as exited)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 # -- admin ---------------------------------------------------------------------------------------

@@ -1,0 +1,41 @@
+"""Strategies used by the tests: they record what they see in a JSON-lines file."""
+import json
+
+from maotrade.strategy import Strategy
+
+
+class RecordingStrategy(Strategy):
+    """Subscribe, buy ``qty`` on the first completed bar, ask for the portfolio when filled."""
+
+    def on_start(self):
+        self.out = open(self.params["record"], "a")
+        self.ordered = False
+        self.subscribe(self.params.get("epic", "EURUSD"), 1)
+        self.write({"event": "start", "accounts": self.accounts})
+
+    def write(self, item):
+        self.out.write(json.dumps(item) + "\n")
+        self.out.flush()
+
+    def on_market_data(self, data):
+        self.write({"event": "bar", **data})
+        if data["completed"] and not self.ordered:
+            self.ordered = True
+            cid = self.open_order(data["epic"], self.params.get("qty", 100))
+            self.write({"event": "sent", "client_order_id": cid})
+
+    def on_order(self, order):
+        self.write({"event": "order", **order})
+        if order["status"] == "FILLED":
+            self.request_portfolio()
+            self.request_account_info()
+
+    def on_portfolio(self, portfolio):
+        self.write({"event": "portfolio", **portfolio})
+
+    def on_account_info(self, info):
+        self.write({"event": "account_info", **info})
+
+    def on_stop(self):
+        self.write({"event": "stop"})
+        self.out.close()
