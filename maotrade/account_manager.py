@@ -90,6 +90,9 @@ EXIT_OK = 0
 EXIT_CRASH = 1
 EXIT_FATAL = 3  # an OperationalError: restarting will not help
 
+# accountConfig keys that belong to the engine (risk limits), never to the broker.
+ENGINE_KEYS = frozenset({"risk"})
+
 ORDER_REQUESTS = {In.ORDER_OPEN, In.ORDER_CLOSE, In.ORDER_STOP, In.ORDER_CANCEL}
 
 
@@ -127,8 +130,9 @@ class BaseAccountManager(abc.ABC):
         self.broker_name = config.get("brokerName", "")
         self.settings = parse_settings(self.settings_model, config.get("brokerConfig") or {},
                                        f"account {self.account_id} brokerConfig")
-        self.account_settings = (parse_settings(self.account_settings_model,
-                                                config.get("accountConfig") or {},
+        account_config = {k: v for k, v in (config.get("accountConfig") or {}).items()
+                          if k not in ENGINE_KEYS}
+        self.account_settings = (parse_settings(self.account_settings_model, account_config,
                                                 f"account {self.account_id} accountConfig")
                                  if self.account_settings_model else None)
         self.runtime: dict = config.get("runtime") or {}
