@@ -94,12 +94,15 @@ class EngineBus:
         self.router.setsockopt(zmq.LINGER, 0)
         self.client_address = client_address or f"ipc://{self.run_dir}/engine.router"
         self.router.bind(self.client_address)
-        self.pub = self.ctx.socket(zmq.PUB)
+        # XPUB, not PUB: it tells us whether anyone listens, so an unobserved engine
+        # never spends time packing events.
+        self.pub = self.ctx.socket(zmq.XPUB)
         self.pub.setsockopt(zmq.SNDHWM, PUB_HWM)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub_address = pub_address or f"ipc://{self.run_dir}/engine.pub"
         self.pub.bind(self.pub_address)
         self.pub_seq = 0
+        self.observers = 0
         self._pub_outbox: list[dict] = []
         self.clients: dict[bytes, ClientSession] = {}
         self.malformed_client_frames = 0
@@ -170,10 +173,23 @@ class EngineBus:
         return self.clients.values()
 
     # -- observers ------------------------------------------------------------------------
+    def track_subscribers(self) -> None:
+        """Count observers from XPUB's (un)subscription messages."""
+        while True:
+            try:
+                frame = self.pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if frame[:1] == b"\x01":
+                self.observers += 1
+            elif frame[:1] == b"\x00":
+                self.observers = max(0, self.observers - 1)
+
     def publish(self, msg: dict) -> None:
-        """Queue an event for the PUB socket."""
+        """Queue an event for the PUB socket (numbered even when nobody listens)."""
         self.pub_seq += 1
-        self._pub_outbox.append(dict(msg, seq=self.pub_seq))
+        if self.observers:
+            self._pub_outbox.append(dict(msg, seq=self.pub_seq))
 
     def flush_pub(self) -> None:
         """Publish this turn's events as one frame (dropped if no one can take it)."""

@@ -86,6 +86,8 @@ class Engine:
         self.stop_requested = False
         self.malformed_worker_messages = 0
         self._strategy_names: dict[str, bytes] = {}
+        self._poller: Optional[zmq.Poller] = None
+        self._polled_sentinels: set = set()
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -130,13 +132,17 @@ class Engine:
     # -- the loop -------------------------------------------------------------------------
     def turn(self, timeout_ms: int = TURN_MS) -> None:
         """Run one loop turn."""
-        poller = zmq.Poller()
-        poller.register(self.bus.from_workers.socket, zmq.POLLIN)
-        poller.register(self.bus.router, zmq.POLLIN)
         sentinels = self.supervisor.sentinels()
-        for fd in sentinels:
-            poller.register(fd, zmq.POLLIN)
-        poller.poll(timeout_ms)
+        if self._poller is None or sentinels.keys() != self._polled_sentinels:
+            self._poller = zmq.Poller()
+            self._poller.register(self.bus.from_workers.socket, zmq.POLLIN)
+            self._poller.register(self.bus.router, zmq.POLLIN)
+            self._poller.register(self.bus.pub, zmq.POLLIN)
+            for fd in sentinels:
+                self._poller.register(fd, zmq.POLLIN)
+            self._polled_sentinels = set(sentinels)
+        self._poller.poll(timeout_ms)
+        self.bus.track_subscribers()
         for msg in self.bus.from_workers.drain():
             self._guard(self._on_worker_message, msg)
         for session, msg in self.bus.receive_clients():
@@ -443,7 +449,7 @@ class Engine:
         targets = {}
         if session is not None:
             targets[session.identity] = session
-        owner = self.journal.order_strategy(order.account, order.client_order_id)
+        owner = self.router.owner(order)
         identity = self._strategy_names.get(owner)
         if identity is not None and identity in self.bus.clients:
             targets[identity] = self.bus.clients[identity]
@@ -523,9 +529,7 @@ class Engine:
 
 def order_view(order: BaseOrder) -> dict:
     """The order dict strategies receive in ``on_order``."""
-    data = order.to_dict()
-    data.pop("fills", None)
-    return data
+    return order.to_dict(with_fills=False)
 
 
 _wire = order_view

@@ -160,28 +160,39 @@ class Journal:
 
     # -- fills and positions ---------------------------------------------------------
     def apply_fill(self, order: BaseOrder, fill: Fill, external: bool = False) -> Optional[float]:
-        """Record a fill and move the position, once; return realized P&L or None if seen before.
+        """Record one fill and save the order; see ``apply_fills``."""
+        applied = self.apply_fills(order, [fill], external)
+        return applied[0][1] if applied else None
 
-        The fill row, the position and the order are written in one transaction.
+    def apply_fills(self, order: BaseOrder, fills: list[Fill], external: bool = False) -> list[tuple[Fill, float]]:
+        """Record fills, move the position and save the order, in one transaction.
+
+        A fill whose (account, exec_id) is recorded already is skipped. Returns the
+        (fill, realized P&L) pairs that were new.
         """
-        signed = abs(fill.qty) if order.qty > 0 else -abs(fill.qty)
+        applied = []
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            cur = self.db.execute(
-                "INSERT OR IGNORE INTO fills (account, exec_id, client_order_id, epic, qty, price,"
-                " commission, time, external) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (order.account, fill.exec_id, order.client_order_id, order.epic, signed, fill.price,
-                 fill.commission, fill.time, int(external)))
-            if cur.rowcount == 0:
-                return None
-            position = self.position(order.account, order.epic)
-            realized = position.apply_fill(signed, fill.price)
-            self.db.execute(
-                "INSERT OR REPLACE INTO positions (account, epic, qty, avg_price, realized_pnl)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (order.account, order.epic, position.qty, position.avg_price, position.realized_pnl))
+            position = None
+            for fill in fills:
+                signed = abs(fill.qty) if order.qty > 0 else -abs(fill.qty)
+                cur = self.db.execute(
+                    "INSERT OR IGNORE INTO fills (account, exec_id, client_order_id, epic, qty, price,"
+                    " commission, time, external) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (order.account, fill.exec_id, order.client_order_id, order.epic, signed, fill.price,
+                     fill.commission, fill.time, int(external)))
+                if cur.rowcount == 0:
+                    continue
+                if position is None:
+                    position = self.position(order.account, order.epic)
+                applied.append((fill, position.apply_fill(signed, fill.price)))
+            if position is not None:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO positions (account, epic, qty, avg_price, realized_pnl)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (order.account, order.epic, position.qty, position.avg_price, position.realized_pnl))
             self.save_order(order)
-        return realized
+        return applied
 
     def fill_ids(self, account: str, client_order_id: str) -> set[str]:
         """Return the exec ids already recorded for an order."""
@@ -287,7 +298,5 @@ class Journal:
 
 
 def _order_json(order: BaseOrder) -> str:
-    data = order.to_dict()
-    data.pop("fills", None)  # fills live in their own table
-    return json.dumps(data)
+    return json.dumps(order.to_dict(with_fills=False))  # fills live in their own table
 

@@ -54,6 +54,7 @@ class OrderRouter:
         self._doc = account_doc
         self._risk_check = risk_check
         self.live: dict[tuple[str, str], BaseOrder] = {}
+        self._owners: dict[tuple[str, str], str] = {}
         self.rejected_count = 0
         for order in journal.open_orders():
             self._load_fills(order)
@@ -97,6 +98,7 @@ class OrderRouter:
         if not self.journal.insert_order(order, strategy):
             return OrderOutcome(order=self.get(order.account, order.client_order_id), duplicate=True)
         self.live[(order.account, order.client_order_id)] = order
+        self._owners[(order.account, order.client_order_id)] = strategy
         log.info("event=order_journaled account=%s order=%s epic=%s qty=%g type=%s source=%s",
                  order.account, order.client_order_id, order.epic, order.qty, order.order_type, source)
         return OrderOutcome(order=order, dispatch=Dispatch(order.account, ToWorker.ORDER_OPEN, order))
@@ -177,14 +179,14 @@ class OrderRouter:
         fills = list(msg.get("fills") or [])
         if msg.get("fill"):
             fills.append(msg["fill"])
+        new_fills = []
         for raw in fills:
             fill = Fill(exec_id=str(raw["exec_id"]), qty=abs(float(raw["qty"])), price=float(raw["price"]),
                         time=int(raw.get("time") or 0), commission=float(raw.get("commission") or 0.0))
             if any(f["exec_id"] == fill.exec_id for f in order.fills):
                 continue
             order.add_fill(fill)
-            if self.journal.apply_fill(order, fill, external=order.source == "external") is not None:
-                outcome.fills.append(fill.to_dict())
+            new_fills.append(fill)
         if request == ToWorker.ORDER_STOP:
             order.stop_loss, order.take_profit = wire.get("stop_loss"), wire.get("take_profit")
         status = wire.get("status")
@@ -196,7 +198,13 @@ class OrderRouter:
                      account, key, order.status, status)
         if wire.get("broker_ref"):
             order.broker_ref = str(wire["broker_ref"])
-        self._save(order)
+        if new_fills:
+            # Fills, position and order state commit together: never a fill without its order.
+            applied = self.journal.apply_fills(order, new_fills, external=order.source == "external")
+            outcome.fills = [fill.to_dict() for fill, _ in applied]
+            self._forget_if_done(order)
+        else:
+            self._save(order)
         return outcome
 
     # -- internals ------------------------------------------------------------------------------
@@ -260,8 +268,21 @@ class OrderRouter:
 
     def _save(self, order: BaseOrder) -> None:
         self.journal.save_order(order)
+        self._forget_if_done(order)
+
+    def _forget_if_done(self, order: BaseOrder) -> None:
         key = (order.account, order.client_order_id)
         if order.is_done:
             self.live.pop(key, None)
         else:
             self.live[key] = order
+
+    def owner(self, order: BaseOrder) -> str:
+        """Name of the client that placed ``order`` ('' if none)."""
+        key = (order.account, order.client_order_id)
+        name = self._owners.get(key)
+        if name is None:
+            name = self._owners[key] = self.journal.order_strategy(order.account, order.client_order_id)
+        if order.is_done:
+            self._owners.pop(key, None)
+        return name

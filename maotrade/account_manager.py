@@ -97,9 +97,7 @@ ORDER_REQUESTS = {In.ORDER_OPEN, In.ORDER_CLOSE, In.ORDER_STOP, In.ORDER_CANCEL}
 
 
 def _wire(order: BaseOrder) -> dict:
-    data = order.to_dict()
-    data.pop("fills", None)
-    return data
+    return order.to_dict(with_fills=False)
 
 
 def now_ms() -> int:
@@ -156,6 +154,9 @@ class BaseAccountManager(abc.ABC):
         os.set_blocking(self._wake_w, False)
         self._watched: dict[int, Callable[[], None]] = {}
         self._loop_thread: Optional[int] = None
+        self._busy = False
+        self._poller: Optional[zmq.Poller] = None
+        self._polled_fds: set = set()
 
     # ------------------------------------------------------------------ abstract
     @abc.abstractmethod
@@ -409,6 +410,10 @@ class BaseAccountManager(abc.ABC):
         else:
             self._watched[fd] = on_readable
 
+    def wake_soon(self) -> None:
+        """Run the next loop turn without waiting (call from the loop when work remains)."""
+        self._busy = True
+
     def _log_background_error(self, fn: Callable, exc: BaseException) -> None:
         log.error("event=background_call_failed account=%s call=%s reason=%s",
                   self.account_id, getattr(fn, "__name__", fn), exc)
@@ -438,13 +443,16 @@ class BaseAccountManager(abc.ABC):
         return EXIT_OK
 
     def _turn(self) -> None:
-        timeout_ms = int(self.settings.tick_interval * 1000)
-        poller = zmq.Poller()
-        poller.register(self.in_queue.socket, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
-        for fd in self._watched:
-            poller.register(fd, zmq.POLLIN)
-        ready = dict(poller.poll(timeout_ms))
+        timeout_ms = 0 if self._busy else int(self.settings.tick_interval * 1000)
+        self._busy = False
+        if self._poller is None or self._watched.keys() != self._polled_fds:
+            self._poller = zmq.Poller()
+            self._poller.register(self.in_queue.socket, zmq.POLLIN)
+            self._poller.register(self._wake_r, zmq.POLLIN)
+            for fd in self._watched:
+                self._poller.register(fd, zmq.POLLIN)
+            self._polled_fds = set(self._watched)
+        ready = dict(self._poller.poll(timeout_ms))
         if self._wake_r in ready:
             try:
                 while os.read(self._wake_r, 4096):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from maotrade.errors import IllegalTransition, InvalidOrder
@@ -116,7 +116,8 @@ class Fill:
 
     def to_dict(self) -> dict:
         """Return the fill as a wire dict."""
-        return asdict(self)
+        return {"exec_id": self.exec_id, "qty": self.qty, "price": self.price, "time": self.time,
+                "commission": self.commission}
 
 
 @dataclass
@@ -266,9 +267,12 @@ class BaseOrder:
         return True
 
     # -- wire --------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """Return the order as the dict that travels on the bus."""
-        return asdict(self)
+    def to_dict(self, with_fills: bool = True) -> dict[str, Any]:
+        """Return the order as the dict that travels on the bus (fills optional)."""
+        data = {name: getattr(self, name) for name in _WIRE_FIELDS}
+        if with_fills:
+            data["fills"] = [dict(f) for f in self.fills]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BaseOrder":
@@ -280,3 +284,4 @@ class BaseOrder:
 
 
 _ORDER_FIELDS = frozenset(BaseOrder.__dataclass_fields__)
+_WIRE_FIELDS = tuple(name for name in BaseOrder.__dataclass_fields__ if name != "fills")

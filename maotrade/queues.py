@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 # Frames are batches, so a few thousand frames already hold millions of messages.
 DEFAULT_HWM = 10_000
+# Zero-copy sends only pay off for large frames; small ones are cheaper copied.
+ZERO_COPY_MIN = 64 * 1024
 
 
 class MessageQueue:
@@ -68,7 +70,7 @@ class MessageQueue:
             self._outbox = []
         while self._unsent:
             try:
-                self.socket.send(self._unsent[0], zmq.NOBLOCK, copy=False)
+                self.socket.send(self._unsent[0], zmq.NOBLOCK, copy=len(self._unsent[0]) < ZERO_COPY_MIN)
             except zmq.Again:
                 return False
             self._unsent.popleft()

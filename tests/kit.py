@@ -23,6 +23,11 @@ from maotrade.queues import MessageQueue
 MP = multiprocessing.get_context("spawn")
 
 
+def run_worker_target():
+    """The worker entry point (looked up at start so a profiler can wrap it)."""
+    return run_worker
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as sock:
@@ -65,14 +70,20 @@ class WorkerHarness:
         """Start the worker process."""
         spec = {"config": self.document, "in_addr": self.in_addr, "out_addr": self.out_addr,
                 "log_level": self.log_level}
-        self.process = MP.Process(target=run_worker, args=(spec,), daemon=True)
+        self.process = MP.Process(target=run_worker_target(), args=(spec,), daemon=True)
         self.process.start()
         return self
 
     def kill(self) -> None:
-        """SIGKILL the worker, as a crash would."""
+        """SIGKILL the worker, as a crash would, and rebind its in_queue as the engine does.
+
+        A PUSH socket may still route a frame to a dead peer's pipe; a fresh socket makes
+        sure the next worker gets every request.
+        """
         self.process.kill()
         self.process.join(10)
+        self.to_worker.close(linger_ms=0)
+        self.to_worker = MessageQueue.sender(self.ctx, self.in_addr, bind=True)
 
     def stop(self, timeout: float = 10.0) -> int:
         """Ask the worker to shut down and wait for it; return its exit code."""

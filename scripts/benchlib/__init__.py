@@ -1,0 +1,1 @@
+"""Support code of scripts/bench: a flooding Account Manager, bus clients and baselines."""

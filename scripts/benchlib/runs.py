@@ -1,0 +1,342 @@
+"""The processes each benchmark run starts, and what they measure.
+
+Every run uses real processes on loopback: the engine (``engine.core.Engine``), its
+Account Manager workers, and a client process speaking the bus protocol. Results come
+back to the orchestrating process over a ``multiprocessing`` pipe.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import zmq
+
+from maotrade.client import EngineClient
+from maotrade.log import setup_logging
+from maotrade.messages import message, pack_batch, unpack_batch
+
+CTX = mp.get_context("forkserver")
+FLOOD_CLASS = "benchlib.flood.FloodAccountManager"
+PAPER_CLASS = "paper.PaperAccountManager"
+
+
+# -- documents ---------------------------------------------------------------------------
+def flood_document(account: str, bars: int) -> dict:
+    """An account on the flood broker."""
+    return {"idAccount": account, "brokerName": "flood", "brokerClass": FLOOD_CLASS,
+            "brokerConfig": {"bars": bars}, "accountConfig": {}, "epicMapping": {}}
+
+
+def paper_document(account: str, price_interval: float = 0.25) -> dict:
+    """An account on the paper broker."""
+    return {"idAccount": account, "brokerName": "paper", "brokerClass": PAPER_CLASS,
+            "brokerConfig": {"price_interval": price_interval, "seed": int(account) % 1000},
+            "accountConfig": {}, "epicMapping": {}}
+
+
+# -- the engine ----------------------------------------------------------------------------
+def _engine_main(documents: list[dict], data_dir: str, conn) -> None:
+    from engine.core import Engine
+    setup_logging("WARNING")
+    run_dir = Path(tempfile.mkdtemp(prefix="mtb-"))
+    engine = Engine(documents, Path(data_dir), run_dir, log_level="WARNING")
+    engine.start()
+    conn.send(engine.bus.client_address)
+    engine.run()
+    engine.shutdown(timeout=20)
+    conn.send("stopped")
+
+
+class EngineRun:
+    """An engine process with its workers, for the length of one measurement."""
+
+    def __init__(self, documents: list[dict]):
+        self.tmp = tempfile.TemporaryDirectory(prefix="maotrade-bench-")
+        self.parent, child = CTX.Pipe()
+        self.started = time.perf_counter()
+        self.process = CTX.Process(target=_engine_main, args=(documents, self.tmp.name, child), daemon=False)
+        self.process.start()
+        self.address = self.parent.recv()
+
+    def tree(self) -> list[psutil.Process]:
+        """The engine process and every process under it."""
+        root = psutil.Process(self.process.pid)
+        return [root] + root.children(recursive=True)
+
+    def stop(self) -> None:
+        """Stop the engine through the bus and wait for it."""
+        client = EngineClient(self.address, name="bench-stop")
+        try:
+            client.request(message("stop_engine"), "stopping", timeout=10)
+        finally:
+            client.close()
+        if self.parent.poll(30):
+            self.parent.recv()
+        self.process.join(30)
+        if self.process.is_alive():
+            self.process.kill()
+        self.tmp.cleanup()
+
+
+def wait_ready(client: EngineClient, accounts: list[str], timeout: float = 120.0) -> None:
+    """Block until every account reports ready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.request(message("status_request"), "status", timeout=10)["status"]
+        if all(a["state"] == "ready" for a in status["accounts"] if a["account"] in accounts):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"accounts {accounts} not ready within {timeout}s")
+
+
+# -- market data ---------------------------------------------------------------------------
+def count_bars(receive, expected: dict, conn) -> None:
+    """Count numbered bars per account until every one has arrived; report rate and gaps."""
+    counts = dict.fromkeys(expected, 0)
+    gaps = 0
+    total, goal = 0, sum(expected.values())
+    first = None
+    while total < goal:
+        for msg in receive():
+            if msg.get("type") != "market_data":
+                continue
+            if first is None:
+                first = time.perf_counter()
+            account = msg.get("account", "")
+            if msg["date"] != counts[account]:
+                gaps += 1
+            counts[account] += 1
+            total += 1
+    conn.send({"bars": total, "seconds": time.perf_counter() - first, "gaps": gaps})
+
+
+def _md_client_main(address: str, accounts: list[str], bars: int, conn) -> None:
+    client = EngineClient(address, name="bench-md")
+    client.hello()
+    wait_ready(client, accounts)
+    for account in accounts:
+        client.put(message("subscribe", account=account, epic="FLOOD", time_frame=1))
+    client.flush()
+    count_bars(lambda: client.receive(1000), {a: bars for a in accounts}, conn)
+    client.close()
+
+
+def engine_market_data(accounts: int, bars: int) -> dict:
+    """Bars per second from ``accounts`` flood workers through the engine to one client."""
+    ids = [str(100 + i) for i in range(accounts)]
+    run = EngineRun([flood_document(a, bars) for a in ids])
+    try:
+        parent, child = CTX.Pipe()
+        client = CTX.Process(target=_md_client_main, args=(run.address, ids, bars, child))
+        client.start()
+        result = parent.recv()
+        client.join(30)
+    finally:
+        run.stop()
+    return result
+
+
+# -- baselines -------------------------------------------------------------------------------
+def _bars(start: int, end: int, account: str) -> list[dict]:
+    return [{"type": "market_data", "v": 1, "account": account, "epic": "FLOOD", "time_frame": 1, "date": i,
+             "open": 1.0, "high": 1.5, "low": 0.5, "close": 1.25, "volume": 10.0, "completed": True}
+            for i in range(start, end)]
+
+
+def _zmq_producer(address: str, bars: int) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUSH)
+    sock.connect(address)
+    for start in range(0, bars, 2000):
+        sock.send(pack_batch(_bars(start, min(bars, start + 2000), "100")))
+    sock.close(linger=-1)
+    ctx.term()
+
+
+def _zmq_relay(in_address: str, out_address: str, frames_expected: int) -> None:
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.bind(in_address)
+    router = ctx.socket(zmq.ROUTER)
+    router.bind(out_address)
+    identity, _ = router.recv_multipart()
+    for _ in range(frames_expected):
+        router.send_multipart([identity, pull.recv()])
+    router.close(linger=-1)
+    pull.close()
+    ctx.term()
+
+
+def _zmq_consumer(address: str, bars: int, conn) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(address)
+    sock.send(b"hello")
+
+    def receive():
+        out = unpack_batch(sock.recv())
+        while True:
+            try:
+                out.extend(unpack_batch(sock.recv(zmq.NOBLOCK)))
+            except zmq.Again:
+                return out
+
+    count_bars(receive, {"100": bars}, conn)
+    sock.close()
+    ctx.term()
+
+
+def bare_zmq_relay(bars: int) -> dict:
+    """The floor: the same frames producer -> relay -> consumer with no engine logic."""
+    tmp = tempfile.mkdtemp(prefix="mtb-")
+    in_address, out_address = f"ipc://{tmp}/in", f"ipc://{tmp}/out"
+    parent, child = CTX.Pipe()
+    relay = CTX.Process(target=_zmq_relay, args=(in_address, out_address, -(-bars // 2000)))
+    relay.start()
+    consumer = CTX.Process(target=_zmq_consumer, args=(out_address, bars, child))
+    consumer.start()
+    producer = CTX.Process(target=_zmq_producer, args=(in_address, bars))
+    producer.start()
+    result = parent.recv()
+    for process in (producer, relay, consumer):
+        process.join(30)
+    return result
+
+
+def _queue_producer(queue, bars: int) -> None:
+    for bar in _bars(0, bars, "100"):
+        queue.put(bar)
+
+
+def _queue_relay(source, sink, bars: int) -> None:
+    for _ in range(bars):
+        sink.put(source.get())
+
+
+def _queue_consumer(queue, bars: int, conn) -> None:
+    count_bars(lambda: [queue.get()], {"100": bars}, conn)
+
+
+def naive_queue_relay(bars: int) -> dict:
+    """The naive design: multiprocessing.Queue, one message per put, through a relay."""
+    first, second = CTX.Queue(), CTX.Queue()
+    parent, child = CTX.Pipe()
+    processes = [CTX.Process(target=_queue_consumer, args=(second, bars, child)),
+                 CTX.Process(target=_queue_relay, args=(first, second, bars)),
+                 CTX.Process(target=_queue_producer, args=(first, bars))]
+    for process in processes:
+        process.start()
+    result = parent.recv()
+    for process in processes:
+        process.join(30)
+    return result
+
+
+# -- order round trip ------------------------------------------------------------------------
+def measure_round_trips(client: EngineClient, account: str, count: int, pace_hz: float = 0.0,
+                        prefix: str = "b") -> list[float]:
+    """Send ``count`` market orders; return seconds from send to FILLED for each.
+
+    Back to back when ``pace_hz`` is 0, else one order every 1/pace_hz seconds whatever
+    the answers. Buys and sells alternate so the position stays near flat.
+    """
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    interval = 1.0 / pace_hz if pace_hz else 0.0
+    start = time.perf_counter()
+    index = 0
+    while len(latencies) < count:
+        now = time.perf_counter()
+        may_send = index < count and (not pace_hz and not sent or pace_hz and now >= start + index * interval)
+        if may_send:
+            key = f"{prefix}{os.getpid()}-{index}"
+            client.send(message("order_open", account=account, client_order_id=key, epic="EURUSD",
+                                qty=1 if index % 2 == 0 else -1))
+            sent[key] = time.perf_counter()
+            index += 1
+            continue
+        wait_ms = 1000 if not pace_hz else max(0, int((start + index * interval - now) * 1000))
+        for msg in client.receive(wait_ms if index < count or not pace_hz else 1000):
+            if msg.get("type") == "order" and msg.get("status") == "FILLED":
+                key = msg["client_order_id"]
+                if key in sent:
+                    latencies.append(time.perf_counter() - sent.pop(key))
+            elif msg.get("type") == "order" and msg.get("status") == "REJECTED":
+                raise RuntimeError(f"order refused during benchmark: {msg.get('reason')}")
+    return latencies
+
+
+def _rtt_client_main(address: str, accounts: list[str], runs: list[tuple], conn) -> None:
+    client = EngineClient(address, name="bench-rtt")
+    client.hello()
+    wait_ready(client, accounts)
+    measure_round_trips(client, accounts[0], 300, prefix="warm")
+    out = {}
+    for label, count, pace in runs:
+        out[label] = measure_round_trips(client, accounts[0], count, pace, prefix=label)
+    conn.send(out)
+    client.close()
+
+
+def order_round_trip(runs: list[tuple]) -> dict:
+    """Round trips on one paper account: ``runs`` = [(label, count, pace_hz)]."""
+    run = EngineRun([paper_document("100", price_interval=1.0)])
+    try:
+        parent, child = CTX.Pipe()
+        client = CTX.Process(target=_rtt_client_main, args=(run.address, ["100"], runs, child))
+        client.start()
+        result = parent.recv()
+        client.join(30)
+    finally:
+        run.stop()
+    return result
+
+
+# -- scale -------------------------------------------------------------------------------------
+def _scale_client_main(address: str, accounts: list[str], orders: int, conn) -> None:
+    client = EngineClient(address, name="bench-scale")
+    client.hello()
+    wait_ready(client, accounts, timeout=300)
+    conn.send(("ready", time.perf_counter()))
+    for account in accounts:
+        client.put(message("subscribe", account=account, epic="EURUSD", time_frame=1))
+    client.flush()
+    conn.recv()  # the orchestrator has measured memory and CPU
+    latencies = measure_round_trips(client, accounts[0], orders, pace_hz=1000.0, prefix="s")
+    conn.send(("rtt", latencies))
+    client.close()
+
+
+def scale(accounts: int, orders: int, cpu_window: float = 3.0) -> dict:
+    """Start ``accounts`` streaming paper accounts; measure start-up, memory, engine CPU, RTT."""
+    ids = [str(100 + i) for i in range(accounts)]
+    started = time.perf_counter()
+    run = EngineRun([paper_document(a) for a in ids])
+    try:
+        parent, child = CTX.Pipe()
+        client = CTX.Process(target=_scale_client_main, args=(run.address, ids, orders, child))
+        client.start()
+        _, ready_at = parent.recv()
+        startup = ready_at - started
+        engine = psutil.Process(run.process.pid)
+        engine.cpu_percent(None)
+        time.sleep(cpu_window)  # a measurement window, not synchronisation
+        cpu = engine.cpu_percent(None)
+        pss = uss = 0
+        for proc in run.tree():
+            try:
+                info = proc.memory_full_info()
+                pss += info.pss
+                uss += info.uss
+            except psutil.Error:
+                pass
+        parent.send("go")
+        _, latencies = parent.recv()
+        client.join(30)
+    finally:
+        run.stop()
+    return {"startup_s": startup, "pss": pss, "uss": uss, "engine_cpu": cpu, "latencies": latencies}
