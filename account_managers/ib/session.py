@@ -249,6 +249,9 @@ class IBSession:
             trade.order.auxPrice = stop_price
         if limit_price is not None:
             trade.order.lmtPrice = limit_price
+        # a bracket child was placed with transmit=0; a change sent that way would wait
+        # in TWS untransmitted
+        trade.order.transmit = True
         self.ib.placeOrder(trade.contract, trade.order)
         return True
 

@@ -777,6 +777,7 @@ class FakeTWS:
         pos = self.positions.setdefault(inst.con_id, PositionBook())
         cost = price * inst.multiplier
         realized = 0.0
+        self.cash -= commission
         if pos.qty == 0 or (pos.qty > 0) == (signed_qty > 0):
             total = pos.qty + signed_qty
             pos.avg_cost = (pos.avg_cost * abs(pos.qty) + cost * abs(signed_qty)) / abs(total)
@@ -784,7 +785,9 @@ class FakeTWS:
         else:
             closing = min(abs(signed_qty), abs(pos.qty))
             direction = 1 if pos.qty > 0 else -1
-            realized = (cost - pos.avg_cost) * closing * direction
+            gross = (cost - pos.avg_cost) * closing * direction
+            self.cash += gross
+            realized = gross - commission  # IB reports realized P&L net of commission
             pos.qty += signed_qty
             if abs(pos.qty) < 1e-9:
                 pos.qty, pos.avg_cost = 0.0, 0.0
@@ -795,8 +798,6 @@ class FakeTWS:
         for conn in self.connections:
             if conn.positions:
                 self._send_position(conn, inst.con_id, pos)
-        self.cash += realized - commission
-        realized = realized - commission if realized else 0.0
         if pos.qty == 0:
             for conn in self.connections:
                 if conn.account_updates:
