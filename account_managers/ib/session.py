@@ -72,6 +72,19 @@ def fill_dict(fill, commission_source=None) -> dict:
             "commission": float(report.commission) if has_commission else None}
 
 
+def _disconnect(ib: IB) -> None:
+    try:
+        ib.disconnect()
+    except ConnectionError:
+        pass  # half-open (handshake done, API not ready): ib_insync cannot report stats
+
+
+async def _abandon(ib: IB, task: asyncio.Future) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    _disconnect(ib)
+
+
 class IBSession:
     """One TWS API connection on a private asyncio loop thread."""
 
@@ -116,7 +129,7 @@ class IBSession:
 
         def stop():
             if self.ib is not None:
-                self.ib.disconnect()
+                _disconnect(self.ib)
             self.loop.call_soon(self.loop.stop)
         try:
             self.loop.call_soon_threadsafe(stop)
@@ -152,13 +165,11 @@ class IBSession:
         done, _ = await asyncio.wait({task, in_use}, timeout=timeout * 2,
                                      return_when=asyncio.FIRST_COMPLETED)
         if in_use in done:
-            task.cancel()
-            ib.disconnect()
+            await _abandon(ib, task)
             raise ClientIdInUse(f"clientId {client_id} is already in use at {host}:{port}; "
                                 f"set a unique brokerConfig client_id (TWS: {in_use.result()})")
         if task not in done:
-            task.cancel()
-            ib.disconnect()
+            await _abandon(ib, task)
             raise BrokerUnavailable(f"TWS at {host}:{port} did not answer within {timeout * 2:g}s")
         try:
             task.result()

@@ -360,6 +360,21 @@ class FakeTWS:
         """Close every client socket, as a network failure would."""
         self.call(lambda: [c.close() for c in list(self.connections)])
 
+    def pause(self) -> None:
+        """Stop listening and drop every client, as a TWS restart would (state is kept)."""
+        async def close():
+            self._server.close()
+            await self._server.wait_closed()
+            for conn in list(self.connections):
+                conn.close()
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
+
+    def resume(self) -> None:
+        """Listen again on the same port after ``pause``."""
+        async def reopen():
+            self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        asyncio.run_coroutine_threadsafe(reopen(), self.loop).result(10)
+
     def send_error(self, code: int, message: str, req_id: int = -1) -> None:
         """Send an error/notice to every connected client (1100, 1102, 2104 ...)."""
         self.call(lambda: [c.error(req_id, code, message) for c in self.connections])
