@@ -137,6 +137,9 @@ ORDER_REJECT_CODES = {
     387: "unsupported order type for this exchange", 388: "order size smaller than minimum",
     10147: "order to cancel not found", 10148: "order cannot be cancelled in this state",
 }
+# A failed request about an order that already works (amend, cancel) leaves it working,
+# although ib_insync marks the trade Cancelled when any such error arrives.
+WORKING_ORDER_REQUEST_CODES = frozenset({104, 105, 106, 107, 109, 110, 135, 136, 161, 10147, 10148})
 ORDER_CANCEL_CODES = {202: "order cancelled"}
 # Codes that are notices about an order, never its end.
 ORDER_WARNING_CODES = {399: "order message (warning)", 404: "shares not available for short sale",
@@ -182,6 +185,9 @@ def status_target(order: BaseOrder, ib_status: str, error_code: int = 0, message
     if target is None:
         return None
     reason = _reason(error_code, message)
+    if (target == OrderStatus.CANCELLED and error_code in WORKING_ORDER_REQUEST_CODES
+            and order.status not in (OrderStatus.NEW, OrderStatus.SUBMITTED)):
+        return None
     if target == OrderStatus.CANCELLED and error_code in ORDER_REJECT_CODES:
         target = OrderStatus.REJECTED
     if target == OrderStatus.REJECTED:

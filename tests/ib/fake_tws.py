@@ -375,6 +375,10 @@ class FakeTWS:
             self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         asyncio.run_coroutine_threadsafe(reopen(), self.loop).result(10)
 
+    def send_raw(self, *fields) -> None:
+        """Send arbitrary fields as one message to every client (garbage tests)."""
+        self.call(lambda: [c.send(*fields) for c in self.connections])
+
     def send_error(self, code: int, message: str, req_id: int = -1) -> None:
         """Send an error/notice to every connected client (1100, 1102, 2104 ...)."""
         self.call(lambda: [c.error(req_id, code, message) for c in self.connections])

@@ -45,3 +45,33 @@ def test_unknown_instrument_is_refused_before_ib(ib_worker, fake_tws):
     rejected = ib_worker.wait_order(order.client_order_id, "REJECTED", since=mark)
     assert "NOPE" in rejected["order"]["reason"] and "security definition" in rejected["order"]["reason"]
     assert fake_tws.orders_with_ref(order.client_order_id) == 0
+
+
+def test_garbage_from_tws_is_survived(ib_worker, fake_tws):
+    fake_tws.send_raw(3, "not-a-number", "Filled", "x", "y")   # orderStatus with bad fields
+    fake_tws.send_raw(11, -1, 5)                                 # truncated execDetails
+    fake_tws.send_raw(9999, "unknown message id")
+    order = ib_worker.order("SPY", 1)
+    mark = ib_worker.request(In.ORDER_OPEN, order)
+    assert ib_worker.wait_order(order.client_order_id, "FILLED", since=mark)["fill"]["qty"] == 1
+
+
+def test_status_after_worker_restart_comes_from_ib(fake_tws, tmp_path):
+    from tests.ib.conftest import ib_document
+    from tests.kit import WorkerHarness, wait_until
+    with WorkerHarness(ib_document(fake_tws.port), tmp_path) as worker:
+        worker.wait_type("connection", state="connected", timeout=20)
+        order = worker.order("SPY", 3, order_type="LIMIT", price=445.0)
+        mark = worker.request(In.ORDER_OPEN, order)
+        worker.wait_order(order.client_order_id, "ACCEPTED", since=mark)
+        worker.kill()
+        wait_until(lambda: fake_tws.connected_client_ids() == [], what="TWS to see the socket close")
+        fake_tws.fill(order.client_order_id, 3, 444.0)
+        worker.start()
+        mark = len(worker.received)
+        worker.wait_type("connection", state="connected", since=mark, timeout=20)
+        mark = worker.request(In.ORDER_STATUS_REQUEST, order)
+        status = worker.wait_order(order.client_order_id, since=mark, request=In.ORDER_STATUS_REQUEST)
+        assert status["order"]["status"] == "FILLED" and status["order"]["filled_qty"] == 3
+        assert [(f["qty"], f["price"], f["commission"]) for f in status["fills"]] == [(3.0, 444.0, 1.0)]
+        assert fake_tws.orders_with_ref(order.client_order_id) == 1

@@ -47,6 +47,8 @@ def test_status_table():
         ("CANCELLED", "IB 202: Order Canceled - reason:")
     assert p.status_target(order, "Cancelled", 201, "Error 201: late")[0] == "CANCELLED"
     assert p.status_target(order, "PendingCancel") is None
+    # a refused amend of a working order does not end it
+    assert p.status_target(order, "Cancelled", 104, "Error 104: Can't modify a filled order.") is None
 
 
 def test_connectivity_codes_are_not_order_errors():
