@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 from account_managers.ib import parsing as p
 from account_managers.ib.config import IBAccountSettings, IBBrokerSettings
-from account_managers.ib.session import ClientIdInUse, IBSession
+from account_managers.ib.session import ClientIdInUse, IBSession, fill_dict, trade_dict
 from account_managers.ib.throttle import HistoricalPacer
 from maotrade.account_manager import BaseAccountManager, InitResult
 from maotrade.bars import BarBuilder
@@ -59,6 +59,16 @@ class _HistoryRequest:
     count: int
     ready_at: float = 0.0
     key: tuple = field(default_factory=tuple)
+
+
+def _child_params(order: BaseOrder, quantity: float, suffix: str) -> p.OrderParams:
+    """A bracket child closing ``order``: STP at its stop loss or LMT at its take profit."""
+    stop = suffix == p.STOP_LOSS_SUFFIX
+    return p.OrderParams(action="SELL" if order.qty > 0 else "BUY", quantity=quantity,
+                         order_type="STP" if stop else "LMT",
+                         limit_price=None if stop else order.take_profit,
+                         stop_price=order.stop_loss if stop else None, tif="GTC",
+                         order_ref=p.child_ref(order.client_order_id, suffix))
 
 
 def _apply_status(order: BaseOrder, status: str, reason: str) -> None:
@@ -242,7 +252,6 @@ class IBAccountManager(BaseAccountManager):
                     "fills": list(session.ib.fills())}
 
         def done(raw):
-            from account_managers.ib.session import fill_dict, trade_dict
             self._reconcile({"trades": [trade_dict(t) for t in raw["trades"]],
                              "fills": [fill_dict(f) for f in raw["fills"]]})
             if resubscribe:
@@ -373,17 +382,10 @@ class IBAccountManager(BaseAccountManager):
             self.send_order_refused(order, str(exc))
             return
         children = []
-        close_side = p.OrderParams  # for readability below
         if order.stop_loss is not None:
-            children.append(close_side(action="SELL" if order.qty > 0 else "BUY",
-                                       quantity=params.quantity, order_type="STP", limit_price=None,
-                                       stop_price=order.stop_loss, tif="GTC",
-                                       order_ref=p.child_ref(order.client_order_id, p.STOP_LOSS_SUFFIX)))
+            children.append(_child_params(order, params.quantity, p.STOP_LOSS_SUFFIX))
         if order.take_profit is not None:
-            children.append(close_side(action="SELL" if order.qty > 0 else "BUY",
-                                       quantity=params.quantity, order_type="LMT",
-                                       limit_price=order.take_profit, stop_price=None, tif="GTC",
-                                       order_ref=p.child_ref(order.client_order_id, p.TAKE_PROFIT_SUFFIX)))
+            children.append(_child_params(order, params.quantity, p.TAKE_PROFIT_SUFFIX))
         session = self.session
 
         def placed(ids):

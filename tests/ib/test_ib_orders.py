@@ -84,7 +84,8 @@ def test_amend_stop_protects_a_plain_filled_position(ib_worker, fake_tws):
     mark = ib_worker.request(In.ORDER_STOP, order)
     answer = ib_worker.wait_order(order.client_order_id, since=mark, request=In.ORDER_STOP)
     assert "refused" not in answer
-    stop = fake_tws.order_by_ref(order.client_order_id + "/SL")
+    stop = wait_until(lambda: fake_tws.order_by_ref(order.client_order_id + "/SL"),
+                      what="protective stop at TWS")
     assert (stop.action, stop.qty, stop.order_type, stop.aux_price) == ("SELL", 4, "STP", 430.0)
 
 
