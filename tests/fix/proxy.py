@@ -1,7 +1,8 @@
 """A loopback TCP relay the tests put between the FIX initiator and the acceptor.
 
 ``freeze()`` swallows traffic both ways without closing anything (a silent peer);
-``cut()`` closes every relayed connection at once (a dropped line).
+``cut()`` closes every relayed connection at once (a dropped line); ``blocked``
+refuses new connections (the broker unreachable) until cleared.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class TcpRelay:
         self.server.listen(8)
         self.port = self.server.getsockname()[1]
         self.frozen = threading.Event()
+        self.blocked = threading.Event()
         self.connections: list[socket.socket] = []
         self.accepted = 0
         self._lock = threading.Lock()
@@ -32,6 +34,9 @@ class TcpRelay:
                 client, _ = self.server.accept()
             except OSError:
                 return
+            if self.blocked.is_set():
+                _close(client)
+                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
             except OSError:

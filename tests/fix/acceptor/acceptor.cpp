@@ -73,7 +73,12 @@ class Broker : public FIX::Application {
 
   void onCreate(const FIX::SessionID& id) override { session_ = id; }
   void onLogon(const FIX::SessionID&) override { say("LOGON"); }
-  void onLogout(const FIX::SessionID&) override { say("LOGOUT"); }
+  void onLogout(const FIX::SessionID& id) override {
+    // "logout" disables the session; enable it again so the client may log back on.
+    FIX::Session* session = FIX::Session::lookupSession(id);
+    if (session != nullptr && !session->isEnabled()) session->logon();
+    say("LOGOUT");
+  }
   void toAdmin(FIX::Message&, const FIX::SessionID&) override {}
   void toApp(FIX::Message&, const FIX::SessionID&) throw(FIX::DoNotSend) override {}
 
