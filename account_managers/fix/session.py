@@ -71,6 +71,7 @@ class FixSession:
         self._logout_sent = False
         self._logout_text: Optional[str] = None
         self._test_counter = 0
+        self._drop_reason: Optional[str] = None
 
     # ------------------------------------------------------------------ lifecycle
     def logon(self) -> None:
@@ -87,6 +88,7 @@ class FixSession:
         self._resend_until = None
         self._test_request = None
         self._logout_sent, self._logout_text = False, None
+        self._drop_reason: Optional[str] = None
         try:
             self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         except OSError as exc:
@@ -119,10 +121,14 @@ class FixSession:
                 break
             self._feed(data)
         if not self.logged_on:
-            reason = self._logout_text or "no Logon answer"
+            reason = self._logout_text or self._drop_reason or "no Logon answer"
             self.close()
             if any(word in reason.lower() for word in _AUTH_WORDS):
                 raise AuthenticationError(f"FIX acceptor refused the logon: {reason}")
+            if "seqnum too low" in reason.lower():
+                # Our outgoing numbers are behind the broker's: retrying cannot fix that.
+                raise OperationalError(f"FIX acceptor refused the logon: {reason}; sequence numbers "
+                                       "must be reconciled with the broker (or set reset_on_logon)")
             raise BrokerUnavailable(f"FIX logon to {self.host}:{self.port} failed: {reason}")
         self.sock.setblocking(False)
         self._flush()
@@ -432,6 +438,7 @@ class FixSession:
         self._drop(reason)
 
     def _drop(self, reason: str) -> None:
+        self._drop_reason = reason
         was_up = self.sock is not None
         self.close()
         if was_up:

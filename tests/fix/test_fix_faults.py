@@ -126,3 +126,32 @@ def test_wrong_password_stops_the_account_for_good(tmp_path):
             assert "wrong" not in gone["reason"]
             worker.process.join(10)
             assert worker.process.exitcode == 3
+
+
+def test_broker_that_forgot_its_sequence_numbers_stops_the_account(tmp_path):
+    port = free_port()
+    document = fix_document(port)
+    with QuickFixAcceptor(port, tmp_path / "acceptor-1"):
+        with WorkerHarness(document, tmp_path / "worker") as first:
+            first.wait_type("connection", state="connected", timeout=20)
+            order = first.order("ES_FUT", 1)
+            first.request(In.ORDER_OPEN, order)
+            first.wait_order(order.client_order_id, "FILLED")
+    # A new acceptor store starts at 1: its Logon is below what we expect (too low).
+    with QuickFixAcceptor(port, tmp_path / "acceptor-2"):
+        with WorkerHarness(document, tmp_path / "worker") as second:
+            gone = second.wait_type("account_disconnected", timeout=20)
+            assert "sequence numbers must be reconciled" in gone["reason"]
+            second.process.join(10)
+            assert second.process.exitcode == 3
+
+
+def test_reset_on_logon_starts_both_sides_at_one(tmp_path, acceptor):
+    document = fix_document(acceptor.port, reset_on_logon=True)
+    for _ in range(2):
+        with WorkerHarness(document, tmp_path / "worker") as worker:
+            worker.wait_type("connection", state="connected", timeout=20)
+            order = worker.order("ES_FUT", 1)
+            worker.request(In.ORDER_OPEN, order)
+            worker.wait_order(order.client_order_id, "FILLED")
+            assert sequence_numbers(tmp_path / "worker")[0] < 6

@@ -1,0 +1,109 @@
+"""Pure parts of the FIX broker: translation tables, parsing, settings, a garbled peer."""
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+import simplefix
+
+from account_managers.fix import parsing as fx
+from account_managers.fix.config import FIXAccountSettings, FIXBrokerSettings
+from account_managers.fix.session import FixSession
+from account_managers.fix.store import SessionStore
+from maotrade.config import parse_settings
+from maotrade.errors import BrokerUnavailable, ConfigError, ProtocolError
+from maotrade.order import BaseOrder
+
+
+def message(*pairs) -> simplefix.FixMessage:
+    msg = simplefix.FixMessage()
+    for tag, value in pairs:
+        msg.append_pair(tag, value)
+    return msg
+
+
+def test_new_order_single_for_a_stop_sell():
+    order = BaseOrder(client_order_id="c1", account="1", epic="ES_FUT", qty=-2.5, order_type="STOP",
+                      price=95.25, time_in_force="DAY")
+    fields = dict(fx.new_order_single(order, "c1", "ES-202412-FUT-CME", "ACC"))
+    assert fields[fx.Tag.Side] == "2" and fields[fx.Tag.OrderQty] == "2.5"
+    assert fields[fx.Tag.OrdType] == "3" and fields[fx.Tag.StopPx] == "95.25"
+    assert fields[fx.Tag.TimeInForce] == "0" and fx.Tag.Price not in fields
+    assert fields[fx.Tag.Symbol] == "ES-202412-FUT-CME" and fields[fx.Tag.Account] == "ACC"
+
+
+def test_execution_report_parses_and_names_a_missing_tag():
+    base = [(35, "8"), (37, "O1"), (11, "c1"), (150, "F"), (39, "1"), (31, "100.5"), (32, "3"),
+            (14, "3"), (6, "100.5"), (60, "20241201-10:00:01.250")]
+    report = fx.parse_execution_report(message(*base, (17, "E9")))
+    assert (report.kind, report.status, report.last_qty, report.exec_id) == ("trade", "PARTIALLY_FILLED", 3, "E9")
+    assert report.transact_time == 1733047201250
+    with pytest.raises(ProtocolError, match="tag 17"):
+        fx.parse_execution_report(message(*base))
+    with pytest.raises(ProtocolError, match="ExecType 'Z'"):
+        fx.parse_execution_report(message((35, "8"), (37, "O1"), (17, "E1"), (150, "Z"), (39, "0")))
+    with pytest.raises(ProtocolError, match="tag 32 is not a number"):
+        fx.parse_execution_report(message(*[(t, "x" if t == 32 else v) for t, v in base], (17, "E9")))
+
+
+def test_market_data_entries_give_a_price():
+    snapshot = message((35, "W"), (262, "r"), (55, "S"), (268, "2"), (269, "0"), (270, "99.5"),
+                       (271, "1"), (269, "1"), (270, "100.5"), (271, "1"))
+    entries = fx.md_entries(snapshot)
+    assert [e[fx.Tag.MDEntryType] for e in entries] == ["0", "1"]
+    assert fx.md_price(entries) == 100.0
+    incremental = message((35, "X"), (268, "1"), (279, "0"), (269, "2"), (55, "S"), (270, "101"), (271, "4"))
+    assert fx.md_price(fx.md_entries(incremental)) == 101.0
+
+
+def test_settings_name_bad_keys_and_mask_the_password():
+    with pytest.raises(ConfigError, match="unknown key 'hots'"):
+        parse_settings(FIXBrokerSettings, {"host": "h", "hots": "x", "port": 1, "sender_comp_id": "A",
+                                           "target_comp_id": "B"}, "brokerConfig")
+    with pytest.raises(ConfigError, match="fix_version"):
+        parse_settings(FIXBrokerSettings, {"host": "h", "port": 1, "sender_comp_id": "A",
+                                           "target_comp_id": "B", "fix_version": "FIX.4.2"}, "brokerConfig")
+    settings = parse_settings(FIXBrokerSettings, {"host": "h", "port": 1, "sender_comp_id": "A",
+                                                  "target_comp_id": "B"}, "brokerConfig")
+    assert settings.heartbeat_interval == 30 and settings.reset_on_logon is False
+    account = FIXAccountSettings(account="ACC", username="u", password="hunter2")
+    assert "hunter2" not in repr(account) and "hunter2" not in str(account)
+
+
+class _Handler:
+    def __init__(self):
+        self.drops = []
+
+    def on_app_message(self, msg, poss_dup):
+        raise AssertionError("no application message expected")
+
+    def on_session_reject(self, *args):
+        raise AssertionError("no reject expected")
+
+    def on_disconnect(self, reason):
+        self.drops.append(reason)
+
+
+def test_garbage_instead_of_logon_fails_with_a_clear_reason(tmp_path):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def serve():
+        conn, _ = server.accept()
+        conn.recv(4096)
+        conn.sendall(b"8=FIX.4.4\x019=5\x01abc=def\x0110=000\x01")
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    store = SessionStore(tmp_path / "s.sqlite")
+    session = FixSession(host="127.0.0.1", port=server.getsockname()[1], sender="C", target="B",
+                         heartbeat=1, store=store, handler=_Handler(), timeout=3)
+    with pytest.raises(BrokerUnavailable, match="garbled FIX stream"):
+        session.logon()
+    assert store.next_out == 2  # the Logon we sent used number 1 for good
+    thread.join(5)
+    server.close()
+    store.close()
