@@ -21,6 +21,7 @@ class FIXBrokerSettings(BrokerSettings):
     fix_version: str = Field("FIX.4.4", description="BeginString (tag 8); only FIX.4.4 is supported")
     reset_on_logon: bool = Field(False, description="send ResetSeqNumFlag=Y and start both sides at 1")
     market_data: bool = Field(True, description="the counterparty serves MarketDataRequest (35=V)")
+    request_positions: bool = Field(False, description="ask RequestForPositions (35=AN) for the portfolio")
     test_request_grace: float = Field(0.2, ge=0, le=5,
                                       description="extra fraction of HeartBtInt before a TestRequest")
     # A FIX gateway is usually close by: reconnect sooner than the generic defaults.

@@ -72,6 +72,8 @@ class FIXAccountManager(BaseAccountManager):
         self.bars: dict[tuple[str, int], BarBuilder] = {}
         self.md_requests: dict[str, str] = {}  # MDReqID -> broker symbol
         self._in_init = False
+        self._positions_unsupported = False
+        self._pos_request: Optional[dict] = None  # the RequestForPositions being answered
         self.session = FixSession(
             host=s.host, port=s.port, sender=s.sender_comp_id, target=s.target_comp_id,
             heartbeat=s.heartbeat_interval, store=self.store, handler=self, timeout=s.timeout,
@@ -104,6 +106,8 @@ class FIXAccountManager(BaseAccountManager):
     def account_manager_main(self, time_now: int) -> None:
         """Keep the session alive; complete bars whose time is over."""
         self.session.on_timer()
+        if self._pos_request is not None and time_now >= self._pos_request["deadline"]:
+            self._finish_positions("no PositionReport within timeout")
         for builder in self.bars.values():
             for bar in builder.close_due(time_now):
                 self.send_realtime_data(dict(bar))
@@ -139,6 +143,8 @@ class FIXAccountManager(BaseAccountManager):
                 self._on_business_reject(msg)
             elif msg_type in (MsgType.MARKET_DATA_SNAPSHOT, MsgType.MARKET_DATA_INCREMENTAL):
                 self._on_market_data(msg)
+            elif msg_type in (MsgType.REQUEST_FOR_POSITIONS_ACK, MsgType.POSITION_REPORT):
+                self._on_positions(msg, msg_type)
             elif msg_type == MsgType.MARKET_DATA_REQUEST_REJECT:
                 symbol = self.md_requests.pop(fx.text(msg, Tag.MDReqID) or "", "?")
                 self._drop_bars(symbol)
@@ -157,8 +163,18 @@ class FIXAccountManager(BaseAccountManager):
         self.send_account_info(self._account_info())
 
     def do_async_request_portfolio(self) -> None:
-        """Answer with positions built from our fills and the working orders."""
-        self.send_portfolio(self._portfolio())
+        """Answer with positions built from our fills and the working orders, or from the
+        broker's PositionReports when ``request_positions`` is set and it offers them."""
+        if not self.settings.request_positions or self._positions_unsupported:
+            self.send_portfolio(self._portfolio())
+            return
+        if self._pos_request is not None:
+            return  # one request at a time; its answer serves this one too
+        req_id = f"pos-{next(self._request_ids)}"
+        self._pos_request = {"id": req_id, "expected": None, "reports": {},
+                             "deadline": fx.utc_ms(None) + int(self.settings.timeout * 1000)}
+        self.session.send_app(MsgType.REQUEST_FOR_POSITIONS,
+                              fx.request_for_positions(req_id, self.account_settings.account))
 
     def do_async_request_market_data(self, request: dict) -> bool:
         """Subscribe or unsubscribe trades/quotes of one instrument via 35=V."""
@@ -436,6 +452,10 @@ class FIXAccountManager(BaseAccountManager):
                         MsgType.ORDER_CANCEL_REPLACE_REQUEST) and ref_id in self.cl_ord_ids:
             self._refuse_request(ref_id, f"business reject: {reason}")
             return
+        if ref_type == MsgType.REQUEST_FOR_POSITIONS:
+            self._positions_unsupported = True
+            self._finish_positions(f"broker does not offer RequestForPositions: {reason}")
+            return
         if ref_type == MsgType.MARKET_DATA_REQUEST:
             self._drop_bars(self.md_requests.pop(ref_id, ""))
         self.send_error(f"broker rejected a 35={ref_type} message ({ref_id or 'no id'}): {reason}")
@@ -459,6 +479,45 @@ class FIXAccountManager(BaseAccountManager):
                 for bar in builder.update(now, price, size):
                     self.send_realtime_data(dict(bar))
                 self.send_realtime_data(dict(builder.current))
+
+    def _on_positions(self, msg: simplefix.FixMessage, msg_type: str) -> None:
+        request = self._pos_request
+        if request is None or fx.text(msg, Tag.PosReqID) != request["id"]:
+            return
+        result = fx.text(msg, Tag.PosReqResult) or "0"
+        total = fx.number(msg, Tag.TotalNumPosReports)
+        if total is not None:
+            request["expected"] = int(total)
+        if msg_type == MsgType.REQUEST_FOR_POSITIONS_ACK and result not in ("0", "2"):
+            self._finish_positions(f"RequestForPositions refused (PosReqResult {result}): "
+                                   f"{fx.text(msg, Tag.Text) or 'no reason given'}")
+            return
+        if msg_type == MsgType.POSITION_REPORT:
+            symbol, qty = fx.position_report(msg)
+            request["reports"][symbol] = qty
+        if result == "2" or (request["expected"] is not None and len(request["reports"]) >= request["expected"]):
+            self._finish_positions()
+
+    def _finish_positions(self, fallback_reason: str = "") -> None:
+        """Answer the pending portfolio request: broker positions, or ours if none came."""
+        request, self._pos_request = self._pos_request, None
+        portfolio = self._portfolio()
+        if fallback_reason or request is None:
+            log.warning("event=fix_positions_fallback reason=%s", fallback_reason)
+        else:
+            ours = {p["epicBroker"]: p for p in portfolio["positions"]}
+            positions = []
+            for symbol, qty in sorted(request["reports"].items()):
+                epic = self.to_maotrade_epic(symbol)
+                mine = ours.get(symbol) or {}
+                same = abs(mine.get("qty", 0) - qty) < 1e-9
+                positions.append({"epic": epic, "epicBroker": symbol, "qty": qty,
+                                  "avg_price": mine.get("avg_price") if same else None,
+                                  "market_price": self.last_price.get(epic),
+                                  "unrealized_pnl": mine.get("unrealized_pnl") if same else None,
+                                  "realized_pnl": mine.get("realized_pnl", 0.0)})
+            portfolio["positions"] = positions
+        self.send_portfolio(portfolio)
 
     def _drop_bars(self, symbol: str) -> None:
         for key in [k for k in self.bars if k[0] == symbol]:

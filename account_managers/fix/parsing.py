@@ -80,6 +80,17 @@ class Tag:
     CxlRejResponseTo = 434
     Username = 553
     Password = 554
+    AccountType = 581
+    NoPositions = 702
+    PosType = 703
+    LongQty = 704
+    ShortQty = 705
+    PosReqID = 710
+    ClearingBusinessDate = 715
+    PosReqType = 724
+    TotalNumPosReports = 727
+    PosReqResult = 728
+    SettlPrice = 730
 
 
 class MsgType:
@@ -103,6 +114,9 @@ class MsgType:
     MARKET_DATA_INCREMENTAL = "X"
     MARKET_DATA_REQUEST_REJECT = "Y"
     BUSINESS_MESSAGE_REJECT = "j"
+    REQUEST_FOR_POSITIONS = "AN"
+    REQUEST_FOR_POSITIONS_ACK = "AO"
+    POSITION_REPORT = "AP"
 
     ADMIN = frozenset({HEARTBEAT, TEST_REQUEST, RESEND_REQUEST, REJECT, SEQUENCE_RESET, LOGOUT, LOGON})
 
@@ -249,6 +263,21 @@ def market_data_request(req_id: str, symbol: str, subscribe: bool) -> list[tuple
               (Tag.NoMDEntryTypes, str(len(MD_PRICE_TYPES)))]
     fields += [(Tag.MDEntryType, t) for t in MD_PRICE_TYPES]
     return fields + [(Tag.NoRelatedSym, "1"), (Tag.Symbol, symbol)]
+
+
+def request_for_positions(req_id: str, account: str) -> list[tuple]:
+    """Return the body of a RequestForPositions (35=AN) for today's positions of ``account``."""
+    return [(Tag.PosReqID, req_id), (Tag.PosReqType, "0"), (Tag.Account, account),
+            (Tag.AccountType, "1"), (Tag.ClearingBusinessDate, time.strftime("%Y%m%d", time.gmtime())),
+            (Tag.TransactTime, None)]
+
+
+def position_report(msg: simplefix.FixMessage) -> tuple[str, float]:
+    """Return ``(symbol, signed net quantity)`` of a PositionReport (35=AP)."""
+    symbol = required(msg, Tag.Symbol)
+    longs = sum(float(v) for t, v in msg.pairs if int(t) == Tag.LongQty)
+    shorts = sum(float(v) for t, v in msg.pairs if int(t) == Tag.ShortQty)
+    return symbol, longs - shorts
 
 
 # ---------------------------------------------------------------------------- reports in

@@ -107,3 +107,9 @@ def test_garbage_instead_of_logon_fails_with_a_clear_reason(tmp_path):
     thread.join(5)
     server.close()
     store.close()
+
+
+def test_position_report_nets_long_and_short():
+    report = message((35, "AP"), (710, "pos-1"), (55, "ES-202412-FUT-CME"), (702, "2"),
+                     (703, "TQ"), (704, "5"), (705, "0"), (703, "SOD"), (704, "0"), (705, "2"))
+    assert fx.position_report(report) == ("ES-202412-FUT-CME", 3.0)

@@ -172,3 +172,38 @@ def test_unknown_market_data_symbol_is_refused_by_the_broker(fix_worker):
     mark = fix_worker.request(In.MARKET_DATA_REQUEST, request=request)
     error = fix_worker.wait_type("error", since=mark)
     assert "BAD_FUT" in error["reason"] and "unknown symbol BAD-SYMBOL" in error["reason"]
+
+
+def test_close_reduces_the_position_and_overclose_is_refused(fix_worker):
+    order = fix_worker.order("ES_FUT", 5)
+    mark = fix_worker.request(In.ORDER_OPEN, order)
+    fix_worker.wait_order(order.client_order_id, "FILLED", since=mark)
+    too_much = fix_worker.order("ES_FUT", -6, action="close")
+    mark = fix_worker.request(In.ORDER_CLOSE, too_much)
+    refused = fix_worker.wait_order(too_much.client_order_id, "REJECTED", since=mark)
+    assert "does not reduce the position of 5" in refused["order"]["reason"]
+    close = fix_worker.order("ES_FUT", -5, action="close")
+    mark = fix_worker.request(In.ORDER_CLOSE, close)
+    closed = fix_worker.wait_order(close.client_order_id, "FILLED", since=mark)
+    assert closed["fill"]["price"] == 100.0
+    mark = fix_worker.request(In.ACCOUNT_INFO_REQUEST)
+    info = fix_worker.wait_type("account_info", since=mark)["info"]
+    assert info["realized_pnl"] == pytest.approx(0.0) and info["balance"] is None
+
+
+def test_positions_fall_back_to_the_session_when_the_broker_rejects_the_request(tmp_path, acceptor):
+    from tests.fix.conftest import fix_document
+    from tests.kit import WorkerHarness
+    document = fix_document(acceptor.port, request_positions=True, timeout=30.0)  # only 35=j can answer in time
+    with WorkerHarness(document, tmp_path / "worker") as worker:
+        worker.wait_type("connection", state="connected", timeout=20)
+        order = worker.order("ES_FUT", 7)
+        worker.request(In.ORDER_OPEN, order)
+        worker.wait_order(order.client_order_id, "FILLED")
+        mark = worker.request(In.PORTFOLIO_REQUEST)
+        portfolio = worker.wait_type("portfolio", since=mark, timeout=5)["portfolio"]
+        assert [p["qty"] for p in portfolio["positions"]] == [7]
+        acceptor.wait_line(lambda line: line == "APP AN")  # QuickFIX answered it with 35=j
+        mark = worker.request(In.PORTFOLIO_REQUEST)
+        worker.wait_type("portfolio", since=mark, timeout=5)
+        assert acceptor.count("APP AN") == 1  # not asked again once refused
