@@ -233,9 +233,10 @@ class FIXAccountManager(BaseAccountManager):
             else:
                 self.send_request_order_response(order, kind=In.ORDER_STOP)
             return
-        amended = self._place_or_move_links(order)
-        if not amended:
-            self.send_request_order_response(order, kind=In.ORDER_STOP)
+        # The parent's answer: the new levels are taken; moved linked orders report
+        # their own Replaced (or a refusal) as they come.
+        self._place_or_move_links(order)
+        self.send_request_order_response(order, kind=In.ORDER_STOP)
 
     def do_async_request_order_cancel(self, order: BaseOrder) -> None:
         """Send an OrderCancelRequest with OrigClOrdID = the order's live ClOrdID."""
@@ -356,7 +357,7 @@ class FIXAccountManager(BaseAccountManager):
         elif er.kind == "canceled":
             if not order.is_done:
                 order.set_cancelled(er.text or "cancelled")
-                self._report(order, kind=kind or In.ORDER_CANCEL)
+                self._report(order, kind=kind)  # no kind: the broker cancelled by itself
                 self._cancel_sibling(order)
         elif er.kind == "expired":
             if order.can_move_to(OrderStatus.EXPIRED):
@@ -524,11 +525,8 @@ class FIXAccountManager(BaseAccountManager):
             del self.bars[key]
 
     # ------------------------------------------------------------------ linked orders
-    def _place_or_move_links(self, parent: BaseOrder) -> bool:
-        """Place (or move) the stop-loss and take-profit orders of a filled parent.
-
-        Return True when a replace was sent (its report answers the engine)."""
-        replaced = False
+    def _place_or_move_links(self, parent: BaseOrder) -> None:
+        """Place (or move) the stop-loss and take-profit orders of a filled parent."""
         for suffix, level, order_type in (("-sl", parent.stop_loss, OrderType.STOP),
                                           ("-tp", parent.take_profit, OrderType.LIMIT)):
             key = parent.client_order_id + suffix
@@ -547,8 +545,6 @@ class FIXAccountManager(BaseAccountManager):
                 self.store.save_order(child)
                 live = self._live_cl_ord_id.get(key, key)
                 self._send_replace(child, live, level, In.ORDER_STOP)
-                replaced = True
-        return replaced
 
     def _cancel_sibling(self, order: BaseOrder) -> None:
         key = order.client_order_id
