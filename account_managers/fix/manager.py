@@ -94,6 +94,10 @@ class FIXAccountManager(BaseAccountManager):
         for key, order in self.orders.items():
             if not order.is_done and order.status != OrderStatus.NEW:
                 self._send_status_request(order)  # outcome may have changed while away
+        for symbol in sorted(set(self.md_requests.values())):
+            # A broker forgets subscriptions with the session: ask again.
+            self.md_requests = {k: v for k, v in self.md_requests.items() if v != symbol}
+            self._subscribe(symbol)
         return (True, self._account_info(), self._portfolio(), ORDER_TEMPLATE,
                 HISTORY_FRAMES, DATA_FRAMES)
 
@@ -199,10 +203,13 @@ class FIXAccountManager(BaseAccountManager):
             return found
         self.bars.setdefault((symbol, time_frame), BarBuilder(epic or self.to_maotrade_epic(symbol), time_frame))
         if symbol not in self.md_requests.values():
-            req_id = f"md-{symbol}-{next(self._request_ids)}"
-            self.md_requests[req_id] = symbol
-            self.session.send_app(MsgType.MARKET_DATA_REQUEST, fx.market_data_request(req_id, symbol, True))
+            self._subscribe(symbol)
         return True
+
+    def _subscribe(self, symbol: str) -> None:
+        req_id = f"md-{symbol}-{next(self._request_ids)}"
+        self.md_requests[req_id] = symbol
+        self.session.send_app(MsgType.MARKET_DATA_REQUEST, fx.market_data_request(req_id, symbol, True))
 
     def do_async_request_order_open(self, order: BaseOrder) -> None:
         """Send a NewOrderSingle with ClOrdID = the client order id."""

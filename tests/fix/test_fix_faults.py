@@ -155,3 +155,17 @@ def test_reset_on_logon_starts_both_sides_at_one(tmp_path, acceptor):
             worker.request(In.ORDER_OPEN, order)
             worker.wait_order(order.client_order_id, "FILLED")
             assert sequence_numbers(tmp_path / "worker")[0] < 6
+
+
+def test_market_data_subscription_survives_a_reconnect(fix_worker):
+    request = {"action": "subscribe", "epic": "ES_FUT", "epicBroker": SYMBOL, "time_frame": 1}
+    mark = fix_worker.request(In.MARKET_DATA_REQUEST, request=request)
+    fix_worker.wait_type("market_data", since=mark)
+    fix_worker.relay.cut()
+    fix_worker.wait_type("connection", state="reconnecting", since=mark)
+    fix_worker.wait_type("connection", state="connected", since=mark, timeout=15)
+    fix_worker.acceptor.wait_line(lambda _: fix_worker.acceptor.count("APP V") == 2, what="second 35=V")
+    mark = len(fix_worker.received)
+    fix_worker.acceptor.command(f"price {SYMBOL} 102.5")
+    bar = fix_worker.wait_for(lambda m: m.get("type") == "market_data" and m["close"] == 102.5, since=mark)
+    assert bar["epic"] == "ES_FUT"
