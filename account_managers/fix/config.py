@@ -15,8 +15,8 @@ class FIXBrokerSettings(BrokerSettings):
     port: int = Field(gt=0, lt=65536, description="acceptor TCP port")
     sender_comp_id: str = Field(min_length=1, description="our SenderCompID (tag 49)")
     target_comp_id: str = Field(min_length=1, description="the broker's TargetCompID (tag 56)")
-    # Note: this is the FIX HeartBtInt (tag 108). The base class also uses it as the
-    # period of the worker's heartbeat to the engine.
+    # The FIX HeartBtInt (tag 108); the worker's own heartbeat to the engine stays at 1 s
+    # (FIXAccountManager.worker_heartbeat_interval).
     heartbeat_interval: float = Field(30.0, gt=0, le=3600, description="FIX HeartBtInt, seconds")
     fix_version: str = Field("FIX.4.4", description="BeginString (tag 8); only FIX.4.4 is supported")
     reset_on_logon: bool = Field(False, description="send ResetSeqNumFlag=Y and start both sides at 1")

@@ -81,6 +81,10 @@ class FIXAccountManager(BaseAccountManager):
             password=a.password.get_secret_value() if a.password else None,
             grace=s.test_request_grace)
 
+    def worker_heartbeat_interval(self) -> float:
+        """Heartbeat the engine every second: ``heartbeat_interval`` here is FIX HeartBtInt."""
+        return min(1.0, self.settings.heartbeat_interval)
+
     # ------------------------------------------------------------------ lifecycle
     def on_account_manager_init(self) -> InitResult:
         """Connect and log on (blocking up to ``timeout``), then watch the socket."""

@@ -207,3 +207,13 @@ def test_positions_fall_back_to_the_session_when_the_broker_rejects_the_request(
         mark = worker.request(In.PORTFOLIO_REQUEST)
         worker.wait_type("portfolio", since=mark, timeout=5)
         assert acceptor.count("APP AN") == 1  # not asked again once refused
+
+
+def test_engine_heartbeat_stays_fast_with_a_long_fix_heartbeat(tmp_path, acceptor):
+    from tests.fix.conftest import fix_document
+    from tests.kit import WorkerHarness
+    with WorkerHarness(fix_document(acceptor.port, heartbeat_interval=30), tmp_path / "worker") as worker:
+        first = worker.wait_type("heartbeat", timeout=10)
+        second = worker.wait_for(lambda m: m.get("type") == "heartbeat" and m is not first,
+                                 timeout=5, what="second heartbeat")
+        assert second["time"] - first["time"] <= 1500
