@@ -21,7 +21,8 @@
 //
 // Commands on stdin (one per line): price SYM PX | fill CLORDID QTY [PX] | disconnect |
 // logout | testrequest ID | quit. Events on stdout (one per line, flushed): READY,
-// LOGON, LOGOUT, HEARTBEAT_REPLY ID, and APP <MsgType> for each application message.
+// LOGON, LOGOUT, HEARTBEAT_REPLY ID, APP <MsgType> for each application message,
+// DONE <verb> when a command has been carried out, ERROR <what> when it could not be.
 
 #include <quickfix/Application.h>
 #include <quickfix/FileLog.h>
@@ -29,7 +30,6 @@
 #include <quickfix/Session.h>
 #include <quickfix/SessionSettings.h>
 #include <quickfix/SocketAcceptor.h>
-#include <quickfix/fix44/BusinessMessageReject.h>
 #include <quickfix/fix44/ExecutionReport.h>
 #include <quickfix/fix44/MarketDataIncrementalRefresh.h>
 #include <quickfix/fix44/MarketDataRequest.h>
@@ -40,9 +40,7 @@
 
 #include <iostream>
 #include <map>
-#include <memory>
 #include <mutex>
-#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -414,8 +412,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  // Timestamps in the session: a restart of the acceptor keeps its FileStore, so
-  // sequence numbers survive on this side too.
+  // The FileStore lives in --store: an acceptor restarted on the same folder keeps its
+  // sequence numbers.
   std::ostringstream cfg;
   cfg << "[DEFAULT]\nConnectionType=acceptor\nSocketAcceptHost=127.0.0.1\n"
       << "SocketAcceptPort=" << args["--port"] << "\nFileStorePath=" << args["--store"]
