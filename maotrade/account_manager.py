@@ -321,6 +321,14 @@ class BaseAccountManager(abc.ABC):
         self._set_state(ConnectionState.RECONNECTING, reason)
         self._schedule_reconnect()
 
+    def worker_heartbeat_interval(self) -> float:
+        """Seconds between this worker's heartbeats to the engine.
+
+        ``brokerConfig.heartbeat_interval`` by default; a broker whose protocol gives that
+        key another meaning (FIX HeartBtInt) overrides this.
+        """
+        return self.settings.heartbeat_interval
+
     def reconnect_delay(self, attempt: int) -> float:
         """Seconds to wait before reconnect attempt ``attempt`` (0-based)."""
         return min(self.settings.reconnect_max, self.settings.reconnect_base * (2 ** attempt))
@@ -475,7 +483,7 @@ class BaseAccountManager(abc.ABC):
         if self.is_connected:
             self._guarded(self.account_manager_main, now_ms())
         self._check_order_timeouts(now)
-        if now - self._last_heartbeat >= self.settings.heartbeat_interval:
+        if now - self._last_heartbeat >= self.worker_heartbeat_interval():
             self._last_heartbeat = now
             self.out_queue.put(message(Out.HEARTBEAT, account=self.account_id, time=now_ms(),
                                        state=self.connection_state, pending=len(self._pending)))
