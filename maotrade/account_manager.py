@@ -315,11 +315,30 @@ class BaseAccountManager(abc.ABC):
 
     def connection_lost(self, reason: str) -> None:
         """Report that the broker connection dropped; the base class reconnects with backoff."""
-        if self.connection_state in (ConnectionState.RECONNECTING, ConnectionState.DISCONNECTED):
+        if self.connection_state == ConnectionState.DISCONNECTED or self._next_reconnect_at is not None:
             return
         log.warning("event=connection_lost account=%s reason=%s", self.account_id, reason)
-        self._set_state(ConnectionState.RECONNECTING, reason)
+        if self.connection_state != ConnectionState.RECONNECTING:
+            self._set_state(ConnectionState.RECONNECTING, reason)
         self._schedule_reconnect()
+
+    def connection_suspended(self, reason: str) -> None:
+        """Report that the session is up but the broker cannot trade now (no reconnect needed).
+
+        Orders are refused until ``connection_resumed``; the engine shows the account as
+        reconnecting.
+        """
+        if self.is_connected:
+            self._set_state(ConnectionState.RECONNECTING, reason)
+
+    def connection_resumed(self, reason: str = "") -> None:
+        """Report that trading is possible again after ``connection_suspended``.
+
+        Call it once the broker's state is caught up: the engine then re-synchronises the
+        account (info, portfolio, open orders) before routing new orders.
+        """
+        if self.connection_state == ConnectionState.RECONNECTING and self._next_reconnect_at is None:
+            self._set_state(ConnectionState.CONNECTED, reason)
 
     def worker_heartbeat_interval(self) -> float:
         """Seconds between this worker's heartbeats to the engine.

@@ -209,12 +209,7 @@ class IBAccountManager(BaseAccountManager):
 
     def _socket_lost(self, reason: str) -> None:
         self._close_session()
-        if self._link_down:
-            # the state already says reconnecting (IB code 1100): only the backoff is missing
-            self._link_down = False
-            log.warning("event=connection_lost account=%s reason=%s", self.account_id, reason)
-            self._schedule_reconnect()
-            return
+        self._link_down = False
         self.connection_lost(reason)
 
     def _on_error(self, event: dict) -> None:
@@ -224,7 +219,7 @@ class IBAccountManager(BaseAccountManager):
             log.warning("event=ib_connectivity_lost account=%s code=%d", self.account_id, code)
             if self.is_connected:
                 self._link_down = True
-                self._set_state(ConnectionState.RECONNECTING, f"IB {code}: {message}")
+                self.connection_suspended(f"IB {code}: {message}")
         elif change in ("restored", "restored_data_lost"):
             log.info("event=ib_connectivity_restored account=%s code=%d", self.account_id, code)
             if self._link_down:
@@ -257,7 +252,7 @@ class IBAccountManager(BaseAccountManager):
             if resubscribe:
                 self._restore_subscriptions()
             self._link_down = False
-            self._set_state(ConnectionState.CONNECTED, "IB connectivity restored")
+            self.connection_resumed("IB connectivity restored")
 
         self._ib_call(gather, on_result=done,
                       on_error=lambda exc: self._socket_lost(f"resync failed: {exc}"))
