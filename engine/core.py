@@ -17,6 +17,7 @@ import psutil
 import zmq
 
 from engine.bus import ClientSession, EngineBus
+from engine.faults import failpoint
 from engine.journal import Journal
 from engine.orders import Dispatch, OrderOutcome, OrderRouter
 from engine.supervisor import Supervisor
@@ -422,7 +423,11 @@ class Engine:
                 self._notify_order(outcome.order, outcome, session=session)
 
     def _dispatch(self, dispatch: Dispatch) -> None:
-        self.bus.open_worker_queue(dispatch.account).put(message(dispatch.kind, order=_wire(dispatch.order)))
+        queue = self.bus.open_worker_queue(dispatch.account)
+        queue.put(message(dispatch.kind, order=_wire(dispatch.order)))
+        if dispatch.kind == ToWorker.ORDER_OPEN:
+            queue.flush()
+            failpoint("after_dispatch")
 
     def _on_account_info_request(self, session: ClientSession, msg: dict) -> None:
         runtime = self._runtime(msg)

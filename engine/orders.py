@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from engine.faults import failpoint
 from engine.journal import Journal
 from maotrade.errors import InvalidOrder, OrderRefused
 from maotrade.messages import EngineToWorker as ToWorker
@@ -95,10 +96,12 @@ class OrderRouter:
             return self._reject(order, str(exc), "invalid_order", strategy)
         except OrderRefused as exc:
             return self._reject(order, str(exc), exc.code, strategy)
+        failpoint("before_journal")
         if not self.journal.insert_order(order, strategy):
             return OrderOutcome(order=self.get(order.account, order.client_order_id), duplicate=True)
         self.live[(order.account, order.client_order_id)] = order
         self._owners[(order.account, order.client_order_id)] = strategy
+        failpoint("after_journal")
         log.info("event=order_journaled account=%s order=%s epic=%s qty=%g type=%s source=%s",
                  order.account, order.client_order_id, order.epic, order.qty, order.order_type, source)
         return OrderOutcome(order=order, dispatch=Dispatch(order.account, ToWorker.ORDER_OPEN, order))
@@ -199,8 +202,10 @@ class OrderRouter:
         if wire.get("broker_ref"):
             order.broker_ref = str(wire["broker_ref"])
         if new_fills:
+            failpoint("before_fill_apply")
             # Fills, position and order state commit together: never a fill without its order.
             applied = self.journal.apply_fills(order, new_fills, external=order.source == "external")
+            failpoint("after_fill_apply")
             outcome.fills = [fill.to_dict() for fill, _ in applied]
             self._forget_if_done(order)
         else:
