@@ -394,8 +394,6 @@ class IGAccountManager(BaseAccountManager):
             log.warning("event=ig_deal_outcome_unknown account=%s order=%s ref=%s reason=%s",
                         self.account_id, order.client_order_id, ref, exc)
             self._fetch_confirm(ref)
-            if isinstance(exc, BrokerUnavailable):
-                self.connection_lost(str(exc))
             return
         else:
             reason = f"IG {request} of {order.client_order_id} failed: {exc}"

@@ -38,3 +38,5 @@ def ig_worker(sim, tmp_path):
         assert init["ok"] is True
         harness.wait_type("connection", state="connected")
         yield harness
+    repeated = {ref: n for ref, n in sim.deal_references.items() if n != 1}
+    assert not repeated, f"deals sent more than once: {repeated}"

@@ -1,0 +1,107 @@
+"""Faults injected into the IG simulator: dropped streams, expired tokens, lost answers,
+refused REST calls. Every order ends in a known state and no deal is sent twice."""
+from __future__ import annotations
+
+from maotrade.messages import EngineToWorker as In
+from tests.ig.conftest import EPICS
+from tests.kit import wait_until
+
+EURUSD = EPICS["EURUSD"]
+
+
+def _reconnected(worker, since):
+    worker.wait_type("connection", since=since, state="reconnecting", timeout=10)
+    worker.wait_type("connection", since=since, state="connected", timeout=15)
+
+
+def test_stream_drop_restores_every_subscription(sim, ig_worker):
+    frames = [("EURUSD", 60), ("EURUSD", 1), ("GBPUSD", 300), ("FTSE", 3600)]
+    for epic, frame in frames:
+        mark = ig_worker.request(In.MARKET_DATA_REQUEST, request={
+            "action": "subscribe", "epic": epic, "epicBroker": EPICS[epic], "time_frame": frame})
+        ig_worker.wait_type("market_data_response", since=mark, ok=True)
+    wait_until(lambda: len(sim.subscribed_items()) == 8, 5, what="4 CHART + 3 MARKET + TRADE subscriptions")
+    before = sim.subscribed_items()
+    sessions = sim.sessions_created()
+    mark = len(ig_worker.received)
+    assert sim.drop_streams() == 1
+    _reconnected(ig_worker, mark)
+    wait_until(lambda: sim.subscribed_items() == before, 10, what="the same subscriptions after reconnect")
+    assert sim.sessions_created() > sessions
+    mark = len(ig_worker.received)
+    sim.push_price(EPICS["FTSE"], 7600.0, 7601.0)
+    bar = ig_worker.wait_type("market_data", since=mark, epic="FTSE", time_frame=3600)
+    assert bar["close"] == 7600.5
+    order = ig_worker.order("EURUSD", 1)
+    mark = ig_worker.request(In.ORDER_OPEN, order)
+    ig_worker.wait_order(order.client_order_id, "FILLED", since=mark)
+
+
+def test_expired_token_is_renewed_without_losing_the_order(sim, ig_worker):
+    logins = sim.requests.count(("POST", "/session"))
+    sim.expire_tokens()
+    order = ig_worker.order("EURUSD", 1)
+    mark = ig_worker.request(In.ORDER_OPEN, order)
+    ig_worker.wait_order(order.client_order_id, "FILLED", since=mark)
+    assert sim.requests.count(("POST", "/session")) == logins + 1
+    assert sim.requests.count(("POST", "/positions/otc")) == 2  # refused once at the door, then taken
+    assert sim.deal_references[order.client_order_id] == 1
+    # The stream logs in again with the new tokens after a drop.
+    mark = len(ig_worker.received)
+    sim.drop_streams()
+    _reconnected(ig_worker, mark)
+    wait_until(lambda: f"TRADE:XYZ02" in sim.subscribed_items(), 10, what="TRADE after re-login")
+
+
+def test_lost_deal_answer_is_resolved_by_reference_not_resent(sim, ig_worker):
+    sim.swallow_next_deal_response()
+    order = ig_worker.order("GBPUSD", 1)
+    mark = ig_worker.request(In.ORDER_OPEN, order)
+    filled = ig_worker.wait_order(order.client_order_id, "FILLED", since=mark, timeout=10)
+    assert filled["fill"]["price"] == 1.26515
+    assert sim.requests.count(("POST", "/positions/otc")) == 1
+    assert sim.deal_references[order.client_order_id] == 1
+
+
+def test_refused_rest_calls_reconnect_with_backoff_and_refuse_orders_meanwhile(sim, ig_worker):
+    sim.refuse_rest = True
+    mark = ig_worker.request(In.ACCOUNT_INFO_REQUEST)
+    error = ig_worker.wait_type("error", since=mark)
+    assert "HTTP 503" in error["reason"]
+    ig_worker.wait_type("connection", since=mark, state="reconnecting")
+    order = ig_worker.order("EURUSD", 1)
+    mark2 = ig_worker.request(In.ORDER_OPEN, order)
+    refused = ig_worker.wait_order(order.client_order_id, "REJECTED", since=mark2)
+    assert "reconnecting" in refused["order"]["reason"]
+    assert order.client_order_id not in sim.deal_references
+    sim.refuse_rest = False
+    ig_worker.wait_type("connection", since=mark, state="connected", timeout=15)
+    retry = ig_worker.order("EURUSD", 1)
+    mark = ig_worker.request(In.ORDER_OPEN, retry)
+    ig_worker.wait_order(retry.client_order_id, "FILLED", since=mark)
+
+
+def test_working_order_filled_while_stream_was_down_is_found_on_resync(sim, ig_worker):
+    limit = ig_worker.order("EURUSD", 1, order_type="LIMIT", price=1.0800)
+    mark = ig_worker.request(In.ORDER_OPEN, limit)
+    ig_worker.wait_order(limit.client_order_id, "ACCEPTED", since=mark)
+    sim.tlcp.refuse_sessions = True
+    sim.drop_streams()
+    sim.push_price(EURUSD, 1.0790, 1.0792)  # fills the limit; nobody is listening
+    ig_worker.wait_type("connection", since=mark, state="reconnecting", timeout=10)
+    sim.tlcp.refuse_sessions = False
+    filled = ig_worker.wait_order(limit.client_order_id, "FILLED", since=mark, timeout=15)
+    assert filled["fill"]["price"] == 1.08 and filled["fill"]["qty"] == 1
+
+
+def test_status_request_after_timeout_asks_ig_by_reference(sim, ig_worker):
+    order = ig_worker.order("EURUSD", 1)
+    mark = ig_worker.request(In.ORDER_OPEN, order)
+    ig_worker.wait_order(order.client_order_id, "FILLED", since=mark)
+    mark = ig_worker.request(In.ORDER_STATUS_REQUEST, order)
+    status = ig_worker.wait_order(order.client_order_id, since=mark, request="order_status_request")
+    assert status["order"]["status"] == "FILLED" and len(status["fills"]) == 1
+    assert ("GET", f"/confirms/{order.client_order_id}") in sim.requests
+    never = ig_worker.order("EURUSD", 1)
+    mark = ig_worker.request(In.ORDER_STATUS_REQUEST, never)
+    assert ig_worker.wait_order(never.client_order_id, since=mark)["not_found"] is True
