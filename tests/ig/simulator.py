@@ -102,6 +102,7 @@ class IGSimulator:
         self._fail_rest: list[int] = []
         self._swallow_deals = 0
         self.refuse_rest = False
+        self.mute_trade_stream = False  # True: TRADE confirms and updates are not streamed
         self.tlcp = TLCPServer(self._ls_authenticate, self._snapshot, self._valid_item, keepalive_ms)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
@@ -637,6 +638,8 @@ class IGSimulator:
                        order["limitLevel"], True, deal_id=order["dealId"])
 
     async def _stream_trade(self, account: str, **fields: str) -> None:
+        if self.mute_trade_stream:
+            return
         values = {"CONFIRMS": None, "OPU": None, "WOU": None}
         values.update(fields)
         await self.tlcp.publish(f"TRADE:{account}", values)

@@ -54,6 +54,7 @@ def test_expired_token_is_renewed_without_losing_the_order(sim, ig_worker):
 
 
 def test_lost_deal_answer_is_resolved_by_reference_not_resent(sim, ig_worker):
+    sim.mute_trade_stream = True  # only GET /confirms can tell the outcome
     sim.swallow_next_deal_response()
     order = ig_worker.order("GBPUSD", 1)
     mark = ig_worker.request(In.ORDER_OPEN, order)
@@ -61,6 +62,7 @@ def test_lost_deal_answer_is_resolved_by_reference_not_resent(sim, ig_worker):
     assert filled["fill"]["price"] == 1.26515
     assert sim.requests.count(("POST", "/positions/otc")) == 1
     assert sim.deal_references[order.client_order_id] == 1
+    assert ("GET", f"/confirms/{order.client_order_id}") in sim.requests
 
 
 def test_refused_rest_calls_reconnect_with_backoff_and_refuse_orders_meanwhile(sim, ig_worker):
@@ -98,10 +100,11 @@ def test_status_request_after_timeout_asks_ig_by_reference(sim, ig_worker):
     order = ig_worker.order("EURUSD", 1)
     mark = ig_worker.request(In.ORDER_OPEN, order)
     ig_worker.wait_order(order.client_order_id, "FILLED", since=mark)
+    asked = sim.requests.count(("GET", f"/confirms/{order.client_order_id}"))
     mark = ig_worker.request(In.ORDER_STATUS_REQUEST, order)
     status = ig_worker.wait_order(order.client_order_id, since=mark, request="order_status_request")
     assert status["order"]["status"] == "FILLED" and len(status["fills"]) == 1
-    assert ("GET", f"/confirms/{order.client_order_id}") in sim.requests
+    assert sim.requests.count(("GET", f"/confirms/{order.client_order_id}")) == asked + 1
     never = ig_worker.order("EURUSD", 1)
     mark = ig_worker.request(In.ORDER_STATUS_REQUEST, never)
     assert ig_worker.wait_order(never.client_order_id, since=mark)["not_found"] is True
