@@ -22,6 +22,7 @@ class IGBrokerSettings(BrokerSettings):
     account_non_trading_per_minute: int = Field(30, ge=1)
     stream_keepalive_ms: int = Field(0, ge=0, description="keepalive asked of Lightstreamer; 0: server's")
     stream_stalled_ms: int = Field(2000, gt=0, description="silence before the stream counts as stalled")
+    stream_reconnect_ms: int = Field(3000, gt=0, description="wait on a stalled stream before it counts as dropped")
     stream_connect_timeout: float = Field(10.0, gt=0, description="seconds to wait for the stream at login")
     resync_interval: float = Field(0.0, ge=0, description="seconds between background portfolio checks; 0 off")
 

@@ -99,7 +99,8 @@ class IGAccountManager(BaseAccountManager):
                               self._on_stream_status, generation, status),
                           on_error=lambda key, reason: self.call_soon_threadsafe(
                               self._on_stream_error, generation, key, reason),
-                          keepalive_ms=s.stream_keepalive_ms, stalled_ms=s.stream_stalled_ms)
+                          keepalive_ms=s.stream_keepalive_ms, stalled_ms=s.stream_stalled_ms,
+                          reconnect_ms=s.stream_reconnect_ms)
         stream.subscribe(TRADE_KEY, "DISTINCT", [f"TRADE:{session.account_id}"], P.TRADE_FIELDS, False)
         for item in self.chart_subs:
             stream.subscribe(item, "MERGE", [item], P.CHART_FIELDS, True)

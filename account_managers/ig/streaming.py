@@ -51,7 +51,8 @@ class IGStream:
 
     def __init__(self, endpoint: str, account_id: str, password: str, adapter_set: str,
                  deliver: Callable[[str, str, dict, set], None], on_status: Callable[[str], None],
-                 on_error: Callable[[str, str], None], keepalive_ms: int = 0, stalled_ms: int = 2000):
+                 on_error: Callable[[str, str], None], keepalive_ms: int = 0, stalled_ms: int = 2000,
+                 reconnect_ms: int = 3000):
         self.deliver = deliver
         self.on_status = on_status
         self.on_error = on_error
@@ -63,6 +64,7 @@ class IGStream:
         if keepalive_ms:
             self.client.connectionOptions.setKeepaliveInterval(keepalive_ms)
         self.client.connectionOptions.setStalledTimeout(stalled_ms)
+        self.client.connectionOptions.setReconnectTimeout(reconnect_ms)
         self.client.addListener(_Status(self))
         self.subscriptions: dict[str, Subscription] = {}
         self.closed = False

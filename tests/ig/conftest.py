@@ -14,6 +14,7 @@ def ig_document(sim: IGSimulator, account: str = "701", ig_account: str = "XYZ02
     config = {"endpoint_demo": sim.rest_url, "endpoint_prod": "http://127.0.0.1:9/unused",
               "timeout": 2.0, "reconnect_base": 0.2, "reconnect_max": 1.0, "max_retries": 20,
               "order_timeout": 3.0, "stream_keepalive_ms": 300, "stream_stalled_ms": 300,
+              "stream_reconnect_ms": 300,
               "confirm_interval": 0.05, "stream_connect_timeout": 5.0}
     config.update(broker)
     return {"idAccount": account, "brokerName": "ig", "brokerClass": "ig.IGAccountManager",

@@ -102,7 +102,9 @@ class IGSimulator:
         self._fail_rest: list[int] = []
         self._swallow_deals = 0
         self.refuse_rest = False
-        self.mute_trade_stream = False  # True: TRADE confirms and updates are not streamed
+        self.mute_trade_stream = False
+        self.trading_allowance = 0  # trading requests per account per minute; 0 unlimited
+        self._trading_times: dict[str, list[float]] = {}  # True: TRADE confirms and updates are not streamed
         self.tlcp = TLCPServer(self._ls_authenticate, self._snapshot, self._valid_item, keepalive_ms)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
@@ -247,12 +249,24 @@ class IGSimulator:
         if token is None or token["xst"] != request.headers.get("X-SECURITY-TOKEN"):
             return _error(401, TOKEN_ERRORS)
         request[ACCOUNT] = token["account"]
+        if self._over_allowance(token["account"], method, path):
+            return _error(403, "error.public-api.exceeded-account-trading-allowance")
         request[CST] = request.headers["CST"]
         if request.method == "POST" and method == "DELETE":
             if path == BASE + "/positions/otc":
                 return await self._close_position(request)
             return await self._delete_working(request)
         return await handler(request)
+
+    def _over_allowance(self, account: str, method: str, path: str) -> bool:
+        trading = method != "GET" and ("/positions/otc" in path or "/workingorders/otc" in path)
+        if not trading or not self.trading_allowance:
+            return False
+        now = time.monotonic()
+        recent = [t for t in self._trading_times.get(account, []) if now - t < 60]
+        recent.append(now)
+        self._trading_times[account] = recent
+        return len(recent) > self.trading_allowance
 
     async def _login(self, request: web.Request) -> web.Response:
         if request.headers.get("Version") != "2":

@@ -97,6 +97,7 @@ def test_working_order_filled_while_stream_was_down_is_found_on_resync(sim, ig_w
 
 
 def test_status_request_after_timeout_asks_ig_by_reference(sim, ig_worker):
+    sim.mute_trade_stream = True  # the fill then comes from exactly one GET /confirms
     order = ig_worker.order("EURUSD", 1)
     mark = ig_worker.request(In.ORDER_OPEN, order)
     ig_worker.wait_order(order.client_order_id, "FILLED", since=mark)

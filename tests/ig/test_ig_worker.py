@@ -176,3 +176,30 @@ def test_unknown_time_frame_is_an_error(sim, ig_worker):
                                                               "time_frame": 7})
     error = ig_worker.wait_type("error", since=mark)
     assert "time frame 7s" in error["reason"]
+
+
+def test_client_throttle_keeps_under_igs_trading_allowance(sim, tmp_path):
+    sim.trading_allowance = 3
+    with WorkerHarness(ig_document(sim, account_trading_per_minute=3, timeout=1.0), tmp_path) as worker:
+        worker.wait_type("connection", state="connected", timeout=20)
+        for _ in range(3):
+            _open(worker, "EURUSD", 1)
+        order = worker.order("EURUSD", 1)
+        mark = worker.request(In.ORDER_OPEN, order)
+        refused = worker.wait_order(order.client_order_id, "REJECTED", since=mark)
+        assert "trading request allowance reached" in refused["order"]["reason"]
+    assert sim.requests.count(("POST", "/positions/otc")) == 3  # IG never had to refuse one
+
+
+def test_igs_allowance_error_rejects_the_order_with_its_code(sim, ig_worker):
+    sim.trading_allowance = 1
+    _open(ig_worker, "EURUSD", 1)
+    order = ig_worker.order("EURUSD", 1)
+    mark = ig_worker.request(In.ORDER_OPEN, order)
+    refused = ig_worker.wait_order(order.client_order_id, "REJECTED", since=mark)
+    assert "error.public-api.exceeded-account-trading-allowance" in refused["order"]["reason"]
+
+
+def test_shutdown_logs_out(sim, ig_worker):
+    assert ig_worker.stop() == 0
+    assert ("DELETE", "/session") in sim.requests
