@@ -20,10 +20,10 @@ from account_managers.ig.rest import IGApiError, IGRestClient, IGSession
 from account_managers.ig.streaming import DISCONNECTED_PREFIX, IGStream
 from account_managers.ig.throttle import Throttle
 from maotrade.account_manager import BaseAccountManager, InitResult
-from maotrade.errors import (BrokerUnavailable, InvalidOrder, MAOTradeError, OperationalError,
+from maotrade.errors import (BrokerUnavailable, InvalidOrder, MAOTradeError,
                              ProtocolError, TemporaryError)
 from maotrade.messages import EngineToWorker as In
-from maotrade.order import BaseOrder, Fill, OrderStatus, OrderType
+from maotrade.order import BaseOrder, Fill, OrderAction, OrderStatus, OrderType
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class IGAccountManager(BaseAccountManager):
         self.quotes: dict[str, tuple[float, float]] = {}
         self.working_by_deal: dict[str, str] = {}  # working order dealId -> client order id
         self.realized_pnl = 0.0
+        self._close_ids: set[str] = set()
         self._next_resync = 0.0
 
     # ================================================================ lifecycle
@@ -266,6 +267,7 @@ class IGAccountManager(BaseAccountManager):
             self._refuse(order, str(exc), In.ORDER_CLOSE)
             return
         order.epicBroker = epic_broker
+        self._close_ids.add(order.client_order_id)
         self.run_blocking(self._send_closes, order, epic_broker,
                           on_result=lambda refs: self._track_batch(order, CLOSE, refs),
                           on_error=lambda exc: self._deal_failed(order, "", exc, In.ORDER_CLOSE))
@@ -291,6 +293,15 @@ class IGAccountManager(BaseAccountManager):
     def do_async_request_order_status(self, order: BaseOrder) -> None:
         """Ask IG by the order's dealReference: GET /confirms, then the open positions."""
         known = self.orders.get(order.client_order_id) or order
+        if known.client_order_id in self._close_ids or known.action == OrderAction.CLOSE:
+            # IG names a close's deal only in its answer: an unanswered close cannot be
+            # looked up, and "not found" could make the engine close twice.
+            if known.status == OrderStatus.NEW:
+                self.send_order_unknown(known, "IG close deals cannot be looked up by reference; "
+                                               "check the position")
+            else:
+                self.send_order_status(known)
+            return
         ref = P.deal_reference(order.client_order_id)
         self.run_blocking(self._lookup_deal, ref,
                           on_result=lambda found: self._status_answer(known, ref, found),

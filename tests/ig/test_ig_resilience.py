@@ -109,3 +109,21 @@ def test_status_request_after_timeout_asks_ig_by_reference(sim, ig_worker):
     never = ig_worker.order("EURUSD", 1)
     mark = ig_worker.request(In.ORDER_STATUS_REQUEST, never)
     assert ig_worker.wait_order(never.client_order_id, since=mark)["not_found"] is True
+
+
+def test_close_with_lost_answer_is_reported_unknown_and_never_resent(sim, ig_worker):
+    order = ig_worker.order("EURUSD", 2)
+    mark = ig_worker.request(In.ORDER_OPEN, order)
+    ig_worker.wait_order(order.client_order_id, "FILLED", since=mark)
+    sim.swallow_next_deal_response()
+    close = ig_worker.order("EURUSD", -2)
+    mark = ig_worker.request(In.ORDER_CLOSE, close)
+    unknown = ig_worker.wait_for(lambda m: m.get("type") == "order_response" and "unknown" in m
+                                 and m["order"]["client_order_id"] == close.client_order_id,
+                                 since=mark, timeout=10, what="close reported unknown")
+    assert "IG" in unknown["unknown"]
+    assert sim.positions == {}  # IG did close it
+    ig_worker.wait_type("connection", since=mark, state="connected", timeout=15)
+    mark = ig_worker.request(In.ORDER_STATUS_REQUEST, close)
+    assert "unknown" in ig_worker.wait_order(close.client_order_id, since=mark)
+    assert sim.requests.count(("DELETE", "/positions/otc")) == 1

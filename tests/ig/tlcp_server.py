@@ -11,7 +11,6 @@ unsubscribe ``delete``, ``destroy``...), ``heartbeat``. The server answers ``WSO
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -112,7 +111,7 @@ class TLCPSession:
                 continue
             index = sub.items.index(item) + 1
             current = [None if values.get(f) is None else str(values.get(f)) for f in sub.fields]
-            previous = sub.last.get(index) if sub.mode == "MERGE" else sub.last.get(index)
+            previous = sub.last.get(index)
             sub.last[index] = current
             await self.send(f"U,{sub.sub_id},{index},{encode_update(previous, current)}")
 
@@ -135,7 +134,6 @@ class TLCPServer:
         self.sessions: dict[str, TLCPSession] = {}
         self.sessions_created = 0
         self.refuse_sessions = False
-        self._ids = itertools.count(1)
 
     # -- HTTP entry ------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
