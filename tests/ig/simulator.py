@@ -217,6 +217,10 @@ class IGSimulator:
         """Take the next deal but never answer the HTTP request (a lost response)."""
         self._swallow_deals += count
 
+    def push_trade_raw(self, account: str, **fields: str) -> None:
+        """Stream raw TRADE fields (CONFIRMS / OPU / WOU), garbage included."""
+        self._call(self._stream_trade(account, **fields))
+
     def subscribed_items(self) -> set[str]:
         """Items the live Lightstreamer sessions are subscribed to."""
         return self._call(self._sync(self.tlcp.subscribed_items))

@@ -127,3 +127,30 @@ def test_close_with_lost_answer_is_reported_unknown_and_never_resent(sim, ig_wor
     mark = ig_worker.request(In.ORDER_STATUS_REQUEST, close)
     assert "unknown" in ig_worker.wait_order(close.client_order_id, since=mark)
     assert sim.requests.count(("DELETE", "/positions/otc")) == 1
+
+
+def test_deal_confirmed_while_disconnected_is_found_after_reconnect(sim, tmp_path):
+    from tests.ig.conftest import ig_document
+    from tests.kit import WorkerHarness
+    with WorkerHarness(ig_document(sim, order_timeout=15.0, timeout=1.0), tmp_path) as worker:
+        worker.wait_type("connection", state="connected", timeout=20)
+        sim.mute_trade_stream = True
+        sim.swallow_next_deal_response()
+        order = worker.order("EURUSD", 1)
+        mark = worker.request(In.ORDER_OPEN, order)
+        wait_until(lambda: ("POST", "/positions/otc") in sim.requests, 5, what="the deal at IG")
+        sim.refuse_rest = True  # the answer is lost and IG cannot be asked
+        worker.wait_type("connection", since=mark, state="reconnecting", timeout=10)
+        sim.refuse_rest = False
+        filled = worker.wait_order(order.client_order_id, "FILLED", since=mark, timeout=15)
+        assert filled["fill"]["qty"] == 1
+        assert not any("unknown" in m for m in worker.received[mark:] if m.get("type") == "order_response")
+    assert sim.deal_references[order.client_order_id] == 1
+    assert sim.requests.count(("POST", "/positions/otc")) == 1
+
+
+def test_garbage_on_the_trade_stream_is_skipped(sim, ig_worker):
+    sim.push_trade_raw("XYZ02", CONFIRMS="{not json", OPU="[1, 2]")
+    order = ig_worker.order("EURUSD", 1)
+    mark = ig_worker.request(In.ORDER_OPEN, order)
+    ig_worker.wait_order(order.client_order_id, "FILLED", since=mark)
