@@ -127,9 +127,16 @@ class IGAccountManager(BaseAccountManager):
         if generation != self._generation:
             return
         log.info("event=ig_stream_status account=%s status=%s", self.account_id, status)
-        if status.startswith(DISCONNECTED_PREFIX) and self.is_connected:
-            self._close_stream()
-            self.connection_lost(f"IG stream dropped ({status})")
+        # Statuses queue up while the loop is busy; a drop the library already healed
+        # (the stream is connected again by now) needs no reconnect of ours.
+        live = self.stream is not None and self.stream.connected.is_set()
+        if not status.startswith(DISCONNECTED_PREFIX) or not self.is_connected:
+            return
+        if live:
+            self._resync_orders()  # updates sent during the gap are lost: ask IG instead
+            return
+        self._close_stream()
+        self.connection_lost(f"IG stream dropped ({status})")
 
     def _on_stream_error(self, generation: int, key: str, reason: str) -> None:
         if generation != self._generation:

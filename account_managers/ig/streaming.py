@@ -57,6 +57,7 @@ class IGStream:
         self.on_status = on_status
         self.on_error = on_error
         self.connected = threading.Event()
+        self._settled = threading.Event()  # connected, or refused for good
         self.failure: Optional[str] = None
         self.client = LightstreamerClient(endpoint, adapter_set or None)
         self.client.connectionDetails.setUser(account_id)
@@ -72,7 +73,8 @@ class IGStream:
     def connect(self, timeout: float) -> bool:
         """Open the stream; wait up to ``timeout`` seconds for it (called off-loop)."""
         self.client.connect()
-        return self.connected.wait(timeout) and not self.closed
+        self._settled.wait(timeout)
+        return self.connected.is_set() and not self.closed
 
     def set_password(self, password: str) -> None:
         """Use new IG tokens for the next Lightstreamer session."""
@@ -106,11 +108,13 @@ class IGStream:
             return
         if status.startswith(CONNECTED_PREFIX) and status != "CONNECTED:STREAM-SENSING":
             self.connected.set()
+            self._settled.set()
         elif status.startswith(DISCONNECTED_PREFIX):
             self.connected.clear()
         self.on_status(status)
 
     def _server_error(self, code, message) -> None:
         self.failure = f"Lightstreamer refused the session: {code} {message}"
+        self._settled.set()
         if not self.closed:
             self.on_status(f"{DISCONNECTED_PREFIX}:ERROR {code} {message}")
