@@ -452,6 +452,9 @@ class IGAccountManager(BaseAccountManager):
             self.deals.resolved.discard(ref)
             return
         batch.done.add(ref)
+        odd = P.unexpected_status(batch.kind, confirm) if outcome == "ACCEPTED" else ""
+        if odd:
+            log.warning("event=ig_confirm_status_unexpected account=%s reason=%s", self.account_id, odd)
         order = self.orders.get(batch.client_order_id)
         if order is None:
             return

@@ -68,6 +68,18 @@ REJECT_REASONS = {
     "GENERAL_ERROR": "general error",
 }
 
+# What an ACCEPTED confirm does to the MAOTrade order, by the request that made the deal,
+# and the confirm ``status`` values IG sends for it. A REJECTED confirm makes a new
+# order (open or close) REJECTED, and refuses an amend or cancel request (the order
+# keeps its state).
+ACCEPTED_EFFECT = {
+    "open_market": ("FILLED", frozenset({"OPEN", "PARTIALLY_CLOSED", "FULLY_CLOSED"})),  # netting closes
+    "open_working": ("ACCEPTED", frozenset({"OPEN"})),
+    "close": ("FILLED", frozenset({"PARTIALLY_CLOSED", "FULLY_CLOSED"})),
+    "amend": ("unchanged", frozenset({"AMENDED"})),
+    "cancel": ("CANCELLED", frozenset({"DELETED"})),
+}
+
 _DEAL_REFERENCE = re.compile(r"^[A-Za-z0-9_\-]{1,30}$")
 
 
@@ -127,6 +139,15 @@ def confirm_outcome(confirm: dict) -> str:
     if status not in ("ACCEPTED", "REJECTED"):
         raise ProtocolError(f"IG confirm {confirm.get('dealReference')} has dealStatus {status!r}")
     return status
+
+
+def unexpected_status(kind: str, confirm: dict) -> str:
+    """A warning if an ACCEPTED confirm's ``status`` does not fit the request, else ''."""
+    status = confirm.get("status")
+    expected = ACCEPTED_EFFECT[kind][1]
+    if status in expected:
+        return ""
+    return f"IG confirm {confirm.get('dealReference')} of a {kind} has status {status!r}"
 
 
 def to_float(value: Any, name: str) -> float:

@@ -140,3 +140,11 @@ def test_secrets_never_show_in_reprs():
     client = IGRestClient("http://x", "u", "hunter22", "k-secret", "A", 1, Throttle(1, 1, 1))
     assert "hunter22" not in repr(client) and "k-secret" not in repr(client)
     assert "cst-value" not in repr(IGSession("cst-value", "xst", "A", "", []))
+
+
+def test_confirm_status_table_covers_every_request_kind():
+    from account_managers.ig import deals
+    kinds = {deals.OPEN_MARKET, deals.OPEN_WORKING, deals.CLOSE, deals.AMEND, deals.CANCEL}
+    assert set(P.ACCEPTED_EFFECT) == kinds
+    assert P.unexpected_status(deals.CANCEL, {"status": "DELETED"}) == ""
+    assert "AMENDED" in P.unexpected_status(deals.CLOSE, {"dealReference": "R", "status": "AMENDED"})
