@@ -20,7 +20,7 @@ from account_managers.ig.rest import IGApiError, IGRestClient, IGSession
 from account_managers.ig.streaming import DISCONNECTED_PREFIX, IGStream
 from account_managers.ig.throttle import Throttle
 from maotrade.account_manager import BaseAccountManager, InitResult
-from maotrade.errors import (BrokerUnavailable, InvalidOrder, MAOTradeError,
+from maotrade.errors import (BrokerUnavailable, InvalidOrder, MAOTradeError, OperationalError,
                              ProtocolError, TemporaryError)
 from maotrade.messages import EngineToWorker as In
 from maotrade.order import BaseOrder, Fill, OrderAction, OrderStatus, OrderType
@@ -206,6 +206,7 @@ class IGAccountManager(BaseAccountManager):
 
     def _request_failed(self, what: str):
         def failed(exc: BaseException) -> None:
+            _stop_if_operational(exc)
             self.send_error(f"IG {what} request failed: {exc}")
             if isinstance(exc, BrokerUnavailable):
                 self.connection_lost(str(exc))
@@ -383,6 +384,7 @@ class IGAccountManager(BaseAccountManager):
                           on_error=lambda exc: self._confirm_unreachable(ref, exc))
 
     def _confirm_unreachable(self, ref: str, exc: BaseException) -> None:
+        _stop_if_operational(exc)
         log.warning("event=ig_confirm_unreachable account=%s ref=%s reason=%s", self.account_id, ref, exc)
         if isinstance(exc, BrokerUnavailable):
             self.connection_lost(str(exc))
@@ -402,6 +404,7 @@ class IGAccountManager(BaseAccountManager):
                 self._fetch_confirm(ref)
 
     def _deal_failed(self, order: BaseOrder, ref: str, exc: BaseException, request: str) -> None:
+        _stop_if_operational(exc)
         if isinstance(exc, IGApiError):
             reason = f"IG refused {request} of {order.client_order_id}: {exc.code or exc}"
         elif isinstance(exc, (InvalidOrder, ProtocolError)):
@@ -589,6 +592,13 @@ class IGAccountManager(BaseAccountManager):
             if order is not None and order.can_move_to(OrderStatus.CANCELLED) and not order.is_done:
                 order.set_cancelled("working order no longer at IG")
                 self.send_request_order_response(order)
+
+
+def _stop_if_operational(exc: BaseException) -> None:
+    # A re-login refused mid-run (password changed, key revoked) must stop the worker,
+    # not be retried: raised on the loop, the base class turns it into a fatal exit.
+    if isinstance(exc, OperationalError):
+        raise exc
 
 
 _REQUEST_OF = {OPEN_MARKET: In.ORDER_OPEN, OPEN_WORKING: In.ORDER_OPEN, CLOSE: In.ORDER_CLOSE,

@@ -154,3 +154,13 @@ def test_garbage_on_the_trade_stream_is_skipped(sim, ig_worker):
     order = ig_worker.order("EURUSD", 1)
     mark = ig_worker.request(In.ORDER_OPEN, order)
     ig_worker.wait_order(order.client_order_id, "FILLED", since=mark)
+
+
+def test_password_changed_mid_run_stops_the_worker(sim, ig_worker):
+    sim.password = "changed-at-ig"
+    sim.expire_tokens()
+    mark = ig_worker.request(In.ACCOUNT_INFO_REQUEST)
+    gone = ig_worker.wait_type("account_disconnected", since=mark)
+    assert "error.security.invalid-details" in gone["reason"]
+    ig_worker.process.join(10)
+    assert ig_worker.process.exitcode == 3
