@@ -87,6 +87,7 @@ class TLCPSession:
         self.session_id = "S" + secrets.token_hex(8)
         self.subscriptions: dict[int, _Subscription] = {}
         self.keepalive_task: Optional[asyncio.Task] = None
+        self.transport: Optional[asyncio.BaseTransport] = None
         self.closed = False
 
     async def send(self, *lines: str) -> None:
@@ -153,6 +154,8 @@ class TLCPServer:
                     await ws.send_str("WSOK\r\n")
                 elif verb == "create_session":
                     session = await self._create(ws, _params(params[0] if params else ""))
+                    if session is not None:
+                        session.transport = request.transport
                 elif verb == "bind_session":
                     # Sessions die with their socket here, so a rebind (recovery) finds
                     # nothing; code 20 makes the client open a fresh session.
@@ -242,9 +245,8 @@ class TLCPServer:
         sessions = list(self.sessions.values())
         for session in sessions:
             self._forget(session)
-            transport = session.ws._req.transport if session.ws._req is not None else None
-            if transport is not None:
-                transport.abort()
+            if session.transport is not None:
+                session.transport.abort()
             else:
                 await session.ws.close()
         return len(sessions)
