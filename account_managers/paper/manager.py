@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from account_managers.paper.book import Event, PaperBook, Quote
+from maotrade.matching import Event, PaperBook, Quote
 from account_managers.paper.config import PaperAccountSettings, PaperBrokerSettings
 from account_managers.paper.market import RandomWalk
 from account_managers.paper.store import PaperStore

@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Optional
 
-from account_managers.paper.book import PaperBook, Quote
+from maotrade.matching import PaperBook, Quote
 from maotrade.order import BaseOrder
 from maotrade.positions import Position
 
