@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from maotrade.errors import InvalidOrder
-from maotrade.order import BaseOrder, Fill, OrderAction, OrderStatus, OrderType
+from maotrade.order import BaseOrder, Fill, OrderAction, OrderType
 from maotrade.positions import EPSILON, Position
 
 

@@ -1,7 +1,7 @@
 """The paper broker's replay mode in a real worker process, and the engine's lock-step gate."""
 
 from engine.replay import ReplayGate
-from maotrade.messages import EngineToWorker as In, message
+from maotrade.messages import EngineToWorker as In
 from tests.conftest import paper_document
 from tests.kit import WorkerHarness
 
