@@ -20,6 +20,7 @@ from engine.bus import ClientSession, EngineBus
 from engine.faults import failpoint
 from engine.journal import Journal
 from engine.orders import Dispatch, OrderOutcome, OrderRouter
+from engine.replay import ReplayGate
 from engine.supervisor import Supervisor
 from maotrade.errors import InvalidOrder, MAOTradeError, ProtocolError
 from maotrade.messages import (ClientToEngine as FromClient, EngineToClient as ToClient,
@@ -81,6 +82,7 @@ class Engine:
             account = str(document["idAccount"])
             self.accounts[account] = AccountRuntime(account, document)
         self.router = OrderRouter(self.journal, self._not_ready_reason, self._document)
+        self.replay = ReplayGate(lambda account, msg: self.bus.open_worker_queue(account).put(msg))
         self.on_event = on_event
         self.started = time.time()
         self.running = False
@@ -263,6 +265,9 @@ class Engine:
         for session in self.bus.sessions():
             if key in session.subscriptions:
                 session.put(msg)
+        if msg.get("replay_seq") is not None:
+            self.replay.on_bar(runtime.account, msg["replay_seq"],
+                               [s.identity for s in self.bus.sessions() if key in s.subscriptions])
         if msg.get("completed"):
             self._emit(msg)
 
@@ -284,6 +289,8 @@ class Engine:
             return
         runtime.state, runtime.reason = state, reason
         log.info("event=account_state account=%s state=%s reason=%r", runtime.account, state, reason)
+        if state == AccountState.READY and runtime.capabilities.get("replay"):
+            self.replay.start(runtime.account)
         self._broadcast(runtime, message(ToClient.ACCOUNT_STATUS, account=runtime.account, state=state,
                                          reason=reason, broker=runtime.document.get("brokerName"),
                                          account_info=runtime.account_info if state == AccountState.READY else None))
@@ -324,11 +331,14 @@ class Engine:
             FromClient.STATUS_REQUEST: lambda s, m: s.put(message(ToClient.STATUS, status=self.status())),
             FromClient.STOP_ENGINE: self._on_stop_engine,
             FromClient.BYE: self._on_bye,
+            FromClient.BAR_ACK: lambda s, m: self.replay.on_ack(s.identity, self._runtime(m).account,
+                                                                m.get("replay_seq")),
         }
 
     def _on_hello(self, session: ClientSession, msg: dict) -> None:
         session.name = str(msg.get("name") or session.identity.hex())
         self._strategy_names[session.name] = session.identity
+        self.replay.hello(session.identity, msg)
         accounts = [{"account": a, "state": r.state, "broker": r.document.get("brokerName"),
                      "data_frames": r.data_frames, "epics": sorted((r.document.get("epicMapping") or {}))}
                     for a, r in self.accounts.items()]
@@ -339,6 +349,7 @@ class Engine:
         for account, epic, time_frame in list(session.subscriptions):
             self._unsubscribe(session, account, epic, time_frame)
         self.bus.clients.pop(session.identity, None)
+        self.replay.forget(session.identity)
 
     def _runtime(self, msg: dict) -> AccountRuntime:
         account = str(msg.get("account", ""))
@@ -458,6 +469,10 @@ class Engine:
         identity = self._strategy_names.get(owner)
         if identity is not None and identity in self.bus.clients:
             targets[identity] = self.bus.clients[identity]
+        elif not owner and session is None:
+            # No client placed it (a broker's stop loss / take profit close): the account's
+            # positions changed under every strategy, so every strategy is told.
+            targets.update((s.identity, s) for s in self.bus.sessions() if s.name)
         for target in targets.values():
             target.put(update)
         self._emit(update)

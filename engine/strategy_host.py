@@ -32,6 +32,10 @@ def run_strategy(strategy, client: EngineClient, welcome: dict) -> None:
                 except Exception:  # a bug in one callback must not kill the strategy
                     log.exception("event=strategy_callback_failed strategy=%s type=%s",
                                   strategy.name, msg.get("type"))
+                if msg.get("replay_seq") is not None and msg.get("type") == "market_data":
+                    # After the requests the bar caused: the replaying broker may move on.
+                    client.put(message(ClientToEngine.BAR_ACK, account=msg.get("account"),
+                                       replay_seq=msg["replay_seq"]))
             client.flush()
     finally:
         try:
@@ -53,7 +57,7 @@ def run_strategy_process(spec: dict) -> None:
     strategy = cls(spec.get("params") or {})
     client = EngineClient(spec["address"], name=spec.get("name") or strategy.name)
     try:
-        welcome = client.hello()
+        welcome = client.hello(acks_replay=True)
         run_strategy(strategy, client, welcome)
     finally:
         client.send(message(ClientToEngine.BYE))

@@ -209,6 +209,11 @@ class BaseAccountManager(abc.ABC):
     def on_account_manager_shutdown(self) -> None:
         """Log out and release broker resources; called once before the process exits."""
 
+    def handle_message(self, msg: dict) -> bool:
+        """Handle an engine message the base class does not know (a broker's own extension,
+        such as the paper broker's ``replay_advance``); return True if it was handled."""
+        return False
+
     # ------------------------------------------------------------------ send_* helpers
     def send_account_info(self, info: dict) -> None:
         """Send normalized account info (see docs/PROTOCOL.md ``account_info``)."""
@@ -540,6 +545,8 @@ class BaseAccountManager(abc.ABC):
                 ok = bool(self.do_async_request_market_data(request))
                 self.out_queue.put(message(Out.MARKET_DATA_RESPONSE, account=self.account_id,
                                            request=request, ok=ok))
+            elif self.handle_message(msg):
+                pass
             else:
                 raise ProtocolError(f"unknown message type {kind!r}")
         except OperationalError:

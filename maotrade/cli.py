@@ -170,6 +170,75 @@ def _wait_gone(pid: int, timeout: float) -> bool:
     return False
 
 
+# -- backtest ------------------------------------------------------------------------------------
+@main.command(context_settings=CONTEXT)
+@click.option("--strategy", "target", required=True, metavar="MODULE:CLASS",
+              help="Strategy class, e.g. maotrade.examples.ma_cross:MovingAverageCross.")
+@click.option("--data", "data_files", multiple=True, required=True, metavar="FILE",
+              type=click.Path(dir_okay=False),
+              help="OHLCV bars, CSV or Parquet (repeatable; merged in time order). Columns: "
+                   "date/time/timestamp (epoch s or ms, or ISO 8601), open, high, low, close[, volume].")
+@click.option("--epic", required=True, help="Instrument the strategy trades and subscribes to.")
+@click.option("--time-frame", required=True, type=click.IntRange(min=1), metavar="SECONDS",
+              help="Bar length; finer bars in the data are aggregated into it.")
+@click.option("--initial-balance", default=100_000.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Starting cash.")
+@click.option("--commission", default=0.0, show_default=True, type=click.FloatRange(0, 0.1, max_open=True),
+              help="Commission per fill as a fraction of notional (0.0001 = 1 basis point).")
+@click.option("--slippage", default=0.0, show_default=True, type=click.FloatRange(0, 0.1, max_open=True),
+              help="Fraction of price lost on market and stop fills.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Strategy parameter (repeatable; values parsed as JSON when possible).")
+@click.option("--account", default="backtest", show_default=True, help="Account id the strategy sees.")
+@click.option("--out", "out_dir", default="backtest-results", show_default=True, metavar="DIR",
+              type=click.Path(file_okay=False), help="Where trades.csv, results.json and equity.png go.")
+@click.option("--no-chart", is_flag=True, help="Do not draw equity.png.")
+@click.option("--no-progress", is_flag=True, help="Never show the progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of the summary.")
+def backtest(target, data_files, epic, time_frame, initial_balance, commission, slippage, params, account,
+             out_dir, no_chart, no_progress, as_json) -> None:
+    """Run a strategy unchanged on historical bars, with the paper broker's matching.
+
+    Market orders fill at the next bar's open plus slippage, limit and stop orders when a
+    bar's high/low reaches them, stop loss and take profit on the bar's range; commission
+    is charged on every fill. Prints total and annualised return, Sharpe, Sortino, max
+    drawdown and its duration, win rate, profit factor, trades, exposure and bars/second.
+    """
+    from engine.loader import load_strategy_class
+    from maotrade.backtest import Backtest, BacktestConfig, load_bars
+    from maotrade.backtest.report import summary_lines, to_json, write_all
+
+    try:
+        cls = load_strategy_class(target)
+        bars = load_bars(data_files, epic, time_frame)
+        config = BacktestConfig(epic=epic, time_frame=time_frame, initial_balance=initial_balance,
+                                commission=commission, slippage=slippage, account=account)
+        strategy = cls(_parse_params(params))
+        result = _run_with_progress(Backtest, strategy, bars, config, show=not no_progress and not as_json)
+        written = write_all(result, out_dir, chart=not no_chart)
+    except (MAOTradeError, ValueError, RuntimeError) as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps({**to_json(result), "files": {k: str(v) for k, v in written.items()}}, indent=2))
+        return
+    for line in summary_lines(result):
+        click.echo(line)
+    click.echo("wrote " + ", ".join(str(p) for p in written.values()))
+
+
+PROGRESS_MIN_BARS = 50_000
+
+
+def _run_with_progress(backtest_class, strategy, bars, config, show: bool):
+    """Run the backtest, with a progress bar on stderr for long runs at a terminal."""
+    if not show or len(bars) < PROGRESS_MIN_BARS:
+        return backtest_class(strategy, bars, config).run()
+    from tqdm import tqdm
+
+    with tqdm(total=len(bars), unit="bar", unit_scale=True, file=sys.stderr, disable=None) as bar:
+        return backtest_class(strategy, bars, config, progress=bar.update).run()
+
+
 # -- admin ---------------------------------------------------------------------------------------
 @main.group(context_settings=CONTEXT)
 def admin() -> None:

@@ -82,9 +82,10 @@ class EngineClient:
         finally:
             self._inbox = kept + self._inbox
 
-    def hello(self, timeout: float = 30.0) -> dict:
-        """Introduce this client; return the engine's welcome (accounts and their states)."""
-        return self.request(message(ClientToEngine.HELLO, name=self.name), "welcome", timeout)
+    def hello(self, timeout: float = 30.0, **fields) -> dict:
+        """Introduce this client (``fields`` add to the hello message, e.g. ``acks_replay``);
+        return the engine's welcome (accounts and their states)."""
+        return self.request(message(ClientToEngine.HELLO, name=self.name, **fields), "welcome", timeout)
 
     def close(self) -> None:
         """Say goodbye and close the socket."""

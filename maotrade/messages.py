@@ -31,6 +31,7 @@ class EngineToWorker:
     ORDER_CANCEL = "order_cancel"
     ORDER_STATUS_REQUEST = "order_status_request"
     SHUTDOWN = "shutdown"
+    REPLAY_ADVANCE = "replay_advance"  # a replaying broker may send its next bar
 
 
 class WorkerToEngine:
@@ -64,6 +65,7 @@ class ClientToEngine:
     STATUS_REQUEST = "status_request"
     STOP_ENGINE = "stop_engine"
     BYE = "bye"
+    BAR_ACK = "bar_ack"  # a replayed bar (``replay_seq``) was handled
 
 
 class EngineToClient:

@@ -1,7 +1,7 @@
 """The paper broker's matching, stops and account figures (pure)."""
 import pytest
 
-from account_managers.paper.book import PaperBook, Quote
+from maotrade.matching import PaperBook, Quote
 from maotrade.errors import InvalidOrder
 from maotrade.order import BaseOrder, OrderAction
 

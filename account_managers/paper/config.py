@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from maotrade.config import AccountSettings, BrokerSettings
 
@@ -24,6 +24,18 @@ class PaperBrokerSettings(BrokerSettings):
     # A paper broker is local: reconnect fast.
     reconnect_base: float = Field(1.0, gt=0)
     reconnect_max: float = Field(30.0, gt=0)
+    replay_file: Optional[str] = Field(
+        None, description="replay mode: OHLCV bars (CSV or Parquet) that replace the random walk of replay_epic")
+    replay_epic: Optional[str] = Field(None, description="broker epic whose prices come from replay_file")
+    replay_time_frame: int = Field(60, gt=0, description="seconds per replayed bar (finer data is aggregated)")
+    replay_slippage: float = Field(0.0, ge=0, lt=0.1,
+                                   description="fraction of price lost on market and stop fills when replaying")
+
+    @model_validator(mode="after")
+    def _replay_needs_an_epic(self):
+        if self.replay_file and not self.replay_epic:
+            raise ValueError("replay_file needs replay_epic (the broker epic it holds)")
+        return self
 
 
 class PaperAccountSettings(AccountSettings):

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from account_managers.paper.book import Event, PaperBook, Quote
 from account_managers.paper.config import PaperAccountSettings, PaperBrokerSettings
 from account_managers.paper.market import RandomWalk
+from account_managers.paper.replay import ReplayFeed
 from account_managers.paper.store import PaperStore
 from maotrade.account_manager import BaseAccountManager, InitResult
 from maotrade.bars import BarBuilder
 from maotrade.errors import InvalidOrder
+from maotrade.matching import Event, PaperBook, Quote
 from maotrade.messages import EngineToWorker as In
 from maotrade.order import BaseOrder, OrderAction, OrderType, new_client_order_id
 
@@ -43,6 +44,7 @@ class PaperAccountManager(BaseAccountManager):
         self.builders: dict[tuple[str, int], BarBuilder] = {}
         self.book: PaperBook | None = None
         self.store: PaperStore | None = None
+        self.replay: ReplayFeed | None = None
         self._next_step_ms = 0
 
     # -- lifecycle ----------------------------------------------------------------
@@ -56,12 +58,54 @@ class PaperAccountManager(BaseAccountManager):
         self.orders.update(self.store.load(self.book))
         last_prices = self.store.load_prices()
         for epic, start in s.instruments.items():
+            if epic == s.replay_epic:
+                continue
             self.walks[epic] = RandomWalk(epic, last_prices.get(epic, start), s.seed, s.volatility, s.spread)
             self.book.quotes[epic] = Quote(self.walks[epic].bid, self.walks[epic].ask, 0)
+        data_frames = DATA_FRAMES
+        if s.replay_file:
+            data_frames = self._start_replay()
         log.info("event=paper_connected account=%s instruments=%d balance=%.2f",
                  self.account_id, len(self.walks), self.book.balance)
         return (True, self._account_info(), self._portfolio(), ORDER_TEMPLATE,
-                HISTORY_FRAMES, DATA_FRAMES)
+                HISTORY_FRAMES, data_frames)
+
+    def _start_replay(self) -> dict:
+        s = self.settings
+        self.replay = ReplayFeed(s.replay_file, self.to_maotrade_epic(s.replay_epic), s.replay_time_frame,
+                                 self.store.load_replay())
+        self.book.bar_epics = {s.replay_epic}
+        self.book.slippage = s.replay_slippage
+        if self.replay.last_close is not None:
+            close = self.replay.last_close
+            self.book.quotes[s.replay_epic] = Quote(close, close, self.replay.bars[self.replay.cursor - 1]["date"])
+        self.CAPABILITIES = {**type(self).CAPABILITIES, "replay": True}
+        log.info("event=paper_replay account=%s file=%s bars=%d from=%d", self.account_id, s.replay_file,
+                 len(self.replay.bars), self.replay.cursor)
+        return {s.replay_time_frame: "REPLAY"}
+
+    def handle_message(self, msg: dict) -> bool:
+        """``replay_advance``: the engine lets a replaying account send its next bar."""
+        if msg.get("type") != In.REPLAY_ADVANCE:
+            return False
+        if self.replay is not None:
+            self.replay.credit = True
+            self._replay_step()
+        return True
+
+    def _replay_step(self) -> None:
+        replay = self.replay
+        was_finished = replay.finished
+        bar = replay.next_bar()
+        if bar is None:
+            if replay.finished and not was_finished:
+                self.store.save(self.book, [], replay=replay.state())
+                log.info("event=paper_replay_finished account=%s bars=%d", self.account_id, len(replay.bars))
+            return
+        events = self.book.on_bar(self.settings.replay_epic, bar, self._make_stop_close)
+        # The bar is only sent once its fills and the new position are on record.
+        self._publish(events, replay=replay.state())
+        self.send_realtime_data({**bar, "replay_seq": replay.cursor - 1})
 
     def on_account_manager_shutdown(self) -> None:
         """Remember the last prices and close the record."""
@@ -72,6 +116,8 @@ class PaperAccountManager(BaseAccountManager):
 
     def account_manager_main(self, time_now: int) -> None:
         """Step prices on schedule, run triggered orders, stream bars."""
+        if self.replay is not None:
+            self._replay_step()
         if time_now < self._next_step_ms:
             return
         self._next_step_ms = time_now + int(self.settings.price_interval * 1000)
@@ -105,6 +151,13 @@ class PaperAccountManager(BaseAccountManager):
         """Start or stop bars of ``request["epic"]`` at ``request["time_frame"]`` seconds."""
         epic_broker = request.get("epicBroker") or self.to_broker_epic(request.get("epic", ""))
         time_frame = int(request.get("time_frame", 0))
+        if self.replay is not None and epic_broker == self.settings.replay_epic:
+            if time_frame != self.settings.replay_time_frame:
+                raise InvalidOrder(f"{request.get('epic')} is replayed at {self.settings.replay_time_frame}s "
+                                   f"only, not {time_frame}s")
+            self.replay.subscribed = request.get("action", "subscribe") != "unsubscribe"
+            self._replay_step()
+            return True
         if epic_broker not in self.walks:
             raise InvalidOrder(f"unknown instrument {request.get('epic')!r}: paper broker has no prices for it")
         if time_frame not in DATA_FRAMES:
@@ -156,7 +209,7 @@ class PaperAccountManager(BaseAccountManager):
 
     # -- internals ------------------------------------------------------------------
     def _execute(self, order: BaseOrder, action) -> None:
-        if order.epicBroker and order.epicBroker not in self.walks:
+        if order.epicBroker and order.epicBroker not in self.walks and order.epicBroker not in self.book.bar_epics:
             self.send_order_refused(order, f"unknown instrument {order.epic!r}")
             return
         try:
@@ -166,10 +219,10 @@ class PaperAccountManager(BaseAccountManager):
             return
         self._publish(events)
 
-    def _publish(self, events: list[Event]) -> None:
+    def _publish(self, events: list[Event], replay: dict | None = None) -> None:
         # The record is written before anything is reported: a crash in between makes
         # the engine ask, and the answer comes from this record.
-        self._save({id(e.order): e.order for e in events}.values())
+        self.store.save(self.book, list({id(e.order): e.order for e in events}.values()), replay=replay)
         for event in events:
             self.orders[event.order.client_order_id] = event.order
             self.send_request_order_response(event.order, event.fill)

@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Optional
 
-from account_managers.paper.book import PaperBook, Quote
+from maotrade.matching import PaperBook, Quote
 from maotrade.order import BaseOrder
 from maotrade.positions import Position
 
@@ -52,8 +52,9 @@ class PaperStore:
         raw = self._get("prices")
         return json.loads(raw) if raw else {}
 
-    def save(self, book: PaperBook, orders: list[BaseOrder], prices: Optional[dict] = None) -> None:
-        """Write the book and the given orders in one transaction."""
+    def save(self, book: PaperBook, orders: list[BaseOrder], prices: Optional[dict] = None,
+             replay: Optional[dict] = None) -> None:
+        """Write the book, the given orders (and the replay position) in one transaction."""
         state = {"balance": book.balance, "exec_seq": book.exec_seq,
                  "commission_paid": book.commission_paid,
                  "positions": {e: vars(p) for e, p in book.positions.items()},
@@ -63,9 +64,16 @@ class PaperStore:
             self._put("book", json.dumps(state))
             if prices is not None:
                 self._put("prices", json.dumps(prices))
+            if replay is not None:
+                self._put("replay", json.dumps(replay))
             self.db.executemany(
                 "INSERT OR REPLACE INTO orders (client_order_id, data) VALUES (?, ?)",
                 [(o.client_order_id, json.dumps(o.to_dict())) for o in orders])
+
+    def load_replay(self) -> dict:
+        """Return the replay position: ``{"file", "cursor", "finished"}`` (empty if none)."""
+        raw = self._get("replay")
+        return json.loads(raw) if raw else {}
 
     def save_prices(self, prices: dict) -> None:
         """Remember the last mid prices."""
