@@ -25,7 +25,11 @@ from maotrade.queues import MessageQueue
 
 log = logging.getLogger(__name__)
 
-CLIENT_HWM = 1000  # frames; each frame is a batch
+# Back-pressure is counted in frames, so frames to clients are capped in size: a slow
+# client then holds at most CLIENT_HWM * MAX_FRAME_MESSAGES messages in flight before the
+# engine starts conflating its market data.
+CLIENT_HWM = 8
+MAX_FRAME_MESSAGES = 2000
 PUB_HWM = 100_000
 MARKET_DATA = "market_data"
 
@@ -41,10 +45,20 @@ class ClientSession:
         self.backlog: deque[dict] = deque()
         self.conflated: dict[tuple, dict] = {}
         self.conflated_count = 0
+        self.blocked = False
 
     def put(self, msg: dict) -> None:
-        """Queue a message for this client's next frame."""
-        self.outbox.append(msg)
+        """Queue a message for this client's next frame (a blocked client's bars conflate at once)."""
+        if self.blocked and msg.get("type") == MARKET_DATA:
+            self._conflate(msg)
+        else:
+            self.outbox.append(msg)
+
+    def _conflate(self, msg: dict) -> None:
+        key = (msg.get("account"), msg.get("epic"), msg.get("time_frame"))
+        if key in self.conflated:
+            self.conflated_count += 1
+        self.conflated[key] = msg
 
     @property
     def waiting(self) -> bool:
@@ -69,10 +83,7 @@ class ClientSession:
         """Keep messages the socket would not take: reliable ones in order, bars conflated."""
         for msg in messages:
             if msg.get("type") == MARKET_DATA:
-                key = (msg.get("account"), msg.get("epic"), msg.get("time_frame"))
-                if key in self.conflated:
-                    self.conflated_count += 1
-                self.conflated[key] = msg
+                self._conflate(msg)
             else:
                 self.backlog.append(msg)
 
@@ -152,21 +163,27 @@ class EngineBus:
         return out
 
     def flush_clients(self) -> None:
-        """Send each client its frame; keep what a slow client cannot take yet."""
+        """Send each client its frames; keep what a slow client cannot take yet."""
         for identity, session in list(self.clients.items()):
             if not session.waiting:
                 continue
             messages = session.take_frame()
-            try:
-                self.router.send_multipart([identity, pack_batch(messages)], zmq.NOBLOCK)
-            except zmq.Again:
-                session.give_back(messages)
-            except zmq.ZMQError as exc:
-                if exc.errno == zmq.EHOSTUNREACH:
-                    log.info("event=client_gone client=%s", session.name or identity.hex())
-                    self.clients.pop(identity, None)
-                else:
+            for start in range(0, len(messages), MAX_FRAME_MESSAGES):
+                chunk = messages[start:start + MAX_FRAME_MESSAGES]
+                try:
+                    self.router.send_multipart([identity, pack_batch(chunk)], zmq.NOBLOCK)
+                except zmq.Again:
+                    session.blocked = True
+                    session.give_back(messages[start:])
+                    break
+                except zmq.ZMQError as exc:
+                    if exc.errno == zmq.EHOSTUNREACH:
+                        log.info("event=client_gone client=%s", session.name or identity.hex())
+                        self.clients.pop(identity, None)
+                        break
                     raise
+            else:
+                session.blocked = False
 
     def sessions(self) -> Iterable[ClientSession]:
         """Every known client."""

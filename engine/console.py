@@ -54,6 +54,9 @@ class ConsolePrinter:
         if kind == "discrepancy":
             return (f"WARNING account {account}: {msg.get('kind')} {msg.get('key')} differs"
                     f" (engine {msg.get('engine')}, broker {msg.get('broker')}); see maotrade reconcile")
+        if kind == "stale_data":
+            state = f"STALE (silent {msg.get('silent_s')}s)" if msg.get("stale") else "flowing again"
+            return f"account {account}: {msg.get('epic')} {msg.get('time_frame')}s market data {state}"
         if kind == "worker_error":
             return f"account {account}: broker error: {msg.get('reason')}"
         return None

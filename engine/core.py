@@ -18,6 +18,7 @@ import zmq
 
 from engine.bus import ClientSession, EngineBus
 from engine.faults import failpoint
+from engine.staleness import StaleDataMonitor
 from engine.journal import Journal
 from engine.orders import Dispatch, OrderOutcome, OrderRouter
 from engine.replay import ReplayGate
@@ -30,6 +31,7 @@ from maotrade.order import BaseOrder
 log = logging.getLogger(__name__)
 
 TURN_MS = 50
+WORKER_BUDGET_S = 0.01  # seconds of worker messages per turn before clients are served
 
 
 class AccountState:
@@ -90,6 +92,8 @@ class Engine:
         self.malformed_worker_messages = 0
         self._strategy_names: dict[str, bytes] = {}
         self._poller: Optional[zmq.Poller] = None
+        self.stale = StaleDataMonitor()
+        self._next_stale_check = 0.0
         self._polled_sentinels: set = set()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -146,12 +150,20 @@ class Engine:
             self._polled_sentinels = set(sentinels)
         self._poller.poll(timeout_ms)
         self.bus.track_subscribers()
-        for msg in self.bus.from_workers.drain():
-            self._guard(self._on_worker_message, msg)
+        # Time-boxed: a flooding worker must not keep clients waiting; ZeroMQ's fair queuing
+        # across worker connections keeps one worker from starving another.
+        budget_end = time.perf_counter() + WORKER_BUDGET_S
+        while True:
+            batch = self.bus.from_workers.drain(max_frames=1)
+            for msg in batch:
+                self._guard(self._on_worker_message, msg)
+            if not batch or time.perf_counter() > budget_end:
+                break
         for session, msg in self.bus.receive_clients():
             self._guard(self._on_client_message, msg, session)
         for account, event in self.supervisor.check():
             self._on_supervisor_event(account, event)
+        self._check_stale()
         for queue in self.bus.to_workers.values():
             queue.flush()
         self.bus.flush_clients()
@@ -262,6 +274,9 @@ class Engine:
         if msg.get("close") is not None:
             runtime.last_price[epic] = msg["close"]
         key = (runtime.account, epic, time_frame)
+        if self.stale.seen(key, time.monotonic()):
+            log.info("event=stale_data_cleared account=%s epic=%s time_frame=%s", *key)
+            self._notify_stale(key, False)
         for session in self.bus.sessions():
             if key in session.subscriptions:
                 session.put(msg)
@@ -270,6 +285,24 @@ class Engine:
                                [s.identity for s in self.bus.sessions() if key in s.subscriptions])
         if msg.get("completed"):
             self._emit(msg)
+
+    def _check_stale(self) -> None:
+        now = time.monotonic()
+        if now < self._next_stale_check:
+            return
+        self._next_stale_check = now + 0.5
+        for key, silent in self.stale.check(now):
+            log.warning("event=stale_data account=%s epic=%s time_frame=%s silent_s=%.1f", *key, silent)
+            self._notify_stale(key, True, silent)
+
+    def _notify_stale(self, key: tuple, stale: bool, silent: float = 0.0) -> None:
+        account, epic, time_frame = key
+        event = message("stale_data", account=account, epic=epic, time_frame=time_frame, stale=stale,
+                        silent_s=round(silent, 1))
+        for session in self.bus.sessions():
+            if key in session.subscriptions:
+                session.put(event)
+        self._emit(event)
 
     def _on_supervisor_event(self, account: str, event: str) -> None:
         runtime = self.accounts[account]
@@ -280,6 +313,7 @@ class Engine:
         elif event == "fatal":
             self._set_state(runtime, AccountState.DISCONNECTED, self.supervisor.workers[account].fatal_reason)
         elif event == "restarted":
+            self.stale.restart(account, time.monotonic())
             self._set_state(runtime, AccountState.STARTING, "worker restarted")
 
     def _set_state(self, runtime: AccountRuntime, state: str, reason: str) -> None:
@@ -374,6 +408,7 @@ class Engine:
         count = runtime.subscriptions.get((epic, time_frame), 0)
         runtime.subscriptions[(epic, time_frame)] = count + 1
         if count == 0:
+            self.stale.watch(key, time.monotonic())
             self.bus.open_worker_queue(runtime.account).put(
                 self._market_data_request(runtime, "subscribe", epic, time_frame))
         session.put(message(ToClient.SUBSCRIBED, account=runtime.account, epic=epic, time_frame=time_frame))
@@ -391,6 +426,7 @@ class Engine:
         count = runtime.subscriptions.get((epic, time_frame), 1) - 1
         if count <= 0:
             runtime.subscriptions.pop((epic, time_frame), None)
+            self.stale.unwatch(key)
             self.bus.open_worker_queue(account).put(self._market_data_request(runtime, "unsubscribe", epic, time_frame))
         else:
             runtime.subscriptions[(epic, time_frame)] = count
@@ -537,6 +573,7 @@ class Engine:
                 "portfolio": self.portfolio(account),
                 "subscriptions": [{"epic": e, "time_frame": t} for e, t in runtime.subscriptions],
                 "discrepancies": len(self.journal.discrepancies(account)),
+                "stale_data": self.stale.stale(account),
             })
         return {"engine": {"pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
                            "data_dir": str(self.data_dir),
@@ -544,7 +581,9 @@ class Engine:
                            + self.bus.from_workers.malformed,
                            "orders_refused": self.router.rejected_count},
                 "accounts": accounts,
-                "clients": sorted(s.name for s in self.bus.sessions() if s.name)}
+                "clients": [{"name": s.name, "subscriptions": len(s.subscriptions), "backlog": len(s.backlog),
+                             "conflated": s.conflated_count}
+                            for s in sorted(self.bus.sessions(), key=lambda c: c.name) if s.name]}
 
 
 def order_view(order: BaseOrder) -> dict:

@@ -103,7 +103,8 @@ def check_not_running(data_dir: Path) -> None:
 def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
           strategies: Optional[list[str]] = None, strategy_params: Optional[dict] = None,
           no_demo: bool = False, duration: Optional[float] = None, log_level: str = "INFO",
-          show_bars: bool = True, echo: Callable[[str], None] = print) -> int:
+          show_bars: bool = True, heartbeat_timeout: float = 15.0,
+          echo: Callable[[str], None] = print) -> int:
     """Run the engine until Ctrl-C, SIGTERM, ``maotrade stop`` or ``duration`` seconds."""
     check_not_running(data_dir)
     log_path = setup_file_logging(data_dir, log_level)
@@ -132,6 +133,7 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
         load_strategy_class(target)
     run_dir = make_run_dir(data_dir)
     engine = Engine(documents, data_dir, run_dir, log_level=log_level, log_file=str(log_path),
+                    heartbeat_timeout=heartbeat_timeout,
                     on_event=ConsolePrinter(show_bars=show_bars))
     stop_signals = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
     strategy_processes = []

@@ -5,6 +5,7 @@ import ctypes
 import logging
 import signal
 import sys
+import time
 
 from engine.loader import load_strategy_class
 from maotrade.client import EngineClient
@@ -14,16 +15,47 @@ from maotrade.messages import ClientToEngine, message
 log = logging.getLogger(__name__)
 
 POLL_MS = 100
+READY_TIMEOUT = 120.0
 
 
-def run_strategy(strategy, client: EngineClient, welcome: dict) -> None:
-    """Drive ``strategy`` with ``client``'s messages until the engine stops or it asks to."""
-    strategy.attach(client, welcome.get("accounts") or [])
+def by_priority(messages: list[dict]) -> list[dict]:
+    """Orders, account events and control messages first, market data after, each in order."""
+    urgent = [m for m in messages if m.get("type") != "market_data"]
+    if len(urgent) == len(messages) or not urgent:
+        return messages
+    return urgent + [m for m in messages if m.get("type") == "market_data"]
+
+
+def wait_accounts_ready(client: EngineClient, accounts: list[dict], timeout: float) -> list[dict]:
+    """Hold messages back until every account is ready (or ``timeout``); return them."""
+    pending = {str(a["account"]) for a in accounts if a.get("state") != "ready"}
+    held: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for msg in client.receive(POLL_MS):
+            held.append(msg)
+            if msg.get("type") == "account_status" and msg.get("state") == "ready":
+                pending.discard(str(msg.get("account")))
+    if pending:
+        log.warning("event=strategy_starting_anyway accounts_not_ready=%s", sorted(pending))
+    return held
+
+
+def run_strategy(strategy, client: EngineClient, welcome: dict, ready_timeout: float = READY_TIMEOUT) -> None:
+    """Drive ``strategy`` with ``client``'s messages until the engine stops or it asks to.
+
+    ``on_start`` runs once every account is ready (or after ``ready_timeout`` seconds), so a
+    strategy may trade from its first callback.
+    """
+    accounts = welcome.get("accounts") or []
+    held = wait_accounts_ready(client, accounts, ready_timeout)
+    strategy.attach(client, accounts)
+    strategy.account_states.update({str(m["account"]): m["state"] for m in held if m.get("type") == "account_status"})
     strategy.on_start()
     client.flush()
     try:
         while not strategy.stop_requested:
-            for msg in client.receive(POLL_MS):
+            for msg in by_priority(client.receive(POLL_MS)):
                 if msg.get("type") == "stopping":
                     strategy.stop()
                     break

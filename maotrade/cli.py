@@ -56,18 +56,22 @@ def main() -> None:
 @click.option("--no-demo", is_flag=True, help="With the embedded config service, do not run the demo strategy.")
 @click.option("--duration", type=float, metavar="SECONDS", help="Stop by itself after this many seconds.")
 @click.option("--no-bars", is_flag=True, help="Do not print completed bars.")
+@click.option("--heartbeat-timeout", default=15.0, show_default=True, metavar="SECONDS",
+              help="Restart a worker silent for this long.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Level of the log file (the console shows warnings and above).")
 @data_dir_option
-def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, log_level, data_dir) -> None:
+def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, heartbeat_timeout, log_level,
+          data_dir) -> None:
     """Run the engine for one or more accounts until Ctrl-C, SIGTERM or `maotrade stop`."""
     from engine.runner import start as run
 
     try:
         code = run(list(accounts), _data_dir(data_dir), config_url=config_url, strategies=list(strategies),
                    strategy_params=_parse_params(params), no_demo=no_demo, duration=duration,
-                   log_level=log_level, show_bars=not no_bars, echo=click.echo)
+                   log_level=log_level, show_bars=not no_bars, heartbeat_timeout=heartbeat_timeout,
+                   echo=click.echo)
     except MAOTradeError as exc:
         _fail(exc)
     sys.exit(code)
@@ -133,6 +137,8 @@ def status(as_json, data_dir) -> None:
         for order in acc["portfolio"]["orders"]:
             click.echo(f"  order {order['client_order_id']} {order['qty']:g} {order['epic']} "
                        f"{order['order_type']} {order.get('price') or ''} {order['status']}")
+        for stale in acc.get("stale_data") or []:
+            click.echo(f"  STALE market data: {stale['epic']} {stale['time_frame']}s (no data beyond tolerance)")
         if acc.get("discrepancies"):
             click.echo(f"  {acc['discrepancies']} unresolved discrepancies with the broker")
 

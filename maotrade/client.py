@@ -14,6 +14,9 @@ from maotrade.errors import ProtocolError, TemporaryError
 from maotrade.messages import ClientToEngine, message, pack_batch, unpack_batch
 
 
+CLIENT_RCVHWM = 8  # frames (of at most a few thousand messages each)
+
+
 class EngineClient:
     """Connection to a running engine (one owner thread)."""
 
@@ -24,7 +27,9 @@ class EngineClient:
         self.ctx = ctx or zmq.Context()
         self.socket = self.ctx.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 2000)
-        self.socket.setsockopt(zmq.RCVHWM, 0)
+        # A bounded queue: a client that reads slowly pushes back on the engine, which then
+        # conflates its market data instead of buffering without limit.
+        self.socket.setsockopt(zmq.RCVHWM, CLIENT_RCVHWM)
         self.socket.connect(address)
         self._outbox: list[dict] = []
         self._inbox: list[dict] = []
@@ -87,12 +92,19 @@ class EngineClient:
         return the engine's welcome (accounts and their states)."""
         return self.request(message(ClientToEngine.HELLO, name=self.name, **fields), "welcome", timeout)
 
-    def close(self) -> None:
-        """Say goodbye and close the socket."""
-        try:
-            self.send(message(ClientToEngine.BYE))
-        except zmq.ZMQError:
-            pass
-        self.socket.close(linger=1000)
+    def close(self, linger_ms: int = 1000) -> None:
+        """Say goodbye and close the socket (idempotent).
+
+        ``linger_ms`` bounds how long unsent messages may delay closing; use 0 when the
+        engine is known to be gone.
+        """
+        if self.socket.closed:
+            return
+        if linger_ms:
+            try:
+                self.socket.send(pack_batch([message(ClientToEngine.BYE)]), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+        self.socket.close(linger=linger_ms)
         if self._own_ctx:
             self.ctx.term()

@@ -18,8 +18,8 @@ from maotrade.messages import pack_batch, unpack_batch
 
 log = logging.getLogger(__name__)
 
-# Frames are batches, so a few thousand frames already hold millions of messages.
-DEFAULT_HWM = 10_000
+# Frames are batches, so a few hundred frames already hold hundreds of thousands of messages.
+DEFAULT_HWM = 200
 # Zero-copy sends only pay off for large frames; small ones are cheaper copied.
 ZERO_COPY_MIN = 64 * 1024
 

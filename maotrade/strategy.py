@@ -63,6 +63,9 @@ class Strategy:
     def on_account_status(self, status: dict) -> None:
         """Called when an account changes state (ready, reconnecting, ...)."""
 
+    def on_stale_data(self, event: dict) -> None:
+        """Called when a subscription goes silent (``stale`` True) or flows again (False)."""
+
     def on_stop(self) -> None:
         """Called once before the strategy process ends."""
 
@@ -136,6 +139,8 @@ class Strategy:
         elif kind == "account_status":
             self.account_states[str(msg.get("account"))] = msg.get("state", "")
             self.on_account_status(msg)
+        elif kind == "stale_data":
+            self.on_stale_data(msg)
         elif kind == "error":
             self.log.warning("engine refused %s: %s", msg.get("request"), msg.get("reason"))
 

@@ -158,6 +158,7 @@ class EngineProcess:
 
     def kill(self) -> None:
         """Stop the engine whatever its state (test teardown)."""
+        self.client.close(linger_ms=0)
         if self.process.poll() is None:
             for child in self.children():
                 child.kill()

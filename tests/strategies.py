@@ -39,3 +39,27 @@ class RecordingStrategy(Strategy):
     def on_stop(self):
         self.write({"event": "stop"})
         self.out.close()
+
+
+class SlowStrategy(Strategy):
+    """A strategy that takes ``delay`` seconds over every bar (a slow consumer), and places
+    one order on ``order_account`` at start; records its order updates."""
+
+    def on_start(self):
+        import time
+        self._sleep = time.sleep
+        self.out = open(self.params["record"], "a")
+        self.bars = 0
+        self.subscribe("FLOOD", 1, account=self.params["flood_account"])
+        self.open_order("EURUSD", 1, account=self.params["order_account"])
+
+    def on_market_data(self, data):
+        self.bars += 1
+        self._sleep(self.params.get("delay", 0.005))  # the fault under test: a slow consumer
+
+    def on_order(self, order):
+        self.out.write(json.dumps({"event": "order", "bars_seen": self.bars, **order}) + "\n")
+        self.out.flush()
+
+    def on_stop(self):
+        self.out.close()

@@ -21,6 +21,8 @@ class PaperBrokerSettings(BrokerSettings):
     commission: float = Field(0.0, ge=0, lt=0.1, description="commission as a fraction of notional")
     margin_rate: float = Field(0.05, ge=0, le=1, description="margin as a fraction of notional")
     state_file: Optional[str] = Field(None, description="broker-side SQLite file; default under the data dir")
+    outage_file: Optional[str] = Field(
+        None, description="simulated outage: while this file exists the broker is unreachable")
     # A paper broker is local: reconnect fast.
     reconnect_base: float = Field(1.0, gt=0)
     reconnect_max: float = Field(30.0, gt=0)

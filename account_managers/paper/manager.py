@@ -8,6 +8,7 @@ streams bars, and a broker-side record (``PaperStore``) that outlives the proces
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from account_managers.paper.config import PaperAccountSettings, PaperBrokerSettings
@@ -114,8 +115,20 @@ class PaperAccountManager(BaseAccountManager):
             self.store.close()
             self.store = None
 
+    def do_reconnect(self) -> bool:
+        """Reconnect, unless the simulated outage goes on."""
+        if self._in_outage():
+            return False
+        return super().do_reconnect()
+
+    def _in_outage(self) -> bool:
+        return bool(self.settings.outage_file) and os.path.exists(self.settings.outage_file)
+
     def account_manager_main(self, time_now: int) -> None:
         """Step prices on schedule, run triggered orders, stream bars."""
+        if self._in_outage():
+            self.connection_lost("simulated outage (outage_file exists)")
+            return
         if self.replay is not None:
             self._replay_step()
         if time_now < self._next_step_ms:

@@ -20,7 +20,7 @@ from maotrade.log import setup_logging
 from maotrade.messages import message, pack_batch, unpack_batch
 
 CTX = mp.get_context("forkserver")
-FLOOD_CLASS = "benchlib.flood.FloodAccountManager"
+FLOOD_CLASS = "tests.brokers.flood.FloodAccountManager"
 PAPER_CLASS = "paper.PaperAccountManager"
 
 

@@ -1,0 +1,133 @@
+"""Guarantees 3, 5 and 6: reconnect as one step, stale data as an event, one account's
+trouble stays in that account."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import psutil
+import pytest
+from cryptography.fernet import Fernet
+
+from tests.engine_kit import AdminService, EngineProcess
+from tests.kit import wait_until
+
+pytestmark = pytest.mark.fault
+
+
+@pytest.fixture
+def env():
+    return {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(), "MAOTRADE_ADMIN_TOKEN": "t"}
+
+
+@pytest.fixture
+def admin(tmp_path, env):
+    service = AdminService(tmp_path / "admin", env)
+    yield service
+    service.stop()
+
+
+def add_paper(admin, account, **config):
+    admin.cli("broker", "add", f"paper{account}", "--class", "paper.PaperAccountManager",
+              "--config", json.dumps({"seed": 9, "price_interval": 0.05, **config}))
+    admin.cli("account", "add", account, "--broker", f"paper{account}")
+    admin.cli("mapping", "set", account, "EURUSD", "EURUSD")
+
+
+def round_trip(engine, account, key):
+    mark = engine.mark()
+    started = time.monotonic()
+    engine.send("order_open", account=account, client_order_id=key, epic="EURUSD", qty=1)
+    engine.wait_order(key, "FILLED", since=mark)
+    return time.monotonic() - started
+
+
+def events(engine, kind, since=0):
+    engine.collect()
+    return [m for m in engine.received[since:] if m.get("type") == kind]
+
+
+def test_outage_refuses_orders_marks_data_stale_then_recovers_in_one_step(admin, env, tmp_path):
+    outage = tmp_path / "outage"
+    add_paper(admin, "701", outage_file=str(outage), reconnect_base=0.3, reconnect_max=0.6, max_retries=100)
+    engine = EngineProcess(tmp_path / "e", ["701"], env=env, config_url=admin.url)
+    try:
+        engine.wait_ready("701")
+        engine.send("subscribe", account="701", epic="EURUSD", time_frame=1)
+        wait_until(lambda: events(engine, "market_data"), 10, what="bars")
+        round_trip(engine, "701", "before")
+        outage.touch()
+        wait_until(lambda: engine.account_status("701")["state"] == "reconnecting", 10, what="reconnecting")
+        engine.send("order_open", account="701", client_order_id="during", epic="EURUSD", qty=1)
+        refused = engine.wait_order("during", "REJECTED")
+        assert refused["code"] == "account_not_ready" and "reconnecting" in refused["reason"]
+        stale = wait_until(lambda: [e for e in events(engine, "stale_data") if e["stale"]], 15, what="stale event")
+        assert stale[0]["epic"] == "EURUSD" and stale[0]["silent_s"] > 7
+        assert engine.account_status("701")["stale_data"] == [{"epic": "EURUSD", "time_frame": 1}]
+        mark = engine.mark()
+        outage.unlink()
+        wait_until(lambda: engine.account_status("701")["state"] == "ready", 15, what="ready again")
+        wait_until(lambda: [e for e in events(engine, "stale_data", mark) if not e["stale"]], 10,
+                   what="stale cleared")
+        states = [e["state"] for e in events(engine, "account_status", mark)]
+        assert states.index("syncing") < states.index("ready"), states
+        round_trip(engine, "701", "after")
+        assert engine.account_status("701")["stale_data"] == []
+        assert engine.interrupt() == 0
+    finally:
+        engine.kill()
+
+
+def test_hung_worker_never_delays_another_account_and_is_restarted(admin, env, tmp_path):
+    add_paper(admin, "711")
+    add_paper(admin, "712")
+    engine = EngineProcess(tmp_path / "e", ["711", "712"], "--heartbeat-timeout", "3", env=env,
+                           config_url=admin.url)
+    try:
+        hung = engine.wait_ready("711")
+        engine.wait_ready("712")
+        os.kill(hung["pid"], signal.SIGSTOP)
+        # Orders on the healthy account keep their usual pace while the other one hangs.
+        worst = max(round_trip(engine, "712", f"h{i}") for i in range(20))
+        assert worst < 1.0, f"healthy account delayed {worst:.3f}s by a hung neighbour"
+        engine.send("order_open", account="711", client_order_id="to-hung", epic="EURUSD", qty=1)
+        after = wait_until(lambda: (lambda s: s if s["pid"] not in (None, hung["pid"]) and s["state"] == "ready"
+                                    else None)(engine.account_status("711")), 30, interval=0.2,
+                           what="hung worker replaced")
+        assert after["restarts"] == 1 and not psutil.pid_exists(hung["pid"]) or \
+            psutil.Process(hung["pid"]).status() == psutil.STATUS_ZOMBIE
+        # The order sent to the hung worker is resolved, never left in doubt.
+        resolved = engine.wait_order("to-hung", {"FILLED", "REJECTED"})
+        assert resolved["status"] in ("FILLED", "REJECTED")
+        round_trip(engine, "711", "after-restart")
+        assert engine.interrupt() == 0
+    finally:
+        engine.kill()
+
+
+def test_flooding_worker_and_slow_strategy_never_block_orders(admin, env, tmp_path):
+    admin.cli("broker", "add", "flood", "--class", "tests.brokers.flood.FloodAccountManager",
+              "--config", json.dumps({"bars": 20_000_000}))
+    admin.cli("account", "add", "721", "--broker", "flood")
+    add_paper(admin, "722")
+    record = tmp_path / "slow.jsonl"
+    engine = EngineProcess(tmp_path / "e", ["721", "722"], "--strategy", "tests.strategies:SlowStrategy",
+                           "--param", f"record={record}", "--param", "flood_account=721",
+                           "--param", "order_account=722", env=env, config_url=admin.url)
+    try:
+        engine.wait_ready("722")
+        wait_until(lambda: record.exists() and "FILLED" in record.read_text(), 30, what="slow strategy's fill")
+        # While the flood goes on and the slow strategy lags, another client's orders are prompt.
+        worst = max(round_trip(engine, "722", f"f{i}") for i in range(20))
+        assert "STALE" not in engine.output(), "the flood should still be running"
+        assert worst < 1.0, f"orders delayed {worst:.3f}s by a flood"
+        clients = {c["name"]: c for c in engine.status()["clients"]}
+        slow = next(c for name, c in clients.items() if name.startswith("SlowStrategy"))
+        assert slow["conflated"] > 0, "a slow consumer should get conflated market data"
+        assert engine.interrupt() == 0
+        orders = [json.loads(line) for line in record.read_text().splitlines()]
+        assert [o["status"] for o in orders if o["event"] == "order"][-1] == "FILLED"
+    finally:
+        engine.kill()
