@@ -21,6 +21,7 @@ from engine.faults import failpoint
 from engine.staleness import StaleDataMonitor
 from engine.journal import Journal
 from engine.orders import Dispatch, OrderOutcome, OrderRouter
+from engine.reconcile import apply_action, find_differences
 from engine.replay import ReplayGate
 from engine.supervisor import Supervisor
 from maotrade.errors import InvalidOrder, MAOTradeError, ProtocolError
@@ -170,15 +171,22 @@ class Engine:
         self.bus.flush_pub()
 
     def _guard(self, fn, msg: dict, *args) -> None:
+        """Handle one inbound message; whatever it holds, refuse it with a reason and go on."""
         try:
             fn(msg, *args)
-        except (ProtocolError, InvalidOrder, KeyError, TypeError, ValueError) as exc:
-            self.malformed_worker_messages += 1
-            log.warning("event=message_rejected type=%s reason=%s", msg.get("type"), exc)
-            if args and isinstance(args[0], ClientSession):
-                args[0].put(message(ToClient.ERROR, reason=str(exc), request=msg.get("type")))
         except MAOTradeError as exc:
-            log.error("event=message_failed type=%s reason=%s", msg.get("type"), exc)
+            self._refuse(msg, exc, args)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
+            # Shapes we did not expect: the message is malformed. Keep the trace for a developer.
+            log.debug("event=message_trace type=%s", msg.get("type"), exc_info=True)
+            self._refuse(msg, exc, args)
+
+    def _refuse(self, msg: dict, exc: Exception, args: tuple) -> None:
+        self.malformed_worker_messages += 1
+        reason = str(exc) if isinstance(exc, MAOTradeError) else f"malformed message ({type(exc).__name__}: {exc})"
+        log.warning("event=message_rejected type=%s reason=%s", msg.get("type"), reason)
+        if args and isinstance(args[0], ClientSession):
+            args[0].put(message(ToClient.ERROR, reason=reason, request=msg.get("type")))
 
     # -- workers ----------------------------------------------------------------------------
     def _on_worker_message(self, msg: dict) -> None:
@@ -297,7 +305,7 @@ class Engine:
 
     def _notify_stale(self, key: tuple, stale: bool, silent: float = 0.0) -> None:
         account, epic, time_frame = key
-        event = message("stale_data", account=account, epic=epic, time_frame=time_frame, stale=stale,
+        event = message(ToClient.STALE_DATA, account=account, epic=epic, time_frame=time_frame, stale=stale,
                         silent_s=round(silent, 1))
         for session in self.bus.sessions():
             if key in session.subscriptions:
@@ -331,17 +339,28 @@ class Engine:
 
     # -- reconciliation -------------------------------------------------------------------------
     def _reconcile(self, runtime: AccountRuntime) -> None:
-        """Record every position on which broker and engine disagree."""
-        broker = {p.get("epic"): float(p.get("qty") or 0) for p in runtime.broker_portfolio.get("positions", [])}
-        engine = {p.epic: p.qty for p in self.journal.positions(runtime.account) if not p.is_flat}
-        for epic in sorted(set(broker) | set(engine)):
-            ours, theirs = engine.get(epic, 0.0), broker.get(epic, 0.0)
-            if abs(ours - theirs) > 1e-9:
-                ident = self.journal.record_discrepancy(runtime.account, "position", epic, ours, theirs)
-                log.warning("event=discrepancy account=%s epic=%s engine=%g broker=%g id=%s",
-                            runtime.account, epic, ours, theirs, ident)
-                self._broadcast(runtime, message("discrepancy", account=runtime.account, id=ident,
-                                                 kind="position", key=epic, engine=ours, broker=theirs))
+        """Record every difference between the broker's portfolio and the journal."""
+        for kind, key, ours, theirs in find_differences(self.journal, runtime.account, runtime.broker_portfolio,
+                                                        lambda a, k: self.router.get(a, k) is not None):
+            ident = self.journal.record_discrepancy(runtime.account, kind, key, ours, theirs)
+            log.warning("event=discrepancy account=%s kind=%s key=%s engine=%s broker=%s id=%s",
+                        runtime.account, kind, key, ours, theirs, ident)
+            self._broadcast(runtime, message(ToClient.DISCREPANCY, account=runtime.account, id=ident,
+                                             kind=kind, key=key, engine=ours, broker=theirs))
+
+    def _on_reconcile_request(self, session: ClientSession, msg: dict) -> None:
+        runtime = self._runtime(msg)
+        session.put(message(ToClient.RECONCILE, account=runtime.account,
+                            discrepancies=self.journal.discrepancies(runtime.account),
+                            audit=self.journal.audit_log(runtime.account)[-50:]))
+
+    def _on_reconcile_action(self, session: ClientSession, msg: dict) -> None:
+        runtime = self._runtime(msg)
+        resolved = apply_action(self.journal, runtime.account, int(msg.get("id", -1)), str(msg.get("action")),
+                                by=session.name or "client", broker_portfolio=runtime.broker_portfolio)
+        session.put(message(ToClient.RECONCILED, account=runtime.account, discrepancy=resolved))
+        self._broadcast(runtime, message(ToClient.PORTFOLIO, account=runtime.account,
+                                         portfolio=self.portfolio(runtime.account), broker=runtime.broker_portfolio))
 
     # -- clients ------------------------------------------------------------------------------------
     def _on_client_message(self, msg: dict, session: ClientSession) -> None:
@@ -364,6 +383,8 @@ class Engine:
             FromClient.PORTFOLIO_REQUEST: self._on_portfolio_request,
             FromClient.STATUS_REQUEST: lambda s, m: s.put(message(ToClient.STATUS, status=self.status())),
             FromClient.STOP_ENGINE: self._on_stop_engine,
+            FromClient.RECONCILE_REQUEST: self._on_reconcile_request,
+            FromClient.RECONCILE_ACTION: self._on_reconcile_action,
             FromClient.BYE: self._on_bye,
             FromClient.BAR_ACK: lambda s, m: self.replay.on_ack(s.identity, self._runtime(m).account,
                                                                 m.get("replay_seq")),

@@ -109,8 +109,11 @@ class OrderRouter:
     def close(self, request: dict, source: str, strategy: str = "") -> OrderOutcome:
         """Close all (no ``qty``) or part (``qty`` > 0, the amount) of a position at market."""
         account, epic = str(request.get("account", "")), request.get("epic")
-        if not epic:
-            raise InvalidOrder("order_close needs 'epic'")
+        if not isinstance(epic, str) or not epic:
+            raise InvalidOrder("order_close needs 'epic' (a MAOTrade instrument code)")
+        amount = request.get("qty")
+        if amount is not None and (isinstance(amount, bool) or not isinstance(amount, (int, float))):
+            raise InvalidOrder(f"order_close qty must be a number, got {amount!r}")
         position = self.journal.position(account, epic)
         if position.is_flat:
             raise InvalidOrder(f"no open position in {epic} on account {account} to close")

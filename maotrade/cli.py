@@ -245,6 +245,45 @@ def _run_with_progress(backtest_class, strategy, bars, config, show: bool):
         return backtest_class(strategy, bars, config, progress=bar.update).run()
 
 
+@main.command(context_settings=CONTEXT)
+@click.option("--account", required=True, metavar="ID", help="Account to reconcile.")
+@click.option("--adopt", "adopt_id", type=int, metavar="N", help="Make the engine take the broker's view of difference N.")
+@click.option("--ignore", "ignore_id", type=int, metavar="N", help="Close difference N without changing anything.")
+@click.option("--json", "as_json", is_flag=True, help="Print differences and audit log as JSON.")
+@data_dir_option
+def reconcile(account, adopt_id, ignore_id, as_json, data_dir) -> None:
+    """Show where engine and broker disagree on ACCOUNT, and adopt or ignore a difference.
+
+    Every action is written to the audit log with who took it.
+    """
+    import getpass
+
+    client, _ = _engine_client(_data_dir(data_dir))
+    client.name = f"cli:{getpass.getuser()}"  # the audit log records who acted
+    try:
+        client.hello(timeout=10)
+        if adopt_id is not None or ignore_id is not None:
+            action, ident = ("adopt", adopt_id) if adopt_id is not None else ("ignore", ignore_id)
+            done = client.request({"type": "reconcile_action", "v": 1, "account": account, "id": ident,
+                                   "action": action}, "reconciled", timeout=10)["discrepancy"]
+            click.echo(f"difference {done['id']} ({done['kind']} {done['key']}): {action}ed")
+        answer = client.request({"type": "reconcile_request", "v": 1, "account": account}, "reconcile", timeout=10)
+    except MAOTradeError as exc:
+        _fail(exc)
+    finally:
+        client.close()
+    if as_json:
+        click.echo(json.dumps({"discrepancies": answer["discrepancies"], "audit": answer["audit"]}, indent=2))
+        return
+    if not answer["discrepancies"]:
+        click.echo(f"account {account}: engine and broker agree")
+    for item in answer["discrepancies"]:
+        click.echo(f"[{item['id']}] {item['kind']} {item['key']}: engine {item['engine']}  broker {item['broker']}")
+    for entry in answer["audit"][-10:]:
+        click.echo(f"audit {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(entry['time'] / 1000))} "
+                   f"{entry['action']} {json.dumps(entry['detail'], sort_keys=True)}")
+
+
 # -- admin ---------------------------------------------------------------------------------------
 @main.group(context_settings=CONTEXT)
 def admin() -> None:

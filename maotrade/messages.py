@@ -64,6 +64,8 @@ class ClientToEngine:
     PORTFOLIO_REQUEST = "portfolio_request"
     STATUS_REQUEST = "status_request"
     STOP_ENGINE = "stop_engine"
+    RECONCILE_REQUEST = "reconcile_request"
+    RECONCILE_ACTION = "reconcile_action"
     BYE = "bye"
     BAR_ACK = "bar_ack"  # a replayed bar (``replay_seq``) was handled
 
@@ -81,6 +83,10 @@ class EngineToClient:
     ERROR = "error"
     SUBSCRIBED = "subscribed"
     STOPPING = "stopping"
+    STALE_DATA = "stale_data"
+    DISCREPANCY = "discrepancy"
+    RECONCILE = "reconcile"
+    RECONCILED = "reconciled"
 
 
 class ConnectionState:

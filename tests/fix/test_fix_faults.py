@@ -111,7 +111,8 @@ def test_broker_logout_reconnects_and_shutdown_logs_out(fix_worker):
     mark = len(fix_worker.received)
     fix_worker.acceptor.command("logout")
     lost = fix_worker.wait_type("connection", state="reconnecting", since=mark)
-    assert "logout requested by the broker" in lost["reason"]
+    # QuickFIX usually sends its Text; under load it may log out without one.
+    assert "logged out by the acceptor" in lost["reason"]
     fix_worker.wait_type("connection", state="connected", since=mark, timeout=15)
     logouts = fix_worker.acceptor.count("LOGOUT")
     assert fix_worker.stop() == 0

@@ -1,0 +1,130 @@
+"""Guarantee 8: malformed, truncated or hostile input is refused with a reason and counted;
+nothing escapes, nothing already journaled is corrupted. Property-based (hypothesis)."""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import msgpack
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from account_managers.paper import PaperAccountManager
+from engine.bus import ClientSession
+from engine.core import Engine
+from maotrade.config import parse_document
+from maotrade.errors import ConfigError, ProtocolError
+from maotrade.messages import ClientToEngine, EngineToWorker, WorkerToEngine, unpack_batch
+from maotrade.queues import MessageQueue
+from tests.conftest import paper_document
+
+pytestmark = pytest.mark.fault
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=True),
+                    st.text(max_size=20), st.binary(max_size=20))
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                         st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+                      max_leaves=12)
+ORDER_KEYS = ["client_order_id", "account", "epic", "qty", "status", "fills", "exec_id", "price", "order_type"]
+order_like = st.dictionaries(st.sampled_from(ORDER_KEYS), values, max_size=8)
+
+
+FIELDS = ["order", "fill", "fills", "request", "info", "portfolio", "epic", "time_frame", "state", "reason",
+          "close", "client_order_id", "qty", "id", "action", "refused", "unknown", "not_found", "positions"]
+fields = st.dictionaries(st.sampled_from(FIELDS), st.one_of(values, order_like), max_size=6)
+
+
+def public_values(cls):
+    return [v for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, str)]
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    data = tmp_path_factory.mktemp("fuzz")
+    document = {**paper_document("900"), "capabilities": {}}
+    engine = Engine([document], data, data, log_level="CRITICAL")
+    engine.accounts["900"].state = "ready"
+    yield engine
+    engine.bus.close()
+    engine.journal.close()
+
+
+EXAMPLES = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@pytest.mark.parametrize("kind", public_values(WorkerToEngine) + ["junk"])
+@EXAMPLES
+@given(body=fields, account=st.sampled_from(["900", "900", "900", "nope", 900]))
+def test_engine_survives_any_worker_message(engine, kind, body, account):
+    engine._guard(engine._on_worker_message, {**body, "type": kind, "account": account})
+
+
+@pytest.mark.parametrize("kind", [t for t in public_values(ClientToEngine) if t != ClientToEngine.STOP_ENGINE] + ["junk"])
+@EXAMPLES
+@given(body=fields, account=st.sampled_from(["900", "900", "nope", None]))
+def test_engine_survives_any_client_message(engine, kind, body, account):
+    session = ClientSession(b"fuzzer", "fuzzer")
+    engine._guard(engine._on_client_message, {**body, "type": kind, "account": account}, session)
+
+
+def test_journal_is_intact_after_fuzzing(engine):
+    db = sqlite3.connect(str(engine.journal.path))
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    for (data,) in db.execute("SELECT data FROM orders"):
+        assert isinstance(json.loads(data)["qty"], (int, float))
+    exec_ids = db.execute("SELECT account, exec_id FROM fills").fetchall()
+    assert len(exec_ids) == len(set(exec_ids))
+    db.close()
+    assert engine.malformed_worker_messages > 0, "the fuzzer should have produced refused messages"
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    ctx = zmq.Context()
+    data = tmp_path_factory.mktemp("paperfuzz")
+    inbound = MessageQueue.receiver(ctx, "inproc://fuzz-in", bind=True)
+    feeder = MessageQueue.sender(ctx, "inproc://fuzz-in", bind=False)
+    outbound = MessageQueue.sender(ctx, "inproc://fuzz-out", bind=True)
+    sink = MessageQueue.receiver(ctx, "inproc://fuzz-out", bind=False)
+    manager = PaperAccountManager({**paper_document("901"), "runtime": {"data_dir": str(data)}}, inbound, outbound)
+    assert manager._run_init()
+    yield manager, sink
+    manager.on_account_manager_shutdown()
+    for queue in (inbound, feeder, outbound, sink):
+        queue.close(linger_ms=0)
+    ctx.term()
+
+
+@pytest.mark.parametrize("kind", [t for t in public_values(EngineToWorker) if t != EngineToWorker.SHUTDOWN] + ["junk"])
+@EXAMPLES
+@given(body=fields)
+def test_account_manager_survives_any_engine_message(paper, kind, body):
+    manager, sink = paper
+    manager._dispatch({**body, "type": kind})
+    manager.out_queue.flush()
+    sink.drain()
+    assert manager.is_connected
+
+
+@FUZZ
+@given(frame=st.one_of(st.binary(max_size=200), values.map(lambda v: msgpack.packb(v, use_bin_type=True))))
+def test_frame_decoder_returns_messages_or_protocol_error(frame):
+    try:
+        batch = unpack_batch(frame)
+    except ProtocolError:
+        return
+    assert all(isinstance(m, dict) and isinstance(m["type"], str) for m in batch)
+
+
+@FUZZ
+@given(document=st.one_of(values, st.dictionaries(
+    st.sampled_from(["idAccount", "brokerName", "brokerClass", "brokerConfig", "accountConfig", "epicMapping", "x"]),
+    values, max_size=7)))
+def test_config_documents_parse_or_fail_in_one_line(document):
+    try:
+        parse_document(document)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
