@@ -37,8 +37,9 @@ MARKET_DATA = "market_data"
 class ClientSession:
     """One connected client: identity, name, subscriptions and what waits to be sent."""
 
-    def __init__(self, identity: bytes, name: str = ""):
+    def __init__(self, identity: bytes, name: str = "", socket=None):
         self.identity = identity
+        self.socket = socket
         self.name = name
         self.subscriptions: set[tuple[str, str, int]] = set()
         self.outbox: list[dict] = []
@@ -92,17 +93,14 @@ class EngineBus:
     """Owns every engine socket; used from the engine's loop thread only."""
 
     def __init__(self, run_dir: Path, client_address: Optional[str] = None,
-                 pub_address: Optional[str] = None):
+                 pub_address: Optional[str] = None, tcp_address: Optional[str] = None,
+                 data_dir: Optional[Path] = None):
         self.run_dir = Path(run_dir)
         self.ctx = zmq.Context()
         self.worker_out_address = f"ipc://{self.run_dir}/workers.out"
         self.from_workers = MessageQueue.receiver(self.ctx, self.worker_out_address, bind=True, name="workers")
         self.to_workers: dict[str, MessageQueue] = {}
-        self.router = self.ctx.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self.router.setsockopt(zmq.SNDHWM, CLIENT_HWM)
-        self.router.setsockopt(zmq.RCVHWM, CLIENT_HWM)
-        self.router.setsockopt(zmq.LINGER, 0)
+        self.router = self._make_router()
         self.client_address = client_address or f"ipc://{self.run_dir}/engine.router"
         self.router.bind(self.client_address)
         # XPUB, not PUB: it tells us whether anyone listens, so an unobserved engine
@@ -115,8 +113,28 @@ class EngineBus:
         self.pub_seq = 0
         self.observers = 0
         self._pub_outbox: list[dict] = []
+        self.routers = [self.router]
+        self.tcp_address = None
+        self.authenticator = None
+        if tcp_address:
+            # Clients over tcp must present an authorized Curve key; ipc clients rely on the
+            # 0700 run folder instead.
+            from engine.curve import secure_router
+            tcp = self._make_router()
+            self.authenticator = secure_router(self.ctx, tcp, Path(data_dir or run_dir))
+            tcp.bind(tcp_address)
+            self.tcp_address = tcp.getsockopt_string(zmq.LAST_ENDPOINT)
+            self.routers.append(tcp)
         self.clients: dict[bytes, ClientSession] = {}
         self.malformed_client_frames = 0
+
+    def _make_router(self) -> zmq.Socket:
+        router = self.ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        router.setsockopt(zmq.SNDHWM, CLIENT_HWM)
+        router.setsockopt(zmq.RCVHWM, CLIENT_HWM)
+        router.setsockopt(zmq.LINGER, 0)
+        return router
 
     # -- workers ----------------------------------------------------------------------
     def worker_in_address(self, account: str) -> str:
@@ -142,24 +160,26 @@ class EngineBus:
     def receive_clients(self, max_frames: int = 1000) -> list[tuple[ClientSession, dict]]:
         """Return (session, message) for every client message already received."""
         out = []
-        for _ in range(max_frames):
-            try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            if len(frames) != 2:
-                self.malformed_client_frames += 1
-                continue
-            identity, payload = frames
-            session = self.clients.get(identity)
-            if session is None:
-                session = self.clients[identity] = ClientSession(identity)
-            try:
-                out.extend((session, msg) for msg in unpack_batch(payload))
-            except ProtocolError as exc:
-                self.malformed_client_frames += 1
-                log.warning("event=malformed_client_frame client=%s reason=%s", session.name or identity.hex(), exc)
-                session.put({"type": "error", "v": 1, "reason": f"malformed frame: {exc}"})
+        for router in self.routers:
+            for _ in range(max_frames):
+                try:
+                    frames = router.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if len(frames) != 2:
+                    self.malformed_client_frames += 1
+                    continue
+                identity, payload = frames
+                session = self.clients.get(identity)
+                if session is None:
+                    session = self.clients[identity] = ClientSession(identity, socket=router)
+                try:
+                    out.extend((session, msg) for msg in unpack_batch(payload))
+                except ProtocolError as exc:
+                    self.malformed_client_frames += 1
+                    log.warning("event=malformed_client_frame client=%s reason=%s",
+                                session.name or identity.hex(), exc)
+                    session.put({"type": "error", "v": 1, "reason": f"malformed frame: {exc}"})
         return out
 
     def flush_clients(self) -> None:
@@ -171,7 +191,7 @@ class EngineBus:
             for start in range(0, len(messages), MAX_FRAME_MESSAGES):
                 chunk = messages[start:start + MAX_FRAME_MESSAGES]
                 try:
-                    self.router.send_multipart([identity, pack_batch(chunk)], zmq.NOBLOCK)
+                    (session.socket or self.router).send_multipart([identity, pack_batch(chunk)], zmq.NOBLOCK)
                 except zmq.Again:
                     session.blocked = True
                     session.give_back(messages[start:])
@@ -223,6 +243,9 @@ class EngineBus:
         for queue in self.to_workers.values():
             queue.close(linger_ms=0)
         self.from_workers.close(linger_ms=0)
-        self.router.close(0)
+        for router in self.routers:
+            router.close(0)
         self.pub.close(0)
+        if self.authenticator is not None:
+            self.authenticator.stop()
         self.ctx.term()

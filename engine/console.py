@@ -5,6 +5,8 @@ import sys
 import time
 from typing import Optional, TextIO
 
+from maotrade.log import redact_text
+
 
 def _money(value) -> str:
     return "-" if value is None else f"{value:,.2f}"
@@ -24,6 +26,7 @@ class ConsolePrinter:
     def __call__(self, msg: dict) -> None:
         line = self.format(msg)
         if line:
+            line = redact_text(line)
             self.stream.write(f"{time.strftime('%H:%M:%S')} {line}\n")
             self.stream.flush()
 

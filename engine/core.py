@@ -71,14 +71,15 @@ class Engine:
     def __init__(self, documents: list[dict], data_dir: Path, run_dir: Path,
                  log_level: str = "INFO", heartbeat_timeout: float = 15.0,
                  journal_durability: str = "normal", client_address: Optional[str] = None,
-                 log_file: Optional[str] = None,
+                 log_file: Optional[str] = None, tcp_address: Optional[str] = None,
                  on_event: Optional[Callable[[dict], None]] = None):
         self.data_dir = Path(data_dir)
         self.run_dir = Path(run_dir)
         self.log_level = log_level
         self.log_file = log_file
         self.journal = Journal(self.data_dir / "journal.sqlite", durability=journal_durability)
-        self.bus = EngineBus(self.run_dir, client_address=client_address)
+        self.bus = EngineBus(self.run_dir, client_address=client_address, tcp_address=tcp_address,
+                             data_dir=self.data_dir)
         self.supervisor = Supervisor(heartbeat_timeout=heartbeat_timeout)
         self.accounts: dict[str, AccountRuntime] = {}
         for document in documents:
@@ -144,7 +145,8 @@ class Engine:
         if self._poller is None or sentinels.keys() != self._polled_sentinels:
             self._poller = zmq.Poller()
             self._poller.register(self.bus.from_workers.socket, zmq.POLLIN)
-            self._poller.register(self.bus.router, zmq.POLLIN)
+            for router in self.bus.routers:
+                self._poller.register(router, zmq.POLLIN)
             self._poller.register(self.bus.pub, zmq.POLLIN)
             for fd in sentinels:
                 self._poller.register(fd, zmq.POLLIN)

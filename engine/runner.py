@@ -103,7 +103,7 @@ def check_not_running(data_dir: Path) -> None:
 def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
           strategies: Optional[list[str]] = None, strategy_params: Optional[dict] = None,
           no_demo: bool = False, duration: Optional[float] = None, log_level: str = "INFO",
-          show_bars: bool = True, heartbeat_timeout: float = 15.0,
+          show_bars: bool = True, heartbeat_timeout: float = 15.0, listen: Optional[str] = None,
           echo: Callable[[str], None] = print) -> int:
     """Run the engine until Ctrl-C, SIGTERM, ``maotrade stop`` or ``duration`` seconds."""
     check_not_running(data_dir)
@@ -133,7 +133,7 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
         load_strategy_class(target)
     run_dir = make_run_dir(data_dir)
     engine = Engine(documents, data_dir, run_dir, log_level=log_level, log_file=str(log_path),
-                    heartbeat_timeout=heartbeat_timeout,
+                    heartbeat_timeout=heartbeat_timeout, tcp_address=listen,
                     on_event=ConsolePrinter(show_bars=show_bars))
     stop_signals = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
     strategy_processes = []
@@ -141,7 +141,8 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
         engine.start()
         engine_file(data_dir).write_text(json.dumps({
             "pid": os.getpid(), "client_address": engine.bus.client_address,
-            "pub_address": engine.bus.pub_address, "accounts": accounts, "started": time.time()}))
+            "pub_address": engine.bus.pub_address, "tcp_address": engine.bus.tcp_address,
+            "accounts": accounts, "started": time.time()}))
         for sig in stop_signals:
             signal.signal(sig, lambda *_: engine.stop())
         ctx = process_context()
@@ -154,6 +155,8 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
             process.start()
             strategy_processes.append(process)
             echo(f"strategy {target} started (pid {process.pid})")
+        if engine.bus.tcp_address:
+            echo(f"clients over tcp at {engine.bus.tcp_address} (CurveZMQ keys required)")
         echo(f"engine running (pid {os.getpid()}); logs in {log_path}; Ctrl-C to stop")
         deadline = time.monotonic() + duration if duration else None
         engine.run(until=(lambda: time.monotonic() >= deadline) if deadline else None)

@@ -77,9 +77,11 @@ import zmq
 from maotrade.config import AccountSettings, BrokerSettings, parse_settings
 from maotrade.errors import (InvalidOrder, MAOTradeError, OperationalError, ProtocolError,
                              TemporaryError)
+from maotrade.log import redact_text, register_secret
 from maotrade.messages import ConnectionState, EngineToWorker as In, WorkerToEngine as Out, message
 from maotrade.order import BaseOrder, Fill, OrderStatus
 from maotrade.queues import MessageQueue
+from maotrade.secrets import secret_values
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +136,8 @@ class BaseAccountManager(abc.ABC):
                                                 f"account {self.account_id} accountConfig")
                                  if self.account_settings_model else None)
         self.runtime: dict = config.get("runtime") or {}
+        for value in secret_values(config.get("accountConfig") or {}):
+            register_secret(value)
         self.epic_mapping: dict[str, str] = dict(config.get("epicMapping") or {})
         self.epic_from_broker: dict[str, str] = {v: k for k, v in self.epic_mapping.items()}
         self.in_queue = in_queue
@@ -268,13 +272,13 @@ class BaseAccountManager(abc.ABC):
             return
         self._pending.pop(order.client_order_id, None)
         self.out_queue.put(message(Out.ORDER_RESPONSE, account=self.account_id, order=_wire(order),
-                                   fill=None, request=kind, refused=reason))
+                                   fill=None, request=kind, refused=redact_text(reason)))
 
     def send_order_unknown(self, order: BaseOrder, reason: str) -> None:
         """Tell the engine this order's outcome cannot be determined now (never resend it)."""
         self._pending.pop(order.client_order_id, None)
         self.out_queue.put(message(Out.ORDER_RESPONSE, account=self.account_id, order=_wire(order),
-                                   fill=None, request=In.ORDER_STATUS_REQUEST, unknown=reason))
+                                   fill=None, request=In.ORDER_STATUS_REQUEST, unknown=redact_text(reason)))
 
     def send_order_not_found(self, order: BaseOrder) -> None:
         """Answer a status request: the broker has no order with this client order id."""
@@ -292,11 +296,11 @@ class BaseAccountManager(abc.ABC):
 
     def send_account_disconnected(self, reason: str) -> None:
         """Tell the engine this account is disconnected for good (retries exhausted)."""
-        self.out_queue.put(message(Out.ACCOUNT_DISCONNECTED, account=self.account_id, reason=reason))
+        self.out_queue.put(message(Out.ACCOUNT_DISCONNECTED, account=self.account_id, reason=redact_text(reason)))
 
     def send_error(self, reason: str, request: Optional[dict] = None) -> None:
         """Report a failed non-order request in one line."""
-        self.out_queue.put(message(Out.ERROR, account=self.account_id, reason=reason,
+        self.out_queue.put(message(Out.ERROR, account=self.account_id, reason=redact_text(reason),
                                    request=(request or {}).get("type")))
 
     # ------------------------------------------------------------------ epic mapping
@@ -388,7 +392,7 @@ class BaseAccountManager(abc.ABC):
     def _set_state(self, state: str, reason: str = "") -> None:
         self.connection_state = state
         self.out_queue.put(message(Out.CONNECTION, account=self.account_id, state=state,
-                                   reason=reason, attempt=self._reconnect_attempt))
+                                   reason=redact_text(reason), attempt=self._reconnect_attempt))
 
     def _run_init(self) -> bool:
         try:

@@ -56,21 +56,24 @@ def main() -> None:
 @click.option("--no-demo", is_flag=True, help="With the embedded config service, do not run the demo strategy.")
 @click.option("--duration", type=float, metavar="SECONDS", help="Stop by itself after this many seconds.")
 @click.option("--no-bars", is_flag=True, help="Do not print completed bars.")
+@click.option("--listen", metavar="tcp://HOST:PORT",
+              help="Also accept clients over tcp; they must present a CurveZMQ key authorized with "
+                   "`maotrade keys add` (ipc clients on this host need none).")
 @click.option("--heartbeat-timeout", default=15.0, show_default=True, metavar="SECONDS",
               help="Restart a worker silent for this long.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Level of the log file (the console shows warnings and above).")
 @data_dir_option
-def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, heartbeat_timeout, log_level,
-          data_dir) -> None:
+def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, listen, heartbeat_timeout,
+          log_level, data_dir) -> None:
     """Run the engine for one or more accounts until Ctrl-C, SIGTERM or `maotrade stop`."""
     from engine.runner import start as run
 
     try:
         code = run(list(accounts), _data_dir(data_dir), config_url=config_url, strategies=list(strategies),
                    strategy_params=_parse_params(params), no_demo=no_demo, duration=duration,
-                   log_level=log_level, show_bars=not no_bars, heartbeat_timeout=heartbeat_timeout,
+                   log_level=log_level, show_bars=not no_bars, heartbeat_timeout=heartbeat_timeout, listen=listen,
                    echo=click.echo)
     except MAOTradeError as exc:
         _fail(exc)
@@ -282,6 +285,28 @@ def reconcile(account, adopt_id, ignore_id, as_json, data_dir) -> None:
     for entry in answer["audit"][-10:]:
         click.echo(f"audit {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(entry['time'] / 1000))} "
                    f"{entry['action']} {json.dumps(entry['detail'], sort_keys=True)}")
+
+
+@main.group(context_settings=CONTEXT)
+def keys() -> None:
+    """CurveZMQ keys for clients that connect to the engine over tcp (`start --listen`)."""
+
+
+@keys.command("add", context_settings=CONTEXT)
+@click.argument("name")
+@data_dir_option
+def keys_add(name, data_dir) -> None:
+    """Make and authorize a key pair for client NAME; print the files to give it."""
+    from engine.curve import add_client, curve_dir, server_keys
+
+    path = _data_dir(data_dir)
+    server_keys(path)
+    try:
+        secret = add_client(path, name)
+    except MAOTradeError as exc:
+        _fail(exc)
+    click.echo(f"client key (keep secret): {secret}")
+    click.echo(f"engine public key:        {curve_dir(path) / 'server.key'}")
 
 
 # -- admin ---------------------------------------------------------------------------------------

@@ -20,7 +20,10 @@ CLIENT_RCVHWM = 8  # frames (of at most a few thousand messages each)
 class EngineClient:
     """Connection to a running engine (one owner thread)."""
 
-    def __init__(self, address: str, name: str = "", ctx: Optional[zmq.Context] = None):
+    def __init__(self, address: str, name: str = "", ctx: Optional[zmq.Context] = None,
+                 curve: Optional[dict] = None):
+        """Connect to ``address``. Over tcp, ``curve`` is required: ``{"server_public":
+        bytes, "public": bytes, "secret": bytes}`` (Z85 keys, as made by ``maotrade keys``)."""
         self.address = address
         self.name = name
         self._own_ctx = ctx is None
@@ -30,6 +33,10 @@ class EngineClient:
         # A bounded queue: a client that reads slowly pushes back on the engine, which then
         # conflates its market data instead of buffering without limit.
         self.socket.setsockopt(zmq.RCVHWM, CLIENT_RCVHWM)
+        if curve:
+            self.socket.curve_serverkey = curve["server_public"]
+            self.socket.curve_publickey = curve["public"]
+            self.socket.curve_secretkey = curve["secret"]
         self.socket.connect(address)
         self._outbox: list[dict] = []
         self._inbox: list[dict] = []

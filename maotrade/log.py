@@ -21,15 +21,19 @@ def register_secret(value: str) -> None:
             _secrets.add(value)
 
 
+def redact_text(text: str) -> str:
+    """Return ``text`` with every registered secret replaced by ``***``."""
+    for secret in tuple(_secrets):
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
 class RedactingFormatter(logging.Formatter):
     """Formatter that replaces every registered secret with ``***``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        for secret in tuple(_secrets):
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text.replace("\n", " | ")
+        return redact_text(super().format(record)).replace("\n", " | ")
 
 
 FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s"

@@ -93,7 +93,8 @@ class EngineProcess:
 
     def output(self) -> str:
         """What the engine printed so far."""
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return Path(self.log.name).read_text()
 
     def status(self) -> dict:
