@@ -22,3 +22,14 @@ def paper_worker(tmp_path):
     with WorkerHarness(paper_document(), tmp_path) as harness:
         harness.wait_type("init_result", timeout=20)
         yield harness
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the fault-injection figures when fault tests ran."""
+    from tests.faultstats import totals
+    passed = [r for r in terminalreporter.stats.get("passed", []) if "fault" in r.keywords]
+    if passed:
+        terminalreporter.write_line(
+            f"fault suite: {len(passed)} cases passed, {totals['faults']} faults injected, "
+            f"{totals['orders']} orders checked against the broker's record, "
+            f"{totals['discrepancies']} discrepancies")

@@ -10,6 +10,7 @@ import psutil
 import pytest
 from cryptography.fernet import Fernet
 
+from tests import faultstats
 from tests.engine_kit import AdminService, EngineProcess
 from tests.kit import wait_until
 
@@ -129,6 +130,7 @@ def test_worker_killed_is_restarted_and_resynced_with_no_order_lost_or_twice(eng
         if cid not in broker:
             assert order["status"] == "REJECTED", f"{cid} unknown to the broker but {order['status']}"
     assert all(count == 1 for _, count in fills), fills
+    faultstats.record(faults=1, orders=len(engine_orders))
     if during["status"] == "REJECTED":
         assert "account 501 is" in during["reason"]
     expected = sum(o["filled_qty"] for o in broker.values() if o["epic"] == "EURUSD")

@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 from cryptography.fernet import Fernet
 
+from tests import faultstats
 from tests.engine_kit import AdminService, EngineProcess
 from tests.kit import wait_until
 
@@ -85,6 +86,7 @@ def test_engine_killed_at_each_point_recovers_to_the_broker_state(point, admin, 
         exec_ids = [e for e, _ in fills]
         assert len(exec_ids) == len(set(exec_ids)) == sum(1 for o in broker_orders.values() if o["filled_qty"])
         assert positions.get("EURUSD", 0) == pytest.approx(book["positions"]["EURUSD"]["qty"])
+        faultstats.record(faults=1, orders=len(orders))
         if point in ("before_journal", "after_journal"):
             assert "o3" not in broker_orders
         elif point != "after_dispatch":  # after dispatch the frame may or may not have left

@@ -11,6 +11,7 @@ import psutil
 import pytest
 from cryptography.fernet import Fernet
 
+from tests import faultstats
 from tests.engine_kit import AdminService, EngineProcess
 from tests.kit import wait_until
 
@@ -74,6 +75,7 @@ def test_outage_refuses_orders_marks_data_stale_then_recovers_in_one_step(admin,
         states = [e["state"] for e in events(engine, "account_status", mark)]
         assert states.index("syncing") < states.index("ready"), states
         round_trip(engine, "701", "after")
+        faultstats.record(faults=1, orders=3)
         assert engine.account_status("701")["stale_data"] == []
         assert engine.interrupt() == 0
     finally:
@@ -102,6 +104,7 @@ def test_hung_worker_never_delays_another_account_and_is_restarted(admin, env, t
         resolved = engine.wait_order("to-hung", {"FILLED", "REJECTED"})
         assert resolved["status"] in ("FILLED", "REJECTED")
         round_trip(engine, "711", "after-restart")
+        faultstats.record(faults=1, orders=22)
         assert engine.interrupt() == 0
     finally:
         engine.kill()
@@ -129,5 +132,6 @@ def test_flooding_worker_and_slow_strategy_never_block_orders(admin, env, tmp_pa
         assert engine.interrupt() == 0
         orders = [json.loads(line) for line in record.read_text().splitlines()]
         assert [o["status"] for o in orders if o["event"] == "order"][-1] == "FILLED"
+        faultstats.record(faults=2, orders=21)
     finally:
         engine.kill()

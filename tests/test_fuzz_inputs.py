@@ -18,6 +18,7 @@ from maotrade.config import parse_document
 from maotrade.errors import ConfigError, ProtocolError
 from maotrade.messages import ClientToEngine, EngineToWorker, WorkerToEngine, unpack_batch
 from maotrade.queues import MessageQueue
+from tests import faultstats
 from tests.conftest import paper_document
 
 pytestmark = pytest.mark.fault
@@ -59,6 +60,7 @@ EXAMPLES = settings(max_examples=60, deadline=None, suppress_health_check=list(H
 @EXAMPLES
 @given(body=fields, account=st.sampled_from(["900", "900", "900", "nope", 900]))
 def test_engine_survives_any_worker_message(engine, kind, body, account):
+    faultstats.record(faults=1)
     engine._guard(engine._on_worker_message, {**body, "type": kind, "account": account})
 
 
@@ -66,6 +68,7 @@ def test_engine_survives_any_worker_message(engine, kind, body, account):
 @EXAMPLES
 @given(body=fields, account=st.sampled_from(["900", "900", "nope", None]))
 def test_engine_survives_any_client_message(engine, kind, body, account):
+    faultstats.record(faults=1)
     session = ClientSession(b"fuzzer", "fuzzer")
     engine._guard(engine._on_client_message, {**body, "type": kind, "account": account}, session)
 
@@ -103,6 +106,7 @@ def paper(tmp_path_factory):
 @given(body=fields)
 def test_account_manager_survives_any_engine_message(paper, kind, body):
     manager, sink = paper
+    faultstats.record(faults=1)
     manager._dispatch({**body, "type": kind})
     manager.out_queue.flush()
     sink.drain()
@@ -112,6 +116,7 @@ def test_account_manager_survives_any_engine_message(paper, kind, body):
 @FUZZ
 @given(frame=st.one_of(st.binary(max_size=200), values.map(lambda v: msgpack.packb(v, use_bin_type=True))))
 def test_frame_decoder_returns_messages_or_protocol_error(frame):
+    faultstats.record(faults=1)
     try:
         batch = unpack_batch(frame)
     except ProtocolError:

@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 from cryptography.fernet import Fernet
 
+from tests import faultstats
 from tests.engine_kit import AdminService, EngineProcess, run_cli
 
 pytestmark = pytest.mark.fault
@@ -56,6 +57,7 @@ def test_broker_side_changes_are_recorded_shown_adopted_and_audited(tmp_path):
         assert ignored.returncode == 0
         after = json.loads(run_cli("reconcile", "--account", "801", "--json", "--data-dir", str(data)).stdout)
         assert after["discrepancies"] == []
+        faultstats.record(faults=2, orders=1)
         assert [(a["action"], a["detail"]["key"]) for a in after["audit"]] == [
             ("reconcile_adopt", "GBPUSD"), ("reconcile_ignore", "EURUSD")]
         assert all(a["detail"]["by"].startswith("cli:") for a in after["audit"])
