@@ -1,7 +1,11 @@
 """Dropped connections, IB connectivity codes and a duplicate clientId."""
+import pytest
+
 from maotrade.messages import EngineToWorker as In
 from tests.ib.conftest import ib_document
 from tests.kit import WorkerHarness, wait_until
+
+pytestmark = pytest.mark.fault
 
 
 def _fills_of(worker, client_order_id):
