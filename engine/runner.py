@@ -104,6 +104,7 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
           strategies: Optional[list[str]] = None, strategy_params: Optional[dict] = None,
           no_demo: bool = False, duration: Optional[float] = None, log_level: str = "INFO",
           show_bars: bool = True, heartbeat_timeout: float = 15.0, listen: Optional[str] = None,
+          durability: str = "normal",
           echo: Callable[[str], None] = print) -> int:
     """Run the engine until Ctrl-C, SIGTERM, ``maotrade stop`` or ``duration`` seconds."""
     check_not_running(data_dir)
@@ -134,6 +135,7 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
     run_dir = make_run_dir(data_dir)
     engine = Engine(documents, data_dir, run_dir, log_level=log_level, log_file=str(log_path),
                     heartbeat_timeout=heartbeat_timeout, tcp_address=listen,
+                    journal_durability=durability,
                     on_event=ConsolePrinter(show_bars=show_bars))
     stop_signals = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
     strategy_processes = []

@@ -59,14 +59,17 @@ def main() -> None:
 @click.option("--listen", metavar="tcp://HOST:PORT",
               help="Also accept clients over tcp; they must present a CurveZMQ key authorized with "
                    "`maotrade keys add` (ipc clients on this host need none).")
+@click.option("--durability", type=click.Choice(["normal", "full"]), default="normal", show_default=True,
+              help="Journal commits: normal survives a killed process; full also survives power loss "
+                   "(an fsync per order).")
 @click.option("--heartbeat-timeout", default=15.0, show_default=True, metavar="SECONDS",
               help="Restart a worker silent for this long.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Level of the log file (the console shows warnings and above).")
 @data_dir_option
-def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, listen, heartbeat_timeout,
-          log_level, data_dir) -> None:
+def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, listen, durability,
+          heartbeat_timeout, log_level, data_dir) -> None:
     """Run the engine for one or more accounts until Ctrl-C, SIGTERM or `maotrade stop`."""
     from engine.runner import start as run
 
@@ -74,6 +77,7 @@ def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, 
         code = run(list(accounts), _data_dir(data_dir), config_url=config_url, strategies=list(strategies),
                    strategy_params=_parse_params(params), no_demo=no_demo, duration=duration,
                    log_level=log_level, show_bars=not no_bars, heartbeat_timeout=heartbeat_timeout, listen=listen,
+                   durability=durability,
                    echo=click.echo)
     except MAOTradeError as exc:
         _fail(exc)
