@@ -4,9 +4,11 @@
   worker's out_queue connects to (ZeroMQ queues fairly across workers, so a flooding
   worker cannot starve another).
 - Clients (strategies, CLI, API): one ROUTER. Each client has a ``ClientSession`` whose
-  outgoing messages leave as one frame per engine turn. When a client is slow (its
-  high-water mark is reached) order and account messages wait in a backlog, never
-  dropped, and market data is conflated to the latest bar per (account, epic, time frame).
+  outgoing messages leave in frames of at most ``MAX_FRAME_MESSAGES`` per engine turn.
+  When a client is slow (its high-water mark is reached) order and account messages wait
+  in a backlog, never dropped; completed bars wait too, up to ``MAX_QUEUED_BARS``; forming
+  bars, and completed bars beyond that, are conflated to the latest per (account, epic,
+  time frame).
 - Observers: one PUB carrying every event with a sequence number; a gap in ``seq`` tells
   a subscriber it lost messages (PUB drops at its high-water mark by design).
 """
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 # engine starts conflating its market data.
 CLIENT_HWM = 8
 MAX_FRAME_MESSAGES = 2000
+# A blocked client's completed bars wait (in order) up to this many; beyond, they conflate too.
+MAX_QUEUED_BARS = 200_000
 PUB_HWM = 100_000
 MARKET_DATA = "market_data"
 
@@ -43,6 +47,8 @@ class ClientSession:
         self.name = name
         self.subscriptions: set[tuple[str, str, int]] = set()
         self.outbox: list[dict] = []
+        self.data_outbox: list[dict] = []
+        self.data_backlog: deque[dict] = deque()
         self.backlog: deque[dict] = deque()
         self.conflated: dict[tuple, dict] = {}
         self.conflated_count = 0
@@ -51,9 +57,24 @@ class ClientSession:
     def put(self, msg: dict) -> None:
         """Queue a message for this client's next frame (a blocked client's bars conflate at once)."""
         if self.blocked and msg.get("type") == MARKET_DATA:
-            self._conflate(msg)
+            self._hold(msg)
         else:
             self.outbox.append(msg)
+
+    def put_data(self, msg: dict) -> None:
+        """Queue one market-data message (the hot path: no type check)."""
+        if self.blocked:
+            self._hold(msg)
+        else:
+            self.data_outbox.append(msg)
+
+    def _hold(self, msg: dict) -> None:
+        # Completed bars are what strategies compute on: keep them in order while there is
+        # room. Forming bars only matter as the latest value.
+        if msg.get("completed") and len(self.data_backlog) < MAX_QUEUED_BARS:
+            self.data_backlog.append(msg)
+        else:
+            self._conflate(msg)
 
     def _conflate(self, msg: dict) -> None:
         key = (msg.get("account"), msg.get("epic"), msg.get("time_frame"))
@@ -64,27 +85,33 @@ class ClientSession:
     @property
     def waiting(self) -> bool:
         """True if anything is queued."""
-        return bool(self.outbox or self.backlog or self.conflated)
+        return bool(self.outbox or self.data_outbox or self.backlog or self.data_backlog or self.conflated)
 
     def take_frame(self) -> list[dict]:
         """Return everything due, reliable messages first in order, then market data."""
-        reliable = list(self.backlog)
+        frame = list(self.backlog)
         self.backlog.clear()
-        data = list(self.conflated.values())
-        self.conflated.clear()
         for msg in self.outbox:
             if msg.get("type") == MARKET_DATA:
-                data.append(msg)
+                self.data_outbox.append(msg)
             else:
-                reliable.append(msg)
+                frame.append(msg)
         self.outbox = []
-        return reliable + data
+        if self.data_backlog:
+            frame.extend(self.data_backlog)
+            self.data_backlog.clear()
+        if self.conflated:
+            frame.extend(self.conflated.values())
+            self.conflated.clear()
+        frame.extend(self.data_outbox)
+        self.data_outbox = []
+        return frame
 
     def give_back(self, messages: list[dict]) -> None:
         """Keep messages the socket would not take: reliable ones in order, bars conflated."""
         for msg in messages:
             if msg.get("type") == MARKET_DATA:
-                self._conflate(msg)
+                self._hold(msg)
             else:
                 self.backlog.append(msg)
 
@@ -126,6 +153,7 @@ class EngineBus:
             self.tcp_address = tcp.getsockopt_string(zmq.LAST_ENDPOINT)
             self.routers.append(tcp)
         self.clients: dict[bytes, ClientSession] = {}
+        self.gone: list[ClientSession] = []  # sessions dropped since the engine last looked
         self.malformed_client_frames = 0
 
     def _make_router(self) -> zmq.Socket:
@@ -200,6 +228,7 @@ class EngineBus:
                     if exc.errno == zmq.EHOSTUNREACH:
                         log.info("event=client_gone client=%s", session.name or identity.hex())
                         self.clients.pop(identity, None)
+                        self.gone.append(session)
                         break
                     raise
             else:

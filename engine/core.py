@@ -95,6 +95,8 @@ class Engine:
         self._strategy_names: dict[str, bytes] = {}
         self._poller: Optional[zmq.Poller] = None
         self.stale = StaleDataMonitor()
+        # (account, epic, time_frame) -> sessions subscribed: the market-data hot path's index.
+        self.subscribers: dict[tuple, list[ClientSession]] = {}
         self._next_stale_check = 0.0
         self._polled_sentinels: set = set()
 
@@ -158,10 +160,12 @@ class Engine:
         budget_end = time.perf_counter() + WORKER_BUDGET_S
         while True:
             batch = self.bus.from_workers.drain(max_frames=1)
-            for msg in batch:
-                self._guard(self._on_worker_message, msg)
+            self._on_worker_batch(batch)
             if not batch or time.perf_counter() > budget_end:
                 break
+        for session in self.bus.gone:
+            self._drop_session(session)
+        self.bus.gone.clear()
         for session, msg in self.bus.receive_clients():
             self._guard(self._on_client_message, msg, session)
         for account, event in self.supervisor.check():
@@ -190,7 +194,24 @@ class Engine:
         if args and isinstance(args[0], ClientSession):
             args[0].put(message(ToClient.ERROR, reason=reason, request=msg.get("type")))
 
-    # -- workers ----------------------------------------------------------------------------
+    # -- workers ----
+    def _on_worker_batch(self, batch: list[dict]) -> None:
+        """Apply one frame from a worker; bars take a fast path, everything else the general one."""
+        now = time.monotonic()
+        heard = set()
+        for msg in batch:
+            if msg.get("type") == FromWorker.MARKET_DATA:
+                try:
+                    account = msg["account"]
+                    if account not in heard:
+                        heard.add(account)
+                        self.supervisor.heard_from(account)
+                    self._on_bar(self.accounts[account], msg, now)
+                except (KeyError, TypeError, ValueError) as exc:
+                    self._refuse(msg, ProtocolError(f"malformed market data ({type(exc).__name__}: {exc})"), ())
+            else:
+                self._guard(self._on_worker_message, msg)
+
     def _on_worker_message(self, msg: dict) -> None:
         account = str(msg.get("account", ""))
         runtime = self.accounts.get(account)
@@ -280,20 +301,23 @@ class Engine:
         self._notify_order(order, outcome, request=msg.get("request"))
 
     def _on_market_data(self, runtime: AccountRuntime, msg: dict) -> None:
-        epic, time_frame = msg.get("epic"), msg.get("time_frame")
-        if msg.get("close") is not None:
-            runtime.last_price[epic] = msg["close"]
-        key = (runtime.account, epic, time_frame)
-        if self.stale.seen(key, time.monotonic()):
+        self._on_bar(runtime, msg, time.monotonic())
+
+    def _on_bar(self, runtime: AccountRuntime, msg: dict, now: float) -> None:
+        key = (runtime.account, msg["epic"], msg["time_frame"])
+        close = msg.get("close")
+        if close is not None:
+            runtime.last_price[key[1]] = close
+        if self.stale.seen(key, now):
             log.info("event=stale_data_cleared account=%s epic=%s time_frame=%s", *key)
             self._notify_stale(key, False)
-        for session in self.bus.sessions():
-            if key in session.subscriptions:
-                session.put(msg)
+        sessions = self.subscribers.get(key)
+        if sessions:
+            for session in sessions:
+                session.put_data(msg)
         if msg.get("replay_seq") is not None:
-            self.replay.on_bar(runtime.account, msg["replay_seq"],
-                               [s.identity for s in self.bus.sessions() if key in s.subscriptions])
-        if msg.get("completed"):
+            self.replay.on_bar(runtime.account, msg["replay_seq"], [s.identity for s in sessions or ()])
+        if msg.get("completed") and (self.on_event is not None or self.bus.observers):
             self._emit(msg)
 
     def _check_stale(self) -> None:
@@ -403,6 +427,10 @@ class Engine:
         log.info("event=client_hello name=%s", session.name)
 
     def _on_bye(self, session: ClientSession, msg: dict) -> None:
+        self._drop_session(session)
+
+    def _drop_session(self, session: ClientSession) -> None:
+        """Forget a client that said goodbye or vanished: its subscriptions end."""
         for account, epic, time_frame in list(session.subscriptions):
             self._unsubscribe(session, account, epic, time_frame)
         self.bus.clients.pop(session.identity, None)
@@ -428,6 +456,7 @@ class Engine:
         if key in session.subscriptions:
             return
         session.subscriptions.add(key)
+        self.subscribers.setdefault(key, []).append(session)
         count = runtime.subscriptions.get((epic, time_frame), 0)
         runtime.subscriptions[(epic, time_frame)] = count + 1
         if count == 0:
@@ -445,6 +474,9 @@ class Engine:
         if key not in session.subscriptions:
             return
         session.subscriptions.discard(key)
+        listeners = self.subscribers.get(key, [])
+        if session in listeners:
+            listeners.remove(session)
         runtime = self.accounts[account]
         count = runtime.subscriptions.get((epic, time_frame), 1) - 1
         if count <= 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-import msgpack
+import msgspec
 
 from maotrade.errors import ProtocolError
 
@@ -105,9 +105,14 @@ def message(msg_type: str, **fields: Any) -> dict:
     return fields
 
 
+# msgspec writes and reads standard msgpack (the same bytes as msgpack-python) 2-3x faster.
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder()
+
+
 def pack_batch(messages: Iterable[dict]) -> bytes:
     """Encode messages as one frame (a msgpack array of maps)."""
-    return msgpack.packb(list(messages), use_bin_type=True)
+    return _encoder.encode(messages if isinstance(messages, list) else list(messages))
 
 
 def unpack_batch(frame: bytes) -> list[dict]:
@@ -119,17 +124,17 @@ def unpack_batch(frame: bytes) -> list[dict]:
     if len(frame) > MAX_FRAME_BYTES:
         raise ProtocolError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME_BYTES}")
     try:
-        batch = msgpack.unpackb(frame, raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        batch = _decoder.decode(frame)
+    except (msgspec.DecodeError, ValueError, TypeError) as exc:
         raise ProtocolError(f"undecodable frame ({type(exc).__name__}: {exc})") from exc
     if isinstance(batch, dict):
         batch = [batch]
     if not isinstance(batch, list):
         raise ProtocolError(f"frame is a {type(batch).__name__}, not an array of messages")
     for item in batch:
-        if not isinstance(item, dict):
-            raise ProtocolError(f"message is a {type(item).__name__}, not a map")
-        if not isinstance(item.get("type"), str):
+        if type(item) is not dict or type(item.get("type")) is not str:
+            if not isinstance(item, dict):
+                raise ProtocolError(f"message is a {type(item).__name__}, not a map")
             raise ProtocolError("message has no string 'type'")
     return batch
 
