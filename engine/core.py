@@ -18,7 +18,9 @@ import zmq
 
 from engine.bus import ClientSession, EngineBus
 from engine.journal import Journal
+from engine.ops import Operations
 from engine.orders import Dispatch, OrderOutcome, OrderRouter
+from engine.risk import RiskSettings
 from engine.supervisor import Supervisor
 from maotrade.errors import InvalidOrder, MAOTradeError, ProtocolError
 from maotrade.messages import (ClientToEngine as FromClient, EngineToClient as ToClient,
@@ -67,7 +69,8 @@ class Engine:
                  log_level: str = "INFO", heartbeat_timeout: float = 15.0,
                  journal_durability: str = "normal", client_address: Optional[str] = None,
                  log_file: Optional[str] = None,
-                 on_event: Optional[Callable[[dict], None]] = None):
+                 on_event: Optional[Callable[[dict], None]] = None,
+                 risk_settings: Optional[RiskSettings] = None):
         self.data_dir = Path(data_dir)
         self.run_dir = Path(run_dir)
         self.log_level = log_level
@@ -79,7 +82,9 @@ class Engine:
         for document in documents:
             account = str(document["idAccount"])
             self.accounts[account] = AccountRuntime(account, document)
-        self.router = OrderRouter(self.journal, self._not_ready_reason, self._document)
+        self.ops = Operations(self, risk_settings)
+        self.router = OrderRouter(self.journal, self._not_ready_reason, self._document,
+                                  risk_check=self.ops.risk_check)
         self.on_event = on_event
         self.started = time.time()
         self.running = False
@@ -119,6 +124,7 @@ class Engine:
         for runtime in self.accounts.values():
             runtime.state = AccountState.STOPPED
         self.bus.close()
+        self.ops.close()
         self.journal.close()
         self.running = False
         log.info("event=engine_stopped")
@@ -317,6 +323,7 @@ class Engine:
             FromClient.STATUS_REQUEST: lambda s, m: s.put(message(ToClient.STATUS, status=self.status())),
             FromClient.STOP_ENGINE: self._on_stop_engine,
             FromClient.BYE: self._on_bye,
+            **self.ops.client_handlers(),
         }
 
     def _on_hello(self, session: ClientSession, msg: dict) -> None:
