@@ -300,7 +300,13 @@ class RiskEngine:
             "refused": {a: dict(c) for a, c in self.refused.items()},
             "refused_total": sum(sum(c.values()) for c in self.refused.values()),
             "passed": self.passed,
+            "recent_orders": {scope: self.recent(scope) for scope in [*accounts, "*"]},
         }
+
+    def recent(self, scope: str) -> int:
+        """Orders of ``scope`` that passed within its current rate window."""
+        cutoff = self._clock() - self.limits(scope).rate_window_s
+        return sum(1 for t in self._times.get(scope, ()) if t > cutoff)
 
 
 def _pending_same_side(orders: list[BaseOrder], qty: float) -> float:
