@@ -60,7 +60,9 @@ class RiskState:
     def __init__(self, path: Path):
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self._baselines: dict[tuple[str, str], float] = {}
 
     def load(self, risk: RiskEngine) -> None:
         """Restore kill switch modes and overrides into ``risk``."""
@@ -83,10 +85,15 @@ class RiskState:
 
     def baseline(self, account: str, day: str, current: float) -> float:
         """The account's P&L when ``day`` began for the engine (``current`` if first asked now)."""
+        cached = self._baselines.get((account, day))
+        if cached is not None:
+            return cached
         self.db.execute("INSERT OR IGNORE INTO day_baseline (account, day, pnl) VALUES (?, ?, ?)",
                         (account, day, current))
-        return self.db.execute("SELECT pnl FROM day_baseline WHERE account = ? AND day = ?",
-                               (account, day)).fetchone()[0]
+        value = self.db.execute("SELECT pnl FROM day_baseline WHERE account = ? AND day = ?",
+                                (account, day)).fetchone()[0]
+        self._baselines[(account, day)] = value
+        return value
 
     def close(self) -> None:
         """Close the file."""
