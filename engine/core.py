@@ -20,9 +20,11 @@ from engine.bus import ClientSession, EngineBus
 from engine.faults import failpoint
 from engine.staleness import StaleDataMonitor
 from engine.journal import Journal
+from engine.ops import Operations
 from engine.orders import Dispatch, OrderOutcome, OrderRouter
 from engine.reconcile import apply_action, find_differences
 from engine.replay import ReplayGate
+from engine.risk import RiskSettings
 from engine.supervisor import Supervisor
 from maotrade.errors import InvalidOrder, MAOTradeError, ProtocolError
 from maotrade.messages import (ClientToEngine as FromClient, EngineToClient as ToClient,
@@ -72,7 +74,8 @@ class Engine:
                  log_level: str = "INFO", heartbeat_timeout: float = 15.0,
                  journal_durability: str = "normal", client_address: Optional[str] = None,
                  log_file: Optional[str] = None, tcp_address: Optional[str] = None,
-                 on_event: Optional[Callable[[dict], None]] = None):
+                 on_event: Optional[Callable[[dict], None]] = None,
+                 risk_settings: Optional[RiskSettings] = None):
         self.data_dir = Path(data_dir)
         self.run_dir = Path(run_dir)
         self.log_level = log_level
@@ -85,7 +88,9 @@ class Engine:
         for document in documents:
             account = str(document["idAccount"])
             self.accounts[account] = AccountRuntime(account, document)
-        self.router = OrderRouter(self.journal, self._not_ready_reason, self._document)
+        self.ops = Operations(self, risk_settings)
+        self.router = OrderRouter(self.journal, self._not_ready_reason, self._document,
+                                  risk_check=self.ops.risk_check)
         self.replay = ReplayGate(lambda account, msg: self.bus.open_worker_queue(account).put(msg))
         self.on_event = on_event
         self.started = time.time()
@@ -132,6 +137,7 @@ class Engine:
         for runtime in self.accounts.values():
             runtime.state = AccountState.STOPPED
         self.bus.close()
+        self.ops.close()
         self.journal.close()
         self.running = False
         log.info("event=engine_stopped")
@@ -414,6 +420,7 @@ class Engine:
             FromClient.BYE: self._on_bye,
             FromClient.BAR_ACK: lambda s, m: self.replay.on_ack(s.identity, self._runtime(m).account,
                                                                 m.get("replay_seq")),
+            **self.ops.client_handlers(),
         }
 
     def _on_hello(self, session: ClientSession, msg: dict) -> None:

@@ -14,11 +14,13 @@ from typing import Callable, Optional
 import psutil
 
 from engine.admin.server import EmbeddedAdminServer, load_or_create_token, open_registry
+from engine.api.server import ApiServer
 from engine.config_client import ConfigClient, decrypted_config
 from engine.console import ConsolePrinter
 from engine.core import Engine
 from engine.loader import load_broker_class, load_strategy_class
 from engine.paths import conf_dir, engine_file, make_run_dir
+from engine.risk import load_settings as load_risk_settings
 from engine.strategy_host import run_strategy_process
 from engine.supervisor import process_context
 from maotrade.errors import ConfigError
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 DEMO_STRATEGY = "maotrade.examples.demo:DemoStrategy"
 DEMO_REGISTRY = "demo-registry.json"
+RISK_SETTINGS = "risk.json"
 
 
 def seed_if_empty(data_dir: Path, echo: Callable[[str], None]) -> None:
@@ -104,10 +107,17 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
           strategies: Optional[list[str]] = None, strategy_params: Optional[dict] = None,
           no_demo: bool = False, duration: Optional[float] = None, log_level: str = "INFO",
           show_bars: bool = True, heartbeat_timeout: float = 15.0, listen: Optional[str] = None,
-          durability: str = "normal",
-          echo: Callable[[str], None] = print) -> int:
-    """Run the engine until Ctrl-C, SIGTERM, ``maotrade stop`` or ``duration`` seconds."""
+          durability: str = "normal", echo: Callable[[str], None] = print,
+          risk_config: Optional[Path] = None, api_port: Optional[int] = None, api_host: str = "127.0.0.1") -> int:
+    """Run the engine until Ctrl-C, SIGTERM, ``maotrade stop`` or ``duration`` seconds.
+
+    ``risk_config`` is the risk settings file (default conf/risk.json); ``api_port``
+    serves the engine's REST API and webhooks on ``api_host``.
+    """
     check_not_running(data_dir)
+    if risk_config is not None and not Path(risk_config).exists():
+        raise ConfigError(f"risk settings file {risk_config} does not exist")
+    risk_settings = load_risk_settings(Path(risk_config) if risk_config else conf_dir() / RISK_SETTINGS)
     log_path = setup_file_logging(data_dir, log_level)
     server = None
     if config_url is None:
@@ -136,15 +146,19 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
     engine = Engine(documents, data_dir, run_dir, log_level=log_level, log_file=str(log_path),
                     heartbeat_timeout=heartbeat_timeout, tcp_address=listen,
                     journal_durability=durability,
-                    on_event=ConsolePrinter(show_bars=show_bars))
+                    on_event=ConsolePrinter(show_bars=show_bars), risk_settings=risk_settings)
+    api = None
     stop_signals = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
     strategy_processes = []
     try:
         engine.start()
+        if api_port is not None:
+            api = ApiServer(engine.bus.client_address, data_dir, documents, host=api_host, port=api_port).start()
+            echo(f"engine API on {api.url} (token in {data_dir / 'api.token'} or MAOTRADE_API_TOKEN)")
         engine_file(data_dir).write_text(json.dumps({
             "pid": os.getpid(), "client_address": engine.bus.client_address,
             "pub_address": engine.bus.pub_address, "tcp_address": engine.bus.tcp_address,
-            "accounts": accounts, "started": time.time()}))
+            "accounts": accounts, "started": time.time(), "api_url": api.url if api else None}))
         for sig in stop_signals:
             signal.signal(sig, lambda *_: engine.stop())
         ctx = process_context()
@@ -164,6 +178,8 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
         engine.run(until=(lambda: time.monotonic() >= deadline) if deadline else None)
         echo("stopping: strategies, then accounts...")
     finally:
+        if api is not None:
+            api.stop()
         if engine.running:
             engine.shutdown()
         for process in strategy_processes:

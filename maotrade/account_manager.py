@@ -92,8 +92,8 @@ EXIT_OK = 0
 EXIT_CRASH = 1
 EXIT_FATAL = 3  # an OperationalError: restarting will not help
 
-# accountConfig keys that belong to the engine (risk limits), never to the broker.
-ENGINE_KEYS = frozenset({"risk"})
+# accountConfig keys that belong to the engine (risk limits, webhook auth), never to the broker.
+ENGINE_KEYS = frozenset({"risk", "webhook_secret", "webhook_allowed_ips"})
 
 ORDER_REQUESTS = {In.ORDER_OPEN, In.ORDER_CLOSE, In.ORDER_STOP, In.ORDER_CANCEL}
 

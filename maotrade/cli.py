@@ -67,18 +67,27 @@ def main() -> None:
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Level of the log file (the console shows warnings and above).")
+@click.option("--risk-config", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Risk settings (defaults and limits across all accounts) [default: conf/risk.json].")
+@click.option("--api-port", type=click.IntRange(1, 65535), metavar="PORT",
+              help="Serve the engine's REST API and webhooks on this port (token: MAOTRADE_API_TOKEN "
+                   "or api.token in the data dir).")
+@click.option("--api-host", default="127.0.0.1", show_default=True, help="Address the REST API listens on.")
 @data_dir_option
 def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, listen, durability,
-          heartbeat_timeout, log_level, data_dir) -> None:
+          heartbeat_timeout, log_level, risk_config, api_port, api_host, data_dir) -> None:
     """Run the engine for one or more accounts until Ctrl-C, SIGTERM or `maotrade stop`."""
+    from pathlib import Path
+
     from engine.runner import start as run
 
     try:
         code = run(list(accounts), _data_dir(data_dir), config_url=config_url, strategies=list(strategies),
                    strategy_params=_parse_params(params), no_demo=no_demo, duration=duration,
                    log_level=log_level, show_bars=not no_bars, heartbeat_timeout=heartbeat_timeout, listen=listen,
-                   durability=durability,
-                   echo=click.echo)
+                   durability=durability, echo=click.echo,
+                   risk_config=Path(risk_config) if risk_config else None, api_port=api_port,
+                   api_host=api_host)
     except MAOTradeError as exc:
         _fail(exc)
     sys.exit(code)
@@ -275,6 +284,163 @@ def reconcile(account, adopt_id, ignore_id, as_json, data_dir) -> None:
                                    "action": action}, "reconciled", timeout=10)["discrepancy"]
             click.echo(f"difference {done['id']} ({done['kind']} {done['key']}): {action}ed")
         answer = client.request({"type": "reconcile_request", "v": 1, "account": account}, "reconcile", timeout=10)
+# -- many accounts ------------------------------------------------------------------------------
+def _pool_accounts(data_dir, accounts, all_accounts):
+    from engine.paths import engine_file
+
+    path = engine_file(data_dir)
+    if not path.exists():
+        click.echo(f"no engine is running on {data_dir}", err=True)
+        sys.exit(1)
+    running = [str(a) for a in json.loads(path.read_text()).get("accounts", [])]
+    if all_accounts or not accounts:
+        return running
+    unknown = [a for a in accounts if a not in running]
+    if unknown:
+        _fail(f"account(s) {', '.join(unknown)} not run by the engine on {data_dir} (it runs {', '.join(running)})")
+    return list(accounts)
+
+
+def _pool_call(data_dir, accounts, call):
+    import asyncio
+
+    from maotrade.pool import AccountPool
+
+    async def run():
+        async with AccountPool(accounts, data_dir=data_dir, timeout=10) as pool:
+            return await call(pool)
+    try:
+        return asyncio.run(run())
+    except MAOTradeError as exc:
+        _fail(exc)
+
+
+def _print_failures(results) -> bool:
+    failed = [r for r in results if not r.success]
+    for r in failed:
+        click.echo(f"account {r.account_id}: FAILED: {r.error}", err=True)
+    return bool(failed)
+
+
+account_options = [
+    click.option("--account", "accounts", multiple=True, metavar="ID", help="Account (repeatable)."),
+    click.option("--all", "all_accounts", is_flag=True, help="Every account the engine runs (the default)."),
+    click.option("--json", "as_json", is_flag=True, help="Print the per-account results as JSON."),
+]
+
+
+def _with_account_options(fn):
+    for option in reversed(account_options):
+        fn = option(fn)
+    return fn
+
+
+def _as_json(results) -> None:
+    click.echo(json.dumps([{"account_id": r.account_id, "success": r.success, "result": r.result,
+                            "error": r.error} for r in results], indent=2, sort_keys=True))
+
+
+@main.command(context_settings=CONTEXT)
+@_with_account_options
+@data_dir_option
+def positions(accounts, all_accounts, as_json, data_dir) -> None:
+    """Positions of several accounts at once, and their sum per instrument."""
+    path = _data_dir(data_dir)
+    results = _pool_call(path, _pool_accounts(path, accounts, all_accounts), lambda p: p.get_positions_parallel())
+    if as_json:
+        _as_json(results)
+    else:
+        total: dict = {}
+        for r in results:
+            if not r.success:
+                continue
+            held = [p for p in r.result if p["qty"]]
+            click.echo(f"account {r.account_id}: {len(held)} open position(s)")
+            for p in held:
+                click.echo(f"  {p['epic']:<10} {p['qty']:>12g} @ {p['avg_price']:<12.6g} "
+                           f"open P&L {p['unrealized_pnl']:>12,.2f}  realized {p['realized_pnl']:>12,.2f}")
+                total[p["epic"]] = total.get(p["epic"], 0.0) + p["qty"]
+        if len(results) > 1 and total:
+            click.echo("all accounts: " + ", ".join(f"{e} {q:g}" for e, q in sorted(total.items())))
+    sys.exit(1 if _print_failures(results) else 0)
+
+
+@main.command(context_settings=CONTEXT)
+@_with_account_options
+@click.option("--epic", help="Only this instrument.")
+@click.option("--status", type=click.Choice(["NEW", "SUBMITTED", "ACCEPTED", "PARTIALLY_FILLED", "FILLED",
+                                             "CANCELLED", "REJECTED", "EXPIRED"]), help="Only this status.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 5000), help="Orders per account.")
+@data_dir_option
+def orders(accounts, all_accounts, as_json, epic, status, limit, data_dir) -> None:
+    """Journaled orders of several accounts at once, newest first."""
+    path = _data_dir(data_dir)
+    results = _pool_call(path, _pool_accounts(path, accounts, all_accounts),
+                         lambda p: p.get_orders_parallel(epic=epic, status=status, limit=limit))
+    if as_json:
+        _as_json(results)
+    else:
+        for r in results:
+            if not r.success:
+                continue
+            click.echo(f"account {r.account_id}: {len(r.result)} order(s)")
+            for o in r.result:
+                code = f" ({o['reason']})" if o.get("reason") else ""
+                click.echo(f"  {o['client_order_id']:<30} {o['qty']:>10g} {o['epic']:<10} {o['order_type']:<6} "
+                           f"{o['status']:<16} {o['source']:<8}{code}")
+    sys.exit(1 if _print_failures(results) else 0)
+
+
+@main.command(context_settings=CONTEXT)
+@_with_account_options
+@data_dir_option
+def balances(accounts, all_accounts, as_json, data_dir) -> None:
+    """Balance, equity and available funds of several accounts at once."""
+    path = _data_dir(data_dir)
+    results = _pool_call(path, _pool_accounts(path, accounts, all_accounts), lambda p: p.get_balances_parallel())
+    if as_json:
+        _as_json(results)
+    else:
+        for r in results:
+            if r.success:
+                b = r.result
+                click.echo(f"account {r.account_id}: balance {b['balance'] or 0:,.2f} {b['currency'] or ''}  "
+                           f"equity {b['equity'] or 0:,.2f}  available {b['available'] or 0:,.2f}")
+    sys.exit(1 if _print_failures(results) else 0)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("mode", type=click.Choice(["active", "reduce_only", "halted"]))
+@click.option("--account", help="Only this account (default: every account, the global switch).")
+@data_dir_option
+def kill(mode, account, data_dir) -> None:
+    """Set the kill switch: halted (no new orders), reduce_only (only reducing orders) or active.
+
+    Takes effect from the engine's next order on; working orders are left as they are.
+    """
+    client, _ = _engine_client(_data_dir(data_dir))
+    fields = {"type": "kill_switch", "v": 1, "mode": mode}
+    if account:
+        fields["account"] = account
+    try:
+        risk = client.request(fields, "risk", timeout=5)["risk"]
+    except MAOTradeError as exc:
+        _fail(exc)
+    finally:
+        client.close()
+    switch = risk["kill_switch"]
+    click.echo(f"kill switch: global {switch['global']}; " +
+               ", ".join(f"account {a} {m}" for a, m in sorted(switch["accounts"].items())))
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+@data_dir_option
+def risk(as_json, data_dir) -> None:
+    """Risk limits in force, kill switch modes, today's P&L and refused orders by reason."""
+    client, _ = _engine_client(_data_dir(data_dir))
+    try:
+        answer = client.request({"type": "risk_status", "v": 1}, "risk", timeout=5)["risk"]
     except MAOTradeError as exc:
         _fail(exc)
     finally:
@@ -311,6 +477,18 @@ def keys_add(name, data_dir) -> None:
         _fail(exc)
     click.echo(f"client key (keep secret): {secret}")
     click.echo(f"engine public key:        {curve_dir(path) / 'server.key'}")
+        click.echo(json.dumps(answer, indent=2, sort_keys=True))
+        return
+    click.echo(f"kill switch (global): {answer['kill_switch']['global']}")
+    click.echo(f"limits across all accounts: {json.dumps(answer['global'], sort_keys=True)}")
+    for account, limits in sorted(answer["accounts"].items()):
+        pnl = answer["daily_pnl"].get(account)
+        click.echo(f"account {account}: {answer['kill_switch']['accounts'][account]}  today's P&L "
+                   f"{pnl if pnl is not None else 0:,.2f}  limits {json.dumps(limits, sort_keys=True)}")
+        refused = answer["refused"].get(account)
+        if refused:
+            click.echo("  refused: " + ", ".join(f"{code} {n}" for code, n in sorted(refused.items())))
+    click.echo(f"orders passed {answer['passed']}, refused by risk {answer['refused_total']}")
 
 
 # -- admin ---------------------------------------------------------------------------------------

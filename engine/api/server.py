@@ -1,0 +1,105 @@
+"""Serve the engine's REST API on a background thread of the engine process."""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from pathlib import Path
+from typing import Optional
+
+import uvicorn
+
+from engine.api.app import create_app
+from engine.api.bridge import EngineBridge
+from engine.api.webhook import DEFAULT_WINDOW_S, AccountWebhook, AlertStore, WebhookService
+from maotrade.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "MAOTRADE_API_TOKEN"
+TOKEN_FILE = "api.token"
+
+
+def load_or_create_api_token(data_dir: Path) -> str:
+    """Return the API token: ``MAOTRADE_API_TOKEN`` or ``api.token`` (0600, made once)."""
+    env = os.environ.get(TOKEN_ENV)
+    if env:
+        return env
+    path = Path(data_dir) / TOKEN_FILE
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token)
+    return token
+
+
+def webhook_accounts(documents: list[dict]) -> dict[str, AccountWebhook]:
+    """Webhook credentials of every account document that has a ``webhook_secret``."""
+    out = {}
+    for document in documents:
+        config = document.get("accountConfig") or {}
+        secret = config.get("webhook_secret")
+        if not secret:
+            continue
+        if not isinstance(secret, str) or len(secret) < 16:
+            raise ConfigError(f"account {document['idAccount']} accountConfig.webhook_secret must be a string "
+                              "of at least 16 characters")
+        allowed = config.get("webhook_allowed_ips") or []
+        try:
+            out[str(document["idAccount"])] = AccountWebhook(secret, allowed)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"account {document['idAccount']} accountConfig.webhook_allowed_ips: {exc}") from None
+    return out
+
+
+class ApiServer:
+    """The engine API (and webhook) on ``host:port``, served by uvicorn on a thread."""
+
+    def __init__(self, engine_address: str, data_dir: Path, documents: list[dict], host: str = "127.0.0.1",
+                 port: int = 8710, webhook_window_s: float = DEFAULT_WINDOW_S):
+        self.host, self.port = host, port
+        self.bridge = EngineBridge(engine_address, name="api")
+        self.webhook = WebhookService(EngineBridge(engine_address, name="webhook"),
+                                      AlertStore(Path(data_dir) / "webhook.sqlite"),
+                                      webhook_accounts(documents), window_s=webhook_window_s)
+        app = create_app(self.bridge, load_or_create_api_token(Path(data_dir)), self.webhook)
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread: Optional[threading.Thread] = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the API."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> "ApiServer":
+        """Serve; return once the socket accepts connections. Pending alerts are resumed."""
+        self.thread = threading.Thread(target=self.server.run, name="engine-api", daemon=True)
+        self.thread.start()
+        started = threading.Event()
+
+        def watch():
+            while not self.server.started and self.thread.is_alive():
+                started.wait(0.01)
+            started.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+        if not started.wait(timeout) or not self.server.started:
+            raise ConfigError(f"engine API could not listen on {self.url} (port in use?)")
+        resumed = self.webhook.resume()
+        if resumed:
+            log.warning("event=webhook_alerts_resumed count=%d", resumed)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, finish queued alerts, close bus connections."""
+        self.server.should_exit = True
+        if self.thread:
+            self.thread.join(5)
+        self.webhook.close()
+        self.webhook.bridge.close()
+        self.bridge.close()
