@@ -284,6 +284,22 @@ def reconcile(account, adopt_id, ignore_id, as_json, data_dir) -> None:
                                    "action": action}, "reconciled", timeout=10)["discrepancy"]
             click.echo(f"difference {done['id']} ({done['kind']} {done['key']}): {action}ed")
         answer = client.request({"type": "reconcile_request", "v": 1, "account": account}, "reconcile", timeout=10)
+    except MAOTradeError as exc:
+        _fail(exc)
+    finally:
+        client.close()
+    if as_json:
+        click.echo(json.dumps({"discrepancies": answer["discrepancies"], "audit": answer["audit"]}, indent=2))
+        return
+    if not answer["discrepancies"]:
+        click.echo(f"account {account}: engine and broker agree")
+    for item in answer["discrepancies"]:
+        click.echo(f"[{item['id']}] {item['kind']} {item['key']}: engine {item['engine']}  broker {item['broker']}")
+    for entry in answer["audit"][-10:]:
+        click.echo(f"audit {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(entry['time'] / 1000))} "
+                   f"{entry['action']} {json.dumps(entry['detail'], sort_keys=True)}")
+
+
 # -- many accounts ------------------------------------------------------------------------------
 def _pool_accounts(data_dir, accounts, all_accounts):
     from engine.paths import engine_file
@@ -446,15 +462,18 @@ def risk(as_json, data_dir) -> None:
     finally:
         client.close()
     if as_json:
-        click.echo(json.dumps({"discrepancies": answer["discrepancies"], "audit": answer["audit"]}, indent=2))
+        click.echo(json.dumps(answer, indent=2, sort_keys=True))
         return
-    if not answer["discrepancies"]:
-        click.echo(f"account {account}: engine and broker agree")
-    for item in answer["discrepancies"]:
-        click.echo(f"[{item['id']}] {item['kind']} {item['key']}: engine {item['engine']}  broker {item['broker']}")
-    for entry in answer["audit"][-10:]:
-        click.echo(f"audit {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(entry['time'] / 1000))} "
-                   f"{entry['action']} {json.dumps(entry['detail'], sort_keys=True)}")
+    click.echo(f"kill switch (global): {answer['kill_switch']['global']}")
+    click.echo(f"limits across all accounts: {json.dumps(answer['global'], sort_keys=True)}")
+    for account, limits in sorted(answer["accounts"].items()):
+        pnl = answer["daily_pnl"].get(account)
+        click.echo(f"account {account}: {answer['kill_switch']['accounts'][account]}  today's P&L "
+                   f"{pnl if pnl is not None else 0:,.2f}  limits {json.dumps(limits, sort_keys=True)}")
+        refused = answer["refused"].get(account)
+        if refused:
+            click.echo("  refused: " + ", ".join(f"{code} {n}" for code, n in sorted(refused.items())))
+    click.echo(f"orders passed {answer['passed']}, refused by risk {answer['refused_total']}")
 
 
 @main.group(context_settings=CONTEXT)
@@ -477,18 +496,6 @@ def keys_add(name, data_dir) -> None:
         _fail(exc)
     click.echo(f"client key (keep secret): {secret}")
     click.echo(f"engine public key:        {curve_dir(path) / 'server.key'}")
-        click.echo(json.dumps(answer, indent=2, sort_keys=True))
-        return
-    click.echo(f"kill switch (global): {answer['kill_switch']['global']}")
-    click.echo(f"limits across all accounts: {json.dumps(answer['global'], sort_keys=True)}")
-    for account, limits in sorted(answer["accounts"].items()):
-        pnl = answer["daily_pnl"].get(account)
-        click.echo(f"account {account}: {answer['kill_switch']['accounts'][account]}  today's P&L "
-                   f"{pnl if pnl is not None else 0:,.2f}  limits {json.dumps(limits, sort_keys=True)}")
-        refused = answer["refused"].get(account)
-        if refused:
-            click.echo("  refused: " + ", ".join(f"{code} {n}" for code, n in sorted(refused.items())))
-    click.echo(f"orders passed {answer['passed']}, refused by risk {answer['refused_total']}")
 
 
 # -- admin ---------------------------------------------------------------------------------------
