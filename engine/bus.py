@@ -23,7 +23,7 @@ import zmq
 
 from maotrade.errors import ProtocolError
 from maotrade.messages import pack_batch, unpack_batch
-from maotrade.queues import MessageQueue
+from maotrade.queues import ZMQ_EVENTS, ZMQ_POLLIN, MessageQueue
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +190,8 @@ class EngineBus:
         out = []
         for router in self.routers:
             for _ in range(max_frames):
+                if not router.getsockopt(ZMQ_EVENTS) & ZMQ_POLLIN:
+                    break
                 try:
                     frames = router.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
@@ -241,7 +243,7 @@ class EngineBus:
     # -- observers ------------------------------------------------------------------------
     def track_subscribers(self) -> None:
         """Count observers from XPUB's (un)subscription messages."""
-        while True:
+        while self.pub.getsockopt(ZMQ_EVENTS) & ZMQ_POLLIN:
             try:
                 frame = self.pub.recv(zmq.NOBLOCK)
             except zmq.Again:

@@ -34,6 +34,7 @@ from maotrade.order import BaseOrder
 log = logging.getLogger(__name__)
 
 TURN_MS = 50
+SUPERVISION_INTERVAL_S = 0.1
 WORKER_BUDGET_S = 0.01  # seconds of worker messages per turn before clients are served
 
 
@@ -99,6 +100,7 @@ class Engine:
         self.malformed_worker_messages = 0
         self._strategy_names: dict[str, bytes] = {}
         self._poller: Optional[zmq.Poller] = None
+        self._next_supervision = 0.0
         self.stale = StaleDataMonitor()
         # (account, epic, time_frame) -> sessions subscribed: the market-data hot path's index.
         self.subscribers: dict[tuple, list[ClientSession]] = {}
@@ -113,7 +115,7 @@ class Engine:
             spec = {"config": {**runtime.document, "runtime": {"data_dir": str(self.data_dir)}},
                     "in_addr": self.bus.worker_in_address(account),
                     "out_addr": self.bus.worker_out_address, "log_level": self.log_level,
-                    "log_file": self.log_file}
+                    "log_file": self.log_file, "engine_pid": os.getpid()}
             self.supervisor.add(account, spec)
             self._emit(message("account_status", account=account, state=AccountState.STARTING,
                                broker=runtime.document.get("brokerName")))
@@ -159,7 +161,7 @@ class Engine:
             for fd in sentinels:
                 self._poller.register(fd, zmq.POLLIN)
             self._polled_sentinels = set(sentinels)
-        self._poller.poll(timeout_ms)
+        ready = self._poller.poll(timeout_ms)
         self.bus.track_subscribers()
         # Time-boxed: a flooding worker must not keep clients waiting; ZeroMQ's fair queuing
         # across worker connections keeps one worker from starving another.
@@ -174,8 +176,14 @@ class Engine:
         self.bus.gone.clear()
         for session, msg in self.bus.receive_clients():
             self._guard(self._on_client_message, msg, session)
-        for account, event in self.supervisor.check():
-            self._on_supervisor_event(account, event)
+        now = time.monotonic()
+        # A worker exit wakes the poll through its sentinel; hangs and due restarts are
+        # found on a slower beat.
+        if now >= self._next_supervision or any(fd in self._polled_sentinels for fd, _ in ready
+                                                if isinstance(fd, int)):
+            self._next_supervision = now + SUPERVISION_INTERVAL_S
+            for account, event in self.supervisor.check():
+                self._on_supervisor_event(account, event)
         self._check_stale()
         for queue in self.bus.to_workers.values():
             queue.flush()

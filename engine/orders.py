@@ -84,7 +84,8 @@ class OrderRouter:
     def open(self, request: dict, source: str, strategy: str = "") -> OrderOutcome:
         """Create, check, journal and route a new order from a client request."""
         order = self._build(request, source)
-        existing = self.get(order.account, order.client_order_id)
+        # The journal's primary key settles duplicates below; memory answers the common case.
+        existing = self.live.get((order.account, order.client_order_id))
         if existing is not None:
             return OrderOutcome(order=existing, duplicate=True)
         try:
@@ -257,11 +258,14 @@ class OrderRouter:
                                                          f"{order.order_type} orders")
 
     def _reject(self, order: BaseOrder, reason: str, code: str, strategy: str) -> OrderOutcome:
-        self.rejected_count += 1
         order.status = OrderStatus.REJECTED
         order.reason = reason
-        if order.account and order.client_order_id:
-            self.journal.insert_order(order, strategy)
+        if order.account and order.client_order_id and not self.journal.insert_order(order, strategy):
+            # The id is journaled already: whatever this request holds, that order is the answer.
+            existing = self.get(order.account, order.client_order_id)
+            if existing is not None:
+                return OrderOutcome(order=existing, duplicate=True)
+        self.rejected_count += 1
         log.warning("event=order_refused account=%s order=%s code=%s reason=%s",
                     order.account, order.client_order_id, code, reason)
         return OrderOutcome(order=order, error=reason, code=code)

@@ -72,6 +72,8 @@ class RiskLimits(BaseModel):
     max_orders_per_window: Optional[int] = Field(None, ge=1, description="most orders in rate_window_s")
     rate_window_s: float = Field(60.0, gt=0, le=86400, description="window of the order-rate limit, seconds")
 
+NO_LIMITS = RiskLimits()
+
 
 class RiskSettings(BaseModel):
     """The engine's risk settings file (``conf/risk.json`` or ``--risk-config``)."""
@@ -205,11 +207,13 @@ class RiskEngine:
 
     def _check(self, order: BaseOrder, view: RiskView) -> None:
         account, epic, qty = order.account, order.epic, order.qty
-        position = view.position(account, epic)
-        reducing = order.action == OrderAction.CLOSE or is_reducing(position, qty)
         mode = self.mode(account)
         if mode == KillMode.HALTED:
             raise OrderRefused(RiskCode.HALTED, f"kill switch is halted for account {account}: no orders")
+        if mode == KillMode.ACTIVE and self.limits(account) == NO_LIMITS and self.limits("*") == NO_LIMITS:
+            return  # nothing to check: spare the order path every journal read below
+        position = view.position(account, epic)
+        reducing = order.action == OrderAction.CLOSE or is_reducing(position, qty)
         if mode == KillMode.REDUCE_ONLY and not reducing:
             raise OrderRefused(RiskCode.REDUCE_ONLY, f"kill switch is reduce-only for account {account}: "
                                                      f"{qty:g} {epic} would not reduce the position {position:g}")

@@ -164,7 +164,7 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
         ctx = process_context()
         for index, target in enumerate(strategies):
             spec = {"target": target, "address": engine.bus.client_address, "log_level": log_level,
-                    "log_file": str(log_path),
+                    "log_file": str(log_path), "engine_pid": os.getpid(),
                     "params": (strategy_params or {}), "name": f"{target.rpartition(':')[2]}-{index + 1}"}
             process = ctx.Process(target=run_strategy_process, args=(spec,), name=f"strategy-{index + 1}",
                                   daemon=True)

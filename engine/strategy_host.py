@@ -1,12 +1,12 @@
 """The strategy process: connect to the engine, feed the strategy its messages, stop cleanly."""
 from __future__ import annotations
 
-import ctypes
 import logging
 import signal
 import sys
 import time
 
+from engine.lifeline import die_with_parent, watch_engine
 from engine.loader import load_strategy_class
 from maotrade.client import EngineClient
 from maotrade.log import setup_logging
@@ -78,11 +78,9 @@ def run_strategy(strategy, client: EngineClient, welcome: dict, ready_timeout: f
 
 def run_strategy_process(spec: dict) -> None:
     """Process entry: ``spec`` has ``target`` (module:Class), ``address``, ``params``, ``log_level``."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # die with the engine
-    except OSError:
-        pass
+    die_with_parent()
+    if spec.get("engine_pid"):
+        watch_engine(spec["engine_pid"])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_logging(spec.get("log_level", "INFO"), log_file=spec.get("log_file"))
     cls = load_strategy_class(spec["target"])

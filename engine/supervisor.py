@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -21,7 +22,9 @@ log = logging.getLogger(__name__)
 RESTART_BACKOFF_FIRST = 0.5
 RESTART_BACKOFF_MAX = 30.0
 STABLE_AFTER = 60.0
-PRELOAD = ["engine.worker", "maotrade.account_manager", "account_managers.paper", "zmq", "msgpack"]
+# engine.lifeline first: it makes the forkserver itself die with the engine.
+PRELOAD = ["engine.lifeline", "engine.worker", "maotrade.account_manager", "account_managers.paper", "zmq",
+           "msgspec"]
 
 _context = None
 
@@ -30,6 +33,7 @@ def process_context():
     """Return the forkserver context, with the modules every worker needs preloaded."""
     global _context
     if _context is None:
+        os.environ["MAOTRADE_FORKSERVER_LIFELINE"] = "1"  # read by engine.lifeline in the forkserver
         _context = multiprocessing.get_context("forkserver")
         _context.set_forkserver_preload(PRELOAD)
     return _context

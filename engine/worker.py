@@ -1,13 +1,13 @@
 """The Account Manager process: load the broker class, wire its queues, run its loop."""
 from __future__ import annotations
 
-import ctypes
 import logging
 import signal
 import sys
 
 import zmq
 
+from engine.lifeline import die_with_parent, watch_engine
 from engine.loader import load_broker_class
 from maotrade.errors import MAOTradeError, OperationalError
 from maotrade.log import register_secret, setup_logging
@@ -17,22 +17,12 @@ from maotrade.secrets import secret_values
 
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """Ask Linux to kill this process when the engine dies, so no worker is orphaned."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass  # not Linux: the heartbeat-less worker is then reaped by the next engine
-
-
 def run_worker(spec: dict) -> None:
     """Process entry point. ``spec``: ``config`` (account document with decrypted
     secrets and ``runtime``), ``in_addr``, ``out_addr``, ``log_level``."""
     die_with_parent()
+    if spec.get("engine_pid"):
+        watch_engine(spec["engine_pid"])
     # Ctrl-C reaches the whole process group; the engine decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

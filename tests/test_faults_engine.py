@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import psutil
 import pytest
 from cryptography.fernet import Fernet
 
@@ -64,8 +65,13 @@ def test_engine_killed_at_each_point_recovers_to_the_broker_state(point, admin, 
     for key, qty in (("o1", 10), ("o2", -4)):
         crashing.send("order_open", account="601", client_order_id=key, epic="EURUSD", qty=qty)
         crashing.wait_order(key, "FILLED")
+    started = crashing.children()
+    assert started, "the engine should have started a forkserver and a worker"
     crashing.send("order_open", account="601", client_order_id="o3", epic="EURUSD", qty=7)
     assert crashing.process.wait(30) == -9, "the failpoint did not fire"
+    # Nothing the dead engine started may live on (a worker holds a broker session).
+    _, survivors = psutil.wait_procs(started, timeout=10)
+    assert not survivors, f"processes outlived the engine: {[p.pid for p in survivors]}"
     crashing.kill()
     (data / "engine.json").unlink(missing_ok=True)
 
