@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from engine.checkpoint import Checkpointer
 from maotrade.order import BaseOrder, Fill, OrderStatus
 from maotrade.positions import Position
 
@@ -94,6 +95,9 @@ class Journal:
         self.db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
+        # Checkpoints (and their fsync) run on a timer in another thread, not inside an order.
+        self.db.execute("PRAGMA wal_autocheckpoint=0")
+        self.checkpointer = Checkpointer(path).start()
 
     # -- orders -----------------------------------------------------------------
     def insert_order(self, order: BaseOrder, strategy: str = "") -> bool:
@@ -291,6 +295,7 @@ class Journal:
 
     def close(self) -> None:
         """Checkpoint and close the file."""
+        self.checkpointer.stop()
         try:
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
