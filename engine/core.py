@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 TURN_MS = 50
 SUPERVISION_INTERVAL_S = 0.1
+INFO_REFRESH_S = 1.0
 WORKER_BUDGET_S = 0.01  # seconds of worker messages per turn before clients are served
 
 
@@ -66,6 +67,7 @@ class AccountRuntime:
     pending_sync: set = field(default_factory=set)
     last_price: dict = field(default_factory=dict)  # epic -> last close
     syncs: int = 0
+    info_due: float = 0.0  # monotonic time before which no balance refresh is asked
 
 
 class Engine:
@@ -310,9 +312,18 @@ class Engine:
     def _on_order_response(self, runtime: AccountRuntime, msg: dict) -> None:
         outcome = self.router.apply_response(msg)
         order = outcome.order
+        if outcome.fills and runtime.state == AccountState.READY:
+            self._refresh_balances(runtime)
         if msg.get("request") == ToWorker.ORDER_STATUS_REQUEST:
             self._sync_answered(runtime, f"order:{order.client_order_id}")
         self._notify_order(order, outcome, request=msg.get("request"))
+
+    def _refresh_balances(self, runtime: AccountRuntime) -> None:
+        """Ask for account info after fills, at most once per ``INFO_REFRESH_S``."""
+        now = time.monotonic()
+        if now >= runtime.info_due:
+            runtime.info_due = now + INFO_REFRESH_S
+            self.bus.open_worker_queue(runtime.account).put(message(ToWorker.ACCOUNT_INFO_REQUEST))
 
     def _on_market_data(self, runtime: AccountRuntime, msg: dict) -> None:
         self._on_bar(runtime, msg, time.monotonic())
