@@ -663,7 +663,7 @@ class Engine:
                            "orders_refused": self.router.rejected_count},
                 "accounts": accounts,
                 "clients": [{"name": s.name, "subscriptions": len(s.subscriptions), "backlog": len(s.backlog),
-                             "conflated": s.conflated_count}
+                             "queued_bars": len(s.data_backlog), "conflated": s.conflated_count}
                             for s in sorted(self.bus.sessions(), key=lambda c: c.name) if s.name]}
 
 

@@ -112,7 +112,7 @@ def test_hung_worker_never_delays_another_account_and_is_restarted(admin, env, t
 
 def test_flooding_worker_and_slow_strategy_never_block_orders(admin, env, tmp_path):
     admin.cli("broker", "add", "flood", "--class", "tests.brokers.flood.FloodAccountManager",
-              "--config", json.dumps({"bars": 20_000_000}))
+              "--config", json.dumps({"bars": 20_000_000, "completed": False}))
     admin.cli("account", "add", "721", "--broker", "flood")
     add_paper(admin, "722")
     record = tmp_path / "slow.jsonl"

@@ -12,6 +12,7 @@ class FloodSettings(BrokerSettings):
     """brokerConfig of the flood broker: how many bars each subscription streams."""
 
     bars: int = 1_000_000
+    completed: bool = True  # False: stream forming bars (what a busy instrument mostly sends)
 
 
 class FloodAccountManager(BaseAccountManager):
@@ -39,7 +40,7 @@ class FloodAccountManager(BaseAccountManager):
             for i in range(sent, end):
                 self.send_realtime_data({"epic": epic, "time_frame": time_frame, "date": i, "open": 1.0,
                                          "high": 1.5, "low": 0.5, "close": 1.25, "volume": 10.0,
-                                         "completed": True})
+                                         "completed": self.settings.completed})
             self.out_queue.flush()
             if end >= self.settings.bars:
                 del self.streams[key]
