@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from pathlib import Path
@@ -55,11 +56,8 @@ class ClientSession:
         self.blocked = False
 
     def put(self, msg: dict) -> None:
-        """Queue a message for this client's next frame (a blocked client's bars conflate at once)."""
-        if self.blocked and msg.get("type") == MARKET_DATA:
-            self._hold(msg)
-        else:
-            self.outbox.append(msg)
+        """Queue an order, account or control message: delivered in order, never dropped."""
+        self.outbox.append(msg)
 
     def put_data(self, msg: dict) -> None:
         """Queue one market-data message (the hot path: no type check)."""
@@ -91,11 +89,7 @@ class ClientSession:
         """Return everything due, reliable messages first in order, then market data."""
         frame = list(self.backlog)
         self.backlog.clear()
-        for msg in self.outbox:
-            if msg.get("type") == MARKET_DATA:
-                self.data_outbox.append(msg)
-            else:
-                frame.append(msg)
+        frame.extend(self.outbox)
         self.outbox = []
         if self.data_backlog:
             frame.extend(self.data_backlog)
@@ -262,10 +256,9 @@ class EngineBus:
     def flush_pub(self) -> None:
         """Publish this turn's events as one frame (dropped if no one can take it)."""
         if self._pub_outbox:
-            try:
+            # Observers may miss events at the high-water mark; their seq numbers show it.
+            with contextlib.suppress(zmq.Again):
                 self.pub.send(pack_batch(self._pub_outbox), zmq.NOBLOCK)
-            except zmq.Again:
-                pass
             self._pub_outbox = []
 
     def close(self) -> None:

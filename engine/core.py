@@ -6,6 +6,7 @@ writer of account state (journal) and never blocks on a worker or a client.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 TURN_MS = 50
 SUPERVISION_INTERVAL_S = 0.1
 INFO_REFRESH_S = 1.0
+# Worker messages that carry nothing but the news that the worker is alive.
+LIVENESS_ONLY = frozenset({FromWorker.HEARTBEAT, FromWorker.SHUTDOWN_ACK})
 WORKER_BUDGET_S = 0.01  # seconds of worker messages per turn before clients are served
 
 
@@ -235,12 +238,10 @@ class Engine:
             raise ProtocolError(f"message from unknown account {account!r}")
         self.supervisor.heard_from(account)
         kind = msg["type"]
-        if kind == FromWorker.MARKET_DATA:
-            self._on_market_data(runtime, msg)
-        elif kind == FromWorker.ORDER_RESPONSE:
+        if kind in LIVENESS_ONLY:
+            return  # any message counts as a heartbeat: heard_from above was the point
+        if kind == FromWorker.ORDER_RESPONSE:
             self._on_order_response(runtime, msg)
-        elif kind == FromWorker.HEARTBEAT:
-            pass
         elif kind == FromWorker.INIT_RESULT:
             runtime.capabilities = msg.get("capabilities") or {}
             runtime.data_frames = msg.get("data_frames") or {}
@@ -270,8 +271,6 @@ class Engine:
         elif kind == FromWorker.ERROR:
             log.warning("event=worker_error account=%s reason=%s", account, msg.get("reason"))
             self._emit(message("worker_error", account=account, reason=msg.get("reason")))
-        elif kind == FromWorker.SHUTDOWN_ACK:
-            pass
         else:
             raise ProtocolError(f"unknown worker message type {kind!r}")
 
@@ -296,7 +295,7 @@ class Engine:
         queue.put(message(ToWorker.PORTFOLIO_REQUEST))
         for order in self.router.open_orders(account):
             runtime.pending_sync.add(f"order:{order.client_order_id}")
-            queue.put(message(ToWorker.ORDER_STATUS_REQUEST, order=_wire(order)))
+            queue.put(message(ToWorker.ORDER_STATUS_REQUEST, order=order_view(order)))
         for epic, time_frame in runtime.subscriptions:
             runtime.pending_sync.add(f"md:{epic}:{time_frame}")
             queue.put(self._market_data_request(runtime, "subscribe", epic, time_frame))
@@ -324,9 +323,6 @@ class Engine:
         if now >= runtime.info_due:
             runtime.info_due = now + INFO_REFRESH_S
             self.bus.open_worker_queue(runtime.account).put(message(ToWorker.ACCOUNT_INFO_REQUEST))
-
-    def _on_market_data(self, runtime: AccountRuntime, msg: dict) -> None:
-        self._on_bar(runtime, msg, time.monotonic())
 
     def _on_bar(self, runtime: AccountRuntime, msg: dict, now: float) -> None:
         key = (runtime.account, msg["epic"], msg["time_frame"])
@@ -552,7 +548,7 @@ class Engine:
 
     def _dispatch(self, dispatch: Dispatch) -> None:
         queue = self.bus.open_worker_queue(dispatch.account)
-        queue.put(message(dispatch.kind, order=_wire(dispatch.order)))
+        queue.put(message(dispatch.kind, order=order_view(dispatch.order)))
         if dispatch.kind == ToWorker.ORDER_OPEN:
             queue.flush()
             failpoint("after_dispatch")
@@ -641,12 +637,10 @@ class Engine:
             pid = handle.pid if handle else None
             cpu = rss = None
             if pid:
-                try:
+                with contextlib.suppress(psutil.Error):  # gone since: shown as unknown
                     proc = psutil.Process(pid)
                     cpu = proc.cpu_percent(interval=None)
                     rss = proc.memory_info().rss
-                except psutil.Error:
-                    pass
             accounts.append({
                 "account": account, "broker": runtime.document.get("brokerName"), "state": runtime.state,
                 "reason": runtime.reason, "pid": pid, "cpu_percent": cpu, "rss_bytes": rss,
@@ -671,5 +665,3 @@ def order_view(order: BaseOrder) -> dict:
     """The order dict strategies receive in ``on_order``."""
     return order.to_dict(with_fills=False)
 
-
-_wire = order_view

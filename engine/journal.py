@@ -163,11 +163,6 @@ class Journal:
         return [BaseOrder.from_dict(json.loads(r[0])) for r in rows]
 
     # -- fills and positions ---------------------------------------------------------
-    def apply_fill(self, order: BaseOrder, fill: Fill, external: bool = False) -> Optional[float]:
-        """Record one fill and save the order; see ``apply_fills``."""
-        applied = self.apply_fills(order, [fill], external)
-        return applied[0][1] if applied else None
-
     def apply_fills(self, order: BaseOrder, fills: list[Fill], external: bool = False) -> list[tuple[Fill, float]]:
         """Record fills, move the position and save the order, in one transaction.
 
@@ -197,11 +192,6 @@ class Journal:
                     (order.account, order.epic, position.qty, position.avg_price, position.realized_pnl))
             self.save_order(order)
         return applied
-
-    def fill_ids(self, account: str, client_order_id: str) -> set[str]:
-        """Return the exec ids already recorded for an order."""
-        return {r[0] for r in self.db.execute(
-            "SELECT exec_id FROM fills WHERE account = ? AND client_order_id = ?", (account, client_order_id))}
 
     def fills(self, account: str, client_order_id: Optional[str] = None) -> list[dict]:
         """Return recorded fills, oldest first."""

@@ -25,7 +25,7 @@ def die_with_parent() -> None:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
-        pass
+        pass  # not Linux: watch_engine() alone keeps children from outliving the engine
 
 
 def _engine_alive(pid: int) -> bool:

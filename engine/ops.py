@@ -288,7 +288,6 @@ class Operations:
 
 
 def _view(order: BaseOrder) -> dict:
-    data = order.to_dict()
-    data["fills"] = list(order.fills)
+    data = order.to_dict()  # with its fills
     data["done"] = order.status in OrderStatus.DONE
     return data

@@ -11,7 +11,7 @@ import logging
 import multiprocessing
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from engine.worker import run_worker
@@ -54,7 +54,6 @@ class WorkerHandle:
     next_start_at: Optional[float] = None
     fatal_reason: str = ""
     stopping: bool = False
-    exit_codes: list = field(default_factory=list)
 
     @property
     def pid(self) -> Optional[int]:
@@ -117,7 +116,6 @@ class Supervisor:
             if process is not None and not process.is_alive():
                 process.join(0)
                 code = process.exitcode
-                handle.exit_codes.append(code)
                 if code == EXIT_FATAL:
                     handle.fatal_reason = f"worker exited with a fatal error (code {code})"
                     events.append((account, "fatal"))
@@ -130,7 +128,6 @@ class Supervisor:
                 log.error("event=worker_hung account=%s silent_s=%.1f", account, now - handle.last_seen)
                 process.kill()
                 process.join(5)
-                handle.exit_codes.append(process.exitcode)
                 self._schedule_restart(handle, now, "stopped heartbeating")
                 events.append((account, "hung"))
         return events

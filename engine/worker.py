@@ -10,10 +10,9 @@ import zmq
 from engine.lifeline import die_with_parent, watch_engine
 from engine.loader import load_broker_class
 from maotrade.errors import MAOTradeError, OperationalError
-from maotrade.log import register_secret, setup_logging
+from maotrade.log import setup_logging
 from maotrade.messages import WorkerToEngine, message
 from maotrade.queues import MessageQueue
-from maotrade.secrets import secret_values
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +27,6 @@ def run_worker(spec: dict) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     setup_logging(spec.get("log_level", "INFO"), log_file=spec.get("log_file"))
     config = spec["config"]
-    for value in secret_values(config.get("accountConfig") or {}):
-        register_secret(value)
     ctx = zmq.Context()
     in_queue = MessageQueue.receiver(ctx, spec["in_addr"], bind=False, name="in")
     out_queue = MessageQueue.sender(ctx, spec["out_addr"], bind=False, name="out")

@@ -64,9 +64,9 @@ reconnects with backoff ``min(reconnect_max, reconnect_base * 2**attempt)``, sen
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import os
-import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -157,7 +157,6 @@ class BaseAccountManager(abc.ABC):
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._watched: dict[int, Callable[[], None]] = {}
-        self._loop_thread: Optional[int] = None
         self._busy = False
         self._poller: Optional[zmq.Poller] = None
         self._polled_fds: set = set()
@@ -434,10 +433,9 @@ class BaseAccountManager(abc.ABC):
     def call_soon_threadsafe(self, fn: Callable, *args: Any) -> None:
         """Run ``fn(*args)`` on the loop thread soon; safe from any thread."""
         self._handoff.append((fn, args))
-        try:
+        # A full pipe already holds wake-ups: the loop will wake regardless.
+        with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass  # the pipe is full of wake-ups already: the loop will wake regardless
 
     def watch_fd(self, fd: int, on_readable: Optional[Callable[[], None]]) -> None:
         """Call ``on_readable()`` on the loop whenever ``fd`` is readable (None stops)."""
@@ -457,7 +455,6 @@ class BaseAccountManager(abc.ABC):
     # ------------------------------------------------------------------ the loop
     def run(self) -> int:
         """Connect, then serve the queues until shut down; return the process exit code."""
-        self._loop_thread = threading.get_ident()
         self._running = True
         self._set_state(ConnectionState.CONNECTING)
         self.out_queue.flush()
@@ -490,11 +487,10 @@ class BaseAccountManager(abc.ABC):
             self._polled_fds = set(self._watched)
         ready = dict(self._poller.poll(timeout_ms))
         if self._wake_r in ready:
-            try:
+            # Empty the wake-up pipe; the reads end with BlockingIOError once it is empty.
+            with contextlib.suppress(BlockingIOError):
                 while os.read(self._wake_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+                    continue
         while self._handoff:
             fn, args = self._handoff.popleft()
             self._guarded(fn, *args)
@@ -549,9 +545,7 @@ class BaseAccountManager(abc.ABC):
                 ok = bool(self.do_async_request_market_data(request))
                 self.out_queue.put(message(Out.MARKET_DATA_RESPONSE, account=self.account_id,
                                            request=request, ok=ok))
-            elif self.handle_message(msg):
-                pass
-            else:
+            elif not self.handle_message(msg):
                 raise ProtocolError(f"unknown message type {kind!r}")
         except OperationalError:
             raise
@@ -631,10 +625,8 @@ class BaseAccountManager(abc.ABC):
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         for fd in (self._wake_r, self._wake_w):
-            try:
+            with contextlib.suppress(OSError):  # closing twice is harmless
                 os.close(fd)
-            except OSError:
-                pass
 
     def stop(self) -> None:
         """Ask the loop to finish its turn and shut down (loop thread only)."""

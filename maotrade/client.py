@@ -5,6 +5,7 @@ One DEALER socket. Outgoing messages queue with ``put`` and leave as one frame o
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Callable, Optional
 
@@ -108,10 +109,9 @@ class EngineClient:
         if self.socket.closed:
             return
         if linger_ms:
-            try:
+            # Goodbye is a courtesy: an engine that is gone or busy does not need it.
+            with contextlib.suppress(zmq.ZMQError):
                 self.socket.send(pack_batch([message(ClientToEngine.BYE)]), zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass
         self.socket.close(linger=linger_ms)
         if self._own_ctx:
             self.ctx.term()

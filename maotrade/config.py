@@ -8,7 +8,7 @@ by subclassing ``BrokerSettings`` / ``AccountSettings``.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -96,7 +96,3 @@ def first_error(exc: ValidationError) -> str:
         return f"unknown key '{loc}'"
     return f"key '{loc}': {err.get('msg', 'invalid')}"
 
-
-def optional_str(value: Optional[Any]) -> Optional[str]:
-    """Return ``value`` as a string, or None."""
-    return None if value is None else str(value)

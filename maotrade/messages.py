@@ -138,9 +138,3 @@ def unpack_batch(frame: bytes) -> list[dict]:
             raise ProtocolError("message has no string 'type'")
     return batch
 
-
-def require(msg: dict, *names: str) -> None:
-    """Raise ``ProtocolError`` naming the first of ``names`` missing from ``msg``."""
-    for name in names:
-        if msg.get(name) is None:
-            raise ProtocolError(f"{msg.get('type')} message lacks '{name}'")

@@ -10,7 +10,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable
 
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -106,7 +106,3 @@ def any_encrypted(config: dict) -> bool:
     """Return True if any value of ``config`` is encrypted."""
     return any(is_encrypted(v) for v in config.values())
 
-
-def optional_box(key: Optional[bytes]) -> Optional[SecretBox]:
-    """Return a SecretBox for ``key``, or None when no key is known."""
-    return SecretBox(key) if key else None

@@ -61,7 +61,7 @@ EXAMPLES = settings(max_examples=60, deadline=None, suppress_health_check=list(H
 @given(body=fields, account=st.sampled_from(["900", "900", "900", "nope", 900]))
 def test_engine_survives_any_worker_message(engine, kind, body, account):
     faultstats.record(faults=1)
-    engine._guard(engine._on_worker_message, {**body, "type": kind, "account": account})
+    engine._on_worker_batch([{**body, "type": kind, "account": account}])
 
 
 @pytest.mark.parametrize("kind", [t for t in public_values(ClientToEngine) if t != ClientToEngine.STOP_ENGINE] + ["junk"])

@@ -10,6 +10,7 @@ sequence order (resent ones flagged ``poss_dup``) and hears about rejects and dr
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
@@ -153,17 +154,15 @@ class FixSession:
                         break
                     self._feed(data)
             except OSError:
-                pass
+                pass  # the line broke while waiting for the Logout answer: close it anyway
         self.close()
 
     def close(self) -> None:
         """Close the socket without a Logout."""
         self.logged_on = False
         if self.sock is not None:
-            try:
+            with contextlib.suppress(OSError):  # already closed by the peer
                 self.sock.close()
-            except OSError:
-                pass
             self.sock = None
 
     def fileno(self) -> int:

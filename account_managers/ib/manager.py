@@ -21,7 +21,7 @@ from account_managers.ib.throttle import HistoricalPacer
 from maotrade.account_manager import BaseAccountManager, InitResult
 from maotrade.bars import BarBuilder
 from maotrade.errors import InvalidOrder, OperationalError
-from maotrade.messages import ConnectionState, EngineToWorker as In
+from maotrade.messages import EngineToWorker as In
 from maotrade.order import BaseOrder, Fill, OrderAction, OrderStatus, OrderType
 
 log = logging.getLogger(__name__)

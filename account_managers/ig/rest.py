@@ -114,7 +114,7 @@ class IGRestClient:
         try:
             self._send("DELETE", "/session", 1, None)
         except (requests.RequestException, OSError):
-            pass
+            pass  # logout on shutdown is a courtesy: the session expires at IG anyway
         self.session = None
 
     # -- calls ----------------------------------------------------------------------

@@ -179,7 +179,7 @@ class PaperAccountManager(BaseAccountManager):
         if request.get("action", "subscribe") == "unsubscribe":
             return self.builders.pop(key, None) is not None
         if key not in self.builders:
-            self.builders[key] = _NamedBarBuilder(request.get("epic") or self.to_maotrade_epic(epic_broker),
+            self.builders[key] = BarBuilder(request.get("epic") or self.to_maotrade_epic(epic_broker),
                                                   time_frame)
         return True
 
@@ -263,6 +263,3 @@ class PaperAccountManager(BaseAccountManager):
         data_dir = Path(self.runtime.get("data_dir") or ".")
         return data_dir / "paper" / f"account-{self.account_id}.sqlite"
 
-
-class _NamedBarBuilder(BarBuilder):
-    """Bar builder that labels bars with the MAOTrade epic."""

@@ -333,7 +333,7 @@ def scale(accounts: int, orders: int, cpu_window: float = 3.0) -> dict:
                 pss += info.pss
                 uss += info.uss
             except psutil.Error:
-                pass
+                pass  # exited between listing and measuring: nothing to count
         parent.send("go")
         _, latencies = parent.recv()
         client.join(30)
