@@ -78,8 +78,9 @@ from maotrade.config import AccountSettings, BrokerSettings, parse_settings
 from maotrade.errors import (InvalidOrder, MAOTradeError, OperationalError, ProtocolError,
                              TemporaryError)
 from maotrade.log import redact_text, register_secret
-from maotrade.messages import ConnectionState, EngineToWorker as In, WorkerToEngine as Out, message
-from maotrade.order import BaseOrder, Fill, OrderStatus
+from maotrade.messages import (PROTOCOL_VERSION, ConnectionState, EngineToWorker as In,
+                               WorkerToEngine as Out, message)
+from maotrade.order import STATUS_EVENT, BaseOrder, BrokerOrder, Fill, OrderEvent, OrderStatus
 from maotrade.queues import MessageQueue
 from maotrade.secrets import secret_values
 
@@ -148,6 +149,7 @@ class BaseAccountManager(abc.ABC):
         self._next_reconnect_at: Optional[float] = None
         self._pending: dict[str, _PendingOrder] = {}
         self._seen_open: set[str] = set()
+        self._from_engine: set[str] = set()  # client order ids the engine has sent us
         self._sent_exec_ids: set[str] = set()
         self._running = False
         self._last_heartbeat = 0.0
@@ -228,10 +230,12 @@ class BaseAccountManager(abc.ABC):
 
     def send_request_order_response(self, order: BaseOrder, fill: Optional[Fill] = None,
                                     kind: str = "") -> None:
-        """Report an order's new state (and optionally one new fill) to the engine.
+        """Report what the broker said of ``order`` (and optionally one new fill).
 
-        A fill not yet applied to ``order`` is applied here. A fill whose ``exec_id`` was
-        sent before (a broker resending itself) is not sent again.
+        The order's status is turned into one ``order_event`` for the engine (the engine's
+        copy is the one that counts). A fill not yet applied to ``order`` is applied here;
+        a fill whose ``exec_id`` was sent before (a broker resending itself) is not sent
+        again: this and the engine journal's key are the only two duplicate checks.
         """
         fill_dict = None
         if fill is not None:
@@ -246,52 +250,61 @@ class BaseAccountManager(abc.ABC):
         pending = self._pending.get(order.client_order_id)
         if pending and (order.status != OrderStatus.NEW or kind):
             del self._pending[order.client_order_id]
-        self.out_queue.put(message(Out.ORDER_RESPONSE, account=self.account_id,
-                                   order=_wire(order), fill=fill_dict, request=kind or None))
+        if fill_dict is not None:
+            event = OrderEvent.FILLED
+        elif kind == In.ORDER_STOP:
+            event = OrderEvent.AMENDED
+        else:
+            event = STATUS_EVENT[order.status]
+        self._send_event(order, event, fill=fill_dict, request=kind or None)
 
     def send_order_status(self, order: BaseOrder) -> None:
         """Answer a status request with the order's full state and every fill it has.
 
-        The engine applies the fills it has not seen (by ``exec_id``) and ignores the rest.
+        The engine applies the fills it has not journaled (by ``exec_id``) and ignores the rest.
         """
         self._pending.pop(order.client_order_id, None)
-        self.out_queue.put(message(Out.ORDER_RESPONSE, account=self.account_id, order=_wire(order),
-                                   fill=None, fills=list(order.fills),
-                                   request=In.ORDER_STATUS_REQUEST))
+        self._send_event(order, OrderEvent.STATUS, fills=list(order.fills),
+                         request=In.ORDER_STATUS_REQUEST)
 
     def send_order_refused(self, order: BaseOrder, reason: str, kind: str = In.ORDER_OPEN) -> None:
         """Answer an order request that was refused before reaching the broker.
 
-        For a new order the order itself becomes REJECTED; for a cancel, close or amend
-        request only the request fails and the order keeps its state.
+        For a new order or a close (``kind`` open or close) the order itself becomes
+        REJECTED; for a cancel or amend only the request fails and the order keeps its state.
         """
-        if kind == In.ORDER_OPEN and order.can_move_to(OrderStatus.REJECTED):
-            order.set_rejected(reason)
-            self.send_request_order_response(order, kind=kind)
-            return
         self._pending.pop(order.client_order_id, None)
-        self.out_queue.put(message(Out.ORDER_RESPONSE, account=self.account_id, order=_wire(order),
-                                   fill=None, request=kind, refused=redact_text(reason)))
+        if kind in (In.ORDER_OPEN, In.ORDER_CLOSE):
+            order.set_rejected(reason)
+        self._send_event(order, OrderEvent.REFUSED, request=kind, reason=reason)
 
     def send_order_unknown(self, order: BaseOrder, reason: str) -> None:
         """Tell the engine this order's outcome cannot be determined now (never resend it)."""
         self._pending.pop(order.client_order_id, None)
-        self.out_queue.put(message(Out.ORDER_RESPONSE, account=self.account_id, order=_wire(order),
-                                   fill=None, request=In.ORDER_STATUS_REQUEST, unknown=redact_text(reason)))
+        self._send_event(order, OrderEvent.UNKNOWN, request=In.ORDER_STATUS_REQUEST, reason=reason)
 
     def send_order_not_found(self, order: BaseOrder) -> None:
         """Answer a status request: the broker has no order with this client order id."""
         self._pending.pop(order.client_order_id, None)
-        self.out_queue.put(message(Out.ORDER_RESPONSE, account=self.account_id, order=_wire(order),
-                                   fill=None, request=In.ORDER_STATUS_REQUEST, not_found=True))
+        self._send_event(order, OrderEvent.NOT_FOUND, request=In.ORDER_STATUS_REQUEST)
+
+    def _send_event(self, order: BaseOrder, event: str, fill: Optional[dict] = None,
+                    fills: Optional[list] = None, request: Optional[str] = None, reason: str = "") -> None:
+        # An order the engine did not send (a broker-side order found in a status answer,
+        # say) travels with its description so the engine can journal it.
+        described = order.client_order_id not in self._from_engine
+        self.out_queue.put(message(
+            Out.ORDER_EVENT, account=self.account_id, client_order_id=order.client_order_id,
+            event=event, status=order.status, broker_ref=order.broker_ref or None,
+            reason=redact_text(reason or order.reason) or None, fill=fill, fills=fills,
+            request=request, stop_loss=order.stop_loss, take_profit=order.take_profit,
+            price=order.price, order=_wire(order) if described else None))
 
     def send_realtime_data(self, data: dict) -> None:
         """Send one normalized bar: ``{epic, time_frame, date, open, high, low, close,
         volume, completed}`` (``date`` in epoch ms of the bar's start)."""
-        data["type"] = Out.MARKET_DATA
-        data["v"] = 1
-        data["account"] = self.account_id
-        self.out_queue.put(data)
+        self.out_queue.put({**data, "type": Out.MARKET_DATA, "v": PROTOCOL_VERSION,
+                            "account": self.account_id})
 
     def send_account_disconnected(self, reason: str) -> None:
         """Tell the engine this account is disconnected for good (retries exhausted)."""
@@ -560,7 +573,8 @@ class BaseAccountManager(abc.ABC):
         raw = msg.get("order")
         if not isinstance(raw, dict):
             raise ProtocolError(f"{kind} lacks 'order'")
-        order = BaseOrder.from_dict(raw)
+        order = BrokerOrder.from_dict(raw)
+        self._from_engine.add(order.client_order_id)
         known = self.orders.get(order.client_order_id)
         if kind == In.ORDER_OPEN:
             order.validate()

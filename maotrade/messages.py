@@ -40,7 +40,7 @@ class WorkerToEngine:
     INIT_RESULT = "init_result"
     ACCOUNT_INFO = "account_info"
     PORTFOLIO = "portfolio"
-    ORDER_RESPONSE = "order_response"
+    ORDER_EVENT = "order_event"  # what the broker said of one order (``maotrade.order.OrderEvent``)
     MARKET_DATA = "market_data"
     MARKET_DATA_RESPONSE = "market_data_response"
     CONNECTION = "connection"

@@ -20,7 +20,8 @@ from maotrade.bars import BarBuilder
 from maotrade.errors import InvalidOrder
 from maotrade.matching import Event, PaperBook, Quote
 from maotrade.messages import EngineToWorker as In
-from maotrade.order import BaseOrder, OrderAction, OrderType, new_client_order_id
+from maotrade.order import (BaseOrder, BrokerOrder, Leg, OrderAction, OrderSource, OrderType,
+                            new_client_order_id, split_child_id)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class PaperAccountManager(BaseAccountManager):
     settings_model = PaperBrokerSettings
     account_settings_model = PaperAccountSettings
     CAPABILITIES = {"order_types": ["MARKET", "LIMIT", "STOP"], "cancel": True,
-                    "stop_amend": True, "partial_close": True, "market_data": True}
+                    "stop_amend": True, "partial_close": True, "market_data": True, "bracket": True}
 
     def __init__(self, config, in_queue, out_queue):
         super().__init__(config, in_queue, out_queue)
@@ -203,7 +204,10 @@ class PaperAccountManager(BaseAccountManager):
         self.send_request_order_response(order, kind=In.ORDER_STOP)
 
     def do_async_request_order_cancel(self, order: BaseOrder) -> None:
-        """Cancel a working order."""
+        """Cancel a working order (a bracket leg: take its level off the position)."""
+        if order.is_leg:
+            self._withdraw_leg(order)
+            return
         try:
             cancelled = self.book.cancel(order.client_order_id)
         except InvalidOrder as exc:
@@ -215,10 +219,26 @@ class PaperAccountManager(BaseAccountManager):
     def do_async_request_order_status(self, order: BaseOrder) -> None:
         """Answer from the broker-side record, as a real broker would."""
         known = self.orders.get(order.client_order_id)
-        if known is None or not known.broker_ref:
-            self.send_order_not_found(order)
-        else:
+        if known is not None and known.broker_ref:
             self.send_order_status(known)
+        elif order.is_leg and self._leg_working(order):
+            order.set_accepted()
+            self.send_order_status(order)
+        else:
+            self.send_order_not_found(order)
+
+    def _leg_working(self, leg: BaseOrder) -> bool:
+        stops = self.book.stops.get(leg.epicBroker, {})
+        level = stops.get("stop_loss" if leg.leg == Leg.STOP_LOSS else "take_profit")
+        return stops.get("parent") == leg.parent and level is not None
+
+    def _withdraw_leg(self, leg: BaseOrder) -> None:
+        stops = self.book.stops.get(leg.epicBroker)
+        if stops is not None and self._leg_working(leg):
+            stops["stop_loss" if leg.leg == Leg.STOP_LOSS else "take_profit"] = None
+            self._save([])
+        leg.set_cancelled("cancelled by request")
+        self.send_request_order_response(leg, kind=In.ORDER_CANCEL)
 
     # -- internals ------------------------------------------------------------------
     def _execute(self, order: BaseOrder, action) -> None:
@@ -243,11 +263,13 @@ class PaperAccountManager(BaseAccountManager):
     def _save(self, orders) -> None:
         self.store.save(self.book, list(orders))
 
-    def _make_stop_close(self, epic: str, qty: float, reason: str) -> BaseOrder:
-        order = BaseOrder(client_order_id=new_client_order_id("pb"), account=self.account_id,
-                          epic=self.to_maotrade_epic(epic), epicBroker=epic, qty=qty,
-                          order_type=OrderType.MARKET, action=OrderAction.CLOSE, source="broker",
-                          reason=reason)
+    def _make_stop_close(self, epic: str, qty: float, reason: str, client_order_id: str) -> BaseOrder:
+        parent, leg = split_child_id(client_order_id)
+        order = BrokerOrder(client_order_id=client_order_id or new_client_order_id("pb"),
+                            account=self.account_id, epic=self.to_maotrade_epic(epic), epicBroker=epic,
+                            qty=qty, order_type=OrderType.MARKET, action=OrderAction.CLOSE,
+                            source=OrderSource.BRACKET if leg else OrderSource.EXTERNAL, reason=reason,
+                            parent=parent if leg else "", leg=leg)
         self.orders[order.client_order_id] = order
         return order
 
