@@ -298,7 +298,8 @@ class BaseAccountManager(abc.ABC):
             event=event, status=order.status, broker_ref=order.broker_ref or None,
             reason=redact_text(reason or order.reason) or None, fill=fill, fills=fills,
             request=request, stop_loss=order.stop_loss, take_profit=order.take_profit,
-            price=order.price, order=_wire(order) if described else None))
+            price=order.price, filled_qty=order.filled_qty, avg_fill_price=order.avg_fill_price,
+            order=_wire(order) if described else None))
 
     def send_realtime_data(self, data: dict) -> None:
         """Send one normalized bar: ``{epic, time_frame, date, open, high, low, close,

@@ -19,7 +19,7 @@ def test_market_order_fills_in_lots_and_sums_partials(fix_worker):
     order = fix_worker.order("ES_FUT", 25)
     mark = fix_worker.request(In.ORDER_OPEN, order)
     filled = fix_worker.wait_order(order.client_order_id, "FILLED", since=mark)
-    responses = [m for m in fix_worker.received[mark:] if m.get("type") == "order_response"
+    responses = [m for m in fix_worker.received[mark:] if m.get("type") == "order_event"
                  and m["order"]["client_order_id"] == order.client_order_id]
     fills = [m["fill"] for m in responses if m.get("fill")]
     assert [(f["qty"], f["price"]) for f in fills] == [(10, 100.0), (10, 100.25), (5, 100.5)]

@@ -29,7 +29,7 @@ def test_limit_order_partially_fills_then_fills(ib_worker, fake_tws):
     assert done["fill"]["qty"] == 200 and done["fill"]["commission"] == 1.0
     assert abs(done["order"]["avg_fill_price"] - (179.5 * 100 + 179.0 * 200) / 300) < 1e-9
     fills = [m["fill"]["exec_id"] for m in ib_worker.received[mark:]
-             if m.get("type") == "order_response" and m.get("fill")
+             if m.get("type") == "order_event" and m.get("fill")
              and m["order"]["client_order_id"] == order.client_order_id]
     assert len(fills) == len(set(fills)) == 2
 
