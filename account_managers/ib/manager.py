@@ -22,7 +22,8 @@ from maotrade.account_manager import BaseAccountManager, InitResult
 from maotrade.bars import BarBuilder
 from maotrade.errors import InvalidOrder, OperationalError
 from maotrade.messages import EngineToWorker as In
-from maotrade.order import BaseOrder, Fill, OrderAction, OrderStatus, OrderType
+from maotrade.order import (BaseOrder, BrokerOrder, Fill, OrderAction, OrderStatus, OrderType, bracket_legs,
+                            split_child_id)
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +73,8 @@ def _child_params(order: BaseOrder, quantity: float, suffix: str) -> p.OrderPara
 
 
 def _apply_status(order: BaseOrder, status: str, reason: str) -> None:
-    """Move ``order`` to ``status`` through the state machine's public setters."""
-    if status == OrderStatus.SUBMITTED:
-        order.set_submitted()
-    elif status == OrderStatus.ACCEPTED:
-        order.set_accepted()
-    elif status == OrderStatus.REJECTED:
-        order.set_rejected(reason)
-    elif status == OrderStatus.CANCELLED:
-        order.set_cancelled(reason or "cancelled at IB")
+    """Record IB's word on ``order`` (a cancel without a reason says where it happened)."""
+    order.set_status(status, reason or ("cancelled at IB" if status == OrderStatus.CANCELLED else ""))
 
 
 class IBAccountManager(BaseAccountManager):
@@ -259,18 +253,18 @@ class IBAccountManager(BaseAccountManager):
 
     # -- orders ---------------------------------------------------------------------
     def _on_status(self, event: dict) -> None:
-        coid, suffix = p.parent_ref(event["order_ref"])
-        order = self.orders.get(coid)
-        if order is None or suffix:
-            if event.get("error_code") and suffix:
-                log.warning("event=bracket_child_refused account=%s ref=%s reason=%s",
-                            self.account_id, event["order_ref"], event["message"])
+        ref = event["order_ref"]
+        order = self._order_of(ref)
+        if order is None:
             return
+        if event.get("error_code") and order.is_leg:
+            log.warning("event=bracket_child_refused account=%s ref=%s reason=%s",
+                        self.account_id, ref, event["message"])
         if event.get("order_id") and not order.broker_ref:
             order.broker_ref = str(event["order_id"])
-        if any(h.event["order_ref"] == coid for h in self._held_fills.values()):
+        if any(h.event["order_ref"] == ref for h in self._held_fills.values()):
             # a terminal status must not overtake a fill still waiting for its commission
-            self._deferred_status[coid] = event
+            self._deferred_status[ref] = event
             return
         target = p.status_target(order, event["status"], event.get("error_code", 0),
                                  event.get("message", ""))
@@ -300,8 +294,7 @@ class IBAccountManager(BaseAccountManager):
             self._early_commissions.popitem(last=False)
 
     def _emit_fill(self, event: dict, commission: float) -> None:
-        coid, suffix = p.parent_ref(event["order_ref"])
-        order = self._child_close_order(coid, suffix) if suffix else self.orders.get(coid)
+        order = self._order_of(event["order_ref"])
         if order is None:
             log.warning("event=fill_for_unknown_order account=%s ref=%s exec_id=%s",
                         self.account_id, event["order_ref"], event["exec_id"])
@@ -319,40 +312,33 @@ class IBAccountManager(BaseAccountManager):
             log.error("event=fill_not_applied account=%s order=%s exec_id=%s reason=%s",
                       self.account_id, order.client_order_id, fill.exec_id, exc)
             return
-        deferred = self._deferred_status.get(order.client_order_id)
-        if deferred and not any(h.event["order_ref"] == order.client_order_id
-                                for h in self._held_fills.values()):
-            del self._deferred_status[order.client_order_id]
+        deferred = self._deferred_status.get(event["order_ref"])
+        if deferred and not any(h.event["order_ref"] == event["order_ref"] for h in self._held_fills.values()):
+            del self._deferred_status[event["order_ref"]]
             self._on_status(deferred)
 
-    def _child_close_order(self, coid: str, suffix: str) -> Optional[BaseOrder]:
-        """The broker-side close order a triggered stop loss / take profit makes."""
-        ref = p.child_ref(coid, suffix)
+    def _order_of(self, ref: str) -> Optional[BaseOrder]:
+        """The order an IB orderRef names: an engine order, or a bracket leg (made from its
+        parent here when the engine has not asked about it yet)."""
         order = self.orders.get(ref)
         if order is not None:
             return order
-        parent = self.orders.get(coid)
+        parent_id, leg = split_child_id(ref)
+        parent = self.orders.get(parent_id) if leg else None
         if parent is None:
             return None
-        stop = suffix == p.STOP_LOSS_SUFFIX
-        order = BaseOrder(client_order_id=ref, account=self.account_id, epic=parent.epic,
-                          epicBroker=parent.epicBroker, qty=-parent.qty,
-                          order_type=OrderType.STOP if stop else OrderType.LIMIT,
-                          price=parent.stop_loss if stop else parent.take_profit,
-                          action=OrderAction.CLOSE, source="broker",
-                          reason="stop loss" if stop else "take profit")
+        (order,) = bracket_legs(parent, only=leg, order_class=BrokerOrder)
         self.orders[ref] = order
         return order
 
     def _reconcile(self, snapshot: dict) -> None:
-        """Replay what IB knows (fills first, then statuses) onto the engine's orders."""
+        """Replay what IB knows (fills first, then statuses) onto the engine's orders and legs."""
+        known = lambda ref: ref in self.orders or split_child_id(ref)[0] in self.orders  # noqa: E731
         for event in sorted(snapshot["fills"], key=lambda f: f.get("time_ms") or 0):
-            coid, _ = p.parent_ref(event["order_ref"])
-            if coid in self.orders:
+            if known(event["order_ref"]):
                 self._on_exec(event)
         for event in snapshot["trades"]:
-            coid, suffix = p.parent_ref(event["order_ref"])
-            if coid in self.orders and not suffix:
+            if known(event["order_ref"]):
                 self._on_status(event)
 
     # ------------------------------------------------------------------ requests

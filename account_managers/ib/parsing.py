@@ -11,7 +11,7 @@ from typing import Optional
 
 from maotrade.bars import make_bar
 from maotrade.errors import InvalidOrder
-from maotrade.order import BaseOrder, OrderStatus, OrderType
+from maotrade.order import BaseOrder, Leg, OrderStatus, OrderType, child_id
 
 SEC_TYPES = frozenset({"STK", "CASH", "FUT", "IND", "CFD", "CMDTY", "CRYPTO", "BOND", "FUND"})
 
@@ -60,8 +60,9 @@ def contract_key(symbol: str, currency: str, sec_type: str, expiry: str) -> tupl
 
 ORDER_TYPES = {OrderType.MARKET: "MKT", OrderType.LIMIT: "LMT", OrderType.STOP: "STP"}
 TIME_IN_FORCE = {"GTC": "GTC", "DAY": "DAY", "IOC": "IOC", "FOK": "FOK"}
-STOP_LOSS_SUFFIX = "/SL"
-TAKE_PROFIT_SUFFIX = "/TP"
+# Bracket children carry the engine's leg ids (``maotrade.order.child_id``) as orderRef.
+STOP_LOSS_SUFFIX = "/" + Leg.STOP_LOSS
+TAKE_PROFIT_SUFFIX = "/" + Leg.TAKE_PROFIT
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def order_params(order: BaseOrder) -> OrderParams:
 
 def child_ref(client_order_id: str, suffix: str) -> str:
     """orderRef of a bracket child (stop loss or take profit) of an engine order."""
-    return client_order_id + suffix
+    return child_id(client_order_id, suffix[1:])
 
 
 def parent_ref(order_ref: str) -> tuple[str, str]:

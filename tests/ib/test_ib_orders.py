@@ -55,7 +55,8 @@ def test_bracket_take_profit_closes_and_cancels_stop(ib_worker, fake_tws):
     fake_tws.set_price("SPY", 461.0)
     closed = ib_worker.wait_order(order.client_order_id + "/TP", "FILLED", since=mark)
     assert closed["order"]["qty"] == -10 and closed["order"]["action"] == "close"
-    assert closed["order"]["source"] == "broker" and closed["fill"]["price"] == 460.99
+    assert closed["order"]["source"] == "bracket" and closed["order"]["parent"] == order.client_order_id
+    assert closed["fill"]["price"] == 460.99
     wait_until(lambda: fake_tws.order_by_ref(order.client_order_id + "/SL").status == "Cancelled",
                what="OCA sibling cancelled")
     mark = ib_worker.request(In.PORTFOLIO_REQUEST)
@@ -73,7 +74,7 @@ def test_amend_stop_moves_the_working_stop_loss(ib_worker, fake_tws):
                what="stop moved at IB")
     fake_tws.set_price("SPY", 444.0)
     stopped = ib_worker.wait_order(order.client_order_id + "/SL", "FILLED", since=mark)
-    assert stopped["fill"]["price"] == 443.99 and stopped["order"]["reason"] == "stop loss"
+    assert stopped["fill"]["price"] == 443.99 and stopped["order"]["leg"] == "SL"
 
 
 def test_amend_stop_protects_a_plain_filled_position(ib_worker, fake_tws):
