@@ -23,13 +23,15 @@ from engine.faults import failpoint
 from engine.journal import Journal
 from maotrade.errors import InvalidOrder, OrderRefused, ProtocolError
 from maotrade.messages import EngineToWorker as ToWorker
-from maotrade.order import (LEG_SHAPE, BaseOrder, Fill, Leg, OrderAction, OrderEvent, OrderSource,
+from maotrade.order import (LEG_SHAPE, BaseOrder, BracketKind, Fill, Leg, OrderAction, OrderEvent, OrderSource,
                             OrderStatus, OrderType, TimeInForce, bracket_legs, child_id, leg_name,
                             new_client_order_id, restate_legs, split_child_id)
 
 log = logging.getLogger(__name__)
 
 NUMERIC_FIELDS = ("qty", "price", "stop_loss", "take_profit")
+
+
 NEVER_REACHED = "never reached the broker (unknown to it); not resent"
 #: order requests that create an order of their own: refused, that order is REJECTED.
 CREATING_REQUESTS = frozenset({ToWorker.ORDER_OPEN, ToWorker.ORDER_CLOSE})
@@ -219,7 +221,31 @@ class OrderRouter:
             if self.journal.position(account, order.epic).is_flat:
                 raise InvalidOrder(f"cannot amend order {client_order_id}: no open position in {order.epic}; "
                                    "nothing was sent")
+            if not self._capabilities(account).get("bracket"):
+                return OrderOutcome(order=order, dispatches=self._move_legs(order, amended, working))
         return OrderOutcome(order=order, dispatches=[Dispatch(account, ToWorker.ORDER_STOP, amended)])
+
+    def _move_legs(self, parent: BaseOrder, amended: BaseOrder, working: list[BaseOrder]) -> list[Dispatch]:
+        """Amend a filled bracket whose legs are orders of their own at the broker (no native
+        brackets): move, withdraw or add each leg; the parent follows as the broker confirms."""
+        dispatches = []
+        by_leg = {leg.leg: leg for leg in working}
+        for name, (_, level_field) in LEG_SHAPE.items():
+            level, leg = getattr(amended, level_field), by_leg.get(name)
+            if leg is not None and level is None:
+                dispatches.append(Dispatch(parent.account, ToWorker.ORDER_CANCEL, leg))
+            elif leg is not None and level != leg.price:
+                moved = BaseOrder.from_dict({**leg.to_dict(), "price": level})
+                dispatches.append(Dispatch(parent.account, ToWorker.ORDER_STOP, moved))
+            elif leg is None and level is not None:
+                (made,) = self._make_legs(amended, only=name)
+                made.qty = -parent.filled_qty
+                self.journal.save_order(made, self.owner(parent))
+                self.live[(made.account, made.client_order_id)] = made
+                dispatches.append(self._send(made, ToWorker.ORDER_OPEN))
+        if not dispatches:
+            raise InvalidOrder(f"order {parent.client_order_id} already has those levels; nothing was sent")
+        return dispatches
 
     def status_query(self, order: BaseOrder) -> Dispatch:
         """Ask the broker about an order whose outcome the engine does not know."""
@@ -242,6 +268,9 @@ class OrderRouter:
             outcome.error = reason or "refused by the broker"
             if request in CREATING_REQUESTS and order.can_move_to(OrderStatus.REJECTED):
                 order.set_rejected(outcome.error)
+            elif request == ToWorker.ORDER_CANCEL and order.is_leg and not order.is_done:
+                # A leg the engine withdrew is not working there: ask what became of it.
+                outcome.dispatches.append(self.status_query(order))
         elif event == OrderEvent.NOT_FOUND:
             self._not_found(order)
         elif event == OrderEvent.UNKNOWN:
@@ -347,8 +376,19 @@ class OrderRouter:
             order.set_status(OrderStatus.UNKNOWN, "the broker has no record of an order that traded")
 
     def _amended(self, order: BaseOrder, msg: dict, outcome: OrderOutcome) -> None:
-        order.stop_loss, order.take_profit = msg.get("stop_loss"), msg.get("take_profit")
         order.updated = int(time.time() * 1000)
+        if order.is_leg:
+            # A leg that is an order of its own moved: its parent's level moves with it.
+            order.price = msg.get("price")
+            parent = self.get(order.account, order.parent)
+            if parent is not None:
+                setattr(parent, LEG_SHAPE[order.leg][1], order.price)
+                self._save(parent)
+                outcome.changed.append(parent)
+            return
+        order.stop_loss, order.take_profit = msg.get("stop_loss"), msg.get("take_profit")
+        if msg.get("price") is not None and order.order_type != OrderType.MARKET:
+            order.price = msg["price"]
         new, changed = restate_legs(order, {leg.leg: leg for leg in self.legs(order)})
         for leg in new:
             self.journal.save_order(leg, self.owner(order))
@@ -362,13 +402,17 @@ class OrderRouter:
         parent = self.get(leg.account, leg.parent)
         if parent is None:
             return
+        native = self._capabilities(leg.account).get("bracket")
         for sibling in self.legs(parent):
-            if sibling.client_order_id != leg.client_order_id and not sibling.is_done:
+            if sibling.client_order_id == leg.client_order_id or sibling.is_done:
+                continue
+            if native or sibling.status == OrderStatus.NEW:
                 sibling.set_cancelled(f"{leg_name(leg.leg)} filled")
                 self._save(sibling)
                 outcome.changed.append(sibling)
-                if not self._capabilities(leg.account).get("bracket"):
-                    outcome.dispatches.append(Dispatch(leg.account, ToWorker.ORDER_CANCEL, sibling))
+            else:
+                # A working order of its own at the broker: it ends when the broker says so.
+                outcome.dispatches.append(Dispatch(leg.account, ToWorker.ORDER_CANCEL, sibling))
 
     def _parent_ended_unfilled(self, parent: BaseOrder, outcome: OrderOutcome) -> None:
         """A parent that ended with no fill (cancelled, rejected, expired) takes its legs with it."""
@@ -389,15 +433,17 @@ class OrderRouter:
                         self._save(leg)
                         outcome.dispatches.append(self._send(leg, ToWorker.ORDER_OPEN))
             return
+        attached = self._capabilities(order.account).get("bracket") == BracketKind.ATTACHED
         for (account, _), other in list(self.live.items()):
             if account != order.account or not other.is_leg or other.is_done or other.epic != order.epic:
                 continue
-            other.set_cancelled("position closed")
-            self._save(other)
-            outcome.changed.append(other)
-            if other.client_order_id != order.client_order_id and (
-                    other.broker_ref or not self._capabilities(account).get("bracket")):
-                # A leg that lives at the broker as an order of its own must be withdrawn there.
+            if attached or (other.status == OrderStatus.NEW and not self._capabilities(account).get("bracket")):
+                # Never placed, or a level attached to the position, which went with it.
+                other.set_cancelled("position closed")
+                self._save(other)
+                outcome.changed.append(other)
+            else:
+                # A leg that is an order of its own at the broker is withdrawn there first.
                 outcome.dispatches.append(Dispatch(account, ToWorker.ORDER_CANCEL, other))
 
     # -- internals: requests ------------------------------------------------------------------------

@@ -93,6 +93,16 @@ def split_child_id(client_order_id: str) -> tuple[str, str]:
     return (parent, leg) if parent and leg in Leg.ALL else (client_order_id, "")
 
 
+class BracketKind:
+    """How a broker keeps a bracket (its ``bracket`` capability; absent or False: the engine
+    places the legs as orders of their own once the parent has traded)."""
+
+    #: levels attached to the position, which vanish with it (paper, IG).
+    ATTACHED = "attached"
+    #: child orders at the broker, cancelled one by the other (IB's OCA group).
+    ORDERS = "orders"
+
+
 class OrderSource:
     """Who asked for an order."""
 

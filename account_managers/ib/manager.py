@@ -22,7 +22,7 @@ from maotrade.account_manager import BaseAccountManager, InitResult
 from maotrade.bars import BarBuilder
 from maotrade.errors import InvalidOrder, OperationalError
 from maotrade.messages import EngineToWorker as In
-from maotrade.order import (BaseOrder, BrokerOrder, Fill, OrderAction, OrderStatus, OrderType, bracket_legs,
+from maotrade.order import (BaseOrder, BracketKind, BrokerOrder, Fill, OrderAction, OrderStatus, OrderType, bracket_legs,
                             split_child_id)
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class IBAccountManager(BaseAccountManager):
     account_settings_model = IBAccountSettings
     CAPABILITIES = {"order_types": ["MARKET", "LIMIT", "STOP"], "cancel": True,
                     "stop_amend": True, "partial_close": True, "market_data": True,
-                    "bracket": True, "history": True}
+                    "bracket": BracketKind.ORDERS, "history": True}
 
     def __init__(self, config, in_queue, out_queue):
         super().__init__(config, in_queue, out_queue)

@@ -20,7 +20,7 @@ from maotrade.bars import BarBuilder
 from maotrade.errors import InvalidOrder
 from maotrade.matching import Event, PaperBook, Quote
 from maotrade.messages import EngineToWorker as In
-from maotrade.order import (BaseOrder, BrokerOrder, Leg, OrderAction, OrderSource, OrderType,
+from maotrade.order import (BaseOrder, BracketKind, BrokerOrder, Leg, OrderAction, OrderSource, OrderType,
                             new_client_order_id, split_child_id)
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,8 @@ class PaperAccountManager(BaseAccountManager):
     settings_model = PaperBrokerSettings
     account_settings_model = PaperAccountSettings
     CAPABILITIES = {"order_types": ["MARKET", "LIMIT", "STOP"], "cancel": True,
-                    "stop_amend": True, "partial_close": True, "market_data": True, "bracket": True}
+                    "stop_amend": True, "partial_close": True, "market_data": True,
+                    "bracket": BracketKind.ATTACHED}
 
     def __init__(self, config, in_queue, out_queue):
         super().__init__(config, in_queue, out_queue)
