@@ -442,7 +442,7 @@ class OrderRouter:
                 other.set_cancelled("position closed")
                 self._save(other)
                 outcome.changed.append(other)
-            else:
+            elif not any(d.order is other for d in outcome.dispatches):
                 # A leg that is an order of its own at the broker is withdrawn there first.
                 outcome.dispatches.append(Dispatch(account, ToWorker.ORDER_CANCEL, other))
 

@@ -76,7 +76,7 @@ import zmq
 
 from maotrade.config import AccountSettings, BrokerSettings, parse_settings
 from maotrade.errors import (InvalidOrder, MAOTradeError, OperationalError, ProtocolError,
-                             TemporaryError)
+                             RequestNotSent, TemporaryError)
 from maotrade.log import redact_text, register_secret
 from maotrade.messages import (PROTOCOL_VERSION, ConnectionState, EngineToWorker as In,
                                WorkerToEngine as Out, message)
@@ -159,6 +159,13 @@ class BaseAccountManager(abc.ABC):
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._watched: dict[int, Callable[[], None]] = {}
+        self._order_handlers: dict[str, Callable[[BaseOrder], None]] = {
+            In.ORDER_OPEN: self.do_async_request_order_open,
+            In.ORDER_CLOSE: self.do_async_request_order_close,
+            In.ORDER_STOP: self.do_async_request_stop_order,
+            In.ORDER_CANCEL: self.do_async_request_order_cancel,
+            In.ORDER_STATUS_REQUEST: self.do_async_request_order_status,
+        }
         self._busy = False
         self._poller: Optional[zmq.Poller] = None
         self._polled_fds: set = set()
@@ -554,8 +561,11 @@ class BaseAccountManager(abc.ABC):
                 self.do_async_request_portfolio()
             elif kind == In.MARKET_DATA_REQUEST:
                 request = msg.get("request")
-                if not isinstance(request, dict):
-                    raise ProtocolError("market_data_request lacks 'request'")
+                if not isinstance(request, dict) or not isinstance(request.get("epicBroker"), str) \
+                        or not request["epicBroker"] or isinstance(request.get("time_frame"), bool) \
+                        or not isinstance(request.get("time_frame"), int):
+                    raise ProtocolError("market_data_request needs 'request' with epicBroker (string) "
+                                        "and time_frame (integer seconds)")
                 ok = bool(self.do_async_request_market_data(request))
                 self.out_queue.put(message(Out.MARKET_DATA_RESPONSE, account=self.account_id,
                                            request=request, ok=ok))
@@ -575,6 +585,9 @@ class BaseAccountManager(abc.ABC):
         if not isinstance(raw, dict):
             raise ProtocolError(f"{kind} lacks 'order'")
         order = BrokerOrder.from_dict(raw)
+        if not order.epicBroker:
+            # The engine resolves the instrument once; a broker never guesses it.
+            raise ProtocolError(f"{kind} of {order.client_order_id} lacks epicBroker")
         self._from_engine.add(order.client_order_id)
         known = self.orders.get(order.client_order_id)
         if kind == In.ORDER_OPEN:
@@ -603,14 +616,17 @@ class BaseAccountManager(abc.ABC):
             self.orders[order.client_order_id] = order
         deadline = time.monotonic() + self.settings.order_timeout
         self._pending[order.client_order_id] = _PendingOrder(order, kind, deadline)
-        handler = {
-            In.ORDER_OPEN: self.do_async_request_order_open,
-            In.ORDER_CLOSE: self.do_async_request_order_close,
-            In.ORDER_STOP: self.do_async_request_stop_order,
-            In.ORDER_CANCEL: self.do_async_request_order_cancel,
-            In.ORDER_STATUS_REQUEST: self.do_async_request_order_status,
-        }[kind]
-        handler(order)
+        try:
+            self._order_handlers[kind](order)
+        except OperationalError:
+            raise
+        except (InvalidOrder, RequestNotSent) as exc:
+            # Raised before the request went out: refused, and the strategy is told.
+            self.send_order_refused(order, str(exc), kind=kind)
+        except Exception as exc:  # a broker library may raise anything, possibly after sending
+            log.exception("event=order_request_crashed account=%s order=%s request=%s",
+                          self.account_id, order.client_order_id, kind)
+            self.send_order_unknown(order, f"{kind} failed in the broker's client: {type(exc).__name__}: {exc}")
 
     def _check_order_timeouts(self, now: float) -> None:
         for key, pending in list(self._pending.items()):

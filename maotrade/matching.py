@@ -68,9 +68,9 @@ class PaperBook:
     # -- requests ---------------------------------------------------------------
     def submit(self, order: BaseOrder) -> list[Event]:
         """Take a new order: fill it now if it is marketable, else keep it working."""
-        quote = self._quote(order.epicBroker or order.epic)
+        quote = self._quote(order.epicBroker)
         order.broker_ref = f"P-{order.client_order_id}"
-        if (order.epicBroker or order.epic) in self.bar_epics:
+        if (order.epicBroker) in self.bar_epics:
             order.set_accepted()
             self.working[order.client_order_id] = order
             return [Event(order)]
@@ -82,7 +82,7 @@ class PaperBook:
 
     def close(self, order: BaseOrder) -> list[Event]:
         """Reduce the position in ``order``'s instrument by ``order.qty`` at market."""
-        epic = order.epicBroker or order.epic
+        epic = order.epicBroker
         position = self.positions.get(epic)
         if position is None or position.is_flat:
             raise InvalidOrder(f"no open position in {order.epic} to close")
@@ -128,7 +128,7 @@ class PaperBook:
         self.quotes[epic] = quote
         events: list[Event] = []
         for key, order in list(self.working.items()):
-            if (order.epicBroker or order.epic) == epic and self._crossed(order, quote):
+            if (order.epicBroker) == epic and self._crossed(order, quote):
                 del self.working[key]
                 events.append(self._fill(order, quote, order.remaining_qty))
         stops = self.stops.get(epic)
@@ -152,7 +152,7 @@ class PaperBook:
         time = int(bar["date"])
         events: list[Event] = []
         for key, order in list(self.working.items()):
-            if (order.epicBroker or order.epic) != epic:
+            if (order.epicBroker) != epic:
                 continue
             price = self._bar_price(order, bar)
             if price is None:
@@ -288,7 +288,7 @@ class PaperBook:
         return 0.0, ""
 
     def _still_closes(self, order: BaseOrder) -> bool:
-        position = self.positions.get(order.epicBroker or order.epic)
+        position = self.positions.get(order.epicBroker)
         return (position is not None and not position.is_flat and (position.qty > 0) != (order.qty > 0)
                 and abs(order.remaining_qty) <= abs(position.qty) + EPSILON)
 
@@ -305,7 +305,7 @@ class PaperBook:
         commission = abs(qty) * price * self.commission_rate
         fill = Fill(exec_id=f"{self.account}-E{self.exec_seq}", qty=abs(qty), price=price,
                     time=time, commission=commission)
-        epic = order.epicBroker or order.epic
+        epic = order.epicBroker
         position = self.positions.setdefault(epic, Position(epic))
         was_flat = position.is_flat
         self.balance += position.apply_fill(qty, price) - commission

@@ -195,6 +195,11 @@ class WorkerHarness:
         """Send a request; return the index of received messages to wait from."""
         self.poll()
         mark = len(self.received)
+        request = fields.get("request")
+        if kind == In.MARKET_DATA_REQUEST and isinstance(request, dict) and "epicBroker" not in request:
+            # As the engine does: the instrument is resolved from the account's mapping.
+            mapping = self.document.get("epicMapping") or {}
+            fields["request"] = {**request, "epicBroker": mapping.get(request.get("epic"), request.get("epic"))}
         if order is not None:
             fields["order"] = order.to_dict()
             self._views.setdefault(order.client_order_id, order.to_dict(with_fills=False))

@@ -191,7 +191,7 @@ class FIXAccountManager(BaseAccountManager):
             self.send_error(f"market data for {epic!r} refused: broker {self.broker_name or 'FIX'} "
                             "does not offer MarketDataRequest (brokerConfig market_data=false)", request)
             return False
-        symbol = request.get("epicBroker") or self.to_broker_epic(epic)
+        symbol = request["epicBroker"]
         time_frame = int(request.get("time_frame") or 0)
         if time_frame not in DATA_FRAMES:
             raise InvalidOrder(f"time frame {time_frame}s not offered; choose one of {sorted(DATA_FRAMES)}")
@@ -265,12 +265,9 @@ class FIXAccountManager(BaseAccountManager):
         self._send_status_request(known)
 
     # ------------------------------------------------------------------ sending orders
-    def _symbol(self, order: BaseOrder) -> str:
-        if order.epic in self.epic_mapping:
-            return self.epic_mapping[order.epic]
-        if order.epicBroker and (not self.epic_mapping or order.epicBroker in self.epic_from_broker):
-            return order.epicBroker
-        return self.to_broker_epic(order.epic)
+    @staticmethod
+    def _symbol(order: BaseOrder) -> str:
+        return order.epicBroker  # resolved once by the engine from the account's mapping
 
     def _send_new(self, order: BaseOrder) -> None:
         try:

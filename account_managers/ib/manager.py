@@ -511,7 +511,7 @@ class IBAccountManager(BaseAccountManager):
         """
         action = request.get("action", "subscribe")
         epic = request.get("epic") or ""
-        epic_broker = request.get("epicBroker") or self.to_broker_epic(epic)
+        epic_broker = request["epicBroker"]
         epic = epic or self.to_maotrade_epic(epic_broker)
         time_frame = int(request.get("time_frame") or 0)
         if epic_broker not in self._contracts:
@@ -639,8 +639,7 @@ class IBAccountManager(BaseAccountManager):
         self.session.call(fn, *args).add_done_callback(done)
 
     def _contract_for(self, order: BaseOrder):
-        epic_broker = order.epicBroker or self.to_broker_epic(order.epic)
-        order.epicBroker = epic_broker
+        epic_broker = order.epicBroker
         contract = self._contracts.get(epic_broker)
         if contract is None:
             reason = self._unknown.get(epic_broker, "not in the epic mapping")

@@ -249,7 +249,7 @@ class IGAccountManager(BaseAccountManager):
     def do_async_request_market_data(self, request: dict) -> bool:
         """Subscribe or unsubscribe CHART:{epic}:{scale} (and MARKET:{epic} for quotes)."""
         epic = request.get("epic") or ""
-        epic_broker = request.get("epicBroker") or self.to_broker_epic(epic)
+        epic_broker = request["epicBroker"]
         try:
             time_frame = int(request.get("time_frame", 0))
         except (TypeError, ValueError):
@@ -431,11 +431,9 @@ class IGAccountManager(BaseAccountManager):
         return {}
 
     # ---------------------------------------------------------------- on the loop
-    def _epic_of(self, order: BaseOrder) -> str:
-        # The account's mapping is the authority; epicBroker is used only without one.
-        if self.epic_mapping or not order.epicBroker:
-            return self.to_broker_epic(order.epic)
-        return order.epicBroker
+    @staticmethod
+    def _epic_of(order: BaseOrder) -> str:
+        return order.epicBroker  # resolved once by the engine from the account's mapping
 
     def _fetch_confirm(self, ref: str) -> None:
         if ref in self.deals.resolved:

@@ -164,7 +164,7 @@ class PaperAccountManager(BaseAccountManager):
 
     def do_async_request_market_data(self, request: dict) -> bool:
         """Start or stop bars of ``request["epic"]`` at ``request["time_frame"]`` seconds."""
-        epic_broker = request.get("epicBroker") or self.to_broker_epic(request.get("epic", ""))
+        epic_broker = request["epicBroker"]
         time_frame = int(request.get("time_frame", 0))
         if self.replay is not None and epic_broker == self.settings.replay_epic:
             if time_frame != self.settings.replay_time_frame:
@@ -196,7 +196,7 @@ class PaperAccountManager(BaseAccountManager):
     def do_async_request_stop_order(self, order: BaseOrder) -> None:
         """Amend stop loss / take profit of a working order or of the position."""
         try:
-            self.book.amend_stops(order.epicBroker or order.epic, order.stop_loss,
+            self.book.amend_stops(order.epicBroker, order.stop_loss,
                                   order.take_profit, order.client_order_id)
         except InvalidOrder as exc:
             self.send_order_refused(order, str(exc), kind=In.ORDER_STOP)
