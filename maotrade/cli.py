@@ -64,6 +64,10 @@ def main() -> None:
                    "(an fsync per order).")
 @click.option("--heartbeat-timeout", default=15.0, show_default=True, metavar="SECONDS",
               help="Restart a worker silent for this long.")
+@click.option("--unknown-timeout", default=60.0, show_default=True, metavar="SECONDS",
+              type=click.FloatRange(min=1.0),
+              help="An order the broker has said nothing about for this long becomes UNKNOWN (its owner is "
+                   "told; the broker is asked again, the order never resent).")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Level of the log file (the console shows warnings and above).")
@@ -75,7 +79,7 @@ def main() -> None:
 @click.option("--api-host", default="127.0.0.1", show_default=True, help="Address the REST API listens on.")
 @data_dir_option
 def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, listen, durability,
-          heartbeat_timeout, log_level, risk_config, api_port, api_host, data_dir) -> None:
+          heartbeat_timeout, unknown_timeout, log_level, risk_config, api_port, api_host, data_dir) -> None:
     """Run the engine for one or more accounts until Ctrl-C, SIGTERM or `maotrade stop`."""
     from pathlib import Path
 
@@ -85,7 +89,7 @@ def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, 
         code = run(list(accounts), _data_dir(data_dir), config_url=config_url, strategies=list(strategies),
                    strategy_params=_parse_params(params), no_demo=no_demo, duration=duration,
                    log_level=log_level, show_bars=not no_bars, heartbeat_timeout=heartbeat_timeout, listen=listen,
-                   durability=durability, echo=click.echo,
+                   durability=durability, echo=click.echo, unknown_timeout=unknown_timeout,
                    risk_config=Path(risk_config) if risk_config else None, api_port=api_port,
                    api_host=api_host)
     except MAOTradeError as exc:

@@ -110,13 +110,14 @@ class OrderSource:
     API = "api"
     WEBHOOK = "webhook"
     OPERATOR = "operator"
+    MANUAL = "manual"
     #: a bracket leg the engine made from its parent's stop loss / take profit.
     BRACKET = "bracket"
     #: reported by the broker, placed by nobody the engine knows.
     EXTERNAL = "external"
 
     #: sources a client may claim for its own requests.
-    CLIENT = frozenset({STRATEGY, API, WEBHOOK, OPERATOR})
+    CLIENT = frozenset({STRATEGY, API, WEBHOOK, OPERATOR, MANUAL})
 
 
 _S = OrderStatus

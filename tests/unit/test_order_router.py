@@ -225,6 +225,14 @@ def test_listed_orders_carry_every_fill(journal):
     assert listed.status == OrderStatus.FILLED
 
 
+def test_an_instrument_outside_the_mapping_is_refused_before_anything_is_sent(journal):
+    router = make_router(journal)
+    outcome = router.open({"account": ACCOUNT, "epic": "NOPE", "qty": 1, "client_order_id": "n1"},
+                          source="strategy")
+    assert (outcome.code, outcome.dispatches) == ("unknown_instrument", [])
+    assert outcome.order.status == OrderStatus.REJECTED and "'NOPE'" in outcome.error
+
+
 def test_a_client_may_not_name_an_order_like_a_leg(journal):
     router = make_router(journal)
     outcome = router.open({"account": ACCOUNT, "epic": "EURUSD", "qty": 1, "client_order_id": "x/SL"},
