@@ -69,7 +69,7 @@ import logging
 import os
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
 import zmq
@@ -154,6 +154,7 @@ class BaseAccountManager(abc.ABC):
         self._running = False
         self._last_heartbeat = 0.0
         self._executor: Optional[ThreadPoolExecutor] = None
+        self._session_generation = 0
         self._handoff: deque = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -434,10 +435,18 @@ class BaseAccountManager(abc.ABC):
 
     # ------------------------------------------------------------------ threads
     def run_blocking(self, fn: Callable, *args: Any, on_result: Optional[Callable] = None,
-                     on_error: Optional[Callable] = None) -> None:
-        """Run a blocking call on a worker thread; its callbacks run back on the loop."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"am-{self.account_id}")
+                     on_error: Optional[Callable] = None,
+                     executor: Optional[Callable[..., Future]] = None) -> None:
+        """Run a blocking call off the loop; its callbacks run back on the loop.
+
+        ``executor(fn, *args)`` returns a ``concurrent.futures.Future`` (a broker client's
+        own thread or event loop, say ib_insync's); by default a small thread pool runs it.
+        Without ``on_error`` a failure is logged.
+        """
+        if executor is None:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"am-{self.account_id}")
+            executor = self._executor.submit
 
         def done(future):
             exc = future.exception()
@@ -449,7 +458,30 @@ class BaseAccountManager(abc.ABC):
             elif on_result:
                 self.call_soon_threadsafe(on_result, future.result())
 
-        self._executor.submit(fn, *args).add_done_callback(done)
+        executor(fn, *args).add_done_callback(done)
+
+    def new_session(self) -> Callable[[Callable], Callable]:
+        """Begin a new broker session; return ``guard`` for the callbacks of its library.
+
+        ``guard(fn)`` is safe to call from any thread: it runs ``fn(*args)`` on the loop,
+        unless another session has begun since (a dead session's late words are dropped).
+        """
+        self._session_generation += 1
+        generation = self._session_generation
+
+        def guard(fn: Callable) -> Callable:
+            def from_any_thread(*args: Any) -> None:
+                self.call_soon_threadsafe(self._if_current_session, generation, fn, *args)
+            return from_any_thread
+        return guard
+
+    def end_session(self) -> None:
+        """Drop whatever the current session's library still delivers."""
+        self._session_generation += 1
+
+    def _if_current_session(self, generation: int, fn: Callable, *args: Any) -> None:
+        if generation == self._session_generation:
+            fn(*args)
 
     def call_soon_threadsafe(self, fn: Callable, *args: Any) -> None:
         """Run ``fn(*args)`` on the loop thread soon; safe from any thread."""

@@ -28,7 +28,7 @@ from account_managers.fix.parsing import MsgType, Tag
 from account_managers.fix.session import FixSession
 from account_managers.fix.store import SessionStore
 from maotrade.account_manager import BaseAccountManager, InitResult
-from maotrade.bars import BarBuilder
+from maotrade.bars import BarBook, MarketDataRequest
 from maotrade.errors import IllegalTransition, InvalidOrder, ProtocolError
 from maotrade.messages import EngineToWorker as In
 from maotrade.order import BaseOrder, Fill, OrderAction, OrderStatus, OrderType
@@ -69,7 +69,7 @@ class FIXAccountManager(BaseAccountManager):
         self.positions: dict[str, Position] = {}
         self.last_price: dict[str, float] = {}
         self._rebuild_positions()
-        self.bars: dict[tuple[str, int], BarBuilder] = {}
+        self.bars = BarBook()
         self.md_requests: dict[str, str] = {}  # MDReqID -> broker symbol
         self._in_init = False
         self._positions_unsupported = False
@@ -116,9 +116,8 @@ class FIXAccountManager(BaseAccountManager):
         self.session.on_timer()
         if self._pos_request is not None and time_now >= self._pos_request["deadline"]:
             self._finish_positions("no PositionReport within timeout")
-        for builder in self.bars.values():
-            for bar in builder.close_due(time_now):
-                self.send_realtime_data(dict(bar))
+        for bar in self.bars.close_due(time_now):
+            self.send_realtime_data(bar)
 
     # ------------------------------------------------------------------ session callbacks
     def on_disconnect(self, reason: str) -> None:
@@ -186,26 +185,24 @@ class FIXAccountManager(BaseAccountManager):
 
     def do_async_request_market_data(self, request: dict) -> bool:
         """Subscribe or unsubscribe trades/quotes of one instrument via 35=V."""
-        epic = request.get("epic") or ""
+        wanted = MarketDataRequest(request)
+        epic, symbol, time_frame = wanted.epic, wanted.epic_broker, wanted.time_frame
         if not self.settings.market_data:
             self.send_error(f"market data for {epic!r} refused: broker {self.broker_name or 'FIX'} "
                             "does not offer MarketDataRequest (brokerConfig market_data=false)", request)
             return False
-        symbol = request["epicBroker"]
-        time_frame = int(request.get("time_frame") or 0)
         if time_frame not in DATA_FRAMES:
             raise InvalidOrder(f"time frame {time_frame}s not offered; choose one of {sorted(DATA_FRAMES)}")
-        subscribe = request.get("action", "subscribe") != "unsubscribe"
-        if not subscribe:
-            found = self.bars.pop((symbol, time_frame), None) is not None
-            if not any(s == symbol for s, _ in self.bars):
+        if not wanted.subscribe:
+            found = self.bars.unsubscribe(symbol, time_frame)
+            if not self.bars.watches(symbol):
                 for req_id, sym in list(self.md_requests.items()):
                     if sym == symbol:
                         self.session.send_app(MsgType.MARKET_DATA_REQUEST,
                                               fx.market_data_request(req_id, symbol, False))
                         del self.md_requests[req_id]
             return found
-        self.bars.setdefault((symbol, time_frame), BarBuilder(epic or self.to_maotrade_epic(symbol), time_frame))
+        self.bars.subscribe(epic or self.to_maotrade_epic(symbol), symbol, time_frame)
         if symbol not in self.md_requests.values():
             self._subscribe(symbol)
         return True
@@ -471,12 +468,8 @@ class FIXAccountManager(BaseAccountManager):
                 continue
             self.last_price[self.to_maotrade_epic(sym)] = price
             size = sum(float(e.get(Tag.MDEntrySize, 0) or 0) for e in group if e.get(Tag.MDEntryType) == "2")
-            for (b_sym, _), builder in self.bars.items():
-                if b_sym != sym:
-                    continue
-                for bar in builder.update(now, price, size):
-                    self.send_realtime_data(dict(bar))
-                self.send_realtime_data(dict(builder.current))
+            for bar in self.bars.on_price(sym, now, price, size):
+                self.send_realtime_data(bar)
 
     def _on_positions(self, msg: simplefix.FixMessage, msg_type: str) -> None:
         request = self._pos_request
@@ -518,8 +511,7 @@ class FIXAccountManager(BaseAccountManager):
         self.send_portfolio(portfolio)
 
     def _drop_bars(self, symbol: str) -> None:
-        for key in [k for k in self.bars if k[0] == symbol]:
-            del self.bars[key]
+        self.bars.drop(symbol)
 
     # ------------------------------------------------------------------ book keeping
     def _report(self, order: BaseOrder, fill: Optional[Fill] = None, kind: str = "") -> None:

@@ -90,7 +90,6 @@ class IBAccountManager(BaseAccountManager):
         super().__init__(config, in_queue, out_queue)
         self.account: str = self.account_settings.account
         self.session: Optional[IBSession] = None
-        self._generation = 0
         self._specs: dict[str, p.ContractSpec] = {}
         self._bad_mapping: dict[str, str] = {}
         for epic, epic_broker in self.epic_mapping.items():
@@ -119,10 +118,8 @@ class IBAccountManager(BaseAccountManager):
         since the last one seen and positions, reconcile, restore subscriptions."""
         s = self.settings
         self._close_session()
-        self._generation += 1
-        generation = self._generation
-        session = IBSession(lambda event: self.call_soon_threadsafe(self._on_event, generation, event),
-                            s.max_requests_per_second)
+        guard = self.new_session()
+        session = IBSession(guard(self._on_event), s.max_requests_per_second)
         try:
             snapshot = session.connect(s.tws_host, s.tws_port, s.client_id, s.timeout,
                                        self._specs, self._last_exec_ms)
@@ -182,9 +179,7 @@ class IBAccountManager(BaseAccountManager):
             self._send_history(request)
 
     # ------------------------------------------------------------------ IB events
-    def _on_event(self, generation: int, event: dict) -> None:
-        if generation != self._generation:
-            return  # a closed session's last words
+    def _on_event(self, event: dict) -> None:
         kind = event["event"]
         if kind == "status":
             self._on_status(event)
@@ -625,18 +620,7 @@ class IBAccountManager(BaseAccountManager):
             if on_error:
                 on_error(ConnectionError("not connected to TWS"))
             return
-
-        def done(future):
-            exc = future.exception()
-            if exc is not None:
-                log.warning("event=ib_call_failed account=%s call=%s reason=%s",
-                            self.account_id, getattr(fn, "__name__", fn), exc)
-                if on_error:
-                    self.call_soon_threadsafe(on_error, exc)
-            elif on_result:
-                self.call_soon_threadsafe(on_result, future.result())
-
-        self.session.call(fn, *args).add_done_callback(done)
+        self.run_blocking(fn, *args, on_result=on_result, on_error=on_error, executor=self.session.call)
 
     def _contract_for(self, order: BaseOrder):
         epic_broker = order.epicBroker

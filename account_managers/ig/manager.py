@@ -51,7 +51,6 @@ class IGAccountManager(BaseAccountManager):
                                  a.apiKey, a.accountId, s.timeout, self.throttle,
                                  on_session=self._session_from_thread)
         self.stream: Optional[IGStream] = None
-        self._generation = 0
         self.deals = DealBook()
         self.chart_subs: dict[str, tuple[str, int]] = {}  # CHART item -> (MAOTrade epic, seconds)
         self.quotes: dict[str, tuple[float, float]] = {}
@@ -95,17 +94,13 @@ class IGAccountManager(BaseAccountManager):
 
     # ================================================================ streams
     def _open_stream(self, session: IGSession) -> None:
-        self._generation += 1
-        generation = self._generation
+        guard = self.new_session()
         s = self.settings
+        update = guard(self._on_stream_update)
         stream = IGStream(session.lightstreamer_endpoint, session.account_id, session.stream_password,
                           s.lightstreamer_adapter_set,
-                          deliver=lambda key, item, values, changed: self.call_soon_threadsafe(
-                              self._on_stream_update, generation, key, values, changed),
-                          on_status=lambda status: self.call_soon_threadsafe(
-                              self._on_stream_status, generation, status),
-                          on_error=lambda key, reason: self.call_soon_threadsafe(
-                              self._on_stream_error, generation, key, reason),
+                          deliver=lambda key, item, values, changed: update(key, values, changed),
+                          on_status=guard(self._on_stream_status), on_error=guard(self._on_stream_error),
                           keepalive_ms=s.stream_keepalive_ms, stalled_ms=s.stream_stalled_ms,
                           reconnect_ms=s.stream_reconnect_ms)
         stream.subscribe(TRADE_KEY, "DISTINCT", [f"TRADE:{session.account_id}"], P.TRADE_FIELDS, False)
@@ -121,7 +116,7 @@ class IGAccountManager(BaseAccountManager):
 
     def _close_stream(self) -> None:
         if self.stream is not None:
-            self._generation += 1
+            self.end_session()
             self.stream.close()
             self.stream = None
 
@@ -129,9 +124,7 @@ class IGAccountManager(BaseAccountManager):
     def _subscribe_market(stream: IGStream, epic_broker: str) -> None:
         stream.subscribe(f"MARKET:{epic_broker}", "MERGE", [f"MARKET:{epic_broker}"], P.MARKET_FIELDS, True)
 
-    def _on_stream_status(self, generation: int, status: str) -> None:
-        if generation != self._generation:
-            return
+    def _on_stream_status(self, status: str) -> None:
         log.info("event=ig_stream_status account=%s status=%s", self.account_id, status)
         # Statuses queue up while the loop is busy; a drop the library already healed
         # (the stream is connected again by now) needs no reconnect of ours.
@@ -144,17 +137,13 @@ class IGAccountManager(BaseAccountManager):
         self._close_stream()
         self.connection_lost(f"IG stream dropped ({status})")
 
-    def _on_stream_error(self, generation: int, key: str, reason: str) -> None:
-        if generation != self._generation:
-            return
+    def _on_stream_error(self, key: str, reason: str) -> None:
         log.warning("event=ig_subscription_refused account=%s item=%s reason=%s", self.account_id, key, reason)
         if key in self.chart_subs:
             del self.chart_subs[key]
             self.send_error(reason)
 
-    def _on_stream_update(self, generation: int, key: str, values: dict, changed: set) -> None:
-        if generation != self._generation:
-            return
+    def _on_stream_update(self, key: str, values: dict, changed: set) -> None:
         try:
             if key == TRADE_KEY:
                 self._on_trade(values, changed)

@@ -16,7 +16,7 @@ from account_managers.paper.market import RandomWalk
 from account_managers.paper.replay import ReplayFeed
 from account_managers.paper.store import PaperStore
 from maotrade.account_manager import BaseAccountManager, InitResult
-from maotrade.bars import BarBuilder
+from maotrade.bars import BarBook, MarketDataRequest
 from maotrade.errors import InvalidOrder
 from maotrade.matching import Event, PaperBook, Quote
 from maotrade.messages import EngineToWorker as In
@@ -44,7 +44,7 @@ class PaperAccountManager(BaseAccountManager):
     def __init__(self, config, in_queue, out_queue):
         super().__init__(config, in_queue, out_queue)
         self.walks: dict[str, RandomWalk] = {}
-        self.builders: dict[tuple[str, int], BarBuilder] = {}
+        self.bars = BarBook()
         self.book: PaperBook | None = None
         self.store: PaperStore | None = None
         self.replay: ReplayFeed | None = None
@@ -141,15 +141,10 @@ class PaperAccountManager(BaseAccountManager):
             walk.step()
             quote = Quote(walk.bid, walk.ask, time_now)
             events += self.book.on_quote(epic, quote, self._make_stop_close)
-            for (b_epic, tf), builder in self.builders.items():
-                if b_epic != epic:
-                    continue
-                for bar in builder.update(time_now, walk.mid):
-                    self.send_realtime_data(bar)
-                self.send_realtime_data(dict(builder.current))
-        for (b_epic, tf), builder in self.builders.items():
-            for bar in builder.close_due(time_now):
+            for bar in self.bars.on_price(epic, time_now, walk.mid):
                 self.send_realtime_data(bar)
+        for bar in self.bars.close_due(time_now):
+            self.send_realtime_data(bar)
         if events:
             self._publish(events)
 
@@ -164,25 +159,22 @@ class PaperAccountManager(BaseAccountManager):
 
     def do_async_request_market_data(self, request: dict) -> bool:
         """Start or stop bars of ``request["epic"]`` at ``request["time_frame"]`` seconds."""
-        epic_broker = request["epicBroker"]
-        time_frame = int(request.get("time_frame", 0))
-        if self.replay is not None and epic_broker == self.settings.replay_epic:
-            if time_frame != self.settings.replay_time_frame:
-                raise InvalidOrder(f"{request.get('epic')} is replayed at {self.settings.replay_time_frame}s "
-                                   f"only, not {time_frame}s")
-            self.replay.subscribed = request.get("action", "subscribe") != "unsubscribe"
+        wanted = MarketDataRequest(request)
+        if self.replay is not None and wanted.epic_broker == self.settings.replay_epic:
+            if wanted.time_frame != self.settings.replay_time_frame:
+                raise InvalidOrder(f"{wanted.epic} is replayed at {self.settings.replay_time_frame}s "
+                                   f"only, not {wanted.time_frame}s")
+            self.replay.subscribed = wanted.subscribe
             self._replay_step()
             return True
-        if epic_broker not in self.walks:
-            raise InvalidOrder(f"unknown instrument {request.get('epic')!r}: paper broker has no prices for it")
-        if time_frame not in DATA_FRAMES:
-            raise InvalidOrder(f"time frame {time_frame}s not offered; choose one of {sorted(DATA_FRAMES)}")
-        key = (epic_broker, time_frame)
-        if request.get("action", "subscribe") == "unsubscribe":
-            return self.builders.pop(key, None) is not None
-        if key not in self.builders:
-            self.builders[key] = BarBuilder(request.get("epic") or self.to_maotrade_epic(epic_broker),
-                                                  time_frame)
+        if wanted.epic_broker not in self.walks:
+            raise InvalidOrder(f"unknown instrument {wanted.epic!r}: paper broker has no prices for it")
+        if wanted.time_frame not in DATA_FRAMES:
+            raise InvalidOrder(f"time frame {wanted.time_frame}s not offered; choose one of {sorted(DATA_FRAMES)}")
+        if not wanted.subscribe:
+            return self.bars.unsubscribe(wanted.epic_broker, wanted.time_frame)
+        self.bars.subscribe(wanted.epic or self.to_maotrade_epic(wanted.epic_broker), wanted.epic_broker,
+                            wanted.time_frame)
         return True
 
     def do_async_request_order_open(self, order: BaseOrder) -> None:
