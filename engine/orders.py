@@ -162,7 +162,11 @@ class OrderRouter:
                  order.account, order.client_order_id, order.epic, order.qty, order.order_type, source,
                  len(legs))
         kind = ToWorker.ORDER_CLOSE if order.action == OrderAction.CLOSE else ToWorker.ORDER_OPEN
-        return OrderOutcome(order=order, dispatches=[self._send(order, kind)])
+        sent = order
+        if legs and not self._capabilities(order.account).get("bracket"):
+            # No native brackets: the broker gets a plain order; the legs follow its fill.
+            sent = BaseOrder.from_dict({**order.to_dict(), "stop_loss": None, "take_profit": None})
+        return OrderOutcome(order=order, dispatches=[self._send(sent, kind)])
 
     def close(self, request: dict, source: str, strategy: str = "") -> OrderOutcome:
         """Close all (no ``qty``) or part (``qty`` > 0, the amount) of a position at market."""

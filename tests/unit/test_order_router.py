@@ -150,7 +150,8 @@ def test_legs_that_are_broker_orders_are_withdrawn_when_the_position_closes(jour
 
 def test_without_native_brackets_the_engine_places_the_legs_after_the_fill(journal):
     router = make_router(journal, bracket=False)
-    open_bracket(router)
+    [sent] = open_bracket(router).dispatches
+    assert (sent.order.stop_loss, sent.order.take_profit) == (None, None), "the broker gets a plain order"
     outcome = router.apply_event(event("p1", OrderEvent.FILLED, fill=fill("e1", 1000, 1.1)))
     sent = {d.order.client_order_id: d for d in outcome.dispatches}
     assert set(sent) == {"p1/SL", "p1/TP"} and {d.kind for d in sent.values()} == {ToWorker.ORDER_OPEN}
