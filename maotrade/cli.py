@@ -196,10 +196,16 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 @main.command(context_settings=CONTEXT)
 @click.option("--strategy", "target", required=True, metavar="MODULE:CLASS",
               help="Strategy class, e.g. maotrade.examples.ma_cross:MovingAverageCross.")
-@click.option("--data", "data_files", multiple=True, required=True, metavar="FILE",
+@click.option("--data", "data_files", multiple=True, metavar="FILE",
               type=click.Path(dir_okay=False),
               help="OHLCV bars, CSV or Parquet (repeatable; merged in time order). Columns: "
-                   "date/time/timestamp (epoch s or ms, or ISO 8601), open, high, low, close[, volume].")
+                   "date/time/timestamp (epoch s or ms, or ISO 8601), open, high, low, close[, volume]. "
+                   "Without it, the bars come from the history store (`maotrade download`).")
+@click.option("--timerange", metavar="YYYYMMDD-YYYYMMDD", help="Only bars from the first day up to, not "
+                                                                "including, the second (either may be empty).")
+@click.option("--data-account", metavar="ID", help="With the history store: the account whose download to use "
+                                                   "(needed only when several hold the instrument).")
+@data_dir_option
 @click.option("--epic", required=True, help="Instrument the strategy trades and subscribes to.")
 @click.option("--time-frame", required=True, type=click.IntRange(min=1), metavar="SECONDS",
               help="Bar length; finer bars in the data are aggregated into it.")
@@ -217,8 +223,8 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 @click.option("--no-chart", is_flag=True, help="Do not draw equity.png.")
 @click.option("--no-progress", is_flag=True, help="Never show the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of the summary.")
-def backtest(target, data_files, epic, time_frame, initial_balance, commission, slippage, params, account,
-             out_dir, no_chart, no_progress, as_json) -> None:
+def backtest(target, data_files, timerange, data_account, data_dir, epic, time_frame, initial_balance, commission,
+             slippage, params, account, out_dir, no_chart, no_progress, as_json) -> None:
     """Run a strategy unchanged on historical bars, with the paper broker's matching.
 
     Market orders fill at the next bar's open plus slippage, limit and stop orders when a
@@ -227,12 +233,12 @@ def backtest(target, data_files, epic, time_frame, initial_balance, commission, 
     drawdown and its duration, win rate, profit factor, trades, exposure and bars/second.
     """
     from engine.loader import load_strategy_class
-    from maotrade.backtest import Backtest, BacktestConfig, load_bars
+    from maotrade.backtest import Backtest, BacktestConfig
     from maotrade.backtest.report import summary_lines, to_json, write_all
 
     try:
         cls = load_strategy_class(target)
-        bars = load_bars(data_files, epic, time_frame)
+        bars = _backtest_bars(data_files, epic, time_frame, timerange, data_account, data_dir)
         config = BacktestConfig(epic=epic, time_frame=time_frame, initial_balance=initial_balance,
                                 commission=commission, slippage=slippage, account=account)
         strategy = cls(_parse_params(params))
@@ -496,6 +502,125 @@ def keys_add(name, data_dir) -> None:
         _fail(exc)
     click.echo(f"client key (keep secret): {secret}")
     click.echo(f"engine public key:        {curve_dir(path) / 'server.key'}")
+
+
+# -- historical data ------------------------------------------------------------------------------
+def _history_root(data_dir):
+    return _data_dir(data_dir) / "history"
+
+
+def _backtest_bars(data_files, epic, time_frame, timerange, data_account, data_dir) -> list[dict]:
+    """The bars a backtest replays: from ``data_files``, or from the history store."""
+    from maotrade.backtest import load_bars
+    from maotrade.backtest.store import load_stored_bars, parse_timerange, select_timerange
+
+    start, end = parse_timerange(timerange)
+    if data_files:
+        bars = select_timerange(load_bars(data_files, epic, time_frame), start, end)
+        if not bars:
+            raise MAOTradeError(f"no bars in the time range {timerange}")
+        return bars
+    return load_stored_bars(_history_root(data_dir), epic, time_frame, start, end, account=data_account)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--account", required=True, metavar="ID", help="Account whose broker supplies the history "
+                                                             "(the engine must be running it).")
+@click.option("--epic", required=True, help="Instrument (MAOTrade epic; the account's mapping gives the broker's).")
+@click.option("--time-frame", required=True, type=click.IntRange(min=1), metavar="SECONDS", help="Bar length.")
+@click.option("--from", "from_", required=True, metavar="DATE",
+              help="First day (YYYYMMDD, YYYY-MM-DD or ISO 8601 time; UTC).")
+@click.option("--to", metavar="DATE", help="Up to, not including, this day [default: now].")
+@click.option("--no-progress", is_flag=True, help="Never show the progress bar.")
+@data_dir_option
+def download(account, epic, time_frame, from_, to, no_progress, data_dir) -> None:
+    """Download completed bars from ACCOUNT's broker into the local history store.
+
+    Needs a running engine (`maotrade start --account ID`): the request goes through the
+    account's Account Manager, within the broker's own limits (IG's weekly allowance, IB's
+    pacing). Only spans not stored yet are fetched; what arrived before a failure is kept,
+    so running the command again resumes. See `maotrade data list`.
+    """
+    from maotrade.backtest.download import download as fetch
+    from maotrade.backtest.store import HistoryStore, format_ms, parse_day
+
+    try:
+        start = parse_day(from_)
+        end = parse_day(to) if to else int(time.time() * 1000)
+    except MAOTradeError as exc:
+        _fail(exc)
+    if end <= start:
+        _fail(f"--to ({format_ms(end)}) is not after --from ({format_ms(start)})")
+    path = _data_dir(data_dir)
+    store = HistoryStore(path / "history")
+    missing = store.missing(account, epic, time_frame, start, end)
+    if not missing:
+        click.echo(f"{epic} {time_frame}s {format_ms(start)} - {format_ms(end)} is already stored")
+        return
+    client, _ = _engine_client(path)
+    client.name = "download"
+    span = time_frame * 1000
+    total = sum(e - s for s, e in missing) // span
+    bar = None
+    if not no_progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total, unit="bar", unit_scale=True, file=sys.stderr, disable=None)
+    shown = {}
+
+    def on_allowance(allowance: dict) -> None:
+        text = f"broker history allowance: {allowance.get('remaining')} of {allowance.get('total')} left" + (
+            f", resets in {allowance['reset_s'] / 3600:.1f} h" if allowance.get("reset_s") else "")
+        if shown.get("text") != text:
+            shown["text"] = text
+            (bar.write if bar is not None else click.echo)(text)
+
+    try:
+        client.hello(timeout=10)
+        result = fetch(client, store, account, epic, time_frame, start, end,
+                       progress=(lambda ms: bar.update(ms // span)) if bar is not None else None,
+                       on_allowance=on_allowance)
+    except MAOTradeError as exc:
+        _fail(exc)
+    finally:
+        if bar is not None:
+            bar.close()
+        client.close()
+    click.echo(f"{result.bars} bars of {epic} at {time_frame}s stored in {store.path(account, epic, time_frame)}")
+    for error in result.errors:
+        click.echo(f"error: not all fetched: {error} (run the command again to resume)", err=True)
+    sys.exit(0 if result.complete else 1)
+
+
+@main.group(context_settings=CONTEXT)
+def data() -> None:
+    """The local history store that `maotrade download` fills and backtests read."""
+
+
+@data.command("list", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print the series as JSON.")
+@data_dir_option
+def data_list(as_json, data_dir) -> None:
+    """Show every stored series: account, instrument, time frame, bars, first and last bar."""
+    from maotrade.backtest.store import HistoryStore, format_ms
+
+    try:
+        series = HistoryStore(_history_root(data_dir)).series()
+    except MAOTradeError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps([{"account": s.account, "epic": s.epic, "time_frame": s.time_frame,
+                                "bars": s.bars, "first": s.first, "last": s.last, "coverage": s.coverage,
+                                "path": str(s.path)} for s in series], indent=2))
+        return
+    if not series:
+        click.echo(f"no stored history in {_history_root(data_dir)} (see `maotrade download --help`)")
+        return
+    click.echo(f"{'account':<12} {'epic':<24} {'tf(s)':>6} {'bars':>9}  {'first bar':<16}  {'last bar':<16}  gaps")
+    for s in series:
+        first = format_ms(s.first) if s.first is not None else "-"
+        last = format_ms(s.last) if s.last is not None else "-"
+        click.echo(f"{s.account:<12} {s.epic:<24} {s.time_frame:>6} {s.bars:>9}  {first:<16}  {last:<16}  "
+                   f"{max(0, len(s.coverage) - 1)}")
 
 
 # -- admin ---------------------------------------------------------------------------------------
