@@ -623,6 +623,125 @@ def data_list(as_json, data_dir) -> None:
                    f"{max(0, len(s.coverage) - 1)}")
 
 
+# -- optimisation ---------------------------------------------------------------------------------
+@main.command(context_settings=CONTEXT)
+@click.option("--strategy", "target", required=True, metavar="MODULE:CLASS",
+              help="Strategy class declaring a param_space, e.g. maotrade.examples.ma_cross:MovingAverageCross.")
+@click.option("--epic", required=True, help="Instrument the strategy trades.")
+@click.option("--time-frame", required=True, type=click.IntRange(min=1), metavar="SECONDS", help="Bar length.")
+@click.option("--data", "data_files", multiple=True, metavar="FILE", type=click.Path(dir_okay=False),
+              help="OHLCV bars, CSV or Parquet (repeatable); without it, the history store.")
+@click.option("--timerange", metavar="YYYYMMDD-YYYYMMDD", help="Only bars in this range (either side may be empty).")
+@click.option("--data-account", metavar="ID", help="With the history store: whose download to use.")
+@click.option("--space", "names", multiple=True, metavar="NAME",
+              help="Parameter to search (repeatable) [default: every one in the strategy's param_space].")
+@click.option("--range", "ranges", multiple=True, metavar="NAME=LOW:HIGH[:STEP]",
+              help="Search NAME over this range instead of the declared one (or NAME=A,B,C for a choice).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Fixed strategy parameter (repeatable).")
+@click.option("--sampler", type=click.Choice(["tpe", "grid"]), default="tpe", show_default=True,
+              help="tpe: optuna's Tree-structured Parzen Estimator; grid: every combination.")
+@click.option("--trials", default=100, show_default=True, type=click.IntRange(min=1),
+              help="TPE: trials to run. Grid: the most points allowed (a larger grid is refused).")
+@click.option("--metric", default="sharpe", show_default=True,
+              help="Objective: any backtest metric (sharpe, sortino, total_return, profit_factor, win_rate, "
+                   "max_drawdown...; drawdowns are minimised, the rest maximised).")
+@click.option("--min-trades", default=10, show_default=True, type=click.IntRange(min=0),
+              help="A trial with fewer closed trades in sample does not count.")
+@click.option("--windows", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Walk-forward windows (consecutive equal parts of the data).")
+@click.option("--oos", "oos_fraction", default=0.3, show_default=True, type=click.FloatRange(0, 1, min_open=True,
+                                                                                              max_open=True),
+              help="Fraction of each window kept out of sample (reported, never optimised on).")
+@click.option("--seed", default=0, show_default=True, help="TPE seed: the same seed, the same trials.")
+@click.option("--batch", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Trials proposed at once (fixed, so results do not depend on the number of workers).")
+@click.option("--workers", type=click.IntRange(min=1), metavar="N",
+              help="Processes on this machine [default: one per core]; 1 runs in this process.")
+@click.option("--cluster", metavar="tcp://HOST:PORT",
+              help="Run on this Dask scheduler's workers (started with `dask worker tcp://HOST:PORT`).")
+@click.option("--initial-balance", default=100_000.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Starting cash of every backtest.")
+@click.option("--commission", default=0.0, show_default=True, type=click.FloatRange(0, 0.1, max_open=True),
+              help="Commission per fill as a fraction of notional.")
+@click.option("--slippage", default=0.0, show_default=True, type=click.FloatRange(0, 0.1, max_open=True),
+              help="Fraction of price lost on market and stop fills.")
+@click.option("--out", "out_dir", default="optimize-results", show_default=True, metavar="DIR",
+              type=click.Path(file_okay=False),
+              help="Where trials.csv, optimize.json, importance.png and best/ (the best run's report) go.")
+@click.option("--no-chart", is_flag=True, help="Draw no plots.")
+@click.option("--no-progress", is_flag=True, help="Never show the progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print optimize.json instead of the summary.")
+@data_dir_option
+def optimize(target, epic, time_frame, data_files, timerange, data_account, names, ranges, params, sampler, trials, metric,
+             min_trades, windows, oos_fraction, seed, batch, workers, cluster, initial_balance, commission,
+             slippage, out_dir, no_chart, no_progress, as_json, data_dir) -> None:
+    """Search a strategy's parameters with optuna over walk-forward backtests.
+
+    Each trial backtests one parameter set on every window's in-sample part (the
+    objective is the mean of --metric there) and out-of-sample part (shown beside it: a
+    large gap is overfitting). Runs on every core here by default, or across machines on
+    a Dask cluster (--cluster). Writes the trials table, a parameter-importance plot and
+    the best parameters' full backtest report.
+    """
+    from engine.loader import load_strategy_class
+    from maotrade.optimize.evaluate import Context
+    from maotrade.optimize.executors import make_executor
+    from maotrade.optimize.report import table_lines, write_all
+    from maotrade.optimize.space import narrow, space_of
+    from maotrade.optimize.splits import walk_forward
+    from maotrade.optimize.study import StudySettings, run_study
+
+    bar = None
+    try:
+        cls = load_strategy_class(target)
+        space = space_of(cls, names)
+        for item in ranges:
+            space = narrow(space, item)
+        bars = _backtest_bars(data_files, epic, time_frame, timerange, data_account, data_dir)
+        context = Context(strategy_class=cls, fixed_params=_parse_params(params), bars=bars,
+                          windows=walk_forward(len(bars), windows, oos_fraction), epic=epic, time_frame=time_frame,
+                          initial_balance=initial_balance, commission=commission, slippage=slippage, metric=metric)
+        settings = StudySettings(sampler=sampler, trials=trials, metric=metric, min_trades=min_trades, seed=seed,
+                                 batch=batch)
+        executor = make_executor(workers, cluster)
+        if not as_json:
+            click.echo(f"{len(bars)} bars, {windows} walk-forward window(s), {sampler} over "
+                       f"{', '.join(space)}; running on {executor.description}")
+        if not no_progress and not as_json:
+            from tqdm import tqdm
+            bar = tqdm(total=trials if sampler == "tpe" else None, unit="trial", file=sys.stderr, disable=None)
+        try:
+            result = run_study(context, space, settings, executor, progress=bar.update if bar else None)
+        finally:
+            executor.close()
+            if bar is not None:
+                bar.close()
+        written = write_all(result, context, out_dir, chart=not no_chart)
+    except (MAOTradeError, ValueError) as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(written["json"].read_text())
+        return
+    for line in table_lines(result):
+        click.echo(line)
+    for view in result.walk_forward:
+        if view["params"] is None:
+            click.echo(f"window {view['window']}: no trial counted")
+        else:
+            click.echo(f"window {view['window']}: best in sample {json.dumps(view['params'], sort_keys=True)}  "
+                       f"{metric} {view['in_sample']:.4f} in sample, "
+                       f"{view['out_of_sample'] if view['out_of_sample'] is None else round(view['out_of_sample'], 4)}"
+                       f" out of sample")
+    if result.importance:
+        click.echo("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in result.importance.items()))
+    click.echo(f"{result.backtests} backtests in {result.elapsed_s:.1f}s ({result.backtests_per_second:.1f}/s)")
+    if result.best is None:
+        click.echo(f"no trial had {min_trades} or more trades in sample without an error", err=True)
+        sys.exit(1)
+    click.echo(f"best: trial {result.best.number} {json.dumps(result.best.params, sort_keys=True)}")
+    click.echo("wrote " + ", ".join(str(p) for p in written.values()))
+
+
 # -- admin ---------------------------------------------------------------------------------------
 @main.group(context_settings=CONTEXT)
 def admin() -> None:
