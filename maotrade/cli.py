@@ -541,12 +541,12 @@ def download(account, epic, time_frame, from_, to, no_progress, data_dir) -> Non
     pacing). Only spans not stored yet are fetched; what arrived before a failure is kept,
     so running the command again resumes. See `maotrade data list`.
     """
-    from maotrade.backtest.download import download as fetch
+    from maotrade.backtest.download import completed_end, download as fetch
     from maotrade.backtest.store import HistoryStore, format_ms, parse_day
 
     try:
         start = parse_day(from_)
-        end = parse_day(to) if to else int(time.time() * 1000)
+        end = completed_end(parse_day(to) if to else int(time.time() * 1000), time_frame)
     except MAOTradeError as exc:
         _fail(exc)
     if end <= start:

@@ -51,12 +51,20 @@ def windows(spans: list[Span], time_frame: int, bars_per_window: int = REQUEST_B
     return out
 
 
+def completed_end(end: int, time_frame: int) -> int:
+    """``end`` moved back, if need be, to the end of the last completed bar: a bar still
+    forming is not history yet."""
+    span = int(time_frame) * 1000
+    return min(end, int(time.time() * 1000) // span * span)
+
+
 def download(client: EngineClient, store: HistoryStore, account: str, epic: str, time_frame: int,
              start: int, end: int, progress: Optional[Callable[[int], None]] = None,
              on_allowance: Optional[Callable[[dict], None]] = None) -> DownloadResult:
     """Fetch the bars of ``[start, end)`` the store lacks; ``progress(ms)`` is told of each
     span covered, ``on_allowance(allowance)`` of the broker's quota when it reports one."""
-    result = DownloadResult(requested=store.missing(account, epic, time_frame, start, end))
+    end = completed_end(end, time_frame)
+    result = DownloadResult(requested=store.missing(account, epic, time_frame, start, end) if end > start else [])
     ids = itertools.count(1)
     parts = _Parts(client)
     for window_start, window_end in windows(result.requested, time_frame):
