@@ -128,3 +128,38 @@ def test_store_refuses_bars_outside_their_span_and_keeps_the_old_file(tmp_path):
     assert store.path("a", "EUR/USD", 60).parent.name == "EUR%2FUSD"
     with pytest.raises(DataError, match="no stored history of GBPUSD"):
         load_stored_bars(tmp_path, "GBPUSD", 60)
+
+
+def test_download_from_ig_through_the_engine_shows_the_allowance(tmp_path):
+    """The whole path against the IG simulator: admin registry, engine, IG worker, CLI, store."""
+    from cryptography.fernet import Fernet
+
+    from tests.engine_kit import AdminService
+    from tests.ig.conftest import ig_document
+    from tests.ig.simulator import IGSimulator
+
+    env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(), "MAOTRADE_ADMIN_TOKEN": "test-token"}
+    with IGSimulator() as sim:
+        document = ig_document(sim)
+        admin = AdminService(tmp_path / "admin", env)
+        engine = None
+        try:
+            admin.cli("broker", "add", "ig", "--class", "ig.IGAccountManager",
+                      "--config", json.dumps(document["brokerConfig"]))
+            admin.cli("account", "add", "701", "--broker", "ig", "--config", json.dumps(document["accountConfig"]))
+            admin.cli("mapping", "set", "701", "EURUSD", "CS.D.EURUSD.CFD.IP")
+            engine = EngineProcess(tmp_path / "data", ["701"], env=env, config_url=admin.url)
+            engine.wait_ready("701")
+            result = run_cli("download", "--account", "701", "--epic", "EURUSD", "--time-frame", str(HOUR),
+                             "--from", "20240101", "--to", "20240115", "--no-progress",
+                             "--data-dir", str(engine.data_dir), env=env, timeout=120)
+        finally:
+            if engine is not None:
+                engine.kill()
+            admin.stop()
+    assert result.returncode == 0, result.stderr
+    assert "240 bars of EURUSD" in result.stdout  # two weeks of weekdays
+    assert "broker history allowance: 9760 of 10000 left, resets in" in result.stdout
+    store = HistoryStore(engine.data_dir / "history")
+    assert store.coverage("701", "EURUSD", HOUR) == [(JAN, parse_day("20240115"))]
+    assert {q["resolution"] for q in sim.price_requests} == {"HOUR"}

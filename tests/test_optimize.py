@@ -167,3 +167,37 @@ def test_spaces_and_splits_refuse_what_makes_no_sense():
     with pytest.raises(SpaceError, match="the grid has 12 points, more than --trials 10"):
         run_study(_context(), SPACE, settings, InlineExecutor())
 
+
+
+STRATEGY_FILE = '''
+from maotrade.examples.ma_cross import MovingAverageCross
+from maotrade.optimize import IntRange
+
+
+class FileCross(MovingAverageCross):
+    param_space = {"fast": IntRange(2, 6, 4), "slow": IntRange(10, 30, 10)}
+'''
+
+
+def test_a_strategy_from_a_file_the_workers_cannot_import_is_shipped_by_value(dask_cluster, tmp_path):
+    import importlib.util
+
+    path = tmp_path / "file_cross_strategy.py"
+    path.write_text(STRATEGY_FILE)
+    spec = importlib.util.spec_from_file_location("file_cross_strategy", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["file_cross_strategy"] = module
+    try:
+        spec.loader.exec_module(module)
+        context = Context(module.FileCross, {}, BARS, walk_forward(len(BARS), 2, 0.3), "EURUSD", TF)
+        settings = StudySettings(sampler="grid", trials=10, metric="sharpe", min_trades=5)
+        executor = DaskExecutor(address=dask_cluster)
+        try:
+            spread = run_study(context, space_of(module.FileCross), settings, executor)
+        finally:
+            executor.close()
+        alone = run_study(context, space_of(module.FileCross), settings, InlineExecutor())
+    finally:
+        del sys.modules["file_cross_strategy"]
+    assert [t.error for t in spread.trials] == [""] * 6
+    assert spread.best.params == alone.best.params

@@ -4,15 +4,16 @@ Dask distributed is the engine for more than one process: on one machine a
 ``LocalCluster`` of one single-threaded worker process per core; across machines an
 existing scheduler (``--cluster tcp://host:8786``) whose workers were started with the
 ordinary ``dask worker`` command. The study's data (bars, windows, strategy class) is
-shipped to every worker once with ``scatter(broadcast=True)``; each task then carries
+pickled here with cloudpickle and shipped to every worker once with
+``scatter(broadcast=True)``; each worker unpickles it once, and each task then carries
 only a parameter set and returns a ``TrialResult``.
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import sys
+import uuid
 from typing import Optional
 
 from maotrade.errors import MAOTradeError
@@ -71,18 +72,25 @@ class DaskExecutor:
                                f"`dask worker {address}`)")
         where = address or "a local cluster"
         self.description = f"{self.workers} Dask worker(s) on {where}"
-        self._context = None
+        self._packed = None
+        self._token = ""
 
     def start(self, context: Context) -> None:
         """Ship the study's data to every worker once."""
+        import cloudpickle
+
         _ship_by_value(context.strategy_class)
-        self._context = self.client.scatter(context, broadcast=True, hash=False)
+        self._token = uuid.uuid4().hex
+        self._packed = self.client.scatter(cloudpickle.dumps(context), broadcast=True, hash=False)
 
     def run(self, batch: list[tuple[int, dict]]) -> list[TrialResult]:
         """Evaluate ``(number, params)`` pairs on the workers; results in the same order."""
-        futures = [self.client.submit(evaluate, number, params, self._context, pure=False)
+        futures = [self.client.submit(evaluate_shipped, number, params, self._token, self._packed, pure=False)
                    for number, params in batch]
-        return self.client.gather(futures)
+        try:
+            return self.client.gather(futures)
+        except Exception as exc:  # a worker that cannot even load the study: say so in one line
+            raise ClusterError(f"a Dask worker failed: {type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
         """Disconnect (and stop a local cluster)."""
@@ -91,14 +99,30 @@ class DaskExecutor:
             self.cluster.close()
 
 
+# The study a worker process unpickled last (token -> Context): one study at a time.
+_UNPACKED: dict[str, Context] = {}
+
+
+def evaluate_shipped(number: int, params: dict, token: str, packed: bytes) -> TrialResult:
+    """Run on a worker: evaluate one trial of the study shipped as ``packed``."""
+    context = _UNPACKED.get(token)
+    if context is None:
+        import cloudpickle
+
+        _UNPACKED.clear()
+        context = _UNPACKED[token] = cloudpickle.loads(packed)
+    return evaluate(number, params, context)
+
+
 def _ship_by_value(strategy_class: type) -> None:
     """Send a strategy's code along when its module cannot be imported by name elsewhere
     (a file given on the command line); an installed module is imported by the workers."""
     name = strategy_class.__module__
-    try:
-        importable = name != "__main__" and importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        importable = False
+    # Asked of the import path, not of sys.modules: a file loaded by path is in sys.modules
+    # here, yet no worker could import it.
+    top = name.partition(".")[0]
+    importable = name != "__main__" and any(
+        finder.find_spec(top, None) is not None for finder in sys.meta_path if hasattr(finder, "find_spec"))
     if not importable:
         import cloudpickle
 
