@@ -63,7 +63,9 @@ class HistoryRouter:
             raise InvalidOrder(f"unknown instrument {epic!r} for account {runtime.account}")
         if sum(1 for p in self.pending.values() if p.session is session) >= MAX_PENDING_PER_CLIENT:
             raise InvalidOrder(f"{MAX_PENDING_PER_CLIENT} history requests already in flight")
-        if runtime.state != "ready":
+        from engine.core import AccountState  # engine.core imports this module: import on use
+
+        if runtime.state != AccountState.READY:
             detail = f" ({runtime.reason})" if runtime.reason else ""
             raise InvalidOrder(f"account {runtime.account} is {runtime.state}{detail}")
         request_id = f"h{next(self._ids)}"

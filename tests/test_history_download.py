@@ -163,3 +163,28 @@ def test_download_from_ig_through_the_engine_shows_the_allowance(tmp_path):
     store = HistoryStore(engine.data_dir / "history")
     assert store.coverage("701", "EURUSD", HOUR) == [(JAN, parse_day("20240115"))]
     assert {q["resolution"] for q in sim.price_requests} == {"HOUR"}
+
+
+def test_a_worker_dying_mid_download_ends_the_request_with_an_error(engine):
+    import psutil
+
+    from maotrade.messages import message
+
+    five_years = 5 * 365 * 86_400_000
+    engine.client.send(message("history_request", account="123", request_id="long", epic="EURUSD", time_frame=60,
+                               start=JAN - five_years, end=JAN))
+    parts = []
+
+    def answered(predicate):
+        for msg in engine.collect():
+            if msg.get("type") == "history_data" and msg.get("request_id") == "long":
+                parts.append(msg)
+        return any(predicate(p) for p in parts)
+
+    from tests.kit import wait_until
+    wait_until(lambda: answered(lambda p: p["bars"]), 30, what="the first part")
+    psutil.Process(engine.account_status("123")["pid"]).kill()
+    wait_until(lambda: answered(lambda p: p["done"]), 30, what="the request to end")
+    last = parts[-1]
+    assert last["error"] == "account 123: worker died" and last["bars"] == []
+    assert not any(p["done"] for p in parts[:-1])
