@@ -505,6 +505,15 @@ def keys_add(name, data_dir) -> None:
 
 
 # -- historical data ------------------------------------------------------------------------------
+def _progress_bar(total, unit: str):
+    """A tqdm bar on stderr (shown only at a terminal), or None when tqdm is not installed."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit=unit, unit_scale=True, file=sys.stderr, disable=None)
+
+
 def _history_root(data_dir):
     return _data_dir(data_dir) / "history"
 
@@ -561,10 +570,7 @@ def download(account, epic, time_frame, from_, to, no_progress, data_dir) -> Non
     client.name = "download"
     span = time_frame * 1000
     total = sum(e - s for s, e in missing) // span
-    bar = None
-    if not no_progress:
-        from tqdm import tqdm
-        bar = tqdm(total=total, unit="bar", unit_scale=True, file=sys.stderr, disable=None)
+    bar = None if no_progress else _progress_bar(total, "bar")
     shown = {}
 
     def on_allowance(allowance: dict) -> None:
@@ -708,8 +714,7 @@ def optimize(target, epic, time_frame, data_files, timerange, data_account, name
             click.echo(f"{len(bars)} bars, {windows} walk-forward window(s), {sampler} over "
                        f"{', '.join(space)}; running on {executor.description}")
         if not no_progress and not as_json:
-            from tqdm import tqdm
-            bar = tqdm(total=trials if sampler == "tpe" else None, unit="trial", file=sys.stderr, disable=None)
+            bar = _progress_bar(trials if sampler == "tpe" else None, "trial")
         try:
             result = run_study(context, space, settings, executor, progress=bar.update if bar else None)
         finally:

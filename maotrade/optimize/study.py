@@ -26,6 +26,10 @@ MAX_GRID = 20_000
 DEFAULT_BATCH = 32
 
 
+class OptimizeError(MAOTradeError, ValueError):
+    """An optimisation cannot run as asked."""
+
+
 @dataclass
 class StudySettings:
     """How to search."""
@@ -95,7 +99,10 @@ def best_trial(trials: list[TrialResult], settings: StudySettings,
 def run_study(context: Context, space: dict[str, Range], settings: StudySettings, executor,
               progress: Optional[Callable[[int], None]] = None) -> StudyResult:
     """Search ``space``; ``executor`` runs the trials; ``progress(n)`` after each batch."""
-    import optuna
+    try:
+        import optuna
+    except ImportError:
+        raise OptimizeError("optimising needs optuna (pip install 'maotrade[optimize]')") from None
 
     if settings.sampler not in SAMPLERS:
         raise SpaceError(f"unknown sampler {settings.sampler!r} (one of {', '.join(SAMPLERS)})")
@@ -205,7 +212,3 @@ def walk_forward_view(trials: list[TrialResult], settings: StudySettings, window
                     "out_of_sample": chosen.out_of_sample[index].get(settings.metric),
                     "out_of_sample_trades": chosen.out_of_sample[index].get("trades")})
     return out
-
-
-class OptimizeError(MAOTradeError, ValueError):
-    """An optimisation cannot run as asked."""
