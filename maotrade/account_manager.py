@@ -685,7 +685,13 @@ class BaseAccountManager(abc.ABC):
         if not self.is_connected:
             self.send_history_error(request_id, f"account {self.account_id} is {self.connection_state}")
             return
-        self.do_async_request_history(request)
+        try:
+            self.do_async_request_history(request)
+        except OperationalError:
+            raise
+        except Exception as exc:  # a broker's bug must still end the request, in one line
+            log.exception("event=history_request_crashed account=%s request=%s", self.account_id, request_id)
+            self.send_history_error(request_id, f"{type(exc).__name__}: {exc}")
 
     def _check_history_timeouts(self, now: float) -> None:
         for request_id, deadline in list(self._history_deadlines.items()):
