@@ -188,3 +188,20 @@ def test_a_worker_dying_mid_download_ends_the_request_with_an_error(engine):
     last = parts[-1]
     assert last["error"] == "account 123: worker died" and last["bars"] == []
     assert not any(p["done"] for p in parts[:-1])
+
+
+def test_a_time_range_applies_to_data_files_too(tmp_path):
+    data = tmp_path / "bars.csv"
+    rows = synthetic_bars("EURUSD", 1.085, 42, HOUR, JAN, MAR, 10**6)
+    data.write_text("date,open,high,low,close\n" + "".join(
+        f"{b['date']},{b['open']},{b['high']},{b['low']},{b['close']}\n" for b in rows))
+    common = ["backtest", "--strategy", "maotrade.examples.ma_cross:MovingAverageCross", "--epic", "EURUSD",
+              "--time-frame", str(HOUR), "--data", str(data), "--param", f"time_frame={HOUR}",
+              "--out", str(tmp_path / "out"), "--no-chart", "--json"]
+    result = run_cli(*common, "--timerange", "20240201-")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["metrics"]["bars"] == 29 * 24
+    empty = run_cli(*common, "--timerange", "20250101-")
+    assert empty.returncode == 2 and "no bars in the time range 20250101-" in empty.stderr
+    bad = run_cli(*common, "--timerange", "2024")
+    assert bad.returncode == 2 and "not YYYYMMDD-YYYYMMDD" in bad.stderr
