@@ -56,6 +56,8 @@ class CCXTAccountManager(BaseAccountManager):
         self.streams_down: set[str] = set()
         self._next_poll = 0.0
         self._trade_since: dict[str, int] = {}
+        self.actual_of: dict[str, str] = {}  # client id of a futures stop -> the order it placed
+        self._orphans: dict[str, list] = {}  # exchange order id -> trades seen before the order
 
     # ================================================================ lifecycle
     def on_account_manager_init(self) -> InitResult:
@@ -231,6 +233,22 @@ class CCXTAccountManager(BaseAccountManager):
             self.send_order_refused(order, f"{order.epicBroker or order.epic} is not a market of "
                                            f"{self.settings.exchange}")
             return
+        symbol = market["symbol"]
+        if order.order_type == OrderType.MARKET and symbol not in self.last_price:
+            # The minimum notional of a market order needs a price: ask for one first.
+            self.session.call(lambda c: c.fetch_ticker(symbol),
+                              on_result=lambda t: self._priced_then_open(order, symbol, t),
+                              on_error=lambda exc: self.send_order_refused(
+                                  order, f"{symbol}: no price to check the order's notional: {exc}"))
+            return
+        self._check_and_send(order, market)
+
+    def _priced_then_open(self, order: BaseOrder, symbol: str, ticker: dict) -> None:
+        if ticker.get("last"):
+            self.last_price.setdefault(symbol, float(ticker["last"]))
+        self._check_and_send(order, self.markets[symbol])
+
+    def _check_and_send(self, order: BaseOrder, market: dict) -> None:
         problem = (P.client_id_problem(order.client_order_id)
                    or P.filter_violation(order, market, self.last_price.get(market["symbol"])))
         if not problem and order.order_type != OrderType.MARKET and order.time_in_force not in P.TIME_IN_FORCE:
@@ -256,7 +274,9 @@ class CCXTAccountManager(BaseAccountManager):
     def do_async_request_order_cancel(self, order: BaseOrder) -> None:
         """Cancel by client order id (``origClientOrderId``)."""
         symbol = order.epicBroker or self.to_broker_epic(order.epic)
-        self.session.call(lambda c: c.cancel_order(None, symbol, {"origClientOrderId": order.client_order_id}),
+        params = {"origClientOrderId": order.client_order_id,
+                  **({"trigger": True} if self._conditional(order) else {})}
+        self.session.call(lambda c: c.cancel_order(None, symbol, params),
                           retry_reads=False,
                           on_result=lambda raw: self._cancel_answered(order, raw),
                           on_error=lambda exc: self._cancel_failed(order, exc))
@@ -275,18 +295,25 @@ class CCXTAccountManager(BaseAccountManager):
         """Ask the exchange for the order by client order id, with all its trades."""
         symbol = order.epicBroker or self.to_broker_epic(order.epic)
         self.orders.setdefault(order.client_order_id, order)
-        self.session.call(self._lookup, symbol, order.client_order_id,
+        self.session.call(self._lookup, symbol, order.client_order_id, self._conditional(order),
                           on_result=lambda found: self._status_answer(order, found),
                           on_error=lambda exc: self.send_order_unknown(
                               order, f"{self.settings.exchange} could not be asked: {exc}"))
 
+    def _conditional(self, order: BaseOrder) -> bool:
+        """True for a futures stop: Binance keeps those in its Algo Service, apart from orders."""
+        market = self.markets.get(order.epicBroker) or {}
+        return order.order_type == OrderType.STOP and bool(market.get("contract"))
+
     @staticmethod
-    async def _lookup(client, symbol: str, client_id: str) -> Optional[tuple]:
+    async def _lookup(client, symbol: str, client_id: str, conditional: bool = False) -> Optional[tuple]:
+        params = {"origClientOrderId": client_id, **({"trigger": True} if conditional else {})}
         try:
-            raw = await client.fetch_order(None, symbol, {"origClientOrderId": client_id})
+            raw = await client.fetch_order(None, symbol, params)
         except ccxt.OrderNotFound:
             return None
-        trades = await client.fetch_my_trades(symbol, None, None, {"orderId": raw["id"]})
+        placed = str((raw.get("info") or {}).get("actualOrderId") or "") if conditional else str(raw["id"])
+        trades = await client.fetch_my_trades(symbol, None, None, {"orderId": placed}) if placed else []
         return raw, trades
 
     # ---------------------------------------------------------------- answers
@@ -325,7 +352,7 @@ class CCXTAccountManager(BaseAccountManager):
     async def _delayed_lookup(self, client, order: BaseOrder):
         import asyncio
         await asyncio.sleep(self.settings.status_delay)
-        return await self._lookup(client, order.epicBroker, order.client_order_id)
+        return await self._lookup(client, order.epicBroker, order.client_order_id, self._conditional(order))
 
     def _doubt_resolved(self, order: BaseOrder, found: Optional[tuple]) -> None:
         if found is None:
@@ -367,7 +394,7 @@ class CCXTAccountManager(BaseAccountManager):
                                        f"failed: {exc}", kind=In.ORDER_CANCEL)
 
     def _fetch_trades_of(self, order: BaseOrder, then=None) -> None:
-        ref = order.broker_ref
+        ref = self.actual_of.get(order.client_order_id) or ("" if self._conditional(order) else order.broker_ref)
         symbol = order.epicBroker
 
         async def fetch(client):
@@ -393,7 +420,14 @@ class CCXTAccountManager(BaseAccountManager):
         order = order or self._order_of(trade.get("order"), P.trade_client_id(trade))
         symbol = trade.get("symbol") or ""
         self._trade_since[symbol] = max(self._trade_since.get(symbol, 0), int(trade.get("timestamp") or 0))
-        if order is None or order.is_done:
+        if order is None:
+            # A trade of an order not known yet (a futures stop's placed order, before the
+            # stop's own update names it): kept until the order is known.
+            exchange_id = str(trade.get("order") or "")
+            if exchange_id and len(self._orphans) < 1000:
+                self._orphans.setdefault(exchange_id, []).append(trade)
+            return
+        if order.is_done:
             return
         fill = P.trade_fill(trade)
         if any(f["exec_id"] == fill.exec_id for f in order.fills):
@@ -409,6 +443,13 @@ class CCXTAccountManager(BaseAccountManager):
         if order is None:
             return
         self.by_exchange_id[str(raw.get("id"))] = order.client_order_id
+        info = raw.get("info") or {}
+        placed = str(info.get("ai") or info.get("actualOrderId") or "")
+        if placed:
+            self.actual_of[order.client_order_id] = placed
+            self.by_exchange_id[placed] = order.client_order_id
+            for trade in self._orphans.pop(placed, []):
+                self._apply_trade(trade, order)
         status = P.CCXT_STATUS.get(raw.get("status") or "")
         if status == "ACCEPTED" and order.status == OrderStatus.NEW:
             order.set_accepted(str(raw.get("id") or ""))
@@ -439,6 +480,6 @@ class CCXTAccountManager(BaseAccountManager):
         for order in active:
             if order.epicBroker:
                 self.session.call(self._lookup, order.epicBroker, order.client_order_id,
-                                  on_result=lambda found, o=order: found and self._order_answered_quietly(o, *found),
+                                  self._conditional(order), on_result=lambda found, o=order: found and self._order_answered_quietly(o, *found),
                                   on_error=lambda exc: log.warning("event=ccxt_catch_up_failed account=%s "
                                                                    "reason=%s", self.account_id, exc))

@@ -107,6 +107,7 @@ class ExchangeServer:
         self.entry_price = Decimal(0)
         self.realized = Decimal(0)
         self.orders: dict[int, Order] = {}
+        self.algos: dict[int, dict] = {}  # USD-M conditional orders (the Algo Service)
         self.trades: list[dict] = []
         self.order_posts: dict[str, int] = {}  # client order id -> POSTs received
         self.requests: list[tuple[str, str, float]] = []
@@ -215,6 +216,9 @@ class ExchangeServer:
             for order in list(self.orders.values()):
                 if order.status in ("NEW", "PARTIALLY_FILLED"):
                     self._match(order)
+            for algo in list(self.algos.values()):
+                if algo["algoStatus"] == "NEW":
+                    self._maybe_trigger(algo)
 
     def drop_streams(self) -> None:
         """Close every websocket connection, as a network drop would."""
@@ -275,6 +279,7 @@ class ExchangeServer:
             ("GET", "ping"): lambda p: web.json_response({}),
             ("GET", "time"): lambda p: web.json_response({"serverTime": self.now_ms()}),
             ("GET", "exchangeInfo"): self._exchange_info,
+            ("GET", "24hr"): self._ticker,
             ("GET", "account"): self._account,
             ("GET", "balance"): self._futures_balance,
             ("GET", "positionRisk"): self._position_risk,
@@ -285,13 +290,18 @@ class ExchangeServer:
             ("GET", "myTrades"): self._my_trades,
             ("GET", "userTrades"): self._my_trades,
             ("GET", "leverageBracket"): self._leverage_bracket,
+            ("POST", "algoOrder"): self._new_algo,
+            ("GET", "algoOrder"): self._query_algo,
+            ("DELETE", "algoOrder"): self._cancel_algo,
+            ("GET", "openAlgoOrders"): self._open_algos,
             ("POST", "listenKey"): self._new_listen_key,
             ("PUT", "listenKey"): lambda p: web.json_response({}),
         }
         return table.get((method, name))
 
     def _signed_handlers(self):
-        return {self._account, self._futures_balance, self._position_risk, self._leverage_bracket, self._new_order,
+        return {self._account, self._futures_balance, self._position_risk, self._leverage_bracket,
+                self._new_algo, self._query_algo, self._cancel_algo, self._open_algos, self._new_order,
                 self._query_order, self._cancel_order, self._open_orders, self._my_trades}
 
     def _check_signature(self, request: web.Request, body: str) -> Optional[web.Response]:
@@ -340,6 +350,14 @@ class ExchangeServer:
         symbol["filters"] = filters
         return web.json_response({"timezone": "UTC", "serverTime": self.now_ms(), "rateLimits": [],
                                   "exchangeFilters": [], "symbols": [symbol]})
+
+    def _ticker(self, params: dict) -> web.Response:
+        last, now = _fmt(self.price), self.now_ms()
+        return web.json_response({"symbol": self.symbol, "priceChange": "0", "priceChangePercent": "0",
+                                  "weightedAvgPrice": last, "lastPrice": last, "lastQty": "0",
+                                  "bidPrice": last, "askPrice": last, "openPrice": last, "highPrice": last,
+                                  "lowPrice": last, "volume": "0", "quoteVolume": "0",
+                                  "openTime": now - 86400000, "closeTime": now, "count": 0})
 
     # ---------------------------------------------------------------- account
     def _account(self, params: dict) -> web.Response:
@@ -584,6 +602,81 @@ class ExchangeServer:
                         "time": o.time, "updateTime": o.update, "goodTillDate": 0,
                         "priceMatch": "NONE", "selfTradePreventionMode": "NONE"})
         return row
+
+    # ---------------------------------------------------------------- algo (conditional) orders
+    def _new_algo(self, params: dict) -> web.Response:
+        client_id = params.get("clientAlgoId") or f"srvalgo{next(self._ids)}"
+        self.order_posts[client_id] = self.order_posts.get(client_id, 0) + 1
+        qty, trigger = _dec(params.get("quantity") or 0), _dec(params.get("triggerPrice") or 0)
+        refusal = self._filter_failure(qty, trigger)
+        if refusal:
+            return _error(400, -1013, f"Filter failure: {refusal}")
+        now = self.now_ms()
+        algo = {"algoId": next(self._ids), "clientAlgoId": client_id, "algoType": "CONDITIONAL",
+                "orderType": params.get("type"), "symbol": params["symbol"], "side": params["side"],
+                "positionSide": "BOTH", "timeInForce": params.get("timeInForce", "GTC"),
+                "quantity": _fmt(qty), "algoStatus": "NEW", "triggerPrice": _fmt(trigger),
+                "price": params.get("price", "0"), "icebergQuantity": None,
+                "selfTradePreventionMode": "NONE", "workingType": "CONTRACT_PRICE", "priceMatch": "NONE",
+                "closePosition": False, "priceProtect": False,
+                "reduceOnly": params.get("reduceOnly") == "true", "createTime": now, "updateTime": now,
+                "triggerTime": 0, "goodTillDate": 0, "actualOrderId": "", "executedQty": "0", "avgPrice": "0"}
+        self.algos[algo["algoId"]] = algo
+        self._report_algo(algo)
+        self._maybe_trigger(algo)
+        return web.json_response(algo)
+
+    def _find_algo(self, params: dict) -> Optional[dict]:
+        if params.get("clientAlgoId"):
+            return next((a for a in self.algos.values() if a["clientAlgoId"] == params["clientAlgoId"]), None)
+        return self.algos.get(int(params.get("algoId") or 0))
+
+    def _query_algo(self, params: dict) -> web.Response:
+        algo = self._find_algo(params)
+        if algo is None:
+            return _error(400, -2013, "Order does not exist.")
+        return web.json_response(algo)
+
+    def _cancel_algo(self, params: dict) -> web.Response:
+        algo = self._find_algo(params)
+        if algo is None or algo["algoStatus"] != "NEW":
+            return _error(400, -2011, "Unknown order sent.")
+        algo["algoStatus"] = "CANCELED"
+        self._report_algo(algo)
+        return web.json_response({"algoId": algo["algoId"], "clientAlgoId": algo["clientAlgoId"],
+                                  "code": "200", "msg": "success"})
+
+    def _open_algos(self, params: dict) -> web.Response:
+        return web.json_response([a for a in self.algos.values() if a["algoStatus"] == "NEW"])
+
+    def _maybe_trigger(self, algo: dict) -> None:
+        trigger = _dec(algo["triggerPrice"])
+        up = algo["side"] == "BUY"
+        if algo["orderType"] in ("TAKE_PROFIT", "TAKE_PROFIT_MARKET"):
+            up = not up
+        if not (self.price >= trigger if up else self.price <= trigger):
+            return
+        now = self.now_ms()
+        # The Algo Service places a matching-engine order of its own id when it triggers.
+        order = Order(next(self._ids), f"algo{algo['algoId']}", algo["symbol"], algo["side"], "MARKET",
+                      _dec(algo["quantity"]), Decimal(0), trigger, "GTC", algo["reduceOnly"], time=now, update=now)
+        self.orders[order.order_id] = order
+        algo.update(algoStatus="TRIGGERED", actualOrderId=str(order.order_id), triggerTime=now, updateTime=now)
+        self._report_algo(algo)
+        self._report(order, "NEW")
+        self._match(order)
+        algo.update(algoStatus="FINISHED", executedQty=_fmt(order.executed), avgPrice=_fmt(order.avg))
+        self._report_algo(algo)
+
+    def _report_algo(self, algo: dict) -> None:
+        now = self.now_ms()
+        self._publish_user({"e": "ALGO_UPDATE", "T": now, "E": now, "o": {
+            "caid": algo["clientAlgoId"], "aid": algo["algoId"], "at": "CONDITIONAL", "o": algo["orderType"],
+            "s": algo["symbol"], "S": algo["side"], "ps": "BOTH", "f": algo["timeInForce"],
+            "q": algo["quantity"], "X": algo["algoStatus"], "ai": algo["actualOrderId"],
+            "ap": algo["avgPrice"], "aq": algo["executedQty"], "act": "0", "tp": algo["triggerPrice"],
+            "p": algo["price"], "V": "NONE", "wt": "CONTRACT_PRICE", "pm": "NONE", "cp": False,
+            "pP": False, "R": algo["reduceOnly"], "tt": algo["triggerTime"], "gtd": 0, "rm": ""}})
 
     # ================================================================ user data stream
     def _new_listen_key(self, params: dict) -> web.Response:
