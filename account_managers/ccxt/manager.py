@@ -233,6 +233,12 @@ class CCXTAccountManager(BaseAccountManager):
             self.send_order_refused(order, f"{order.epicBroker or order.epic} is not a market of "
                                            f"{self.settings.exchange}")
             return
+        if order.stop_loss is not None or order.take_profit is not None:
+            # Never drop protection silently: the engine places stop loss and take profit as
+            # their own reduce-only orders for a broker without native brackets.
+            self.send_order_refused(order, f"{self.settings.exchange} takes no bracket on an order; "
+                                           "send stop loss and take profit as their own orders")
+            return
         symbol = market["symbol"]
         if order.order_type == OrderType.MARKET and symbol not in self.last_price:
             # The minimum notional of a market order needs a price: ask for one first.

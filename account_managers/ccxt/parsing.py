@@ -28,10 +28,13 @@ def _d(value) -> Decimal:
 
 
 def _multiple_of(value: float, step: float) -> bool:
+    # Within float noise of a multiple counts (49800.200000000004 on a 0.1 tick); ccxt
+    # then sends the value rounded to the market's precision.
     try:
-        return (_d(value) % _d(step)) == 0
-    except InvalidOperation:
+        ratio = _d(value) / _d(step)
+    except (InvalidOperation, ZeroDivisionError):
         return False
+    return abs(ratio - ratio.to_integral_value()) < Decimal("1e-6")
 
 
 def filter_violation(order: BaseOrder, market: dict, reference_price: Optional[float]) -> str:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("ccxt")
-
-from tests.ccxt.exchange_server import SPOT, USDM, ExchangeServer  # noqa: E402
-from tests.kit import WorkerHarness  # noqa: E402
+from tests.ccxt.exchange_server import SPOT, USDM, ExchangeServer
+from tests.kit import WorkerHarness
 
 SYMBOLS = {SPOT: "BTC/USDT", USDM: "BTC/USDT:USDT"}
 EPICS = {SPOT: "BTCUSD", USDM: "BTCUSD_PERP"}

@@ -126,6 +126,7 @@ class ExchangeServer:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._runner: Optional[web.AppRunner] = None
         self._thread: Optional[threading.Thread] = None
+        self._walk_stop: Optional[threading.Event] = None
         self.port = 0
 
     # ================================================================ lifecycle
@@ -158,6 +159,8 @@ class ExchangeServer:
         """Close every socket and stop the server thread."""
         if self._loop is None:
             return
+        if self._walk_stop is not None:
+            self._walk_stop.set()
         async def close_all():
             for ws in list(self._user_sockets) + list(self._market_sockets):
                 await ws.close()
@@ -219,6 +222,36 @@ class ExchangeServer:
             for algo in list(self.algos.values()):
                 if algo["algoStatus"] == "NEW":
                     self._maybe_trigger(algo)
+
+    def start_walk(self, interval: float = 0.1, step: float = 0.0008, seed: int = 7) -> None:
+        """Move the price by a seeded random walk every ``interval`` seconds (for live runs)."""
+        import random
+        rng = random.Random(seed)
+        stop = self._walk_stop = threading.Event()
+
+        def walk():
+            while not stop.wait(interval):
+                tick = _dec(MARKET_RULES["tick"])
+                moved = self.price * (1 + _dec(rng.gauss(0, step)))
+                self.set_price(float(max(tick, (moved / tick).to_integral_value() * tick)))
+        threading.Thread(target=walk, daemon=True, name="exchange-walk").start()
+
+    def record(self) -> dict:
+        """The exchange's own record: balances, position, orders and trades."""
+        with self._lock:
+            return {"venue": self.venue, "price": float(self.price),
+                    "balances": {a: float(v) for a, v in self.balances.items()},
+                    "position": {"qty": float(self.position_qty), "entry_price": float(self.entry_price),
+                                 "realized_pnl": float(self.realized)} if self.venue == USDM else None,
+                    "orders": [{"client_order_id": o.client_id, "orderId": o.order_id, "side": o.side,
+                                "type": o.type, "qty": float(o.qty), "executed": float(o.executed),
+                                "avg_price": float(o.avg), "status": o.status, "reduce_only": o.reduce_only}
+                               for o in self.orders.values()],
+                    "algo_orders": [dict(a) for a in self.algos.values()],
+                    "trades": [{"id": t["id"], "orderId": t["orderId"], "client_order_id": t["client_id"],
+                                "side": t["side"], "qty": float(t["qty"]), "price": float(t["price"])}
+                               for t in self.trades],
+                    "order_posts": dict(self.order_posts)}
 
     def drop_streams(self) -> None:
         """Close every websocket connection, as a network drop would."""
@@ -442,7 +475,7 @@ class ExchangeServer:
         kind = params.get("type", "")
         price = _dec(params.get("price") or 0)
         stop = _dec(params.get("stopPrice") or 0)
-        refusal = self._filter_failure(qty, price or self.price)
+        refusal = self._filter_failure(qty, price or stop, self.price)
         if refusal:
             return _error(400, -1013, f"Filter failure: {refusal}")
         reduce_only = params.get("reduceOnly") == "true"
@@ -462,13 +495,13 @@ class ExchangeServer:
         self._match(order)
         return web.json_response(self._order_json(order, full=True))
 
-    def _filter_failure(self, qty: Decimal, price: Decimal) -> str:
+    def _filter_failure(self, qty: Decimal, price: Decimal, last: Decimal) -> str:
         r = MARKET_RULES
         if qty < _dec(r["min_qty"]) or qty > _dec(r["max_qty"]) or qty % _dec(r["step"]):
             return "LOT_SIZE"
-        if price % _dec(r["tick"]):
+        if price and price % _dec(r["tick"]):
             return "PRICE_FILTER"
-        if qty * price < _dec(r["min_notional"]):
+        if qty * (price or last) < _dec(r["min_notional"]):
             return "NOTIONAL" if self.venue == SPOT else "MIN_NOTIONAL"
         return ""
 
@@ -608,7 +641,7 @@ class ExchangeServer:
         client_id = params.get("clientAlgoId") or f"srvalgo{next(self._ids)}"
         self.order_posts[client_id] = self.order_posts.get(client_id, 0) + 1
         qty, trigger = _dec(params.get("quantity") or 0), _dec(params.get("triggerPrice") or 0)
-        refusal = self._filter_failure(qty, trigger)
+        refusal = self._filter_failure(qty, trigger, self.price)
         if refusal:
             return _error(400, -1013, f"Filter failure: {refusal}")
         now = self.now_ms()
@@ -800,3 +833,36 @@ async def _send(ws: web.WebSocketResponse, text: str) -> None:
 
 def _error(status: int, code: int, msg: str) -> web.Response:
     return web.json_response({"code": code, "msg": msg}, status=status)
+
+
+def main(argv=None) -> int:
+    """Run one exchange until Ctrl-C; print its ccxt ``urls`` and write its record on exit."""
+    import argparse
+    import signal
+    parser = argparse.ArgumentParser(description="Local Binance-protocol exchange for MAOTrade's ccxt broker")
+    parser.add_argument("--venue", choices=[SPOT, USDM], default=SPOT)
+    parser.add_argument("--price", type=float, default=50000.0)
+    parser.add_argument("--walk", type=float, default=0.1, help="seconds between price moves")
+    parser.add_argument("--record", help="write the exchange's record (JSON) here on exit")
+    parser.add_argument("--urls", help="write the ccxt urls (JSON) here once listening")
+    args = parser.parse_args(argv)
+    server = ExchangeServer(args.venue, price=args.price).start()
+    server.start_walk(args.walk)
+    urls = json.dumps(server.urls())
+    if args.urls:
+        with open(args.urls, "w") as fh:
+            fh.write(urls)
+    print(urls, flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    if args.record:
+        with open(args.record, "w") as fh:
+            json.dump(server.record(), fh, indent=1)
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
