@@ -51,6 +51,11 @@ def retry_after_seconds(headers: Optional[dict], default: float) -> float:
     return default
 
 
+def is_clock_error(exc: BaseException) -> bool:
+    """True for Binance's -1021 (timestamp outside recvWindow), whatever class ccxt gave it."""
+    return isinstance(exc, ccxt.InvalidNonce) or "-1021" in str(exc)
+
+
 class ExchangeSession:
     """One ccxt pro client and the asyncio loop thread it lives on."""
 
@@ -137,8 +142,8 @@ class ExchangeSession:
                 log.warning("event=rate_limited exchange=%s pause_s=%.1f", self.exchange_id, pause)
                 if not retry_reads:
                     raise
-            except ccxt.InvalidNonce:
-                if synced:
+            except (ccxt.InvalidNonce, ccxt.BadRequest) as exc:
+                if synced or not is_clock_error(exc):
                     raise
                 synced = True
                 offset = await self.client.load_time_difference()

@@ -105,9 +105,12 @@ def test_duplicated_execution_reports_count_once(exchange, ccxt_worker):
 
 
 @BOTH
-def test_order_answered_503_is_queried_not_resent(exchange, ccxt_worker):
+@pytest.mark.parametrize("status,code", [(503, 0), (408, -1007)])
+def test_order_of_unknown_outcome_is_queried_not_resent(exchange, ccxt_worker, status, code):
     exchange.set_price(50000)
-    exchange.fail_next("POST", "/order", 503, after=True)
+    exchange.fail_next("POST", "/order", status, code=code,
+                       msg="Timeout waiting for response from backend server. Send status unknown; "
+                           "execution status unknown." if code else "", after=True)
     order = ccxt_worker.order(_epic(exchange), 0.01)
     mark = ccxt_worker.request(In.ORDER_OPEN, order)
     filled = ccxt_worker.wait_order(order.client_order_id, "FILLED", since=mark, timeout=15)
@@ -171,3 +174,32 @@ def test_stop_close_is_a_reduce_only_stop(exchange, ccxt_worker):
         assert exchange.position_qty == 0
     else:
         assert exchange.balances["BTC"] == 0
+
+
+@BOTH
+def test_clock_drift_is_resynchronised_and_the_order_sent_once(exchange, ccxt_worker):
+    exchange.set_price(50000)
+    exchange.clock_offset_ms = 60_000  # our clock is now a minute behind the exchange's: -1021
+    order = ccxt_worker.order(_epic(exchange), 0.01)
+    mark = ccxt_worker.request(In.ORDER_OPEN, order)
+    ccxt_worker.wait_order(order.client_order_id, "FILLED", since=mark, timeout=15)
+    assert any(p.endswith("/time") for _, p, _ in exchange.requests)
+    assert exchange.order_posts[order.client_order_id] == 1  # the -1021 refusal never reached the book
+    assert len([o for o in exchange.orders.values() if o.client_id == order.client_order_id]) == 1
+
+
+@BOTH
+def test_a_restarted_worker_reports_the_same_fills_by_trade_id(exchange, ccxt_worker, tmp_path):
+    exchange.set_price(50000)
+    order = ccxt_worker.order(_epic(exchange), 0.01)
+    mark = ccxt_worker.request(In.ORDER_OPEN, order)
+    first = ccxt_worker.wait_order(order.client_order_id, "FILLED", since=mark)
+    exec_ids = [f["exec_id"] for f in [first.get("fill")] if f]
+    ccxt_worker.kill()
+    ccxt_worker.start()
+    ccxt_worker.wait_type("init_result", timeout=30, since=mark)
+    fresh = order.__class__.from_dict({**order.to_dict(), "status": "SUBMITTED", "fills": []})
+    mark = ccxt_worker.request(In.ORDER_STATUS_REQUEST, fresh)
+    answer = ccxt_worker.wait_order(order.client_order_id, "FILLED", since=mark, timeout=15,
+                                    request=In.ORDER_STATUS_REQUEST)
+    assert exec_ids and [f["exec_id"] for f in answer["fills"]] == exec_ids
