@@ -41,7 +41,7 @@ class CCXTAccountManager(BaseAccountManager):
 
     settings_model = CCXTBrokerSettings
     account_settings_model = CCXTAccountSettings
-    CAPABILITIES = {"order_types": ["MARKET", "LIMIT", "STOP"], "cancel": True,
+    CAPABILITIES = {"order_types": ["MARKET", "LIMIT", "STOP"], "cancel": True, "amend": True,
                     "stop_amend": False, "partial_close": True, "market_data": True, "brackets": False}
 
     def __init__(self, config, in_queue, out_queue):
@@ -58,6 +58,7 @@ class CCXTAccountManager(BaseAccountManager):
         self._trade_since: dict[str, int] = {}
         self.actual_of: dict[str, str] = {}  # client id of a futures stop -> the order it placed
         self._orphans: dict[str, list] = {}  # exchange order id -> trades seen before the order
+        self._replaced: set[str] = set()  # exchange ids of orders cancel-replaced by an amend
 
     # ================================================================ lifecycle
     def on_account_manager_init(self) -> InitResult:
@@ -288,14 +289,48 @@ class CCXTAccountManager(BaseAccountManager):
                           on_error=lambda exc: self._cancel_failed(order, exc))
 
     def do_async_request_stop_order(self, order: BaseOrder) -> None:
-        """Amend a working order's price: cancel it and place it again (cancel-replace).
+        """Amend a working LIMIT order's price: cancel-replace on spot, modify on futures.
 
-        Binance cannot amend in place; the replacement is a new order the engine makes
-        (amend requests carry the new price on the same client order id), so here the
-        working order is cancelled and the engine is told to re-place it.
+        The replacement keeps the client order id (Binance needs it unique among open
+        orders only) and the quantity still to fill; the replaced order's cancel report
+        is not the order's end.
         """
-        self.send_order_refused(order, f"{self.settings.exchange}: amend is cancel-replace; cancel "
-                                       f"{order.client_order_id} and place a new order", kind=In.ORDER_STOP)
+        market = self._market_of(order)
+        if order.order_type != OrderType.LIMIT or order.is_done or market is None or not order.broker_ref:
+            self.send_order_refused(order, f"{self.settings.exchange}: only a working LIMIT order's price "
+                                           f"can be amended ({order.client_order_id} is {order.status} "
+                                           f"{order.order_type})", kind=In.ORDER_STOP)
+            return
+        problem = P.filter_violation(order, market, self.last_price.get(market["symbol"]))
+        if problem:
+            self.send_order_refused(order, problem, kind=In.ORDER_STOP)
+            return
+        symbol, side = market["symbol"], "buy" if order.qty > 0 else "sell"
+        if market.get("contract"):
+            amount = abs(order.qty)
+            params = {"origClientOrderId": order.client_order_id}
+        else:
+            amount = abs(order.remaining_qty)
+            params = {"newClientOrderId": order.client_order_id,
+                      "cancelOrigClientOrderId": order.client_order_id,
+                      "timeInForce": P.TIME_IN_FORCE.get(order.time_in_force, "GTC")}
+            self._replaced.add(order.broker_ref)
+        log.info("event=ccxt_order_amend account=%s order=%s price=%s", self.account_id,
+                 order.client_order_id, order.price)
+        self.session.call(lambda c: c.edit_order(order.broker_ref, symbol, "limit", side, amount,
+                                                 order.price, params),
+                          retry_reads=False, on_result=lambda raw: self._amended(order, raw),
+                          on_error=lambda exc: self.send_order_refused(
+                              order, f"{self.settings.exchange} amend of {order.client_order_id} failed: {exc}",
+                              kind=In.ORDER_STOP))
+
+    def _amended(self, order: BaseOrder, raw: dict) -> None:
+        new_id = str(raw.get("id") or "")
+        if new_id:
+            self.by_exchange_id[new_id] = order.client_order_id
+            order.broker_ref = new_id
+        self.send_request_order_response(order, kind=In.ORDER_STOP)
+        self._apply_order_state(raw)
 
     def do_async_request_order_status(self, order: BaseOrder) -> None:
         """Ask the exchange for the order by client order id, with all its trades."""
@@ -446,8 +481,11 @@ class CCXTAccountManager(BaseAccountManager):
 
     def _apply_order_state(self, raw: dict) -> None:
         order = self._order_of(raw.get("id"), raw.get("clientOrderId") or "")
-        if order is None:
+        if order is None or str(raw.get("id")) in self._replaced:
             return
+        if order.broker_ref and str(raw.get("id") or order.broker_ref) != order.broker_ref \
+                and not (raw.get("info") or {}).get("aid") and raw.get("status") != "open":
+            return  # the end of an order this one replaced
         self.by_exchange_id[str(raw.get("id"))] = order.client_order_id
         info = raw.get("info") or {}
         placed = str(info.get("ai") or info.get("actualOrderId") or "")

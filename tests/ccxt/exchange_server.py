@@ -110,6 +110,7 @@ class ExchangeServer:
         self.algos: dict[int, dict] = {}  # USD-M conditional orders (the Algo Service)
         self.trades: list[dict] = []
         self.order_posts: dict[str, int] = {}  # client order id -> POSTs received
+        self.replacements: dict[str, int] = {}  # client order id -> cancel-replaces received
         self.requests: list[tuple[str, str, float]] = []
         self.clock_offset_ms = 0
         self._faults: list[Fault] = []
@@ -319,6 +320,8 @@ class ExchangeServer:
             ("POST", "order"): self._new_order,
             ("GET", "order"): self._query_order,
             ("DELETE", "order"): self._cancel_order,
+            ("PUT", "order"): self._modify_order,
+            ("POST", "cancelReplace"): self._cancel_replace,
             ("GET", "openOrders"): self._open_orders,
             ("GET", "myTrades"): self._my_trades,
             ("GET", "userTrades"): self._my_trades,
@@ -333,7 +336,8 @@ class ExchangeServer:
         return table.get((method, name))
 
     def _signed_handlers(self):
-        return {self._account, self._futures_balance, self._position_risk, self._leverage_bracket,
+        return {self._modify_order, self._cancel_replace,
+                self._account, self._futures_balance, self._position_risk, self._leverage_bracket,
                 self._new_algo, self._query_algo, self._cancel_algo, self._open_algos, self._new_order,
                 self._query_order, self._cancel_order, self._open_orders, self._my_trades}
 
@@ -587,6 +591,40 @@ class ExchangeServer:
         order.update = self.now_ms()
         self._report(order, "CANCELED")
         return web.json_response(self._order_json(order))
+
+    def _modify_order(self, params: dict) -> web.Response:
+        """USD-M Modify Order: new price (and quantity) on the same order."""
+        order = self._find(params)
+        if order is None or order.status not in ("NEW", "PARTIALLY_FILLED"):
+            return _error(400, -2013, "Order does not exist.")
+        price, qty = _dec(params.get("price") or order.price), _dec(params.get("quantity") or order.qty)
+        refusal = self._filter_failure(qty, price, self.price)
+        if refusal:
+            return _error(400, -1013, f"Filter failure: {refusal}")
+        order.price, order.qty, order.update = price, qty, self.now_ms()
+        self._report(order, "AMENDMENT")
+        self._match(order)
+        return web.json_response(self._order_json(order))
+
+    def _cancel_replace(self, params: dict) -> web.Response:
+        """Spot Cancel an Existing Order and Send a New Order (STOP_ON_FAILURE)."""
+        old = self._find({"origClientOrderId": params.get("cancelOrigClientOrderId"),
+                          "orderId": params.get("cancelOrderId")})
+        if old is None or old.status not in ("NEW", "PARTIALLY_FILLED"):
+            return web.json_response({"code": -2022, "msg": "Order cancel-replace failed.", "data": {
+                "cancelResult": "FAILURE", "newOrderResult": "NOT_ATTEMPTED",
+                "cancelResponse": {"code": -2011, "msg": "Unknown order sent."}, "newOrderResponse": None}},
+                status=400)
+        old.status, old.update = "CANCELED", self.now_ms()
+        self._report(old, "CANCELED")
+        created = self._new_order({k: v for k, v in params.items() if not k.startswith("cancel")})
+        # A replacement is not a new order of the client's: counted apart from order_posts.
+        client_id = params.get("newClientOrderId", "")
+        self.order_posts[client_id] -= 1
+        self.replacements[client_id] = self.replacements.get(client_id, 0) + 1
+        new = json.loads(created.text)
+        return web.json_response({"cancelResult": "SUCCESS", "newOrderResult": "SUCCESS",
+                                  "cancelResponse": self._order_json(old), "newOrderResponse": new})
 
     def _open_orders(self, params: dict) -> web.Response:
         return web.json_response([self._order_json(o) for o in self.orders.values()

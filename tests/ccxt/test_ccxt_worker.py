@@ -203,3 +203,20 @@ def test_a_restarted_worker_reports_the_same_fills_by_trade_id(exchange, ccxt_wo
     answer = ccxt_worker.wait_order(order.client_order_id, "FILLED", since=mark, timeout=15,
                                     request=In.ORDER_STATUS_REQUEST)
     assert exec_ids and [f["exec_id"] for f in answer["fills"]] == exec_ids
+
+
+@BOTH
+def test_amend_moves_a_working_limit_and_it_fills_at_the_new_price(exchange, ccxt_worker):
+    exchange.set_price(50000)
+    order = ccxt_worker.order(_epic(exchange), 0.01, order_type="LIMIT", price=48000.0)
+    mark = ccxt_worker.request(In.ORDER_OPEN, order)
+    ccxt_worker.wait_order(order.client_order_id, "ACCEPTED", since=mark)
+    order.price = 49500.0
+    mark = ccxt_worker.request(In.ORDER_STOP, order)
+    amended = ccxt_worker.wait_order(order.client_order_id, since=mark, request=In.ORDER_STOP)
+    assert amended.get("refused") is None and amended["order"]["status"] == "ACCEPTED"
+    exchange.set_price(49400)
+    filled = ccxt_worker.wait_order(order.client_order_id, "FILLED", since=mark)
+    assert filled["order"]["avg_fill_price"] == 49500.0
+    live = [o for o in exchange.orders.values() if o.client_id == order.client_order_id]
+    assert [o.status for o in live][-1] == "FILLED" and float(live[-1].price) == 49500.0
