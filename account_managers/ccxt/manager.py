@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MARKET_TYPES = {"binance": ["spot"], "binanceusdm": ["linear"]}
 HISTORY_FRAMES: dict = {}
 #: Errors after which an order may or may not be at the exchange: ask, never resend.
-DOUBTFUL = (ccxt.RequestTimeout, ccxt.NetworkError, ccxt.ExchangeNotAvailable)
+DOUBTFUL = (ccxt.RequestTimeout, ccxt.NetworkError, ccxt.ExchangeNotAvailable, ccxt.BadResponse)
 ORDER_TEMPLATE = {"order_types": ["MARKET", "LIMIT", "STOP"], "time_in_force": ["GTC", "IOC", "FOK"],
                   "stop_loss": False, "take_profit": False, "partial_close": True}
 FRAME_NAMES = {60: "1m", 300: "5m", 900: "15m", 3600: "1h"}
@@ -171,6 +171,8 @@ class CCXTAccountManager(BaseAccountManager):
         else:
             rows = P.spot_positions(balance, client.markets, self._symbols(), self.to_maotrade_epic,
                                     self.last_price)
+            # Spot equity is cash plus what the holdings are worth at the last trade price.
+            info["equity"] += sum(r["qty"] * (r["market_price"] or 0.0) for r in rows)
         orders = [P.working_order_row(o, self.to_maotrade_epic) for o in open_orders]
         return info, {"positions": rows, "orders": orders}
 
@@ -368,8 +370,9 @@ class CCXTAccountManager(BaseAccountManager):
         self._apply_order_state(raw)
 
     def _order_failed(self, order: BaseOrder, exc: BaseException, kind: str) -> None:
-        if isinstance(exc, ccxt.OperationRejected) and "-1007" not in str(exc):
-            reason = f"{self.settings.exchange} refused {order.client_order_id}: {exc}"
+        if isinstance(exc, (ccxt.DDoSProtection, ccxt.RateLimitExceeded)):
+            # Binance does not process a request it answers 429/418: the order was not placed.
+            reason = f"{self.settings.exchange} rate limit hit; order not placed: {exc}"
         elif isinstance(exc, DOUBTFUL) or "-1007" in str(exc):
             log.warning("event=ccxt_order_outcome_unknown account=%s order=%s reason=%s",
                         self.account_id, order.client_order_id, exc)
@@ -378,8 +381,6 @@ class CCXTAccountManager(BaseAccountManager):
                               on_error=lambda e: self.send_order_unknown(
                                   order, f"outcome unknown after {exc}; lookup failed: {e}"))
             return
-        elif isinstance(exc, ccxt.DDoSProtection):
-            reason = f"{self.settings.exchange} rate limit hit; order not placed: {exc}"
         else:
             reason = f"{self.settings.exchange} refused {order.client_order_id}: {exc}"
         log.warning("event=ccxt_order_rejected account=%s order=%s reason=%s", self.account_id,

@@ -28,6 +28,8 @@ import ccxt.pro
 log = logging.getLogger(__name__)
 
 Deliver = Callable[..., None]
+#: Times a read answered 429/418 is retried (each after its Retry-After) before it fails.
+RATE_LIMIT_RETRIES = 5
 
 
 def deep_merge(target: dict, extra: dict) -> dict:
@@ -129,6 +131,7 @@ class ExchangeSession:
 
     async def _guarded(self, coro_fn: Callable, args: tuple, retry_reads: bool) -> Any:
         synced = False
+        limited = 0
         while True:
             wait = self._gate_until - time.monotonic()
             if wait > 0:
@@ -140,7 +143,8 @@ class ExchangeSession:
                 pause = min(self._wait_max, retry_after_seconds(headers, 1.0))
                 self._gate_until = max(self._gate_until, time.monotonic() + pause)
                 log.warning("event=rate_limited exchange=%s pause_s=%.1f", self.exchange_id, pause)
-                if not retry_reads:
+                limited += 1
+                if not retry_reads or limited >= RATE_LIMIT_RETRIES:
                     raise
             except (ccxt.InvalidNonce, ccxt.BadRequest) as exc:
                 if synced or not is_clock_error(exc):

@@ -146,6 +146,21 @@ def test_429_with_retry_after_pauses_requests(exchange, ccxt_worker):
 
 
 @BOTH
+def test_order_answered_429_is_rejected_and_the_gate_holds_the_next_request(exchange, ccxt_worker):
+    exchange.set_price(50000)
+    exchange.fail_next("POST", "/order", 429, code=-1003, msg="Too many requests", headers={"Retry-After": "1"})
+    order = ccxt_worker.order(_epic(exchange), 0.01)
+    mark = ccxt_worker.request(In.ORDER_OPEN, order)
+    rejected = ccxt_worker.wait_order(order.client_order_id, "REJECTED", since=mark)
+    assert "rate limit" in rejected["order"]["reason"]
+    refused_at = exchange.requests[-1][2]
+    mark = ccxt_worker.request(In.ACCOUNT_INFO_REQUEST)
+    ccxt_worker.wait_type("account_info", since=mark, timeout=15)
+    assert exchange.requests[-1][2] - refused_at >= 0.95
+    assert order.client_order_id not in exchange.order_posts  # answered 429 before the book
+
+
+@BOTH
 def test_bars_stream_from_trades(exchange, ccxt_worker):
     mark = ccxt_worker.request(In.MARKET_DATA_REQUEST, request={"action": "subscribe", "epic": _epic(exchange),
                                                                 "time_frame": 1})
