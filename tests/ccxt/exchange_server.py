@@ -114,6 +114,7 @@ class ExchangeServer:
         self.requests: list[tuple[str, str, float]] = []
         self.clock_offset_ms = 0
         self._faults: list[Fault] = []
+        self._last_trade_report: dict[str, dict] = {}
         self._partial: list[Decimal] = []
         self.duplicate_reports = False
         self._ids = itertools.count(1001)
@@ -148,7 +149,7 @@ class ExchangeServer:
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app)
         self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = self._site = web.TCPSite(self._runner, "127.0.0.1", 0)
         self._loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]
         ready.set()
@@ -253,6 +254,44 @@ class ExchangeServer:
                                 "side": t["side"], "qty": float(t["qty"]), "price": float(t["price"])}
                                for t in self.trades],
                     "order_posts": dict(self.order_posts)}
+
+    def fill_order(self, client_id: str, qty: float) -> None:
+        """Fill ``qty`` of the resting order ``client_id`` at its price (or the last price)."""
+        with self._lock:
+            order = next(o for o in self.orders.values() if o.client_id == client_id
+                         and o.status in ("NEW", "PARTIALLY_FILLED"))
+            self._execute(order, min(_dec(qty), order.qty - order.executed), order.price or self.price)
+
+    def repeat_fill(self, client_id: str) -> None:
+        """Push the newest execution report with a trade of ``client_id`` again, same trade id."""
+        with self._lock:
+            self._publish_user(self._last_trade_report[client_id])
+
+    def send_garbage(self) -> None:
+        """Put a malformed frame on every user data stream."""
+        for ws in list(self._user_sockets):
+            self._loop.call_soon_threadsafe(asyncio.ensure_future, _send(ws, '{"e": "executionReport", "s": '))
+
+    def go_down(self) -> None:
+        """Stop listening and drop every connection: the exchange is unreachable."""
+        async def down():
+            for ws in list(self._user_sockets) + list(self._market_sockets):
+                await ws.close(code=1006)
+            await self._site.stop()
+        asyncio.run_coroutine_threadsafe(down(), self._loop).result(10)
+
+    def come_back(self) -> None:
+        """Listen again on the same port (after ``go_down``), orders and balances kept."""
+        async def up():
+            self._site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+            await self._site.start()
+        asyncio.run_coroutine_threadsafe(up(), self._loop).result(10)
+
+    def restart(self) -> None:
+        """Drop every connection and forget every listenKey, keeping the book."""
+        with self._lock:
+            self.listen_keys.clear()
+        self.drop_streams()
 
     def drop_streams(self) -> None:
         """Close every websocket connection, as a network drop would."""
@@ -779,6 +818,8 @@ class ExchangeServer:
                 "m": False, "R": order.reduce_only, "wt": "CONTRACT_PRICE", "ot": order.type,
                 "ps": "BOTH", "cp": False, "rp": _fmt(trade["realized"]) if trade else "0",
                 "pP": False, "si": 0, "ss": 0, "V": "NONE", "pm": "NONE", "gtd": 0}}
+        if trade:
+            self._last_trade_report[order.client_id] = event
         copies = 2 if self.duplicate_reports else 1
         for _ in range(copies):
             self._publish_user(event)

@@ -235,3 +235,31 @@ def test_amend_moves_a_working_limit_and_it_fills_at_the_new_price(exchange, ccx
     assert filled["order"]["avg_fill_price"] == 49500.0
     live = [o for o in exchange.orders.values() if o.client_id == order.client_order_id]
     assert [o.status for o in live][-1] == "FILLED" and float(live[-1].price) == 49500.0
+
+
+@BOTH
+def test_an_unreachable_exchange_is_reconnected_and_caught_up(exchange, ccxt_worker):
+    exchange.set_price(50000)
+    order = ccxt_worker.order(_epic(exchange), 0.02, order_type="LIMIT", price=49000.0)
+    mark = ccxt_worker.request(In.ORDER_OPEN, order)
+    ccxt_worker.wait_order(order.client_order_id, "ACCEPTED", since=mark)
+    exchange.go_down()
+    exchange.fill_order(order.client_order_id, 0.01)  # filled while the worker cannot see it
+    exchange.come_back()
+    partial = ccxt_worker.wait_order(order.client_order_id, "PARTIALLY_FILLED", since=mark, timeout=20)
+    assert partial["order"]["filled_qty"] == 0.01
+
+
+@BOTH
+def test_garbage_on_the_user_stream_loses_nothing(exchange, ccxt_worker):
+    exchange.set_price(50000)
+    exchange.send_garbage()
+    order = ccxt_worker.order(_epic(exchange), 0.01)
+    mark = ccxt_worker.request(In.ORDER_OPEN, order)
+    ccxt_worker.wait_order(order.client_order_id, "FILLED", since=mark, timeout=15)
+    exchange.repeat_fill(order.client_order_id)
+    mark = ccxt_worker.request(In.PORTFOLIO_REQUEST)
+    ccxt_worker.wait_type("portfolio", since=mark)
+    fills = [m for m in ccxt_worker.received if m.get("type") == "order_response" and m.get("fill")
+             and m["order"]["client_order_id"] == order.client_order_id]
+    assert len(fills) == 1
