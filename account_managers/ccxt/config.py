@@ -7,9 +7,6 @@ from pydantic import Field, SecretStr, field_validator
 
 from maotrade.config import AccountSettings, BrokerSettings
 
-#: ccxt ids this Account Manager is tested against; others load but are untested.
-TESTED_EXCHANGES = ("binance", "binanceusdm")
-
 
 class CCXTBrokerSettings(BrokerSettings):
     """brokerConfig of the ccxt broker; every key but ``exchange`` has a default."""

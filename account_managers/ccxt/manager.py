@@ -9,6 +9,7 @@ a restart each report a trade once.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Optional
@@ -69,11 +70,11 @@ class CCXTAccountManager(BaseAccountManager):
                    "adjustForTimeDifference": False,
                    "fetchMarkets": {"types": s.market_types or DEFAULT_MARKET_TYPES.get(s.exchange, ["spot"])},
                    "warnOnFetchOpenOrdersWithoutSymbol": False}
-        P_config = {"apiKey": a.apiKey.get_secret_value(), "secret": a.secret.get_secret_value(),
+        client_config = {"apiKey": a.apiKey.get_secret_value(), "secret": a.secret.get_secret_value(),
                     "enableRateLimit": True, "timeout": int(s.timeout * 1000),
                     "options": {**options, **s.options}}
         try:
-            self.session = ExchangeSession(s.exchange, P_config, s.urls, self.call_soon_threadsafe,
+            self.session = ExchangeSession(s.exchange, client_config, s.urls, self.call_soon_threadsafe,
                                            s.rate_limit_wait_max)
         except ValueError as exc:
             raise OperationalError(f"account {self.account_id}: {exc}") from None
@@ -162,7 +163,7 @@ class CCXTAccountManager(BaseAccountManager):
         balance = await client.fetch_balance()
         positions = await client.fetch_positions() if self.contract or self._is_contract(client) else []
         open_orders = []
-        for symbol in self._symbols():
+        for symbol in self._symbols() or [None]:  # unmapped: one call for every symbol
             open_orders += await client.fetch_open_orders(symbol)
         info = P.account_info(balance, positions, self.account_id, self.settings.currency,
                               self.settings.balance_assets, bool(positions) or self.contract)
@@ -182,8 +183,7 @@ class CCXTAccountManager(BaseAccountManager):
 
     def _symbols(self) -> list:
         known = self.markets or (self.session.client.markets if self.session and self.session.client else {})
-        mapped = [s for s in self.epic_mapping.values() if s in known]
-        return mapped or list(known)[:5]
+        return [s for s in self.epic_mapping.values() if s in known]
 
     def do_async_request_account_info(self) -> None:
         """Fetch balances (and positions on futures); answer with ``send_account_info``."""
@@ -392,7 +392,6 @@ class CCXTAccountManager(BaseAccountManager):
             self.send_order_refused(order, reason, kind=kind)
 
     async def _delayed_lookup(self, client, order: BaseOrder):
-        import asyncio
         await asyncio.sleep(self.settings.status_delay)
         return await self._lookup(client, order.epicBroker, order.client_order_id, self._conditional(order))
 
