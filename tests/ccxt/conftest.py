@@ -1,31 +1,17 @@
 """Fixtures of the ccxt tests: a local Binance-protocol exchange and workers aimed at it.
 
-For the shared contract suite: ``exchange`` starts a server (spot by default, USD-M
-with ``@pytest.mark.parametrize("exchange", ["usdm"], indirect=True)``) and
-``ccxt_document(server)`` returns the account document of a worker trading on it.
+``exchange`` starts a server (spot by default, USD-M with
+``@pytest.mark.parametrize("exchange", ["usdm"], indirect=True)``);
+``tests.ccxt.accounts.ccxt_document(server)`` is the account document of a worker on it,
+and ``tests.ccxt.rig`` the contract suite's rig.
 """
 from __future__ import annotations
 
 import pytest
 
-from tests.ccxt.exchange_server import SPOT, USDM, ExchangeServer
+from tests.ccxt.accounts import ccxt_document
+from tests.ccxt.exchange_server import SPOT, ExchangeServer
 from tests.kit import WorkerHarness
-
-SYMBOLS = {SPOT: "BTC/USDT", USDM: "BTC/USDT:USDT"}
-EPICS = {SPOT: "BTCUSD", USDM: "BTCUSD_PERP"}
-
-
-def ccxt_document(server: ExchangeServer, account: str = "901", **broker) -> dict:
-    """The account document of a ccxt worker trading on ``server``, with fast timeouts."""
-    config = {"exchange": "binance" if server.venue == SPOT else "binanceusdm", "urls": server.urls(),
-              "timeout": 3.0, "reconnect_base": 0.2, "reconnect_max": 1.0, "max_retries": 20,
-              "order_timeout": 5.0, "poll_interval": 0.3, "stream_retry": 0.2, "status_delay": 0.1,
-              "time_frames": [1, 60]}
-    config.update(broker)
-    return {"idAccount": account, "brokerName": "ccxt", "brokerClass": "ccxt.CCXTAccountManager",
-            "brokerConfig": config,
-            "accountConfig": {"apiKey": server.api_key, "secret": server.secret},
-            "epicMapping": {EPICS[server.venue]: SYMBOLS[server.venue]}}
 
 
 @pytest.fixture(params=[SPOT])

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from tests.ccxt.conftest import EPICS, ccxt_document
+from tests.ccxt.accounts import EPICS, ccxt_document
 from tests.ccxt.exchange_server import SPOT, USDM, ExchangeServer
 
 #: The suite's capability names this rig's exchange can be made to do.

@@ -7,7 +7,7 @@ import json
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.ccxt.conftest import EPICS, SYMBOLS
+from tests.ccxt.accounts import EPICS, SYMBOLS
 from tests.ccxt.exchange_server import SPOT, USDM, ExchangeServer
 from tests.engine_kit import AdminService, EngineProcess
 from tests.kit import wait_until

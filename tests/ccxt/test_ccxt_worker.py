@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from maotrade.messages import EngineToWorker as In
-from tests.ccxt.conftest import EPICS
+from tests.ccxt.accounts import EPICS
 from tests.ccxt.exchange_server import SPOT, USDM
 from tests.kit import wait_until
 
