@@ -153,8 +153,10 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
     try:
         engine.start()
         if api_port is not None:
-            api = ApiServer(engine.bus.client_address, data_dir, documents, host=api_host, port=api_port).start()
+            api = ApiServer(engine.bus.client_address, data_dir, documents, host=api_host, port=api_port,
+                            pub_address=engine.bus.pub_address).start()
             echo(f"engine API on {api.url} (token in {data_dir / 'api.token'} or MAOTRADE_API_TOKEN)")
+            echo(f"dashboard: {api.login_url()}")
         engine_file(data_dir).write_text(json.dumps({
             "pid": os.getpid(), "client_address": engine.bus.client_address,
             "pub_address": engine.bus.pub_address, "tcp_address": engine.bus.tcp_address,

@@ -449,6 +449,69 @@ def kill(mode, account, data_dir) -> None:
                ", ".join(f"account {a} {m}" for a, m in sorted(switch["accounts"].items())))
 
 
+def _operator_action(action: str, account: Optional[str], data_dir) -> dict:
+    client, _ = _engine_client(_data_dir(data_dir))
+    fields = {"type": action, "v": 1}
+    if account:
+        fields["account"] = account
+    try:
+        return client.request(fields, "operator_action", timeout=10)
+    except MAOTradeError as exc:
+        _fail(exc)
+    finally:
+        client.close()
+
+
+def _print_action(result: dict) -> None:
+    for item in result["cancelled"]:
+        click.echo(f"cancel sent: account {item['account']} order {item['client_order_id']}")
+    for item in result["closing"]:
+        click.echo(f"closing: account {item['account']} {item['epic']} qty {item['qty']:g} "
+                   f"(order {item['client_order_id']})")
+    for item in result["refused"]:
+        what = item.get("epic") or item.get("client_order_id")
+        click.echo(f"NOT done: account {item['account']} {what}: {item['reason']}")
+    click.echo(f"{len(result['cancelled'])} cancel(s) sent, {len(result['closing'])} closing order(s), "
+               f"{len(result['refused'])} refused" +
+               (f"; kill switch now {result['kill_switch']}" if result.get("kill_switch") else ""))
+
+
+@main.command("cancel-all", context_settings=CONTEXT)
+@click.option("--account", help="Only this account (default: every account).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@data_dir_option
+def cancel_all(account, yes, data_dir) -> None:
+    """Cancel every working order (of one account, or of all).
+
+    Prints each cancel sent; the broker's answers arrive as order updates (see `maotrade orders`).
+    Exits 1 if any cancel was refused.
+    """
+    scope = f"account {account}" if account else "EVERY account"
+    if not yes:
+        click.confirm(f"Cancel all working orders of {scope}?", abort=True)
+    result = _operator_action("cancel_all", account, data_dir)
+    _print_action(result)
+    sys.exit(1 if result["refused"] else 0)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--account", help="Only this account (default: every account).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@data_dir_option
+def flatten(account, yes, data_dir) -> None:
+    """Cancel every working order and close every position at market (of one account, or of all).
+
+    Sets the kill switch of that scope to reduce_only first, so nothing new opens; set it back
+    with `maotrade kill active`. Exits 1 if anything could not be cancelled or closed.
+    """
+    scope = f"account {account}" if account else "EVERY account"
+    if not yes:
+        click.confirm(f"Cancel all orders and close all positions of {scope} at market?", abort=True)
+    result = _operator_action("flatten", account, data_dir)
+    _print_action(result)
+    sys.exit(1 if result["refused"] else 0)
+
+
 @main.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
 @data_dir_option
