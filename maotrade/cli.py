@@ -70,12 +70,14 @@ def main() -> None:
 @click.option("--risk-config", type=click.Path(dir_okay=False), metavar="FILE",
               help="Risk settings (defaults and limits across all accounts) [default: conf/risk.json].")
 @click.option("--api-port", type=click.IntRange(1, 65535), metavar="PORT",
-              help="Serve the engine's REST API and webhooks on this port (token: MAOTRADE_API_TOKEN "
+              help="Serve the engine's REST API, webhooks and dashboard (/ui/) on this port (token: MAOTRADE_API_TOKEN "
                    "or api.token in the data dir).")
 @click.option("--api-host", default="127.0.0.1", show_default=True, help="Address the REST API listens on.")
+@click.option("--notify-config", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Notification settings (Telegram, webhooks) [default: notify.json in the data dir, if any].")
 @data_dir_option
 def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, listen, durability,
-          heartbeat_timeout, log_level, risk_config, api_port, api_host, data_dir) -> None:
+          heartbeat_timeout, log_level, risk_config, api_port, api_host, notify_config, data_dir) -> None:
     """Run the engine for one or more accounts until Ctrl-C, SIGTERM or `maotrade stop`."""
     from pathlib import Path
 
@@ -87,7 +89,7 @@ def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, 
                    log_level=log_level, show_bars=not no_bars, heartbeat_timeout=heartbeat_timeout, listen=listen,
                    durability=durability, echo=click.echo,
                    risk_config=Path(risk_config) if risk_config else None, api_port=api_port,
-                   api_host=api_host)
+                   api_host=api_host, notify_config=Path(notify_config) if notify_config else None)
     except MAOTradeError as exc:
         _fail(exc)
     sys.exit(code)

@@ -12,6 +12,7 @@ from cryptography.fernet import Fernet
 
 from tests.engine_kit import ROOT, AdminService, EngineProcess
 from tests.kit import free_port, wait_until
+from tests.telegram_fake import TelegramBotApi
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -20,6 +21,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 PAPER = json.dumps({"seed": 7, "price_interval": 0.2, "volatility": 0.0001, "spread": 0.0001})
 API_TOKEN = "dashboard-test-api-token-0123456789"
 SHOTS = ROOT / "build" / "ui-screenshots"
+BOT_TOKEN = "987654:dashboard-test-bot-token"
 
 
 class UiStack:
@@ -35,12 +37,23 @@ class UiStack:
             config = {"initial_balance": 100000, "currency": "USD", "risk": {"max_order_qty": 5000}}
             self.admin.cli("account", "add", account, "--broker", "paper", "--config", json.dumps(config))
             self.admin.cli("mapping", "set", account, "EURUSD", "EURUSD")
+        # Notifications of account 123 go to a local server speaking the Telegram Bot API.
+        self.telegram = TelegramBotApi(BOT_TOKEN).start()
+        notify = tmp / "notify.json"
+        notify.write_text(json.dumps({
+            "channels": {"desk": {"type": "telegram", "bot_token": "env:TEST_TELEGRAM_TOKEN", "chat_id": "4242",
+                                  "base_url": self.telegram.url}},
+            "routes": [{"channel": "desk", "accounts": ["123"],
+                        "events": ["fill", "risk_denial", "kill_switch", "operator_action"]}],
+            "rate_limit": {"per_minute": 60, "burst": 20}}))
+        self.env["TEST_TELEGRAM_TOKEN"] = BOT_TOKEN
         self.commands = tmp / "commands.jsonl"
         self.record = tmp / "record.jsonl"
         self.port = free_port()
         params = ["--param", f"commands={self.commands}", "--param", f"record={self.record}"]
         self.engine = EngineProcess(tmp / "engine", ["123", "124"], "--api-port", str(self.port),
                                     "--strategy", "tests.ui.strategies:CommandedStrategy", *params,
+                                    "--notify-config", str(notify),
                                     env=self.env, config_url=self.admin.url)
         for account in ("123", "124"):
             self.engine.wait_ready(account)
@@ -73,6 +86,7 @@ class UiStack:
     def close(self) -> None:
         self.engine.kill()
         self.admin.stop()
+        self.telegram.stop()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from tests.ui.conftest import API_TOKEN
+from tests.ui.conftest import API_TOKEN, BOT_TOKEN as BOT_TOKEN_IN_OUTPUT
 
 WAIT_MS = 20_000
 
@@ -131,3 +131,13 @@ def test_actions_need_session_and_csrf(ui_stack):
                           timeout=5).json()
     assert status["kill_switch"]["accounts"]["124"] == "active", "a refused action changed something"
     assert requests.post(f"{base}/login", json={"token": "guess"}, timeout=5).status_code == 401
+
+
+def test_telegram_heard_the_fill_the_halt_and_the_flatten(ui_stack):
+    texts = ui_stack.telegram.wait_texts(lambda t: any("flatten by dashboard" in x for x in t))
+    assert any(x.startswith("[123] FILL BUY 1000 @ ") for x in texts), texts
+    assert "[123] kill switch HALTED" in texts
+    assert any(x.startswith("[123] RISK DENIED BUY 500 EURUSD: kill switch is halted") for x in texts), texts
+    assert any(x.startswith("[123] FILL SELL 1000 @ ") for x in texts), texts
+    assert not any("[124]" in x for x in texts), "account 124 has no route"
+    assert BOT_TOKEN_IN_OUTPUT not in ui_stack.engine.output()
