@@ -34,7 +34,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 COOKIE = "maotrade_session"
 CSRF_HEADER = "X-CSRF-Token"
 STREAM_QUEUE = 2000  # events waiting for one browser before it is told to reload its snapshot
-PULSE_S = 5.0  # with no event for this long, the stream carries each worker's liveness
+PULSE_S = 2.0  # how often the stream carries fresh account views (marks, P&L today, liveness)
 # Scripts only from the engine itself; inline styles are allowed because the chart library sets them.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
@@ -69,7 +69,11 @@ class ScopeIn(BaseModel):
 
 
 def _totals(accounts: list[dict]) -> dict:
-    """Sums of money per currency (accounts in different currencies are never added up)."""
+    """Sums of money per currency (accounts in different currencies are never added up).
+
+    Balance, equity and available are the brokers' last reports; open and daily P&L are the
+    engine's, at its latest prices.
+    """
     out: dict[str, dict] = {}
     for view in accounts:
         info = view.get("account_info") or {}
@@ -77,8 +81,10 @@ def _totals(accounts: list[dict]) -> dict:
             continue
         cur = out.setdefault(info.get("currency") or "", {"balance": 0.0, "equity": 0.0, "available": 0.0,
                                                           "unrealized_pnl": 0.0, "daily_pnl": 0.0, "accounts": 0})
-        for name in ("balance", "equity", "available", "unrealized_pnl"):
+        for name in ("balance", "equity", "available"):
             cur[name] += float(info.get(name) or 0.0)
+        # Open P&L at the engine's latest prices (the broker's figure is only as fresh as its last report).
+        cur["unrealized_pnl"] += sum(float(p.get("unrealized_pnl") or 0.0) for p in view["portfolio"]["positions"])
         cur["daily_pnl"] += float(view.get("daily_pnl") or 0.0)
         cur["accounts"] += 1
     return out
@@ -181,15 +187,7 @@ def mount_dashboard(app: FastAPI, bridge: EngineBridge, logins: LoginManager,
 
     @router.get("/api/overview", dependencies=read, include_in_schema=False)
     def overview() -> dict:
-        welcome = bridge.call(ClientToEngine.HELLO, "welcome", name=bridge.name)
-        views = []
-        for entry in welcome["accounts"]:
-            account = entry["account"]
-            view = bridge.call("account_request", "account", match=lambda m, a=account: m.get("account") == a,
-                               account=account)
-            view.pop("type", None)
-            view.pop("v", None)
-            views.append(view)
+        views = account_views()
         risk = bridge.call("risk_status", "risk")["risk"]
         return {"accounts": views, "totals": _totals(views), "risk": risk,
                 "events": feed.recent() if feed is not None else []}
@@ -198,16 +196,23 @@ def mount_dashboard(app: FastAPI, bridge: EngineBridge, logins: LoginManager,
     def history(account: str) -> dict:
         return balance_history(bridge, account)
 
+    def account_views() -> list[dict]:
+        views = []
+        for entry in bridge.call(ClientToEngine.HELLO, "welcome", name=bridge.name)["accounts"]:
+            view = bridge.call("account_request", "account", match=lambda m, a=entry["account"]: m.get("account") == a,
+                               account=entry["account"])
+            view.pop("type", None)
+            view.pop("v", None)
+            views.append(view)
+        return views
+
     def pulse() -> dict:
-        heard = {}
+        # Marks, daily P&L and worker liveness move without an event: the stream carries them.
         try:
-            for entry in bridge.call(ClientToEngine.HELLO, "welcome", name=bridge.name)["accounts"]:
-                view = bridge.call("account_request", "account",
-                                   match=lambda m, a=entry["account"]: m.get("account") == a, account=entry["account"])
-                heard[entry["account"]] = view.get("last_heard_s")
+            views = account_views()
         except MAOTradeError as exc:
-            return {"type": "pulse", "error": str(exc), "last_heard_s": {}}
-        return {"type": "pulse", "last_heard_s": heard}
+            return {"type": "pulse", "error": str(exc), "accounts": []}
+        return {"type": "pulse", "accounts": views, "totals": _totals(views)}
 
     @router.get("/api/events", dependencies=read, include_in_schema=False)
     async def events(request: Request):
@@ -220,13 +225,15 @@ def mount_dashboard(app: FastAPI, bridge: EngineBridge, logins: LoginManager,
         async def lines():
             try:
                 yield "retry: 2000\n\n"
+                loop = asyncio.get_running_loop()
+                next_pulse = loop.time() + PULSE_S
                 while True:
                     try:
-                        event = await asyncio.wait_for(stream.queue.get(), PULSE_S)
+                        event = await asyncio.wait_for(stream.queue.get(), max(0.0, next_pulse - loop.time()))
                     except asyncio.TimeoutError:
                         if await request.is_disconnected():
                             return
-                        # Worker liveness is not an event the engine publishes: ask for it.
+                        next_pulse = loop.time() + PULSE_S
                         event = await asyncio.to_thread(pulse)
                     if event is None:  # the server is stopping
                         return

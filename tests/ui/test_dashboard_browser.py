@@ -141,3 +141,11 @@ def test_telegram_heard_the_fill_the_halt_and_the_flatten(ui_stack):
     assert any(x.startswith("[123] FILL SELL 1000 @ ") for x in texts), texts
     assert not any("[124]" in x for x in texts), "account 124 has no route"
     assert BOT_TOKEN_IN_OUTPUT not in ui_stack.engine.output()
+
+
+def test_engine_stops_cleanly_while_the_page_streams(page, ui_stack, shots):
+    expect(page.locator("#live")).to_have_text("live")
+    assert ui_stack.engine.interrupt(30) == 0
+    assert "stopped cleanly" in ui_stack.engine.output()
+    expect(page.locator("#live")).to_have_text("reconnecting", timeout=WAIT_MS)
+    shots(page, "engine-stopped")

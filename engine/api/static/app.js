@@ -128,7 +128,7 @@ async function loadHistory() {
   const data = await api(`accounts/${encodeURIComponent(state.selected)}/history`);
   state.history = data.points;
   state.fills = data.fills.slice().reverse();
-  renderFills();
+  renderDetail();
   renderChart();
 }
 
@@ -168,12 +168,17 @@ function renderAccounts() {
       el("td", {}, pill(a.state, STATE_CLASS[a.state] || "wait"), a.reason ? el("span", { class: "muted", text: ` ${a.reason}` }) : ""),
       el("td", {}, pill(KILL_TEXT[a.kill_switch] || a.kill_switch, KILL_CLASS[a.kill_switch] || "wait")),
       numCell(money(info.equity), "equity"), numCell(money(info.balance), "balance"), numCell(money(info.available)),
-      pnlCell(info.unrealized_pnl), pnlCell(a.daily_pnl),
+      pnlCell(openPnl(a)), pnlCell(a.daily_pnl),
       numCell(String((a.portfolio.orders || []).length), "orders"), numCell(String(positions), "positions"),
       el("td", {}, stale ? pill(`${stale} stale`, "bad") : pill("ok", "good")),
       numCell(a.last_heard_s === null || a.last_heard_s === undefined ? "–" : `${a.last_heard_s.toFixed(1)}s`));
     body.append(row);
   }
+}
+
+// Open P&L at the engine's latest prices, as the positions table shows it.
+function openPnl(a) {
+  return (a.portfolio.positions || []).reduce((sum, p) => sum + Number(p.unrealized_pnl || 0), 0);
 }
 
 function renderKill(seg, mode) {
@@ -189,6 +194,8 @@ function renderDetail() {
   st.textContent = a.state;
   st.className = `pill ${STATE_CLASS[a.state] || "wait"}`;
   $("#detail-reason").textContent = a.reason || "";
+  const last = state.history.length ? state.history[state.history.length - 1].time : null;
+  $("#detail-asof").textContent = last ? `broker balance as of ${hhmmss(last)} UTC` : "";
   renderKill($("#account-kill"), a.kill_switch);
 
   const pos = $("#positions-table tbody");
@@ -329,11 +336,9 @@ function applyEvent(ev) {
       refreshSoon();
       break;
     case "pulse":
-      for (const [id, heard] of Object.entries(ev.last_heard_s || {})) {
-        const acc = state.accounts.get(id);
-        if (acc) acc.last_heard_s = heard;
-      }
-      renderAccounts();
+      for (const view of ev.accounts || []) state.accounts.set(view.account, view);
+      if (ev.totals) state.totals = ev.totals;
+      if ((ev.accounts || []).length) { renderTotals(); renderAccounts(); renderDetail(); }
       break;
   }
 }
