@@ -1,5 +1,6 @@
-"""An engine of two paper accounts (123, 124) with its API and dashboard, a strategy the tests
-command, and headless Chromium from the system's packages driven by Playwright."""
+"""An engine of two paper accounts (123, 124) and one IG account (125, on the local IG
+simulator) with its API and dashboard, a strategy the tests command, and headless Chromium
+from the system's packages driven by Playwright."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,9 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.engine_kit import ROOT, AdminService, EngineProcess
+from tests.ig.conftest import EPICS as IG_EPICS
+from tests.ig.conftest import ig_document
+from tests.ig.simulator import IGSimulator
 from tests.kit import free_port, wait_until
 from tests.telegram_fake import TelegramBotApi
 
@@ -37,6 +41,14 @@ class UiStack:
             config = {"initial_balance": 100000, "currency": "USD", "risk": {"max_order_qty": 5000}}
             self.admin.cli("account", "add", account, "--broker", "paper", "--config", json.dumps(config))
             self.admin.cli("mapping", "set", account, "EURUSD", "EURUSD")
+        # A third account on IG (the local IG REST + Lightstreamer simulator): another broker on the page.
+        self.ig = IGSimulator(tick_interval=0.5).start()
+        document = ig_document(self.ig, account="125")
+        self.admin.cli("broker", "add", "ig", "--class", "ig.IGAccountManager", "--config",
+                       json.dumps(document["brokerConfig"]))
+        self.admin.cli("account", "add", "125", "--broker", "ig", "--config", json.dumps(document["accountConfig"]))
+        for epic, ig_epic in IG_EPICS.items():
+            self.admin.cli("mapping", "set", "125", epic, ig_epic)
         # Notifications of account 123 go to a local server speaking the Telegram Bot API.
         self.telegram = TelegramBotApi(BOT_TOKEN).start()
         notify = tmp / "notify.json"
@@ -50,12 +62,13 @@ class UiStack:
         self.commands = tmp / "commands.jsonl"
         self.record = tmp / "record.jsonl"
         self.port = free_port()
-        params = ["--param", f"commands={self.commands}", "--param", f"record={self.record}"]
-        self.engine = EngineProcess(tmp / "engine", ["123", "124"], "--api-port", str(self.port),
+        params = ["--param", f"commands={self.commands}", "--param", f"record={self.record}",
+                  "--param", 'bar_accounts=["123", "124"]']
+        self.engine = EngineProcess(tmp / "engine", ["123", "124", "125"], "--api-port", str(self.port),
                                     "--strategy", "tests.ui.strategies:CommandedStrategy", *params,
                                     "--notify-config", str(notify),
                                     env=self.env, config_url=self.admin.url)
-        for account in ("123", "124"):
+        for account in ("123", "124", "125"):
             self.engine.wait_ready(account)
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -87,6 +100,7 @@ class UiStack:
         self.engine.kill()
         self.admin.stop()
         self.telegram.stop()
+        self.ig.stop()
 
 
 @pytest.fixture(scope="module")

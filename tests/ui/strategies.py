@@ -13,7 +13,7 @@ class CommandedStrategy(Strategy):
         self.commands = Path(self.params["commands"])
         self.done = 0
         self.out = open(self.params["record"], "a")
-        for account in self.accounts:
+        for account in self.params.get("bar_accounts", self.accounts):
             self.subscribe("EURUSD", 1, account=account)
 
     def on_market_data(self, data):

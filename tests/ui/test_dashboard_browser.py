@@ -48,6 +48,10 @@ def test_login_url_shows_accounts_with_state_and_balance(page, ui_stack, shots):
     expect(row.locator(".pill").first).to_have_text("ready")
     expect(row.locator("td.balance")).to_have_text("100,000.00")
     expect(account_row(page, "124")).to_be_visible()
+    ig = account_row(page, "125")
+    expect(ig.locator("td").nth(1)).to_have_text("ig")
+    expect(ig.locator(".pill").first).to_have_text("ready")
+    expect(ig.locator("td.balance")).to_have_text("10,000.00")
     expect(page.locator("#live")).to_have_text("live", timeout=WAIT_MS)
     assert "token" not in page.url, "the login token must leave the address bar"
     cookies = {c["name"]: c for c in page.context.cookies()}
