@@ -243,6 +243,13 @@ class Journal:
             out.append({"time": time_ms, "balance": info.get("balance"), "equity": info.get("equity")})
         return out
 
+    def recent_fills(self, account: str, limit: int = 100) -> list[dict]:
+        """Return the account's last ``limit`` fills, oldest first (as ``fills``)."""
+        keys = ("exec_id", "client_order_id", "epic", "qty", "price", "commission", "time", "external")
+        rows = self.db.execute("SELECT exec_id, client_order_id, epic, qty, price, commission, time, external "
+                               "FROM fills WHERE account = ? ORDER BY rowid DESC LIMIT ?", (account, limit)).fetchall()
+        return [dict(zip(keys, row)) for row in reversed(rows)]
+
     def record_discrepancy(self, account: str, kind: str, key: str, engine: object, broker: object) -> int:
         """Record a difference between engine and broker unless the same one is open; return its id."""
         engine_s, broker_s = json.dumps(engine, sort_keys=True), json.dumps(broker, sort_keys=True)

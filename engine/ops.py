@@ -15,12 +15,12 @@ import logging
 import sqlite3
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from engine.risk import KillMode, RiskEngine, RiskSettings
 from maotrade.errors import InvalidOrder, MAOTradeError, OrderRefused, ProtocolError
 from maotrade.messages import ClientToEngine, EngineToClient, message
-from maotrade.order import BaseOrder, OrderAction, OrderStatus, new_client_order_id
+from maotrade.order import BaseOrder, OrderAction, OrderStatus, OrderType, new_client_order_id
 
 if TYPE_CHECKING:  # the engine imports this module; no cycle at run time
     from engine.bus import ClientSession
@@ -309,8 +309,9 @@ class Operations:
         """Cancel every working order, then close every position at market.
 
         The scope's kill switch is left at reduce_only (from active or halted) first:
-        flattening means no new risk, and halted would refuse the closing orders. An epic
-        with a closing order already working is not closed twice.
+        flattening means no new risk, and halted would refuse the closing orders. A market
+        close already working is left to finish and its epic is not closed twice; resting
+        closes (stop loss / take profit legs, limit closes) are cancelled like the rest.
         """
         scope = self._scope(msg)
         result = self._action_result("flatten", scope, session)
@@ -318,14 +319,14 @@ class Operations:
             self._set_kill(session, scope, KillMode.REDUCE_ONLY)
         result["kill_switch"] = KillMode.REDUCE_ONLY
         for account in self._scope_accounts(scope):
-            closing = {o.epic for o in self.engine.router.open_orders(account) if o.action == OrderAction.CLOSE}
-            self._cancel_working(session, account, result, keep_closes=True)
+            closing = {o.epic for o in self.engine.router.open_orders(account) if _is_market_close(o)}
+            self._cancel_working(session, account, result, keep=_is_market_close)
             for position in self.engine.journal.positions(account):
                 if position.is_flat:
                     continue
                 if position.epic in closing:
                     result["refused"].append({"account": account, "epic": position.epic,
-                                              "reason": "a closing order is already working; not closed twice"})
+                                              "reason": "a market close is already working; not closed twice"})
                     continue
                 self._close_position(session, account, position.epic, result)
         self._finish_action(session, result)
@@ -337,9 +338,10 @@ class Operations:
         return {"action": action, "account": None if scope == GLOBAL else scope, "by": session.name or "client",
                 "cancelled": [], "closing": [], "refused": []}
 
-    def _cancel_working(self, session: "ClientSession", account: str, result: dict, keep_closes: bool = False):
+    def _cancel_working(self, session: "ClientSession", account: str, result: dict,
+                        keep: Callable[[BaseOrder], bool] = lambda order: False) -> None:
         for order in self.engine.router.open_orders(account):
-            if keep_closes and order.action == OrderAction.CLOSE:
+            if keep(order):
                 continue
             request = message(ClientToEngine.ORDER_CANCEL, account=account, client_order_id=order.client_order_id)
             try:  # the same path as a client's own cancel request
@@ -388,10 +390,15 @@ class Operations:
         since = msg.get("since", 0)
         if isinstance(since, bool) or not isinstance(since, int) or since < 0:
             raise ProtocolError("balance_history_request 'since' must be epoch milliseconds (integer)")
-        fills = self.engine.journal.fills(runtime.account)[-100:]
+        fills = self.engine.journal.recent_fills(runtime.account, 100)
         session.put(message(EngineToClient.BALANCE_HISTORY, account=runtime.account,
                             points=self.engine.journal.balance_history(runtime.account, since, MAX_BALANCE_POINTS),
                             fills=fills, request_id=msg.get("request_id")))
+
+
+def _is_market_close(order: BaseOrder) -> bool:
+    """A close executing now (not a resting stop loss, take profit or limit close)."""
+    return order.action == OrderAction.CLOSE and order.order_type == OrderType.MARKET
 
 
 def _view(order: BaseOrder) -> dict:

@@ -504,7 +504,7 @@ def flatten(account, yes, data_dir) -> None:
     """Cancel every working order and close every position at market (of one account, or of all).
 
     Sets the kill switch of that scope to reduce_only first, so nothing new opens; set it back
-    with `maotrade kill active`. Exits 1 if anything could not be cancelled or closed.
+    with `maotrade kill active [--account ID]`. Exits 1 if anything could not be cancelled or closed.
     """
     scope = f"account {account}" if account else "EVERY account"
     if not yes:

@@ -194,6 +194,9 @@ def test_offer_never_waits_for_a_hung_endpoint(telegram, notifier_of):
     # The thread is stuck on the first request; the queue filled and the rest were dropped, not waited for.
     assert notifier.dropped >= 49
     telegram.hold.set()
+    notifier.stop(timeout=0.2)  # stopping does not wait for ten thousand deliveries either
+    wait_until(lambda: not notifier._thread.is_alive(), 15, what="notifier thread ended")
+    assert notifier.abandoned > 0 and notifier.delivered["desk"] < QUEUE_SIZE
 
 
 def test_settings_errors_name_the_key(tmp_path, monkeypatch):

@@ -100,7 +100,10 @@ class BrowserStream:
 
     def offer(self, event: Optional[dict]) -> None:
         """Called on the feed thread: hand the event over to the loop, never waiting."""
-        self.loop.call_soon_threadsafe(self._put, event)
+        try:
+            self.loop.call_soon_threadsafe(self._put, event)
+        except RuntimeError:  # the server's loop has closed: the stream is over anyway
+            pass
 
     def _put(self, event: Optional[dict]) -> None:
         if event is None:  # the end: make room for it whatever is queued

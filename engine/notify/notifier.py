@@ -65,6 +65,8 @@ class Notifier:
         self.delivered = {name: 0 for name in self.channels}
         self.failed = {name: 0 for name in self.channels}
         self._stop = threading.Event()
+        self._abandon = threading.Event()
+        self.abandoned = 0
         self._thread: Optional[threading.Thread] = None
 
     # -- the engine's side --------------------------------------------------------------------
@@ -93,13 +95,20 @@ class Notifier:
                 self.queue.get_nowait()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                self._abandon.set()  # whatever still waits is not worth holding the stop up
         self.session.close()
 
     def _run(self) -> None:
         while True:
             event = self.queue.get()
             if event is None:
+                if self.abandoned:
+                    log.warning("event=notify_abandoned count=%d", self.abandoned)
                 return
+            if self._abandon.is_set():
+                self.abandoned += 1
+                continue
             try:
                 note = self.classifier.classify(event)
                 if note is not None:

@@ -124,6 +124,17 @@ def test_flatten_one_account_under_a_global_halt_reports_what_it_could_not_close
     wait_until(lambda: positions(stack, "302")["EURUSD"] == 0, 15, interval=0.1, what="302 flat")
 
 
+def test_flatten_cancels_a_resting_close_and_closes_at_market(stack):
+    place(stack, "301", "rc-1", "EURUSD", 100, statuses=("FILLED",))
+    # A take-profit-like leg: a reduce-only LIMIT sell far above the market, resting.
+    place(stack, "301", "rc-2", "EURUSD", -100, order_type="LIMIT", price=10.0, action="close")
+    answer = rest(stack, "POST", "/flatten", account="301").json()
+    assert answer["cancelled"] == [{"account": "301", "client_order_id": "rc-2"}], answer
+    assert [c["epic"] for c in answer["closing"]] == ["EURUSD"] and answer["refused"] == []
+    wait_until(lambda: positions(stack, "301")["EURUSD"] == 0 and order_status(stack, "301", "rc-2") == "CANCELLED",
+               15, interval=0.1, what="flat, leg cancelled")
+
+
 def test_unknown_account_and_missing_token(stack):
     assert rest(stack, "POST", "/cancel-all", account="999").status_code == 404
     assert rest(stack, "POST", "/flatten", account="bad id!").status_code == 422

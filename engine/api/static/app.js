@@ -394,6 +394,7 @@ function wireActions() {
   $("#global-flatten").addEventListener("click", () => flatten(null));
   $("#account-cancel-all").addEventListener("click", () => cancelAll(state.selected));
   $("#account-flatten").addEventListener("click", () => flatten(state.selected));
+  $("#logout").addEventListener("click", () => post("logout").then(() => location.reload()));
   $("#range-day").addEventListener("click", () => { state.range = "day"; $("#range-day").classList.add("on"); $("#range-all").classList.remove("on"); renderChart(); });
   $("#range-all").addEventListener("click", () => { state.range = "all"; $("#range-all").classList.add("on"); $("#range-day").classList.remove("on"); renderChart(); });
 }
