@@ -56,7 +56,8 @@ class UiStack:
             "channels": {"desk": {"type": "telegram", "bot_token": "env:TEST_TELEGRAM_TOKEN", "chat_id": "4242",
                                   "base_url": self.telegram.url}},
             "routes": [{"channel": "desk", "accounts": ["123"],
-                        "events": ["fill", "risk_denial", "kill_switch", "operator_action"]}],
+                        "events": ["fill", "risk_denial", "kill_switch", "operator_action"]},
+                       {"channel": "desk", "accounts": ["125"], "events": ["disconnected", "reconnected"]}],
             "rate_limit": {"per_minute": 60, "burst": 20}}))
         self.env["TEST_TELEGRAM_TOKEN"] = BOT_TOKEN
         self.commands = tmp / "commands.jsonl"

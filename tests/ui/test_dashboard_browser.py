@@ -77,7 +77,11 @@ def test_strategy_fill_appears_without_reload(page, ui_stack, shots):
     resting = ui_stack.strategy_order("resting", {"ACCEPTED", "SUBMITTED"})
     expect(page.locator(f"#orders-table tbody tr[data-order='{resting['client_order_id']}']")).to_be_visible(
         timeout=WAIT_MS)
-    expect(account_row(page, "123").locator("td.orders")).to_have_text("1")
+    ui_stack.strategy_trades("resting-2", "123", 200, order_type="LIMIT", price=0.4)
+    second = ui_stack.strategy_order("resting-2", {"ACCEPTED", "SUBMITTED"})
+    expect(page.locator(f"#orders-table tbody tr[data-order='{second['client_order_id']}']")).to_be_visible(
+        timeout=WAIT_MS)
+    expect(account_row(page, "123").locator("td.orders")).to_have_text("2")
     shots(page, "fill-and-working-order")
 
 
@@ -94,7 +98,13 @@ def test_kill_switch_halts_and_orders_are_refused(page, ui_stack, shots):
     shots(page, "halted-order-refused")
 
 
-def test_cancel_all_cancels_the_working_order(page, ui_stack, shots):
+def test_cancel_one_order_from_its_row_then_cancel_all(page, ui_stack, shots):
+    second = ui_stack.strategy_order("resting-2", {"ACCEPTED", "SUBMITTED"})
+    row = page.locator(f"#orders-table tbody tr[data-order='{second['client_order_id']}']")
+    row.locator("button").click()
+    confirm(page, f"Cancel LIMIT BUY 200 EURUSD ({second['client_order_id']}) on account 123?")
+    ui_stack.strategy_order("resting-2", {"CANCELLED"})
+    expect(row).to_be_hidden(timeout=WAIT_MS)
     page.locator("#account-cancel-all").click()
     confirm(page, "Cancel every working order of account 123")
     ui_stack.strategy_order("resting", {"CANCELLED"})
@@ -114,6 +124,18 @@ def test_flatten_closes_the_position_and_leaves_reduce_only(page, ui_stack, shot
     expect(page.locator("#feed li", has_text="flatten by dashboard: 0 cancel(s), 1 close(s)")).to_be_visible()
     shots(page, "flattened")
     assert not page.errors, page.errors
+
+
+def test_broker_outage_shows_with_its_reason_and_recovers(page, ui_stack, shots):
+    ig = account_row(page, "125")
+    ui_stack.ig.refuse_rest = True  # IG answers 503 to everything from now on
+    ui_stack.engine.send("account_info_request", account="125")
+    expect(ig.locator(".pill").first).to_have_text(re.compile("reconnecting|disconnected"), timeout=WAIT_MS)
+    expect(ig).to_contain_text("503")
+    expect(page.locator("#feed li.ev-account_status", has_text="503").first).to_be_visible()
+    shots(page, "ig-outage")
+    ui_stack.ig.refuse_rest = False
+    expect(ig.locator(".pill").first).to_have_text("ready", timeout=30_000)
 
 
 def test_actions_need_session_and_csrf(ui_stack):
@@ -144,6 +166,8 @@ def test_telegram_heard_the_fill_the_halt_and_the_flatten(ui_stack):
     assert any(x.startswith("[123] RISK DENIED BUY 500 EURUSD: kill switch is halted") for x in texts), texts
     assert any(x.startswith("[123] FILL SELL 1000 @ ") for x in texts), texts
     assert not any("[124]" in x for x in texts), "account 124 has no route"
+    outage = ui_stack.telegram.wait_texts(lambda t: any(x.startswith("[125] reconnected") for x in t))
+    assert any(x.startswith("[125] RECONNECTING") or x.startswith("[125] DISCONNECTED") for x in outage), outage
     assert BOT_TOKEN_IN_OUTPUT not in ui_stack.engine.output()
 
 

@@ -165,7 +165,7 @@ function renderAccounts() {
       onclick: () => { state.selected = a.account; renderAll(); loadHistory().catch((e) => toast(e.message, true)); } },
       el("td", { class: "acc", text: a.account }),
       el("td", { text: a.broker || "" }),
-      el("td", {}, pill(a.state, STATE_CLASS[a.state] || "wait"), a.reason ? el("span", { class: "muted", text: ` ${a.reason}` }) : ""),
+      el("td", {}, pill(a.state, STATE_CLASS[a.state] || "wait"), a.reason ? el("span", { class: "muted reason", title: a.reason, text: a.reason }) : ""),
       el("td", {}, pill(KILL_TEXT[a.kill_switch] || a.kill_switch, KILL_CLASS[a.kill_switch] || "wait")),
       numCell(money(info.equity), "equity"), numCell(money(info.balance), "balance"), numCell(money(info.available)),
       pnlCell(openPnl(a)), pnlCell(a.daily_pnl),
