@@ -288,7 +288,8 @@ class Operations:
                             kill_switch=self.risk.mode(runtime.account),
                             daily_pnl=self.view.daily_pnl(runtime.account),
                             last_heard_s=self._silent_for(runtime.account),
-                            stale_data=self.engine.stale.stale(runtime.account)))
+                            stale_data=self.engine.stale.stale(runtime.account),
+                            subscriptions=len(runtime.subscriptions)))
 
     def _silent_for(self, account: str) -> Optional[float]:
         """Seconds since the account's worker was last heard from (None before it started)."""

@@ -1,5 +1,5 @@
-"""An engine of two paper accounts (123, 124) and one IG account (125, on the local IG
-simulator) with its API and dashboard, a strategy the tests command, and headless Chromium
+"""An engine of two paper accounts (123, 124), one IG account (125, on the local IG simulator)
+and one Interactive Brokers account (126, on the local fake TWS) with its API and dashboard, a strategy the tests command, and headless Chromium
 from the system's packages driven by Playwright."""
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.engine_kit import ROOT, AdminService, EngineProcess
+from tests.ib.conftest import ib_document
+from tests.ib.fake_tws import FakeTWS
 from tests.ig.conftest import EPICS as IG_EPICS
 from tests.ig.conftest import ig_document
 from tests.ig.simulator import IGSimulator
@@ -49,6 +51,14 @@ class UiStack:
         self.admin.cli("account", "add", "125", "--broker", "ig", "--config", json.dumps(document["accountConfig"]))
         for epic, ig_epic in IG_EPICS.items():
             self.admin.cli("mapping", "set", "125", epic, ig_epic)
+        # A fourth on Interactive Brokers (ib_insync against the local fake TWS).
+        self.tws = FakeTWS(bar_interval=0.5, tick_interval=0.5).start()
+        document = ib_document(self.tws.port, account="126")
+        self.admin.cli("broker", "add", "ib", "--class", "ib.IBAccountManager", "--config",
+                       json.dumps(document["brokerConfig"]))
+        self.admin.cli("account", "add", "126", "--broker", "ib", "--config", json.dumps(document["accountConfig"]))
+        for epic, ib_contract in document["epicMapping"].items():
+            self.admin.cli("mapping", "set", "126", epic, ib_contract)
         # Notifications of account 123 go to a local server speaking the Telegram Bot API.
         self.telegram = TelegramBotApi(BOT_TOKEN).start()
         notify = tmp / "notify.json"
@@ -65,11 +75,11 @@ class UiStack:
         self.port = free_port()
         params = ["--param", f"commands={self.commands}", "--param", f"record={self.record}",
                   "--param", 'bar_accounts=["123", "124"]']
-        self.engine = EngineProcess(tmp / "engine", ["123", "124", "125"], "--api-port", str(self.port),
+        self.engine = EngineProcess(tmp / "engine", ["123", "124", "125", "126"], "--api-port", str(self.port),
                                     "--strategy", "tests.ui.strategies:CommandedStrategy", *params,
                                     "--notify-config", str(notify),
                                     env=self.env, config_url=self.admin.url)
-        for account in ("123", "124", "125"):
+        for account in ("123", "124", "125", "126"):
             self.engine.wait_ready(account)
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -102,6 +112,7 @@ class UiStack:
         self.admin.stop()
         self.telegram.stop()
         self.ig.stop()
+        self.tws.stop()
 
 
 @pytest.fixture(scope="module")

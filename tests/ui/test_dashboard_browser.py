@@ -52,6 +52,11 @@ def test_login_url_shows_accounts_with_state_and_balance(page, ui_stack, shots):
     expect(ig.locator("td").nth(1)).to_have_text("ig")
     expect(ig.locator(".pill").first).to_have_text("ready")
     expect(ig.locator("td.balance")).to_have_text("10,000.00")
+    ib = account_row(page, "126")
+    expect(ib.locator("td").nth(1)).to_have_text("ib")
+    expect(ib.locator(".pill").first).to_have_text("ready")
+    expect(row.locator("td.data")).to_have_text("1 ok")  # the strategy's EURUSD bars
+    expect(ib.locator("td.data")).to_have_text("none")
     expect(page.locator("#live")).to_have_text("live", timeout=WAIT_MS)
     assert "token" not in page.url, "the login token must leave the address bar"
     cookies = {c["name"]: c for c in page.context.cookies()}

@@ -170,7 +170,8 @@ function renderAccounts() {
       numCell(money(info.equity), "equity"), numCell(money(info.balance), "balance"), numCell(money(info.available)),
       pnlCell(openPnl(a)), pnlCell(a.daily_pnl),
       numCell(String((a.portfolio.orders || []).length), "orders"), numCell(String(positions), "positions"),
-      el("td", {}, stale ? pill(`${stale} stale`, "bad") : pill("ok", "good")),
+      el("td", { class: "data" }, stale ? pill(`${stale} stale`, "bad")
+        : a.subscriptions ? pill(`${a.subscriptions} ok`, "good") : el("span", { class: "muted", text: "none" })),
       numCell(a.last_heard_s === null || a.last_heard_s === undefined ? "–" : `${a.last_heard_s.toFixed(1)}s`));
     body.append(row);
   }
@@ -408,7 +409,9 @@ async function start() {
   connectStream();
 }
 
-setInterval(() => { $("#clock").textContent = `${new Date().toISOString().slice(11, 19)} UTC`; }, 1000);
+const tick = () => { $("#clock").textContent = `${new Date().toISOString().slice(11, 19)} UTC`; };
+setInterval(tick, 1000);
+tick();
 window.addEventListener("DOMContentLoaded", async () => {
   if (await login()) start().catch((e) => toast(e.message, true));
   else showLogin();
