@@ -70,8 +70,8 @@ def main() -> None:
 @click.option("--risk-config", type=click.Path(dir_okay=False), metavar="FILE",
               help="Risk settings (defaults and limits across all accounts) [default: conf/risk.json].")
 @click.option("--api-port", type=click.IntRange(1, 65535), metavar="PORT",
-              help="Serve the engine's REST API, webhooks and dashboard (/ui/) on this port (token: MAOTRADE_API_TOKEN "
-                   "or api.token in the data dir).")
+              help="Serve the engine's REST API, webhooks and dashboard (/ui/) on this port "
+                   "(token: MAOTRADE_API_TOKEN or api.token in the data dir).")
 @click.option("--api-host", default="127.0.0.1", show_default=True, help="Address the REST API listens on.")
 @click.option("--notify-config", type=click.Path(dir_okay=False), metavar="FILE",
               help="Notification settings (Telegram, webhooks) [default: notify.json in the data dir, if any].")

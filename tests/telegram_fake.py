@@ -12,7 +12,6 @@ import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional
 
 PATH = re.compile(r"^/bot(?P<token>[^/]+)/(?P<method>\w+)$")
 
@@ -80,7 +79,8 @@ class TelegramBotApi:
                 status, extra = self.fail_next.pop(0)
                 return self._error(status, extra.pop("description", "error"), **extra)
             if match["method"] == "getMe":
-                return 200, {"ok": True, "result": {"id": 1, "is_bot": True, "first_name": "fake", "username": "fake_bot"}}
+                return 200, {"ok": True, "result": {"id": 1, "is_bot": True, "first_name": "fake",
+                                                    "username": "fake_bot"}}
             if match["method"] != "sendMessage":
                 return self._error(404, "Not Found: method not found")
             try:

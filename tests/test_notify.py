@@ -119,7 +119,8 @@ def test_disconnect_reconnect_stale_and_kill_switch_kinds():
         {"type": "stale_data", "account": "1", "epic": "EURUSD", "time_frame": 60, "stale": True, "silent_s": 90},
         {"type": "kill_switch", "account": None, "mode": "reduce_only"},
         BROKER_REJECT, {"type": "market_data", "account": "1"})]
-    assert [n.kind if n else None for n in notes] == [None, None, "disconnected", None, None, "reconnected", "stale_data", "kill_switch",
+    assert [n.kind if n else None for n in notes] == [None, None, "disconnected", None, None, "reconnected",
+                                                      "stale_data", "kill_switch",
                      "rejected", None]
 
 

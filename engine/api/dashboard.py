@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.api.bridge import EngineBridge
-from engine.api.operator import ID_PATTERN, balance_history, run_action
+from engine.api.operator import ID_PATTERN, ScopeIn, balance_history, run_action
 from engine.api.sessions import SESSION_TTL_S, LoginManager
 from engine.observer import FEED_GAP, EventFeed
 from maotrade.errors import MAOTradeError
@@ -58,13 +58,6 @@ class KillIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     mode: Literal["active", "reduce_only", "halted"]
-    account: Optional[str] = Field(None, min_length=1, max_length=64, pattern=ID_PATTERN)
-
-
-class ScopeIn(BaseModel):
-    """One account, or every account."""
-
-    model_config = ConfigDict(extra="forbid")
     account: Optional[str] = Field(None, min_length=1, max_length=64, pattern=ID_PATTERN)
 
 

@@ -1,6 +1,6 @@
 """An engine of two paper accounts (123, 124), one IG account (125, on the local IG simulator)
-and one Interactive Brokers account (126, on the local fake TWS) with its API and dashboard, a strategy the tests command, and headless Chromium
-from the system's packages driven by Playwright."""
+and one Interactive Brokers account (126, on the local fake TWS) with its API and dashboard;
+a strategy the tests command; headless Chromium from the system's packages driven by Playwright."""
 from __future__ import annotations
 
 import json

@@ -174,6 +174,7 @@ def test_telegram_heard_the_fill_the_halt_and_the_flatten(ui_stack):
     outage = ui_stack.telegram.wait_texts(lambda t: any(x.startswith("[125] reconnected") for x in t))
     assert any(x.startswith("[125] RECONNECTING") or x.startswith("[125] DISCONNECTED") for x in outage), outage
     assert BOT_TOKEN_IN_OUTPUT not in ui_stack.engine.output()
+    assert BOT_TOKEN_IN_OUTPUT not in (ui_stack.engine.data_dir / "logs" / "maotrade.log").read_text()
 
 
 def test_engine_stops_cleanly_while_the_page_streams(page, ui_stack, shots):

@@ -106,6 +106,9 @@ def test_flatten_everything_closes_every_position_and_goes_reduce_only(stack):
     assert order_status(stack, "302", "fl-4") == "CANCELLED"
     risk = rest(stack, "GET", "/risk").json()
     assert risk["kill_switch"]["global"] == "reduce_only"
+    wait_until(lambda: "WARNING flatten of every account by client: 1 cancel(s), 3 closing order(s), 0 not done"
+               in stack.output(), 10, what="the console line")
+    assert "WARNING kill switch (global): reduce_only" in stack.output()
     # reduce_only holds: a new position is refused.
     assert place(stack, "301", "fl-5", "EURUSD", 10, statuses=("REJECTED",))["code"] == "kill_switch_reduce_only"
 
