@@ -165,10 +165,13 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
                             pub_address=engine.bus.pub_address).start()
             echo(f"engine API on {api.url} (token in {data_dir / 'api.token'} or MAOTRADE_API_TOKEN)")
             echo(f"dashboard: {api.login_url()}")
-        engine_file(data_dir).write_text(json.dumps({
+        # Written whole then renamed: whoever sees the file (CLI, tests) never reads half of it.
+        info_tmp = engine_file(data_dir).with_suffix(".tmp")
+        info_tmp.write_text(json.dumps({
             "pid": os.getpid(), "client_address": engine.bus.client_address,
             "pub_address": engine.bus.pub_address, "tcp_address": engine.bus.tcp_address,
             "accounts": accounts, "started": time.time(), "api_url": api.url if api else None}))
+        os.replace(info_tmp, engine_file(data_dir))
         for sig in stop_signals:
             signal.signal(sig, lambda *_: engine.stop())
         ctx = process_context()

@@ -91,12 +91,15 @@ async function login() {
 
 function showLogin() {
   $("#login").classList.remove("hidden");
+  if (showLogin.wired) return;
+  showLogin.wired = true;
   $("#login-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {
       state.csrf = (await post("login", { token: $("#login-token").value })).csrf;
       $("#login").classList.add("hidden");
-      start();
+      if (start.started) { $("#app").classList.remove("hidden"); await loadOverview(); connectStream(); }
+      else start();
     } catch (e) {
       $("#login-error").textContent = e.message;
     }
@@ -348,7 +351,19 @@ function connectStream() {
   const source = new EventSource("/ui/api/events");
   const live = $("#live");
   source.onopen = () => { live.textContent = "live"; live.className = "live on"; refreshSoon(); };
-  source.onerror = () => { live.textContent = "reconnecting"; live.className = "live off"; };
+  source.onerror = () => {
+    live.textContent = "reconnecting";
+    live.className = "live off";
+    // A restarted engine has forgotten every session: ask for a login instead of retrying forever.
+    api("session").catch((e) => {
+      if (e.status !== 401) return;
+      source.close();
+      live.textContent = "logged out";
+      $("#app").classList.add("hidden");
+      $("#login-error").textContent = "The engine no longer knows this session (restarted?): open its new dashboard link or paste the API token.";
+      showLogin();
+    });
+  };
   source.onmessage = (m) => {
     let ev;
     try { ev = JSON.parse(m.data); } catch (e) { return; }
@@ -402,6 +417,7 @@ function wireActions() {
 
 // -- start -------------------------------------------------------------------------------
 async function start() {
+  start.started = true;
   $("#app").classList.remove("hidden");
   wireActions();
   await loadOverview();
