@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Optional
 from engine.risk import KillMode, RiskEngine, RiskSettings
 from maotrade.errors import InvalidOrder, MAOTradeError, OrderRefused, ProtocolError
 from maotrade.messages import ClientToEngine, EngineToClient, message
-from maotrade.order import BaseOrder, OrderAction, OrderStatus, OrderType, new_client_order_id
+from maotrade.order import BaseOrder, OrderAction, OrderSource, OrderStatus, OrderType, new_client_order_id
 
 if TYPE_CHECKING:  # the engine imports this module; no cycle at run time
     from engine.bus import ClientSession
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the engine imports this module; no cycle at run time
 log = logging.getLogger(__name__)
 
 GLOBAL = "*"
-ORDER_SOURCES = frozenset({"strategy", "api", "webhook", "manual"})
+ORDER_SOURCES = OrderSource.CLIENT
 MAX_LISTED_ORDERS = 5000
 MAX_BALANCE_POINTS = 2000
 FLATTEN_PREFIX = "flat"  # client order id prefix of the closing orders flatten places
@@ -170,7 +170,7 @@ class Operations:
     # -- the order path ----------------------------------------------------------------
     def risk_check(self, order: BaseOrder) -> None:
         """``OrderRouter``'s risk callback: pass, or raise ``OrderRefused``."""
-        if order.source not in ORDER_SOURCES and order.source != "external":
+        if order.source not in ORDER_SOURCES and order.source != OrderSource.EXTERNAL:
             raise OrderRefused("invalid_source", f"order source must be one of {', '.join(sorted(ORDER_SOURCES))}")
         self.risk.check(order, self.view)
 
@@ -356,7 +356,7 @@ class Operations:
     def _close_position(self, session: "ClientSession", account: str, epic: str, result: dict) -> None:
         key = new_client_order_id(FLATTEN_PREFIX)
         request = message(ClientToEngine.ORDER_CLOSE, account=account, epic=epic, client_order_id=key,
-                          source="manual")
+                          source=OrderSource.OPERATOR)
         try:  # the same path as a client's close request: journal, risk, route
             self.engine._on_order_close(session, request)
         except MAOTradeError as exc:
