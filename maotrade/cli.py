@@ -74,12 +74,15 @@ def main() -> None:
 @click.option("--risk-config", type=click.Path(dir_okay=False), metavar="FILE",
               help="Risk settings (defaults and limits across all accounts) [default: conf/risk.json].")
 @click.option("--api-port", type=click.IntRange(1, 65535), metavar="PORT",
-              help="Serve the engine's REST API and webhooks on this port (token: MAOTRADE_API_TOKEN "
-                   "or api.token in the data dir).")
+              help="Serve the engine's REST API, webhooks and dashboard (/ui/) on this port "
+                   "(token: MAOTRADE_API_TOKEN or api.token in the data dir).")
 @click.option("--api-host", default="127.0.0.1", show_default=True, help="Address the REST API listens on.")
+@click.option("--notify-config", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Notification settings (Telegram, webhooks) [default: notify.json in the data dir, if any].")
 @data_dir_option
 def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, listen, durability,
-          heartbeat_timeout, unknown_timeout, log_level, risk_config, api_port, api_host, data_dir) -> None:
+          heartbeat_timeout, unknown_timeout, log_level, risk_config, api_port, api_host, notify_config,
+          data_dir) -> None:
     """Run the engine for one or more accounts until Ctrl-C, SIGTERM or `maotrade stop`."""
     from pathlib import Path
 
@@ -91,7 +94,7 @@ def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, 
                    log_level=log_level, show_bars=not no_bars, heartbeat_timeout=heartbeat_timeout, listen=listen,
                    durability=durability, echo=click.echo, unknown_timeout=unknown_timeout,
                    risk_config=Path(risk_config) if risk_config else None, api_port=api_port,
-                   api_host=api_host)
+                   api_host=api_host, notify_config=Path(notify_config) if notify_config else None)
     except MAOTradeError as exc:
         _fail(exc)
     sys.exit(code)
@@ -457,6 +460,69 @@ def kill(mode, account, data_dir) -> None:
     switch = risk["kill_switch"]
     click.echo(f"kill switch: global {switch['global']}; " +
                ", ".join(f"account {a} {m}" for a, m in sorted(switch["accounts"].items())))
+
+
+def _operator_action(action: str, account: Optional[str], data_dir) -> dict:
+    client, _ = _engine_client(_data_dir(data_dir))
+    fields = {"type": action, "v": 1}
+    if account:
+        fields["account"] = account
+    try:
+        return client.request(fields, "operator_action", timeout=10)
+    except MAOTradeError as exc:
+        _fail(exc)
+    finally:
+        client.close()
+
+
+def _print_action(result: dict) -> None:
+    for item in result["cancelled"]:
+        click.echo(f"cancel sent: account {item['account']} order {item['client_order_id']}")
+    for item in result["closing"]:
+        click.echo(f"closing: account {item['account']} {item['epic']} qty {item['qty']:g} "
+                   f"(order {item['client_order_id']})")
+    for item in result["refused"]:
+        what = item.get("epic") or item.get("client_order_id")
+        click.echo(f"NOT done: account {item['account']} {what}: {item['reason']}")
+    click.echo(f"{len(result['cancelled'])} cancel(s) sent, {len(result['closing'])} closing order(s), "
+               f"{len(result['refused'])} refused" +
+               (f"; kill switch now {result['kill_switch']}" if result.get("kill_switch") else ""))
+
+
+@main.command("cancel-all", context_settings=CONTEXT)
+@click.option("--account", help="Only this account (default: every account).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@data_dir_option
+def cancel_all(account, yes, data_dir) -> None:
+    """Cancel every working order (of one account, or of all).
+
+    Prints each cancel sent; the broker's answers arrive as order updates (see `maotrade orders`).
+    Exits 1 if any cancel was refused.
+    """
+    scope = f"account {account}" if account else "EVERY account"
+    if not yes:
+        click.confirm(f"Cancel all working orders of {scope}?", abort=True)
+    result = _operator_action("cancel_all", account, data_dir)
+    _print_action(result)
+    sys.exit(1 if result["refused"] else 0)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--account", help="Only this account (default: every account).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@data_dir_option
+def flatten(account, yes, data_dir) -> None:
+    """Cancel every working order and close every position at market (of one account, or of all).
+
+    Sets the kill switch of that scope to reduce_only first, so nothing new opens; set it back
+    with `maotrade kill active [--account ID]`. Exits 1 if anything could not be cancelled or closed.
+    """
+    scope = f"account {account}" if account else "EVERY account"
+    if not yes:
+        click.confirm(f"Cancel all orders and close all positions of {scope} at market?", abort=True)
+    result = _operator_action("flatten", account, data_dir)
+    _print_action(result)
+    sys.exit(1 if result["refused"] else 0)
 
 
 @main.command(context_settings=CONTEXT)

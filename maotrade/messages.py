@@ -70,6 +70,9 @@ class ClientToEngine:
     RECONCILE_ACTION = "reconcile_action"
     BYE = "bye"
     BAR_ACK = "bar_ack"  # a replayed bar (``replay_seq``) was handled
+    CANCEL_ALL = "cancel_all"  # cancel every working order (of one account, or all)
+    FLATTEN = "flatten"  # cancel_all, then close every position at market
+    BALANCE_HISTORY_REQUEST = "balance_history_request"
     HISTORY_REQUEST = "history_request"  # historical bars through an account's broker
 
 
@@ -90,6 +93,8 @@ class EngineToClient:
     DISCREPANCY = "discrepancy"
     RECONCILE = "reconcile"
     RECONCILED = "reconciled"
+    OPERATOR_ACTION = "operator_action"  # what cancel_all / flatten did (also published)
+    BALANCE_HISTORY = "balance_history"
     HISTORY_DATA = "history_data"  # one part of the answer to a client's history_request
 
 
