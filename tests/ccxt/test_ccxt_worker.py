@@ -35,7 +35,7 @@ def test_market_order_fills_once_and_agrees_with_the_exchange(exchange, ccxt_wor
     server_order = exchange.order_by_client_id(order.client_order_id)
     assert server_order is not None and server_order.status == "FILLED"
     [trade] = [t for t in exchange.trades if t["client_id"] == order.client_order_id]
-    fills = [m for m in ccxt_worker.received[mark:] if m.get("type") == "order_response"
+    fills = [m for m in ccxt_worker.received[mark:] if m.get("type") == "order_event"
              and m["order"]["client_order_id"] == order.client_order_id and m.get("fill")]
     assert [f["fill"]["exec_id"] for f in fills] == [f"{server_order_symbol(exchange)}:{trade['id']}"]
     assert filled["order"]["avg_fill_price"] == 50000.0
@@ -82,7 +82,7 @@ def test_partial_fills_then_cancel_of_the_rest(exchange, ccxt_worker):
     exchange.set_price(48990)
     ccxt_worker.wait_order(order.client_order_id, "PARTIALLY_FILLED", since=mark)
     exchange.set_price(48980)
-    wait_until(lambda: any(m.get("type") == "order_response" and m.get("fill")
+    wait_until(lambda: any(m.get("type") == "order_event" and m.get("fill")
                            and m["order"]["filled_qty"] == 0.01 for m in ccxt_worker.poll() or ccxt_worker.received),
                10, what="second partial fill")
     mark2 = ccxt_worker.request(In.ORDER_CANCEL, order)
@@ -100,7 +100,7 @@ def test_duplicated_execution_reports_count_once(exchange, ccxt_worker):
     ccxt_worker.wait_order(order.client_order_id, "FILLED", since=mark)
     ccxt_worker.request(In.PORTFOLIO_REQUEST)
     ccxt_worker.wait_type("portfolio", since=mark)
-    fills = [m for m in ccxt_worker.received[mark:] if m.get("type") == "order_response" and m.get("fill")]
+    fills = [m for m in ccxt_worker.received[mark:] if m.get("type") == "order_event" and m.get("fill")]
     assert len(fills) == 1
 
 
@@ -260,6 +260,6 @@ def test_garbage_on_the_user_stream_loses_nothing(exchange, ccxt_worker):
     exchange.repeat_fill(order.client_order_id)
     mark = ccxt_worker.request(In.PORTFOLIO_REQUEST)
     ccxt_worker.wait_type("portfolio", since=mark)
-    fills = [m for m in ccxt_worker.received if m.get("type") == "order_response" and m.get("fill")
+    fills = [m for m in ccxt_worker.received if m.get("type") == "order_event" and m.get("fill")
              and m["order"]["client_order_id"] == order.client_order_id]
     assert len(fills) == 1
