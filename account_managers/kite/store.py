@@ -18,7 +18,7 @@ from maotrade.order import BaseOrder
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tags (tag TEXT PRIMARY KEY, client_order_id TEXT NOT NULL UNIQUE,
-                                 order_id TEXT NOT NULL DEFAULT '');
+                                 order_id TEXT NOT NULL DEFAULT '', variety TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS orders (client_order_id TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
 
@@ -34,12 +34,14 @@ class KiteStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
 
-    def link_tag(self, tag: str, client_order_id: str) -> None:
-        """Remember that ``tag`` stands for ``client_order_id``; refuse a tag already taken."""
+    def link_tag(self, tag: str, client_order_id: str, variety: str) -> None:
+        """Remember that ``tag`` stands for ``client_order_id`` (sent as ``variety``);
+        refuse a tag already taken by another order."""
         row = self._db.execute("SELECT client_order_id FROM tags WHERE tag = ?", (tag,)).fetchone()
         if row is not None and row[0] != client_order_id:
             raise ValueError(f"tag {tag} already stands for order {row[0]}, not {client_order_id}")
-        self._db.execute("INSERT OR IGNORE INTO tags (tag, client_order_id) VALUES (?, ?)", (tag, client_order_id))
+        self._db.execute("INSERT OR IGNORE INTO tags (tag, client_order_id, variety) VALUES (?, ?, ?)",
+                         (tag, client_order_id, variety))
 
     def set_order_id(self, tag: str, order_id: str) -> None:
         """Remember the Kite order id of a tagged order."""
@@ -49,6 +51,11 @@ class KiteStore:
         """The client order id ``tag`` stands for, or None."""
         row = self._db.execute("SELECT client_order_id FROM tags WHERE tag = ?", (tag,)).fetchone()
         return row[0] if row else None
+
+    def variety_of(self, client_order_id: str) -> str:
+        """The variety (regular, amo) an order was placed as; 'regular' if unknown."""
+        row = self._db.execute("SELECT variety FROM tags WHERE client_order_id = ?", (client_order_id,)).fetchone()
+        return row[0] if row else "regular"
 
     def owner_of_order_id(self, order_id: str) -> Optional[str]:
         """The client order id of a Kite order id, or None."""

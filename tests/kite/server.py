@@ -103,7 +103,7 @@ class KiteServer:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         self._loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]
-        self._loop.create_task(self._heartbeats())
+        self._beat = self._loop.create_task(self._heartbeats())
         ready.set()
         self._loop.run_forever()
 
@@ -112,9 +112,11 @@ class KiteServer:
         if self._loop is None:
             return
         self.call(self._close_all_ws)
+        self.call(self._beat.cancel)
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
         self._loop = None
 
     def __enter__(self) -> "KiteServer":
