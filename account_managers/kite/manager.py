@@ -70,6 +70,7 @@ class KiteAccountManager(BaseAccountManager):
         self._day_volume: dict[int, float] = {}
         self._refused_tokens: set[str] = set()
         self._expired = False
+        self._awaiting_login = False
         self._ticker_up = False
         self._next_poll = 0.0
         self._catching_up = False
@@ -83,6 +84,7 @@ class KiteAccountManager(BaseAccountManager):
             self.store = KiteStore(self.data_dir / "kite" / f"account-{self.account_id}.sqlite")
             self.orders.update(self.store.load_orders())
         token = self._login()
+        self._awaiting_login = False
         try:
             self._load_instruments()
             info = self._fetch_account_info()
@@ -129,7 +131,24 @@ class KiteAccountManager(BaseAccountManager):
                 self.kite.set_access_token(token)
                 return token
             self._refused_tokens.add(token)
+        if not self._awaiting_login:
+            self._awaiting_login = True
+            self.send_error(self._login_hint())
         raise TemporaryError(self._login_hint())
+
+    def reconnect_delay(self, attempt: int) -> float:
+        """Back off as usual, but look for a new token often while waiting for a login
+        (a look costs no request: a refused token is never tried again)."""
+        if self._awaiting_login:
+            return self.settings.token_check_interval
+        return super().reconnect_delay(attempt)
+
+    def do_reconnect(self) -> bool:
+        """Reconnect; waiting for a person to log in does not use up reconnect attempts."""
+        ok = super().do_reconnect()
+        if not ok and self._awaiting_login:
+            self._reconnect_attempt = 0  # the broker is fine; only the daily login is missing
+        return ok
 
     def _token_works(self, token: str) -> bool:
         client = KiteConnect(self.account_settings.api_key, access_token=token, root=self.settings.api_root,

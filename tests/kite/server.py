@@ -176,7 +176,8 @@ class KiteServer:
         self.call(self._set_price, epic, price, volume)
 
     def fail_next_order(self, error_type: str) -> None:
-        """Answer the next order placement with this error_type ('timeout': no answer)."""
+        """Answer the next placement with this error_type; 'lost_answer' places the order
+        and then answers NetworkException, as a gateway timeout after the OMS took it."""
         self.call(self._fail_next.append, error_type)
 
     def open_market(self) -> None:
@@ -297,11 +298,13 @@ class KiteServer:
     async def _place(self, variety: str, body: dict) -> str:
         if variety not in VARIETIES:
             raise KiteError("InputException", f"Invalid `variety` {variety}.")
+        lose_answer = False
         if self._fail_next:
             failure = self._fail_next.pop(0)
-            if failure == "timeout":
-                await asyncio.sleep(30)
-            raise KiteError(failure, f"{failure} injected by the test")
+            if failure == "lost_answer":
+                lose_answer = True  # the order is placed, its answer never arrives
+            else:
+                raise KiteError(failure, f"{failure} injected by the test")
         key = f"{body.get('exchange')}:{body.get('tradingsymbol')}"
         if key not in self.instruments:
             raise KiteError("InputException", "Invalid `tradingsymbol`.")
@@ -349,6 +352,8 @@ class KiteServer:
                          exchange_order_id=str(1_100_000_000_000_000 + int(order_id) % 10**9))
             # Kite answers the REST call before the order reaches the exchange: matching runs next.
             asyncio.get_running_loop().call_soon(self._match_new, order)
+        if lose_answer:
+            raise KiteError("NetworkException", "Gateway timed out talking to the OMS")
         return order_id
 
     def _modify(self, order_id: str, body: dict) -> str:
