@@ -655,6 +655,9 @@ def account_kite_login(account_id, request_token, data_dir) -> None:
     session = _run_admin(lambda: login(plain, request_token, path))
     config = {**document["accountConfig"], "access_token": session["access_token"]}
     _run_admin(lambda: store.put_account(account_id, document["brokerName"], config))
+    # Replacing an account row cascades to its epic mappings: put them back.
+    for epic, epic_broker in document["epicMapping"].items():
+        _run_admin(lambda: store.set_mapping(account_id, epic, epic_broker))
     click.echo(f"account {account_id}: Kite session of user {session.get('user_id') or '?'} stored encrypted; "
                "valid until about 06:00 IST tomorrow")
 

@@ -284,7 +284,8 @@ class KiteAccountManager(BaseAccountManager):
     def _on_ticker_state(self, generation: int, state: str, detail: str) -> None:
         if generation != self._generation:
             return
-        log.info("event=kite_ticker account=%s state=%s detail=%s", self.account_id, state, detail)
+        log.log(logging.INFO if state == OPEN else logging.WARNING, "event=kite_ticker account=%s state=%s detail=%s",
+                self.account_id, state, detail)
         if state == OPEN:
             was_down = not self._ticker_up
             self._ticker_up = True
@@ -401,6 +402,11 @@ class KiteAccountManager(BaseAccountManager):
 
     def _place(self, order: BaseOrder, request: str) -> None:
         try:
+            if order.stop_loss is not None or order.take_profit is not None:
+                # Never drop a protective stop silently: without native brackets the
+                # engine places the legs itself, as separate close orders.
+                raise InvalidOrder(f"order {order.client_order_id}: Kite has no brackets (capability brackets "
+                                   "is False); stop loss and take profit go as separate close orders")
             epic_broker = order.epicBroker or self.to_broker_epic(order.epic)
             variety = self._variety_now(order)
             tick = (self.instruments.get(epic_broker) or {}).get("tick_size", 0.05)

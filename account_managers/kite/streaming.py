@@ -15,6 +15,9 @@ from kiteconnect import KiteTicker
 from twisted.internet import reactor
 
 log = logging.getLogger(__name__)
+# The library logs every close as an ERROR, our own deliberate ones included; the manager
+# logs each state change of the ticker itself, at the level it deserves.
+logging.getLogger("kiteconnect.ticker").setLevel(logging.CRITICAL)
 
 OPEN = "open"
 CLOSED = "closed"

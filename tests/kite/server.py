@@ -74,6 +74,7 @@ class KiteServer:
         self.refuse_ticker = False
         self.partial_fills = 1
         self._fail_next: list[str] = []
+        self._walk_stop = threading.Event()
         self._ws: dict[web.WebSocketResponse, dict] = {}
         self._next_order = 250_000_000_000
         self._next_trade = 10_000_000
@@ -111,6 +112,7 @@ class KiteServer:
         """Close every connection and stop serving."""
         if self._loop is None:
             return
+        self._walk_stop.set()
         self.call(self._close_all_ws)
         self.call(self._beat.cancel)
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
@@ -174,6 +176,19 @@ class KiteServer:
     def set_price(self, epic: str, price: float, volume: int = 10) -> None:
         """Move the last price (and traded volume), match orders, send ticks."""
         self.call(self._set_price, epic, price, volume)
+
+    def start_walk(self, epic: str, step: float = 0.5, leg: int = 12, interval: float = 0.25) -> None:
+        """Move ``epic`` up ``leg`` steps then down ``leg`` steps, forever, every ``interval`` s
+        (trends that turn: a moving-average crossover trades on them)."""
+        def walk():
+            i = 0
+            while not self._walk_stop.wait(interval):
+                direction = 1 if (i // leg) % 2 == 0 else -1
+                price = self.call(lambda: self.instruments[epic]["price"]) + direction * step
+                self.set_price(epic, round(price, 2))
+                i += 1
+        self._walk_stop.clear()
+        threading.Thread(target=walk, daemon=True, name=f"walk-{epic}").start()
 
     def fail_next_order(self, error_type: str) -> None:
         """Answer the next placement with this error_type; 'lost_answer' places the order
@@ -604,3 +619,27 @@ class KiteServer:
 
 def _ok(data: Any) -> web.Response:
     return web.json_response({"status": "success", "data": data})
+
+
+def main() -> None:
+    """Run a local Kite by hand: ``python -m tests.kite.server [--port N] [--walk EPIC]``."""
+    import argparse
+    import time
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--walk", default="NSE:INFY", help="instrument whose price walks (default NSE:INFY)")
+    parser.add_argument("--seconds", type=float, default=3600, help="stop after this long")
+    args = parser.parse_args()
+    with KiteServer() as server:
+        print(json.dumps({"api_root": server.api_root, "ticker_root": server.ticker_root,
+                          "api_key": server.api_key, "api_secret": server.api_secret,
+                          "request_token": server.issue_request_token()}), flush=True)
+        server.start_walk(args.walk)
+        try:
+            time.sleep(args.seconds)
+        except KeyboardInterrupt:
+            pass
+        print(json.dumps(server.snapshot()), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -118,3 +118,11 @@ def test_ticks_become_bars(kite_server, kite_worker):
     assert done["time_frame"] == 1 and done["high"] >= done["low"] > 0
     forming = [m for m in kite_worker.received[mark:] if m.get("type") == "market_data"]
     assert {1501.0, 1503.0, 1499.0} <= {m["close"] for m in forming}
+
+
+def test_parent_with_stops_is_refused_never_sent_without_them(kite_server, kite_worker):
+    order = kite_worker.order("INFY", 2, stop_loss=1450.0, take_profit=1550.0)
+    mark = kite_worker.request(In.ORDER_OPEN, order)
+    rejected = kite_worker.wait_order(order.client_order_id, "REJECTED", since=mark)
+    assert "no brackets" in rejected["order"]["reason"]
+    assert not any(path.startswith("/orders/") for _, path in kite_server.requests)
