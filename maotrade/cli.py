@@ -631,8 +631,11 @@ def account_remove(account_id, data_dir) -> None:
 @click.argument("account_id")
 @click.option("--request-token", required=True, metavar="TOKEN",
               help="The request_token Kite's login redirect carried (single use, valid a few minutes).")
+@click.option("--engine-data-dir", "engine_dirs", multiple=True, metavar="DIR",
+              help="Data dir of a running engine that gets its config from this registry over "
+                   "--config-url (repeatable); an engine on --data-dir itself needs none.")
 @data_dir_option
-def account_kite_login(account_id, request_token, data_dir) -> None:
+def account_kite_login(account_id, request_token, engine_dirs, data_dir) -> None:
     """Exchange today's Kite request token of ACCOUNT_ID for an access token; store it encrypted.
 
     Kite access tokens expire every morning (about 06:00 IST). Log in at
@@ -652,7 +655,7 @@ def account_kite_login(account_id, request_token, data_dir) -> None:
         _fail(f"account {account_id} is on broker {document['brokerName']} ({document['brokerClass']}), "
               "not a Kite account")
     plain = dict(document, accountConfig=_run_admin(lambda: store.box.decrypt_all(document["accountConfig"])))
-    session = _run_admin(lambda: login(plain, request_token, path))
+    session = _run_admin(lambda: login(plain, request_token, [path, *engine_dirs]))
     config = {**document["accountConfig"], "access_token": session["access_token"]}
     _run_admin(lambda: store.put_account(account_id, document["brokerName"], config))
     # Replacing an account row cascades to its epic mappings: put them back.

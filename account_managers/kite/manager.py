@@ -17,7 +17,7 @@ import threading
 import time
 from functools import partial
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from kiteconnect import KiteConnect
 
@@ -640,12 +640,13 @@ class KiteAccountManager(BaseAccountManager):
 
     # ================================================================ daily login
     @classmethod
-    def login_with_request_token(cls, document: dict, request_token: str, data_dir: Path) -> dict:
+    def login_with_request_token(cls, document: dict, request_token: str, data_dirs: Sequence[Path]) -> dict:
         """Exchange a request token for today's session of the account ``document`` describes.
 
         Called by ``maotrade admin account kite-login`` with the decrypted document. Leaves
-        the access token sealed in the account's token file under ``data_dir`` for a
-        running worker, and returns the session (``access_token``, ``user_id``, ...).
+        the access token sealed in the account's token file under each of ``data_dirs``
+        (the engines' data dirs) for a running worker, and returns the session
+        (``access_token``, ``user_id``, ...).
         """
         account = str(document["idAccount"])
         broker = parse_settings(cls.settings_model, document.get("brokerConfig") or {},
@@ -660,6 +661,7 @@ class KiteAccountManager(BaseAccountManager):
         if settings.user_id and answer.get("user_id") != settings.user_id:
             raise AuthenticationError(f"Kite logged in user {answer.get('user_id')}, but account {account} "
                                       f"is user {settings.user_id}")
-        session.write_token(session.token_path(Path(data_dir), account), settings.api_secret,
-                            answer["access_token"])
+        for data_dir in data_dirs:
+            session.write_token(session.token_path(Path(data_dir), account), settings.api_secret,
+                                answer["access_token"])
         return answer

@@ -9,6 +9,7 @@ import sqlite3
 import pytest
 from cryptography.fernet import Fernet
 
+from account_managers.kite.session import read_token, token_path
 from tests.engine_kit import EngineProcess, run_cli
 from tests.kit import wait_until
 from tests.kite.conftest import always_open_zone
@@ -43,6 +44,8 @@ def register_kite_account(data_dir, env, server: KiteServer, account: str = "801
 
 
 def test_kite_login_stores_the_token_encrypted_and_refuses_other_brokers(tmp_path, env):
+    help_text = _cli(env, "admin", "account", "kite-login", "--help")
+    assert "--request-token" in help_text and "--engine-data-dir" in help_text and "06:00 IST" in help_text
     data = tmp_path / "data"
     with KiteServer() as server:
         out = register_kite_account(data, env, server)
@@ -55,6 +58,12 @@ def test_kite_login_stores_the_token_encrypted_and_refuses_other_brokers(tmp_pat
         db.close()
         token = json.loads(stored)["access_token"]
         assert token.startswith("enc:v1:") and not any(t in stored for t in server.call(lambda: list(server.access_tokens)))
+        elsewhere = tmp_path / "engine-elsewhere"
+        _cli(env, "admin", "account", "kite-login", "801", "--request-token", server.issue_request_token(),
+             "--engine-data-dir", str(elsewhere), "--data-dir", str(data))
+        handed = read_token(token_path(elsewhere, "801"), server.api_secret)
+        assert handed in server.call(lambda: set(server.access_tokens))
+        assert read_token(token_path(data, "801"), server.api_secret) == handed
         again = run_cli("admin", "account", "kite-login", "801", "--request-token", "used-or-wrong",
                         "--data-dir", str(data), env=env)
         assert again.returncode != 0 and "Token is invalid or has expired" in again.stderr

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from account_managers.kite import KiteAccountManager
+from tests import faultstats
 from account_managers.kite.parsing import tag_for
 from maotrade.messages import EngineToWorker as In
 from tests.kit import WorkerHarness, wait_until
@@ -36,13 +37,14 @@ def test_token_expiry_suspends_then_a_new_login_resumes_without_restart(kite_bro
     time.sleep(1.0)  # an observation window for a negative assertion, not a synchronization
     assert len(server.requests) == before
     # The operator logs in: the same code path as `maotrade admin account kite-login`.
-    session = KiteAccountManager.login_with_request_token(document, server.issue_request_token(), tmp_path)
+    session = KiteAccountManager.login_with_request_token(document, server.issue_request_token(), [tmp_path])
     assert session["user_id"] == server.user_id
     kite_worker.wait_type("connection", state="connected", since=mark, timeout=15)
     assert kite_worker.process.pid == pid
     again = kite_worker.order("INFY", 1)
     at = kite_worker.request(In.ORDER_OPEN, again)
     kite_worker.wait_order(again.client_order_id, "FILLED", since=at)
+    faultstats.record(faults=1, orders=2)
 
 
 def test_expired_token_at_start_waits_for_a_login(kite_server, tmp_path):
@@ -53,7 +55,7 @@ def test_expired_token_at_start_waits_for_a_login(kite_server, tmp_path):
         worker.wait_type("connection", state="reconnecting")
         time.sleep(1.0)  # an observation window: waiting for a login costs Kite no requests
         assert sum(1 for _, path in kite_server.requests if path == "/user/profile") == 1
-        KiteAccountManager.login_with_request_token(document, kite_server.issue_request_token(), tmp_path)
+        KiteAccountManager.login_with_request_token(document, kite_server.issue_request_token(), [tmp_path])
         assert worker.wait_type("init_result", timeout=20)["ok"] is True
         worker.wait_type("connection", state="connected")
 
@@ -78,6 +80,7 @@ def test_dropped_ticker_is_caught_up_by_rest_and_resubscribed(kite_server, kite_
     kite_worker.wait_for(lambda m: m.get("type") == "market_data" and m.get("close") == 599.5, since=mark,
                          what="ticks after the ticker came back")
     assert len(_order_fills(kite_worker, order.client_order_id)) == 1
+    faultstats.record(faults=1, orders=1)
 
 
 def test_duplicated_order_updates_count_each_trade_once(kite_server, kite_worker):
@@ -91,6 +94,7 @@ def test_duplicated_order_updates_count_each_trade_once(kite_server, kite_worker
     fills = _order_fills(kite_worker, order.client_order_id)
     assert sorted(f["exec_id"] for f in fills) == sorted(t["trade_id"] for t in kite_server.snapshot()["trades"])
     assert len(fills) == 2 and sum(f["qty"] for f in fills) == 6
+    faultstats.record(faults=1, orders=1)
 
 
 def test_lost_answer_is_found_by_tag_never_resent(kite_server, kite_worker):
@@ -102,6 +106,7 @@ def test_lost_answer_is_found_by_tag_never_resent(kite_server, kite_worker):
     filled = kite_worker.wait_order(order.client_order_id, "FILLED", since=at)
     assert filled["order"]["broker_ref"]
     assert kite_server.placed_tags[tag_for(order.client_order_id)] == 1
+    faultstats.record(faults=1, orders=1)
 
 
 def test_status_of_an_order_kite_never_saw_is_not_found(kite_server, kite_worker):
@@ -130,6 +135,7 @@ def test_tag_mapping_survives_a_worker_restart(kite_server, kite_worker):
     assert filled["order"]["broker_ref"] == accepted["order"]["broker_ref"]
     [row] = kite_server.snapshot()["orders"]
     assert row["tag"] == tag_for(order.client_order_id) and len(row["tag"]) == 20
+    faultstats.record(faults=1, orders=1)
 
 
 def test_orders_outside_market_hours_are_refused_locally(kite_server, tmp_path):
@@ -156,3 +162,14 @@ def test_orders_outside_market_hours_go_as_amo_when_configured(kite_server, tmp_
         kite_server.open_market()
         worker.wait_order(order.client_order_id, "FILLED", since=at)
     assert kite_server.net_quantity("NSE:INFY") == 3
+
+
+def test_session_of_another_user_stops_the_worker_for_good(kite_server, tmp_path):
+    document = kite_document(kite_server)
+    document["accountConfig"]["user_id"] = "ZZ9999"
+    with WorkerHarness(document, tmp_path) as worker:
+        gone = worker.wait_type("account_disconnected", timeout=20)
+        assert "user AB1234" in gone["reason"] and "ZZ9999" in gone["reason"]
+        worker.process.join(10)
+        assert worker.process.exitcode == 3
+    assert document["accountConfig"]["access_token"] not in gone["reason"]

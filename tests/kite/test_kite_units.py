@@ -155,16 +155,16 @@ def test_token_file_is_sealed_by_the_api_secret(tmp_path):
 def test_login_with_a_used_request_token_is_refused(kite_server, tmp_path):
     document = kite_document(kite_server)
     request_token = kite_server.issue_request_token()
-    KiteAccountManager.login_with_request_token(document, request_token, tmp_path)
+    KiteAccountManager.login_with_request_token(document, request_token, [tmp_path])
     with pytest.raises(P.TokenExpired, match="Token is invalid or has expired"):
-        KiteAccountManager.login_with_request_token(document, request_token, tmp_path)
+        KiteAccountManager.login_with_request_token(document, request_token, [tmp_path])
 
 
 def test_login_with_a_wrong_secret_fails_the_checksum(kite_server, tmp_path):
     document = kite_document(kite_server)
     document["accountConfig"]["api_secret"] = "not-the-secret"
     with pytest.raises(AuthenticationError, match="checksum"):
-        KiteAccountManager.login_with_request_token(document, kite_server.issue_request_token(), tmp_path)
+        KiteAccountManager.login_with_request_token(document, kite_server.issue_request_token(), [tmp_path])
 
 
 # -- historical candles -----------------------------------------------------------------------------
