@@ -327,7 +327,8 @@ class KiteAccountManager(BaseAccountManager):
 
     def do_async_request_portfolio(self) -> None:
         """Net positions plus holdings, and Kite's open orders."""
-        self.run_blocking(self._fetch_portfolio, on_result=self.send_portfolio,
+        self.run_blocking(self._fetch_portfolio_rows,
+                          on_result=lambda rows: self.send_portfolio(self._normalize_portfolio(*rows)),
                           on_error=self._request_failed("portfolio"))
 
     def _fetch_account_info(self) -> dict:
@@ -336,9 +337,15 @@ class KiteAccountManager(BaseAccountManager):
         return P.account_info(self.account_id, margins, positions)
 
     def _fetch_portfolio(self) -> dict:
-        positions = self._call(OTHER, "Kite positions", self.kite.positions)
-        holdings = self._call(OTHER, "Kite holdings", self.kite.holdings)
-        orders = self._call(OTHER, "Kite orders", self.kite.orders)
+        return self._normalize_portfolio(*self._fetch_portfolio_rows())
+
+    def _fetch_portfolio_rows(self) -> tuple[dict, list, list]:
+        return (self._call(OTHER, "Kite positions", self.kite.positions),
+                self._call(OTHER, "Kite holdings", self.kite.holdings),
+                self._call(OTHER, "Kite orders", self.kite.orders))
+
+    def _normalize_portfolio(self, positions: dict, holdings: list, orders: list) -> dict:
+        # On the loop: the tag lookup reads the store, which only the loop thread touches.
         return {"positions": P.portfolio_positions(positions, holdings, self.to_maotrade_epic),
                 "orders": P.working_orders(orders, self.store.owner_of_tag, self.to_maotrade_epic)}
 

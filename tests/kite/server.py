@@ -72,6 +72,7 @@ class KiteServer:
         self.market_open = True
         self.duplicate_updates = False
         self.refuse_ticker = False
+        self.down = False
         self.partial_fills = 1
         self._fail_next: list[str] = []
         self._walk_stop = threading.Event()
@@ -205,6 +206,46 @@ class KiteServer:
                     self._match(order)
         self.call(run)
 
+    def go_down(self) -> None:
+        """Become unreachable: REST answers NetworkException, the ticker drops and refuses."""
+        def run():
+            self.down = self.refuse_ticker = True
+        self.call(run)
+        self.drop_ticker()
+
+    def come_back(self) -> None:
+        """End ``go_down``."""
+        def run():
+            self.down = self.refuse_ticker = False
+        self.call(run)
+
+    def manual_fill(self, tag: str, qty: int) -> None:
+        """Fill ``qty`` of the working order carrying ``tag`` at its price (or the last price)."""
+        def run():
+            order = next(o for o in self.orders.values() if o["tag"] == tag)
+            if order["status"] not in ("OPEN", "TRIGGER PENDING"):
+                raise ValueError(f"order {order['order_id']} is {order['status']}")
+            price = order["price"] or self.instruments[f"{order['exchange']}:{order['tradingsymbol']}"]["price"]
+            self._trade(order, min(qty, order["pending_quantity"]), price)
+        self.call(run)
+
+    def repeat_last_update(self, tag: str) -> None:
+        """Send the newest order update of the order carrying ``tag`` again, unchanged."""
+        def run():
+            order = next(o for o in self.orders.values() if o["tag"] == tag)
+            self._push_update(self.history[order["order_id"]][-1])
+        self.call(run)
+
+    def send_garbage(self) -> None:
+        """Put malformed frames on every ticker connection (text, JSON and binary)."""
+        def run():
+            for ws in list(self._ws):
+                for text in ("{not json", json.dumps({"type": "order", "data": {"status": "WHAT", "tag": 7}}),
+                             json.dumps({"type": "order"})):
+                    asyncio.ensure_future(self._send_text(ws, text))
+                asyncio.ensure_future(self._send_bytes(ws, struct.pack(">HH", 1, 10) + b"\x01" * 10))
+        self.call(run)
+
     def ticker_clients(self) -> int:
         """How many ticker connections are open."""
         return self.call(lambda: len(self._ws))
@@ -228,6 +269,8 @@ class KiteServer:
         path = "/" + request.match_info["tail"]
         self.requests.append((request.method, path))
         try:
+            if self.down:
+                raise KiteError("NetworkException", "Kite is down (injected by the test)")
             if request.headers.get("X-Kite-Version") != "3":
                 raise KiteError("InputException", "Missing or invalid X-Kite-Version header")
             if path == "/session/token" and request.method == "POST":
@@ -462,6 +505,9 @@ class KiteServer:
         order.update(changes)
         order["exchange_update_timestamp"] = _now()
         self.history[order["order_id"]].append(dict(order))
+        self._push_update(order)
+
+    def _push_update(self, order: dict) -> None:
         message = json.dumps({"type": "order", "id": "", "data": {**order, "user_id": self.user_id,
                                                                    "unfilled_quantity": 0,
                                                                    "app_id": 1, "checksum": ""}})
