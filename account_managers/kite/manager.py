@@ -31,8 +31,8 @@ from account_managers.kite.throttle import HISTORICAL, ORDERS, OTHER, QUOTES, Ra
 from maotrade.account_manager import BaseAccountManager, InitResult, now_ms
 from maotrade.bars import BarBuilder
 from maotrade.config import parse_settings
-from maotrade.errors import (AuthenticationError, BrokerUnavailable, InvalidOrder, MAOTradeError, ProtocolError,
-                             TemporaryError)
+from maotrade.errors import (AuthenticationError, BrokerUnavailable, InvalidOrder, MAOTradeError,
+                             OperationalError, ProtocolError, TemporaryError)
 from maotrade.messages import EngineToWorker as In
 from maotrade.order import BaseOrder, OrderStatus
 
@@ -74,7 +74,6 @@ class KiteAccountManager(BaseAccountManager):
         self._ticker_up = False
         self._next_poll = 0.0
         self._catching_up = False
-        self._unsettled: set[str] = set()
 
     # ================================================================ lifecycle
     def on_account_manager_init(self) -> InitResult:
@@ -188,24 +187,29 @@ class KiteAccountManager(BaseAccountManager):
         if not tokens:
             self._schedule_token_check()
             return
-        self.run_blocking(self._resume_with, tokens[0], on_result=self._resumed,
-                          on_error=self._resume_failed)
+        token, stream = tokens[0], self._new_stream(tokens[0])
+        self.run_blocking(self._resume_with, token, stream, on_result=lambda _: self._resumed(token, stream),
+                          on_error=lambda exc: self._resume_failed(token, stream, exc))
 
-    def _resume_with(self, token: str) -> str:
+    def _resume_with(self, token: str, stream: KiteStream) -> None:
+        """Check the new token and open the ticker with it (blocking; off the loop)."""
         if not self._token_works(token):
-            self._refused_tokens.add(token)
             raise P.TokenExpired("the new Kite token was refused too")
-        self.kite.set_access_token(token)
-        self._load_instruments()
-        self._open_stream(token)
-        return token
+        self._start_stream(stream)
 
-    def _resumed(self, token: str) -> None:
+    def _resumed(self, token: str, stream: KiteStream) -> None:
         self._expired = False
+        self.kite.set_access_token(token)
+        self.stream, self._ticker_up = stream, True
         log.info("event=kite_token_renewed account=%s", self.account_id)
         self._catch_up(then=lambda: self.connection_resumed("new Kite access token"))
 
-    def _resume_failed(self, exc: BaseException) -> None:
+    def _resume_failed(self, token: str, stream: KiteStream, exc: BaseException) -> None:
+        stream.close()
+        if isinstance(exc, P.TokenExpired):
+            self._refused_tokens.add(token)
+        elif isinstance(exc, OperationalError):
+            raise exc  # another user's session: a person must fix it, on the loop this stops the worker
         log.warning("event=kite_token_resume_failed account=%s reason=%s", self.account_id, exc)
         self._schedule_token_check()
 
@@ -256,6 +260,13 @@ class KiteAccountManager(BaseAccountManager):
         self.epic_of_token = {v["token"]: k for k, v in self.instruments.items()}
 
     def _open_stream(self, token: str) -> None:
+        """Open the ticker with ``token`` (blocking; init only)."""
+        stream = self._new_stream(token)
+        self._start_stream(stream)
+        self.stream, self._ticker_up = stream, True
+
+    def _new_stream(self, token: str) -> KiteStream:
+        """A ticker session for ``token``, not yet connected; older sessions' callbacks are dropped."""
         s = self.settings
         self._close_stream()
         self._generation += 1
@@ -268,11 +279,13 @@ class KiteAccountManager(BaseAccountManager):
                                                                      state, detail),
             max_delay=s.ticker_max_delay, max_tries=s.ticker_max_tries, connect_timeout=s.ticker_connect_timeout)
         stream.wanted = {self.instruments[e]["token"] for e, _ in self.builders if e in self.instruments}
+        return stream
+
+    def _start_stream(self, stream: KiteStream) -> None:
+        s = self.settings
         if not stream.start(s.ticker_connect_timeout):
             stream.close()
             raise BrokerUnavailable(f"KiteTicker at {s.ticker_root}: not open within {s.ticker_connect_timeout:g}s")
-        self.stream = stream
-        self._ticker_up = True
 
     def _close_stream(self) -> None:
         if self.stream is not None:
@@ -460,7 +473,6 @@ class KiteAccountManager(BaseAccountManager):
             # It may or may not have reached Kite: find it by its tag, never send it again.
             log.warning("event=kite_order_outcome_unknown account=%s order=%s reason=%s", self.account_id,
                         order.client_order_id, exc)
-            self._unsettled.add(order.client_order_id)
             self.send_order_unknown(order, f"{exc}; Kite will be asked for tag {P.tag_for(order.client_order_id)}")
             self._catch_up()
         else:
@@ -544,7 +556,6 @@ class KiteAccountManager(BaseAccountManager):
         if row is None:
             self.send_order_not_found(order)
             return
-        self._unsettled.discard(order.client_order_id)
         self._apply(order, row, trades)
         self.send_order_status(order)
 
@@ -591,8 +602,7 @@ class KiteAccountManager(BaseAccountManager):
             for row in rows:
                 order = self._order_of(row)
                 if order is not None:
-                    self._unsettled.discard(order.client_order_id)
-                    self._apply(order, row, by_order.get(str(row.get("order_id")), []))
+                                self._apply(order, row, by_order.get(str(row.get("order_id")), []))
             if then is not None:
                 then()
 
