@@ -432,6 +432,11 @@ class KiteAccountManager(BaseAccountManager):
             tick = (self.instruments.get(epic_broker) or {}).get("tick_size", 0.05)
             params = P.order_params(order, epic_broker, self.settings.products.get(epic_broker, self.settings.product),
                                     variety, self.settings.stop_limit_offset, tick)
+            if self.store.owner_of_tag(params["tag"]) == order.client_order_id:
+                # Sent before (by an earlier worker process): never twice; tell what Kite knows.
+                log.warning("event=kite_duplicate_open account=%s order=%s", self.account_id, order.client_order_id)
+                self.do_async_request_order_status(self.orders.get(order.client_order_id, order))
+                return
             self.store.link_tag(params["tag"], order.client_order_id, variety)
         except (InvalidOrder, ValueError) as exc:
             self._refuse(order, str(exc), request)

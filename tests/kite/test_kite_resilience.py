@@ -130,6 +130,10 @@ def test_tag_mapping_survives_a_worker_restart(kite_server, kite_worker):
     mark = len(kite_worker.received)
     kite_worker.start()
     kite_worker.wait_type("connection", state="connected", since=mark, timeout=30)
+    resent = kite_worker.request(In.ORDER_OPEN, order)  # sent again by mistake: Kite must not see it twice
+    answer = kite_worker.wait_order(order.client_order_id, "ACCEPTED", since=resent,
+                                    request=In.ORDER_STATUS_REQUEST)
+    assert answer["order"]["broker_ref"] == accepted["order"]["broker_ref"]
     kite_server.set_price("NSE:SBIN", 611.0)
     filled = kite_worker.wait_order(order.client_order_id, "FILLED", since=mark, timeout=15)
     assert filled["order"]["broker_ref"] == accepted["order"]["broker_ref"]
