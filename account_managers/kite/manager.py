@@ -11,7 +11,6 @@ new one arrives (``maotrade admin account kite-login``), without a restart.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import threading
 import time
@@ -25,6 +24,7 @@ from account_managers.kite import parsing as P
 from account_managers.kite import session
 from account_managers.kite.config import KiteAccountSettings, KiteBrokerSettings
 from account_managers.kite.hours import MarketHours
+from account_managers.kite.instruments import InstrumentCache
 from account_managers.kite.store import KiteStore
 from account_managers.kite.streaming import CLOSED, GAVE_UP, OPEN, KiteStream
 from account_managers.kite.throttle import HISTORICAL, ORDERS, OTHER, QUOTES, RateLimiter
@@ -48,8 +48,7 @@ class KiteAccountManager(BaseAccountManager):
     settings_model = KiteBrokerSettings
     account_settings_model = KiteAccountSettings
     CAPABILITIES = {"order_types": ["MARKET", "LIMIT", "STOP"], "cancel": True, "stop_amend": True,
-                    "amend": True, "partial_close": True, "market_data": True, "brackets": False,
-                    "history": True}
+                    "amend": True, "partial_close": True, "market_data": True, "brackets": False}
 
     def __init__(self, config, in_queue, out_queue, clock: Callable[[], float] = time.time):
         super().__init__(config, in_queue, out_queue)
@@ -61,6 +60,8 @@ class KiteAccountManager(BaseAccountManager):
                                  s.holidays, clock=clock)
         self.data_dir = Path(self.runtime.get("data_dir") or ".")
         self.token_file = session.token_path(self.data_dir, self.account_id)
+        self.instrument_cache = InstrumentCache(self.data_dir / "kite" / "instruments.json", s.api_root,
+                                                s.instruments_cache_hours)
         self.store: Optional[KiteStore] = None
         self.stream: Optional[KiteStream] = None
         self._generation = 0
@@ -238,25 +239,8 @@ class KiteAccountManager(BaseAccountManager):
 
     # ================================================================ instruments and ticker
     def _load_instruments(self) -> None:
-        cache = self.data_dir / "kite" / "instruments.json"
-        today = dt.datetime.now(P.IST).date().isoformat()
-        try:
-            cached = json.loads(cache.read_text())
-            fresh = (cached.get("date") == today and
-                     time.time() - cached.get("fetched", 0) < self.settings.instruments_cache_hours * 3600 and
-                     cached.get("root") == self.settings.api_root)
-        except (OSError, ValueError):
-            cached, fresh = {}, False
-        if fresh:
-            self.instruments = cached["instruments"]
-        else:
-            rows = self._call(OTHER, "Kite instruments", self.kite.instruments)
-            self.instruments = P.instrument_tokens(rows)
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            partial_file = cache.with_suffix(".partial")
-            partial_file.write_text(json.dumps({"date": today, "fetched": time.time(),
-                                                "root": self.settings.api_root, "instruments": self.instruments}))
-            partial_file.replace(cache)
+        self.instruments = self.instrument_cache.load(
+            lambda: self._call(OTHER, "Kite instruments", self.kite.instruments))
         self.epic_of_token = {v["token"]: k for k, v in self.instruments.items()}
 
     def _open_stream(self, token: str) -> None:

@@ -4,14 +4,17 @@ historical API through the real kiteconnect against the local server."""
 from __future__ import annotations
 
 import datetime as dt
+import struct
 
 import pytest
 import requests
+from kiteconnect import KiteTicker
 from kiteconnect import exceptions as kex
 
 from account_managers.kite import KiteAccountManager
 from account_managers.kite import parsing as P
 from account_managers.kite.hours import MarketHours
+from account_managers.kite.instruments import InstrumentCache
 from account_managers.kite.session import read_token, token_path, write_token
 from account_managers.kite.store import KiteStore
 from account_managers.kite.throttle import ORDERS, RateLimiter
@@ -181,3 +184,31 @@ def test_historical_candles_become_bars(kite_server, tmp_path):
     assert all(b["epic"] == "INFY" and b["time_frame"] == 60 and b["completed"] for b in bars)
     with pytest.raises(InvalidOrder, match="not offered"):
         manager.fetch_history("INFY", 7, start, start)
+
+
+# -- wire formats of the local server, read by the real library ------------------------------------
+@pytest.mark.parametrize("mode, size", [("ltp", 8), ("quote", 44), ("full", 184)])
+def test_server_tick_packets_parse_in_the_real_kiteticker(kite_server, mode, size):
+    kite_server.set_price("NSE:INFY", 1512.35, volume=40)
+    packet = kite_server.call(kite_server._packet, 408065, mode)
+    assert len(packet) == size
+    frame = struct.pack(">HH", 1, len(packet)) + packet
+    [tick] = KiteTicker("k", "t")._parse_binary(frame)
+    assert (tick["mode"], tick["instrument_token"], tick["last_price"]) == (mode, 408065, 1512.35)
+    if mode != "ltp":
+        assert tick["volume_traded"] == 40
+    if mode == "full":
+        assert len(tick["depth"]["buy"]) == 5 and P.tick_price(tick)[2] is not None
+
+
+def test_instruments_are_fetched_once_a_day(tmp_path):
+    rows = [{"exchange": "NSE", "tradingsymbol": "INFY", "instrument_token": 408065, "tick_size": 0.05,
+             "lot_size": 1}]
+    calls = []
+    cache = InstrumentCache(tmp_path / "instruments.json", "http://kite", 24)
+    fetch = lambda: calls.append(1) or rows
+    assert cache.load(fetch)["NSE:INFY"]["token"] == 408065
+    assert InstrumentCache(tmp_path / "instruments.json", "http://kite", 24).load(fetch)["NSE:INFY"]["token"] == 408065
+    assert len(calls) == 1
+    InstrumentCache(tmp_path / "instruments.json", "http://other-root", 24).load(fetch)
+    assert len(calls) == 2
