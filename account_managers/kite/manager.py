@@ -217,11 +217,11 @@ class KiteAccountManager(BaseAccountManager):
     # ================================================================ REST plumbing
     def _call(self, kind: str, what: str, fn: Callable, *args, **kwargs):
         """Take a rate-limit slot, make one Kite call, translate its failure (blocking)."""
-        self.limiter.acquire(kind, self.settings.rate_limit_wait)
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:  # everything the library raises is translated at this boundary
-            raise P.translate_error(exc, what) from exc
+        with self.limiter.slot(kind, self.settings.rate_limit_wait):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # everything the library raises is translated at this boundary
+                raise P.translate_error(exc, what) from exc
 
     def _background_failed(self, what: str):
         def failed(exc: BaseException) -> None:

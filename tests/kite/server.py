@@ -20,6 +20,7 @@ import json
 import secrets
 import struct
 import threading
+import time
 from collections import Counter
 from typing import Any, Callable, Optional
 
@@ -69,6 +70,7 @@ class KiteServer:
         self.holdings: list[dict] = []
         self.requests: list[tuple[str, str]] = []
         self.placed_tags: Counter = Counter()
+        self.placed_at: list[float] = []
         self.market_open = True
         self.duplicate_updates = False
         self.refuse_ticker = False
@@ -384,6 +386,7 @@ class KiteServer:
             raise KiteError("InputException", "AMO orders are accepted only after market hours.")
         if tag:
             self.placed_tags[tag] += 1
+        self.placed_at.append(time.monotonic())
         self._next_order += 1
         order_id = str(self._next_order)
         price = float(body.get("price") or 0)
@@ -670,7 +673,6 @@ def _ok(data: Any) -> web.Response:
 def main() -> None:
     """Run a local Kite by hand: ``python -m tests.kite.server [--port N] [--walk EPIC]``."""
     import argparse
-    import time
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--walk", default="NSE:INFY", help="instrument whose price walks (default NSE:INFY)")
     parser.add_argument("--seconds", type=float, default=3600, help="stop after this long")

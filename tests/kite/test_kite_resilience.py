@@ -9,7 +9,7 @@ import pytest
 from account_managers.kite import KiteAccountManager
 from tests import faultstats
 from account_managers.kite.parsing import tag_for
-from maotrade.messages import EngineToWorker as In
+from maotrade.messages import EngineToWorker as In, message
 from tests.kit import WorkerHarness, wait_until
 from tests.kite.conftest import kite_document
 
@@ -177,3 +177,25 @@ def test_session_of_another_user_stops_the_worker_for_good(kite_server, tmp_path
         worker.process.join(10)
         assert worker.process.exitcode == 3
     assert document["accountConfig"]["access_token"] not in gone["reason"]
+
+
+def test_token_refused_while_placing_suspends_and_the_order_is_refused(kite_server, kite_worker):
+    kite_server.call(kite_server.access_tokens.clear)  # expired, but the ticker has not noticed yet
+    order = kite_worker.order("INFY", 1)
+    at = kite_worker.request(In.ORDER_OPEN, order)
+    rejected = kite_worker.wait_order(order.client_order_id, "REJECTED", since=at)
+    assert "not placed: token expired: run maotrade admin account kite-login 801" in rejected["order"]["reason"]
+    kite_worker.wait_type("connection", state="reconnecting", since=at)
+    assert tag_for(order.client_order_id) not in kite_server.placed_tags
+
+
+def test_order_rate_limit_holds_on_the_wire(kite_server, kite_worker):
+    orders = [kite_worker.order("SBIN", 1, order_type="LIMIT", price=500.0) for _ in range(25)]
+    mark = len(kite_worker.received)
+    for order in orders:
+        kite_worker.send(message(In.ORDER_OPEN, order=order.to_dict()))
+    for order in orders:
+        kite_worker.wait_order(order.client_order_id, "ACCEPTED", since=mark, timeout=20)
+    times = sorted(kite_server.call(lambda: list(kite_server.placed_at)))
+    busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    assert len(times) == 25 and busiest <= 10

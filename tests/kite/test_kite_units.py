@@ -144,6 +144,15 @@ def test_rate_limiter_waits_for_a_slot_and_refuses_past_its_budget():
         limiter.acquire(ORDERS, 0.0)
 
 
+def test_a_slot_is_dated_again_when_its_answer_comes_back():
+    now = [0.0]
+    limiter = RateLimiter({ORDERS: 1}, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    with limiter.slot(ORDERS, 0):
+        now[0] = 0.4  # the request took 0.4 s: it may have reached Kite only now
+    now[0] = 1.2
+    assert limiter.acquire(ORDERS, 5.0) == pytest.approx(0.2)  # free 1 s after the answer, not the send
+
+
 # -- token hand-over -------------------------------------------------------------------------------
 def test_token_file_is_sealed_by_the_api_secret(tmp_path):
     path = token_path(tmp_path, "801")
