@@ -33,6 +33,7 @@ from maotrade.bars import BarBuilder
 from maotrade.config import parse_settings
 from maotrade.errors import (AuthenticationError, BrokerUnavailable, InvalidOrder, MAOTradeError,
                              OperationalError, ProtocolError, TemporaryError)
+from maotrade.log import register_secret
 from maotrade.messages import EngineToWorker as In
 from maotrade.order import BaseOrder, OrderStatus
 
@@ -121,6 +122,8 @@ class KiteAccountManager(BaseAccountManager):
 
     def _candidate_tokens(self) -> list[str]:
         handed_over = session.read_token(self.token_file, self.account_settings.api_secret)
+        if handed_over:
+            register_secret(handed_over)  # a new token is as secret as the configured one
         tokens = [t for t in (handed_over, self.account_settings.access_token) if t]
         return [t for i, t in enumerate(tokens) if t not in tokens[:i] and t not in self._refused_tokens]
 
