@@ -199,3 +199,20 @@ def test_order_rate_limit_holds_on_the_wire(kite_server, kite_worker):
     times = sorted(kite_server.call(lambda: list(kite_server.placed_at)))
     busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
     assert len(times) == 25 and busiest <= 10
+
+
+def test_ticker_that_gives_up_reconnects_the_account(kite_server, tmp_path):
+    document = kite_document(kite_server, ticker_max_tries=1)
+    with WorkerHarness(document, tmp_path) as worker:
+        worker.wait_type("connection", state="connected", timeout=30)
+        mark = len(worker.received)
+        kite_server.refuse_ticker = True
+        kite_server.drop_ticker()
+        lost = worker.wait_type("connection", state="reconnecting", since=mark, timeout=30)
+        assert "gave up" in lost["reason"]
+        kite_server.refuse_ticker = False
+        worker.wait_type("connection", state="connected", since=mark, timeout=30)
+        order = worker.order("INFY", 1)
+        at = worker.request(In.ORDER_OPEN, order)
+        worker.wait_order(order.client_order_id, "FILLED", since=at)
+    faultstats.record(faults=1, orders=1)
