@@ -474,11 +474,7 @@ class KiteAccountManager(BaseAccountManager):
     def _refuse(self, order: BaseOrder, reason: str, request: str) -> None:
         log.warning("event=kite_order_refused account=%s order=%s reason=%s", self.account_id,
                     order.client_order_id, reason)
-        if request == In.ORDER_CLOSE and order.can_move_to(OrderStatus.REJECTED) and not order.broker_ref:
-            order.set_rejected(reason)
-            self.send_request_order_response(order, kind=request)
-        else:
-            self.send_order_refused(order, reason, kind=request)
+        self.send_order_refused(order, reason, kind=request)
         if self.store is not None and order.client_order_id in self.orders:
             self.store.save_order(order)
 

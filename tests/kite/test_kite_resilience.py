@@ -17,8 +17,8 @@ pytestmark = pytest.mark.fault
 
 
 def _order_fills(worker, client_order_id, since=0):
-    return [m["fill"] for m in worker.received[since:] if m.get("type") == "order_response"
-            and m["order"]["client_order_id"] == client_order_id and m.get("fill")]
+    return [m["fill"] for m in worker.received[since:] if m.get("type") == "order_event"
+            and m["client_order_id"] == client_order_id and m.get("fill")]
 
 
 def test_token_expiry_suspends_then_a_new_login_resumes_without_restart(kite_broker, kite_worker, tmp_path):
@@ -31,7 +31,7 @@ def test_token_expiry_suspends_then_a_new_login_resumes_without_restart(kite_bro
     order = kite_worker.order("INFY", 1)
     refused_at = kite_worker.request(In.ORDER_OPEN, order)
     rejected = kite_worker.wait_order(order.client_order_id, "REJECTED", since=refused_at)
-    assert "reconnecting" in rejected["order"]["reason"]
+    assert "reconnecting" in rejected["reason"]
     # Suspended means quiet: no request goes to Kite with the dead token while we wait.
     before = len(server.requests)
     time.sleep(1.0)  # an observation window for a negative assertion, not a synchronization
@@ -72,7 +72,7 @@ def test_dropped_ticker_is_caught_up_by_rest_and_resubscribed(kite_server, kite_
     polls_before = kite_server.requests.count(("GET", "/trades"))
     kite_server.set_price("NSE:SBIN", 594.0)  # fills while no order update can reach us
     filled = kite_worker.wait_order(order.client_order_id, "FILLED", since=at, timeout=15)
-    assert filled["order"]["avg_fill_price"] == 595.0
+    assert filled["avg_fill_price"] == 595.0
     assert kite_server.requests.count(("GET", "/trades")) > polls_before  # REST polling found it
     kite_server.refuse_ticker = False
     wait_until(lambda: kite_server.subscriptions().get(779521) == "quote", 30, what="resubscription")
@@ -102,10 +102,10 @@ def test_lost_answer_is_found_by_tag_never_resent(kite_server, kite_worker):
     kite_server.fail_next_order("lost_answer")
     order = kite_worker.order("INFY", 2)
     at = kite_worker.request(In.ORDER_OPEN, order)
-    unknown = kite_worker.wait_for(lambda m: m.get("type") == "order_response" and m.get("unknown"), since=at)
-    assert tag_for(order.client_order_id) in unknown["unknown"]
+    unknown = kite_worker.wait_for(lambda m: m.get("type") == "order_event" and m.get("event") == "unknown", since=at)
+    assert tag_for(order.client_order_id) in unknown["reason"]
     filled = kite_worker.wait_order(order.client_order_id, "FILLED", since=at)
-    assert filled["order"]["broker_ref"]
+    assert filled["broker_ref"]
     assert kite_server.placed_tags[tag_for(order.client_order_id)] == 1
     faultstats.record(faults=1, orders=1)
 
@@ -114,10 +114,10 @@ def test_status_of_an_order_kite_never_saw_is_not_found(kite_server, kite_worker
     kite_server.fail_next_order("NetworkException")
     order = kite_worker.order("INFY", 2)
     at = kite_worker.request(In.ORDER_OPEN, order)
-    kite_worker.wait_for(lambda m: m.get("type") == "order_response" and m.get("unknown"), since=at)
+    kite_worker.wait_for(lambda m: m.get("type") == "order_event" and m.get("event") == "unknown", since=at)
     at = kite_worker.request(In.ORDER_STATUS_REQUEST, order)
-    answer = kite_worker.wait_for(lambda m: m.get("type") == "order_response" and m.get("not_found"), since=at)
-    assert answer["order"]["client_order_id"] == order.client_order_id
+    answer = kite_worker.wait_for(lambda m: m.get("type") == "order_event" and m.get("event") == "not_found", since=at)
+    assert answer["client_order_id"] == order.client_order_id
     assert tag_for(order.client_order_id) not in kite_server.placed_tags
 
 
@@ -134,10 +134,10 @@ def test_tag_mapping_survives_a_worker_restart(kite_server, kite_worker):
     resent = kite_worker.request(In.ORDER_OPEN, order)  # sent again by mistake: Kite must not see it twice
     answer = kite_worker.wait_order(order.client_order_id, "ACCEPTED", since=resent,
                                     request=In.ORDER_STATUS_REQUEST)
-    assert answer["order"]["broker_ref"] == accepted["order"]["broker_ref"]
+    assert answer["broker_ref"] == accepted["broker_ref"]
     kite_server.set_price("NSE:SBIN", 611.0)
     filled = kite_worker.wait_order(order.client_order_id, "FILLED", since=mark, timeout=15)
-    assert filled["order"]["broker_ref"] == accepted["order"]["broker_ref"]
+    assert filled["broker_ref"] == accepted["broker_ref"]
     [row] = kite_server.snapshot()["orders"]
     assert row["tag"] == tag_for(order.client_order_id) and len(row["tag"]) == 20
     faultstats.record(faults=1, orders=1)
@@ -150,7 +150,7 @@ def test_orders_outside_market_hours_are_refused_locally(kite_server, tmp_path):
         order = worker.order("INFY", 1)
         at = worker.request(In.ORDER_OPEN, order)
         rejected = worker.wait_order(order.client_order_id, "REJECTED", since=at)
-        assert "market closed on" in rejected["order"]["reason"] and "amo" in rejected["order"]["reason"]
+        assert "market closed on" in rejected["reason"] and "amo" in rejected["reason"]
     assert not any(path.startswith("/orders/") for _, path in kite_server.requests)
 
 
@@ -187,7 +187,7 @@ def test_token_refused_while_placing_suspends_and_the_order_is_refused(kite_serv
     order = kite_worker.order("INFY", 1)
     at = kite_worker.request(In.ORDER_OPEN, order)
     rejected = kite_worker.wait_order(order.client_order_id, "REJECTED", since=at)
-    assert "not placed: token expired: run maotrade admin account kite-login 801" in rejected["order"]["reason"]
+    assert "not placed: token expired: run maotrade admin account kite-login 801" in rejected["reason"]
     kite_worker.wait_type("connection", state="reconnecting", since=at)
     assert tag_for(order.client_order_id) not in kite_server.placed_tags
 

@@ -21,7 +21,7 @@ def test_rig_faults_and_record(tmp_path):
             rig.send_garbage()
             rig.move_price(1489.0)
             worker.wait_order(order.client_order_id, "FILLED", since=at)
-            fills = [m["fill"] for m in worker.received if m.get("type") == "order_response" and m.get("fill")]
+            fills = [m["fill"] for m in worker.received if m.get("type") == "order_event" and m.get("fill")]
             assert sum(f["qty"] for f in fills) == rig.qty and rig.position() == rig.qty
             mark = len(worker.received)
             rig.go_down()

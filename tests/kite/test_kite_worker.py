@@ -44,18 +44,18 @@ def test_limit_order_works_then_fills_when_the_price_comes(kite_server, kite_wor
     accepted = kite_worker.wait_order(order.client_order_id, "ACCEPTED", since=mark)
     kite_server.set_price("NSE:SBIN", 606.0)
     filled = kite_worker.wait_order(order.client_order_id, "FILLED", since=mark)
-    assert filled["order"]["broker_ref"] == accepted["order"]["broker_ref"]
-    assert filled["order"]["avg_fill_price"] == 605.0
+    assert filled["broker_ref"] == accepted["broker_ref"]
+    assert filled["avg_fill_price"] == 605.0
     assert kite_server.net_quantity("NSE:SBIN") == -10
 
 
 def test_partial_fills_each_counted_once(kite_server, kite_worker):
     kite_server.call(setattr, kite_server, "partial_fills", 3)
     order, filled = _filled(kite_worker, "RELIANCE", 9)
-    fills = [m["fill"] for m in kite_worker.received if m.get("type") == "order_response"
-             and m["order"]["client_order_id"] == order.client_order_id and m.get("fill")]
+    fills = [m["fill"] for m in kite_worker.received if m.get("type") == "order_event"
+             and m["client_order_id"] == order.client_order_id and m.get("fill")]
     assert sorted(f["exec_id"] for f in fills) == sorted(t["trade_id"] for t in kite_server.snapshot()["trades"])
-    assert sum(f["qty"] for f in fills) == 9 and filled["order"]["filled_qty"] == 9
+    assert sum(f["qty"] for f in fills) == 9 and filled["filled_qty"] == 9
 
 
 def test_stop_and_take_profit_legs_as_close_orders(kite_server, kite_worker):
@@ -75,7 +75,7 @@ def test_stop_and_take_profit_legs_as_close_orders(kite_server, kite_worker):
     kite_worker.wait_order(take.client_order_id, "CANCELLED", since=mark)
     kite_server.set_price("NSE:INFY", 1479.0)
     filled = kite_worker.wait_order(stop.client_order_id, "FILLED", since=mark)
-    assert filled["order"]["avg_fill_price"] == 1479.0
+    assert filled["avg_fill_price"] == 1479.0
     assert kite_server.net_quantity("NSE:INFY") == 0
 
 
@@ -95,14 +95,14 @@ def test_kite_refusal_is_rejected_with_its_message(kite_server, kite_worker):
     order = kite_worker.order("INFY", 1)
     mark = kite_worker.request(In.ORDER_OPEN, order)
     rejected = kite_worker.wait_order(order.client_order_id, "REJECTED", since=mark)
-    assert "OrderException" in rejected["order"]["reason"]
+    assert "OrderException" in rejected["reason"]
 
 
 def test_fractional_quantity_is_refused_before_kite(kite_server, kite_worker):
     order = kite_worker.order("INFY", 1.5)
     mark = kite_worker.request(In.ORDER_OPEN, order)
     rejected = kite_worker.wait_order(order.client_order_id, "REJECTED", since=mark)
-    assert "whole quantities" in rejected["order"]["reason"]
+    assert "whole quantities" in rejected["reason"]
     assert not any(path.startswith("/orders/") for _, path in kite_server.requests)
 
 
@@ -124,5 +124,5 @@ def test_parent_with_stops_is_refused_never_sent_without_them(kite_server, kite_
     order = kite_worker.order("INFY", 2, stop_loss=1450.0, take_profit=1550.0)
     mark = kite_worker.request(In.ORDER_OPEN, order)
     rejected = kite_worker.wait_order(order.client_order_id, "REJECTED", since=mark)
-    assert "no brackets" in rejected["order"]["reason"]
+    assert "no brackets" in rejected["reason"]
     assert not any(path.startswith("/orders/") for _, path in kite_server.requests)
