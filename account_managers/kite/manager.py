@@ -49,7 +49,8 @@ class KiteAccountManager(BaseAccountManager):
     settings_model = KiteBrokerSettings
     account_settings_model = KiteAccountSettings
     CAPABILITIES = {"order_types": ["MARKET", "LIMIT", "STOP"], "cancel": True, "stop_amend": True,
-                    "amend": True, "partial_close": True, "market_data": True, "brackets": False}
+                    "amend": True, "partial_close": True, "market_data": True, "brackets": False,
+                    "history": True}
 
     def __init__(self, config, in_queue, out_queue, clock: Callable[[], float] = time.time):
         super().__init__(config, in_queue, out_queue)
@@ -355,13 +356,38 @@ class KiteAccountManager(BaseAccountManager):
             self._handle_failure(exc, what)
         return failed
 
-    def fetch_history(self, epic: str, time_frame: int, start: dt.datetime, end: dt.datetime) -> list[dict]:
-        """Candles of ``epic`` from Kite's historical API as normalized bars (blocking)."""
-        interval = P.HISTORY_FRAMES.get(int(time_frame))
-        if interval is None:
-            raise InvalidOrder(f"time frame {time_frame}s not offered by Kite's historical API; "
-                               f"choose one of {sorted(P.HISTORY_FRAMES)}")
-        epic_broker = self.to_broker_epic(epic)
+    def do_async_request_history(self, request: dict) -> None:
+        """Page through Kite's historical API off the loop (3 requests/s); one part per page."""
+        try:
+            interval = P.history_interval(request["time_frame"])
+            if request["epicBroker"] not in self.instruments:
+                raise InvalidOrder(f"unknown instrument {request['epicBroker']!r}: not in Kite's instruments dump")
+        except InvalidOrder as exc:
+            self.send_history_error(request["request_id"], str(exc))
+            return
+        self.run_blocking(self._download_history, request, interval,
+                          on_error=lambda exc: self._history_failed(request, exc))
+
+    def _download_history(self, request: dict, interval: str) -> None:
+        """Runs on a worker thread; hands each page to the loop as one part."""
+        pages = P.history_pages(request["start"], request["end"], interval)
+        for index, (start, end) in enumerate(pages):
+            bars = [b for b in self.fetch_history(request["epic"], request["epicBroker"], request["time_frame"],
+                                                  start, end) if request["start"] <= b["date"] < request["end"]]
+            span_start = request["start"] if index == 0 else P.to_epoch_ms(start)
+            span_end = request["end"] if index == len(pages) - 1 else P.to_epoch_ms(end)
+            self.call_soon_threadsafe(self.send_history, request["request_id"], bars, index == len(pages) - 1,
+                                      span_start, span_end)
+
+    def _history_failed(self, request: dict, exc: BaseException) -> None:
+        self.send_history_error(request["request_id"], str(exc))
+        if isinstance(exc, P.TokenExpired):
+            self._token_expired(str(exc))
+
+    def fetch_history(self, epic: str, epic_broker: str, time_frame: int, start: dt.datetime,
+                      end: dt.datetime) -> list[dict]:
+        """Candles of one page of Kite's historical API as normalized bars (blocking)."""
+        interval = P.history_interval(time_frame)
         if epic_broker not in self.instruments:
             raise InvalidOrder(f"unknown instrument {epic_broker!r}: not in Kite's instruments dump")
         rows = self._call(HISTORICAL, f"Kite historical {epic_broker}", self.kite.historical_data,

@@ -45,6 +45,11 @@ DATA_FRAMES = {1: "1s", 5: "5s", 60: "minute", 300: "5minute", 900: "15minute", 
 HISTORY_FRAMES = {60: "minute", 180: "3minute", 300: "5minute", 600: "10minute", 900: "15minute",
                   1800: "30minute", 3600: "60minute", -1: "day"}
 
+# Longest span of one historical request Kite serves, in days, by interval.
+HISTORY_SPAN_DAYS = {"minute": 60, "3minute": 100, "5minute": 100, "10minute": 100, "15minute": 200,
+                     "30minute": 200, "60minute": 400, "day": 2000}
+DAY_SECONDS = 86400
+
 # Kite's error_type -> what the caller must do. Anything not listed is a server fault.
 _ERRORS: dict[type, type[MAOTradeError]] = {
     kex.TokenException: AuthenticationError,
@@ -281,3 +286,24 @@ def _num(value: Any) -> float:
         return float(value or 0)
     except (TypeError, ValueError):
         return 0.0
+
+
+def history_interval(time_frame: int) -> str:
+    """Kite's interval name for a time frame in seconds (``86400`` or ``-1`` is a day)."""
+    interval = HISTORY_FRAMES.get(-1 if time_frame == DAY_SECONDS else int(time_frame))
+    if interval is None:
+        raise InvalidOrder(f"time frame {time_frame}s not offered by Kite's historical API; "
+                           f"choose one of {sorted(t for t in HISTORY_FRAMES if t > 0)} or {DAY_SECONDS}")
+    return interval
+
+
+def history_pages(start_ms: int, end_ms: int, interval: str) -> list[tuple[dt.datetime, dt.datetime]]:
+    """Split ``[start, end)`` into spans Kite serves in one request (exchange-time datetimes)."""
+    span = dt.timedelta(days=HISTORY_SPAN_DAYS[interval])
+    start = dt.datetime.fromtimestamp(start_ms / 1000, IST).replace(tzinfo=None)
+    end = dt.datetime.fromtimestamp(end_ms / 1000, IST).replace(tzinfo=None)
+    pages = []
+    while start < end:
+        pages.append((start, min(end, start + span)))
+        start = pages[-1][1]
+    return pages

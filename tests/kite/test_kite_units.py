@@ -187,12 +187,12 @@ def test_historical_candles_become_bars(kite_server, tmp_path):
     manager.kite.set_access_token(document["accountConfig"]["access_token"])
     manager._load_instruments()
     start = dt.datetime(2024, 1, 8, 9, 15)
-    bars = manager.fetch_history("INFY", 60, start, start + dt.timedelta(minutes=5))
+    bars = manager.fetch_history("INFY", "NSE:INFY", 60, start, start + dt.timedelta(minutes=5))
     assert [b["date"] for b in bars] == [int((start.replace(tzinfo=IST) + dt.timedelta(minutes=i)).timestamp() * 1000)
                                          for i in range(5)]
     assert all(b["epic"] == "INFY" and b["time_frame"] == 60 and b["completed"] for b in bars)
     with pytest.raises(InvalidOrder, match="not offered"):
-        manager.fetch_history("INFY", 7, start, start)
+        manager.fetch_history("INFY", "NSE:INFY", 7, start, start)
 
 
 # -- wire formats of the local server, read by the real library ------------------------------------
@@ -221,3 +221,11 @@ def test_instruments_are_fetched_once_a_day(tmp_path):
     assert len(calls) == 1
     InstrumentCache(tmp_path / "instruments.json", "http://other-root", 24).load(fetch)
     assert len(calls) == 2
+
+
+def test_history_pages_respect_kites_span_per_interval():
+    start = int(dt.datetime(2024, 1, 1, tzinfo=IST).timestamp() * 1000)
+    end = start + 150 * 86400 * 1000
+    pages = P.history_pages(start, end, "minute")
+    assert [(b - a).days for a, b in pages] == [60, 60, 30]
+    assert pages[0][0] == dt.datetime(2024, 1, 1) and P.history_interval(86400) == "day"

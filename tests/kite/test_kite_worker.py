@@ -2,7 +2,9 @@
 real, unmodified kiteconnect (requests for REST, KiteTicker on Twisted for the stream)."""
 from __future__ import annotations
 
-from account_managers.kite.parsing import tag_for
+import datetime
+
+from account_managers.kite.parsing import IST, tag_for
 from maotrade.messages import EngineToWorker as In
 from tests.kit import wait_until
 
@@ -126,3 +128,18 @@ def test_parent_with_stops_is_refused_never_sent_without_them(kite_server, kite_
     rejected = kite_worker.wait_order(order.client_order_id, "REJECTED", since=mark)
     assert "no brackets" in rejected["reason"]
     assert not any(path.startswith("/orders/") for _, path in kite_server.requests)
+
+
+def test_history_request_is_answered_from_the_historical_api(kite_server, kite_worker):
+    start = int(datetime.datetime(2024, 1, 8, 9, 15, tzinfo=IST).timestamp() * 1000)
+    request = {"request_id": "h1", "epic": "INFY", "epicBroker": "NSE:INFY", "time_frame": 300,
+               "start": start, "end": start + 3600 * 1000}
+    mark = kite_worker.request(In.HISTORY_REQUEST, request=request)
+    part = kite_worker.wait_type("history_data", since=mark, request_id="h1")
+    assert part["done"] is True and not part.get("error")
+    assert [b["date"] for b in part["bars"]] == [start + i * 300_000 for i in range(12)]
+    assert (part["start"], part["end"]) == (start, start + 3600 * 1000)
+    assert ("GET", "/instruments/historical/408065/5minute") in kite_server.requests
+    mark = kite_worker.request(In.HISTORY_REQUEST, request={**request, "request_id": "h2", "time_frame": 7})
+    refused = kite_worker.wait_type("history_data", since=mark, request_id="h2")
+    assert "not offered" in refused["error"]
