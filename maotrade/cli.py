@@ -946,6 +946,44 @@ def account_remove(account_id, data_dir) -> None:
     click.echo(f"account {account_id} removed")
 
 
+@account.command("kite-login", context_settings=CONTEXT)
+@click.argument("account_id")
+@click.option("--request-token", required=True, metavar="TOKEN",
+              help="The request_token Kite's login redirect carried (single use, valid a few minutes).")
+@click.option("--engine-data-dir", "engine_dirs", multiple=True, metavar="DIR",
+              help="Data dir of a running engine that gets its config from this registry over "
+                   "--config-url (repeatable); an engine on --data-dir itself needs none.")
+@data_dir_option
+def account_kite_login(account_id, request_token, engine_dirs, data_dir) -> None:
+    """Exchange today's Kite request token of ACCOUNT_ID for an access token; store it encrypted.
+
+    Kite access tokens expire every morning (about 06:00 IST). Log in at
+    https://kite.zerodha.com/connect/login?v=3&api_key=YOUR_API_KEY; Kite redirects to your
+    app's redirect URL with ?request_token=...; pass that value here. The token is stored
+    encrypted in the registry, and a running engine whose token expired picks it up
+    within seconds, without a restart.
+    """
+    from engine.loader import load_broker_class
+
+    path = _data_dir(data_dir)
+    store = _registry(data_dir)
+    document = _run_admin(lambda: store.document(account_id))
+    cls = _run_admin(lambda: load_broker_class(document["brokerClass"]))
+    login = getattr(cls, "login_with_request_token", None)
+    if login is None:
+        _fail(f"account {account_id} is on broker {document['brokerName']} ({document['brokerClass']}), "
+              "not a Kite account")
+    plain = dict(document, accountConfig=_run_admin(lambda: store.box.decrypt_all(document["accountConfig"])))
+    session = _run_admin(lambda: login(plain, request_token, [path, *engine_dirs]))
+    config = {**document["accountConfig"], "access_token": session["access_token"]}
+    _run_admin(lambda: store.put_account(account_id, document["brokerName"], config))
+    # Replacing an account row cascades to its epic mappings: put them back.
+    for epic, epic_broker in document["epicMapping"].items():
+        _run_admin(lambda: store.set_mapping(account_id, epic, epic_broker))
+    click.echo(f"account {account_id}: Kite session of user {session.get('user_id') or '?'} stored encrypted; "
+               "valid until about 06:00 IST tomorrow")
+
+
 @admin.group(context_settings=CONTEXT)
 def mapping() -> None:
     """Map MAOTrade instrument codes (epics) to each account's broker codes."""
