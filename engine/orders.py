@@ -35,6 +35,9 @@ NUMERIC_FIELDS = ("qty", "price", "stop_loss", "take_profit")
 NEVER_REACHED = "never reached the broker (unknown to it); not resent"
 #: order requests that create an order of their own: refused, that order is REJECTED.
 CREATING_REQUESTS = frozenset({ToWorker.ORDER_OPEN, ToWorker.ORDER_CLOSE})
+#: first wait before asking the broker again about an order it could not tell about
+#: (doubling up to ``unknown_timeout``).
+RECHECK_FIRST_S = 5.0
 #: a broker's status word the engine takes from an event (fills move FILLED/PARTIALLY_FILLED).
 EVENT_STATUS = {OrderEvent.SUBMITTED: OrderStatus.SUBMITTED, OrderEvent.ACCEPTED: OrderStatus.ACCEPTED,
                 OrderEvent.REJECTED: OrderStatus.REJECTED, OrderEvent.CANCELLED: OrderStatus.CANCELLED,
@@ -66,6 +69,8 @@ class OrderOutcome:
     fills: list = field(default_factory=list)
     duplicate: bool = False
     changed: list = field(default_factory=list)
+    #: a bracket parent whose legs have all answered an amend: the answer to its ``order_stop``.
+    amended_parent: Optional[BaseOrder] = None
 
     @property
     def dispatch(self) -> Optional[Dispatch]:
@@ -94,8 +99,13 @@ class OrderRouter:
         self._clock = clock
         self.live: dict[tuple[str, str], BaseOrder] = {}
         self._owners: dict[tuple[str, str], str] = {}
-        # (account, id) -> monotonic deadline of orders sent and not yet answered by the broker.
+        # (account, id) -> monotonic deadline of orders sent and not yet answered by the broker,
+        # and (when, interval) to ask the broker again about orders whose outcome it could not tell.
         self._awaiting: dict[tuple[str, str], float] = {}
+        self._recheck: dict[tuple[str, str], tuple[float, float]] = {}
+        # parent (account, id) -> legs whose amend the broker has not answered yet, and why any failed.
+        self._amending: dict[tuple[str, str], set] = {}
+        self._amend_errors: dict[tuple[str, str], list] = {}
         self.rejected_count = 0
         for order in journal.open_orders():
             self.live[(order.account, order.client_order_id)] = order
@@ -249,7 +259,25 @@ class OrderRouter:
                 dispatches.append(self._send(made, ToWorker.ORDER_OPEN))
         if not dispatches:
             raise InvalidOrder(f"order {parent.client_order_id} already has those levels; nothing was sent")
+        key = (parent.account, parent.client_order_id)
+        self._amending[key] = {d.order.client_order_id for d in dispatches}
+        self._amend_errors[key] = []
         return dispatches
+
+    def _leg_answered(self, leg: BaseOrder, outcome: OrderOutcome, error: str = "") -> None:
+        """One leg answered its part of a bracket amend; the last answer answers the parent."""
+        key = (leg.account, leg.parent)
+        waiting = self._amending.get(key)
+        if waiting is None or leg.client_order_id not in waiting:
+            return
+        waiting.discard(leg.client_order_id)
+        if error:
+            self._amend_errors[key].append(f"{leg_name(leg.leg)}: {error}")
+        if not waiting:
+            del self._amending[key]
+            errors = self._amend_errors.pop(key)
+            outcome.amended_parent = self.get(leg.account, leg.parent)
+            outcome.error = "; ".join(errors)
 
     def status_query(self, order: BaseOrder) -> Dispatch:
         """Ask the broker about an order whose outcome the engine does not know."""
@@ -275,12 +303,18 @@ class OrderRouter:
             elif request == ToWorker.ORDER_CANCEL and order.is_leg and not order.is_done:
                 # A leg the engine withdrew is not working there: ask what became of it.
                 outcome.dispatches.append(self.status_query(order))
+            if order.is_leg and request in (ToWorker.ORDER_STOP, ToWorker.ORDER_CANCEL, ToWorker.ORDER_OPEN):
+                self._leg_answered(order, outcome, outcome.error)
         elif event == OrderEvent.NOT_FOUND:
             self._not_found(order, outcome)
         elif event == OrderEvent.UNKNOWN:
-            if not order.is_done and order.status != OrderStatus.UNKNOWN:
+            if order.status in (OrderStatus.NEW, OrderStatus.SUBMITTED):
+                # Never confirmed by the broker: it may or may not be there.
                 order.set_status(OrderStatus.UNKNOWN, f"outcome unknown: {reason}")
                 log.error("event=order_outcome_unknown account=%s order=%s reason=%s", account, key, reason)
+            if not order.is_done:
+                # A confirmed order keeps its state; either way the broker is asked again.
+                self._ask_again((account, key))
             outcome.error = f"outcome unknown: {reason}"
         elif event == OrderEvent.AMENDED:
             self._amended(order, msg, outcome)
@@ -291,6 +325,8 @@ class OrderRouter:
             self._apply_fills(order, [Fill.from_dict(raw) for raw in fills], outcome)
             status = EVENT_STATUS.get(event) or (msg.get("status") if event == OrderEvent.STATUS else None)
             self._take_status(order, status, reason)
+            if order.is_leg and event in (OrderEvent.SUBMITTED, OrderEvent.ACCEPTED, OrderEvent.CANCELLED):
+                self._leg_answered(order, outcome)
         if msg.get("broker_ref") and not order.broker_ref:
             order.broker_ref = str(msg["broker_ref"])
         if order.is_leg and order.status == OrderStatus.FILLED:
@@ -319,8 +355,28 @@ class OrderRouter:
             order.set_status(OrderStatus.UNKNOWN, f"no answer from the broker within {self.unknown_timeout:g}s")
             log.error("event=order_outcome_unknown account=%s order=%s reason=timeout", *key)
             self._save(order)
+            self._ask_again(key)
             out.append(order)
         return out
+
+    def due_rechecks(self) -> list[BaseOrder]:
+        """Orders whose outcome the broker could not tell, due to be asked about again
+        (after 5 s, then doubling up to every ``unknown_timeout``, until it settles them)."""
+        now = self._clock()
+        due = []
+        for key, (when, interval) in list(self._recheck.items()):
+            order = self.live.get(key)
+            if order is None or order.is_done:
+                del self._recheck[key]
+            elif now >= when:
+                self._ask_again(key, min(self.unknown_timeout, interval * 2))
+                due.append(order)
+        return due
+
+    def _ask_again(self, key: tuple[str, str], interval: float = 0.0) -> None:
+        """Schedule a status query: soon at first, then less often, at most every timeout."""
+        interval = interval or min(RECHECK_FIRST_S, self.unknown_timeout)
+        self._recheck[key] = (self._clock() + interval, interval)
 
     # -- internals: events ------------------------------------------------------------------------
     def _adopt(self, account: str, key: str, msg: dict) -> BaseOrder:
@@ -384,6 +440,7 @@ class OrderRouter:
             order.set_rejected(NEVER_REACHED)
         elif order.status != OrderStatus.UNKNOWN:
             order.set_status(OrderStatus.UNKNOWN, "the broker has no record of an order that traded")
+            self._ask_again((order.account, order.client_order_id))
 
     def _amended(self, order: BaseOrder, msg: dict, outcome: OrderOutcome) -> None:
         order.updated = int(time.time() * 1000)
@@ -394,7 +451,7 @@ class OrderRouter:
             if parent is not None:
                 setattr(parent, LEG_SHAPE[order.leg][1], order.price)
                 self._save(parent)
-                outcome.changed.append(parent)
+            self._leg_answered(order, outcome)
             return
         order.stop_loss, order.take_profit = msg.get("stop_loss"), msg.get("take_profit")
         if msg.get("price") is not None and order.order_type != OrderType.MARKET:
@@ -416,7 +473,7 @@ class OrderRouter:
         for sibling in self.legs(parent):
             if sibling.client_order_id == leg.client_order_id or sibling.is_done:
                 continue
-            if native or sibling.status == OrderStatus.NEW:
+            if native:
                 sibling.set_cancelled(f"{leg_name(leg.leg)} filled")
                 self._save(sibling)
                 outcome.changed.append(sibling)
@@ -447,7 +504,7 @@ class OrderRouter:
         for (account, _), other in list(self.live.items()):
             if account != order.account or not other.is_leg or other.is_done or other.epic != order.epic:
                 continue
-            if attached or (other.status == OrderStatus.NEW and not self._capabilities(account).get("bracket")):
+            if attached or not self._leg_placed(other):
                 # Never placed, or a level attached to the position, which went with it.
                 other.set_cancelled("position closed")
                 self._save(other)
@@ -455,6 +512,16 @@ class OrderRouter:
             elif not any(d.order is other for d in outcome.dispatches):
                 # A leg that is an order of its own at the broker is withdrawn there first.
                 outcome.dispatches.append(Dispatch(account, ToWorker.ORDER_CANCEL, other))
+
+    def _leg_placed(self, leg: BaseOrder) -> bool:
+        """True if ``leg`` may be working at the broker as an order of its own.
+
+        Where the engine places the legs, it sends them once the parent has traded and is
+        done: before that a leg exists only in the journal (even if NEW since, it was sent)."""
+        if self._capabilities(leg.account).get("bracket") or leg.status != OrderStatus.NEW:
+            return True
+        parent = self.get(leg.account, leg.parent)
+        return parent is not None and parent.is_done and bool(parent.filled_qty)
 
     # -- internals: requests ------------------------------------------------------------------------
     def _send(self, order: BaseOrder, kind: str) -> Dispatch:
@@ -535,6 +602,7 @@ class OrderRouter:
         if order.is_done:
             self.live.pop(key, None)
             self._awaiting.pop(key, None)
+            self._recheck.pop(key, None)
         else:
             self.live[key] = order
 

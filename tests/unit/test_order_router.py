@@ -250,3 +250,37 @@ def test_a_leg_the_engine_places_that_the_broker_never_got_is_placed_once_it_say
     outcome = restarted.apply_event(event("p1/SL", OrderEvent.NOT_FOUND, request=ToWorker.ORDER_STATUS_REQUEST))
     assert [(d.kind, d.order.client_order_id) for d in outcome.dispatches] == [(ToWorker.ORDER_OPEN, "p1/SL")]
     assert restarted.get(ACCOUNT, "p1/SL").status == OrderStatus.NEW
+
+
+def test_a_working_order_the_broker_could_not_be_asked_about_keeps_its_state_and_is_asked_again(journal):
+    clock = Clock()
+    router = make_router(journal, clock=clock)
+    open_bracket(router, stop_loss=None, take_profit=None)
+    router.apply_event(event("p1", OrderEvent.ACCEPTED, broker_ref="D1"))
+    outcome = router.apply_event(event("p1", OrderEvent.UNKNOWN, reason="IG could not be asked",
+                                       request=ToWorker.ORDER_STATUS_REQUEST))
+    assert outcome.order.status == OrderStatus.ACCEPTED and "could not be asked" in outcome.error
+    assert router.due_rechecks() == []
+    asked = []
+    for _ in range(60):
+        clock.now += 1
+        asked += [clock.now - 1000 for _ in router.due_rechecks()]
+    assert asked == [5, 15, 35], "soon at first, then less often, at most every unknown-timeout"
+    router.apply_event(event("p1", OrderEvent.CANCELLED, reason="cancelled at IG"))
+    clock.now += 31
+    assert router.due_rechecks() == []
+
+
+def test_an_amend_of_engine_placed_legs_moves_each_and_answers_once_all_have(journal):
+    router = make_router(journal, bracket=False)
+    open_bracket(router)
+    router.apply_event(event("p1", OrderEvent.FILLED, fill=fill("e1", 1000, 1.1)))
+    for leg in ("p1/SL", "p1/TP"):
+        router.apply_event(event(leg, OrderEvent.ACCEPTED))
+    outcome = router.amend_stops(ACCOUNT, "p1", 1.07, 1.2)
+    assert sorted((d.kind, d.order.client_order_id, d.order.price) for d in outcome.dispatches) == [
+        (ToWorker.ORDER_STOP, "p1/SL", 1.07), (ToWorker.ORDER_STOP, "p1/TP", 1.2)]
+    first = router.apply_event(event("p1/SL", OrderEvent.AMENDED, price=1.07, request=ToWorker.ORDER_STOP))
+    assert first.amended_parent is None
+    last = router.apply_event(event("p1/TP", OrderEvent.AMENDED, price=1.2, request=ToWorker.ORDER_STOP))
+    assert (last.amended_parent.stop_loss, last.amended_parent.take_profit, last.error) == (1.07, 1.2, "")
