@@ -140,3 +140,24 @@ def summarize(equity: Sequence[float], initial: float, first_date: int, last_dat
 def drawdown_dict(drawdown: Drawdown) -> dict:
     """A ``Drawdown`` as a plain dict."""
     return asdict(drawdown)
+
+
+def buy_and_hold_return(bars: Sequence[dict]) -> Optional[float]:
+    """Return of buying at the first bar's open and holding to the last bar's close."""
+    if not bars:
+        return None
+    return bars[-1]["close"] / bars[0]["open"] - 1
+
+
+def instrument_figures(trades: Sequence, bars: Sequence[dict]) -> dict:
+    """Figures of one instrument: its closed trades' count, net P&L, win rate, profit
+    factor, commission, exits by reason, and the buy-and-hold return over its bars."""
+    closed = [t for t in trades if t.is_closed]
+    pnls = [t.net_pnl for t in closed]
+    reasons: dict[str, int] = {}
+    for trade in closed:
+        reasons[trade.exit_reason] = reasons.get(trade.exit_reason, 0) + 1
+    return {"bars": len(bars), "trades": len(closed), "net_pnl": sum(pnls),
+            "commission": sum(t.commission for t in trades), "win_rate": win_rate(pnls),
+            "profit_factor": profit_factor(pnls), "exits": reasons,
+            "buy_and_hold_return": buy_and_hold_return(bars)}
