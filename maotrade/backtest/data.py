@@ -3,12 +3,18 @@
 A file holds one instrument's bars, one per row, with a time column (``date``, ``time``,
 ``timestamp`` or ``datetime``: epoch seconds or milliseconds, or ISO 8601 text, UTC when
 no offset is given) and ``open``, ``high``, ``low``, ``close`` (``volume`` optional);
-column names are case-insensitive. Several files are merged in time order. Bars finer
-than the requested time frame are aggregated into it.
+column names are case-insensitive; CSV may be gzip-compressed (``.csv.gz``). Several
+files are merged in time order. Bars finer than the requested time frame are aggregated
+into it.
+
+``sample_files()`` are the synthetic one-minute bars shipped with the package (EURUSD and
+GBPUSD, two weeks from 2024-01-01), so a first backtest needs no download.
 """
 from __future__ import annotations
 
 import csv
+import gzip
+import hashlib
 import math
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +23,8 @@ from typing import Iterable
 from maotrade.bars import BarBuilder, make_bar
 from maotrade.errors import MAOTradeError
 
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "data"
+SAMPLE_TIME_FRAME = 60
 TIME_COLUMNS = ("date", "time", "timestamp", "datetime")
 PRICE_COLUMNS = ("open", "high", "low", "close")
 # Epoch values above this are milliseconds (1e11 s is the year 5138).
@@ -25,6 +33,20 @@ MS_THRESHOLD = 100_000_000_000
 
 class DataError(MAOTradeError, ValueError):
     """A data file is missing, unreadable or holds a bar that makes no sense."""
+
+
+def file_digest(path) -> str:
+    """SHA-256 of a file's bytes, in hex (results.json records it for every data file)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sample_files() -> dict[str, Path]:
+    """The sample data shipped with the package: epic -> file of one-minute bars."""
+    return {path.name.split("-")[0]: path for path in sorted(SAMPLE_DIR.glob("*-1m.csv.gz"))}
 
 
 def load_bars(paths: Iterable, epic: str, time_frame: int) -> list[dict]:
@@ -68,7 +90,8 @@ def _read(path: Path) -> list[tuple]:
 
 
 def _csv_columns(path: Path) -> dict[str, list]:
-    with path.open(newline="") as handle:
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if not header:

@@ -26,9 +26,6 @@ class _Averages:
 class MovingAverageCross(PositionTracking):
     """Buy when the fast average crosses above the slow one; close when it crosses below."""
 
-    #: what ``maotrade optimize`` may search, and within which bounds.
-    parameter_ranges = {"fast": (2, 50), "slow": (5, 200)}
-
     def on_start(self) -> None:
         p = self.params
         epics = p.get("epics") or [p.get("epic", "EURUSD")]
