@@ -165,7 +165,12 @@ class OrderRouter:
                                          "status": OrderStatus.NEW, "account": account,
                                          "source": wire.get("source") or "external"})
             self.journal.save_order(order)
-            log.warning("event=external_order account=%s order=%s epic=%s", account, key, order.epic)
+            if order.source == "broker":
+                # The broker closed a position on its own (a stop loss / take profit it held).
+                log.info("event=broker_close account=%s order=%s epic=%s reason=%r", account, key, order.epic,
+                         order.reason)
+            else:
+                log.warning("event=external_order account=%s order=%s epic=%s", account, key, order.epic)
         outcome = OrderOutcome(order=order)
         request = msg.get("request")
         if msg.get("refused"):

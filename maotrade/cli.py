@@ -49,8 +49,16 @@ def main() -> None:
 @click.option("--config-url", envvar="MAOTRADE_CONFIG_URL", metavar="URL",
               help="Config service base URL [env MAOTRADE_CONFIG_URL]; without it an embedded "
                    "service runs on loopback, seeded from conf/ with demo account 123.")
-@click.option("--strategy", "strategies", multiple=True, metavar="MODULE:CLASS",
-              help="Strategy to run in its own process (repeatable), e.g. maotrade.examples.demo:DemoStrategy.")
+@click.option("--strategy", "strategies", multiple=True, metavar="FILE.py:CLASS|MODULE:CLASS",
+              help="Strategy to run in its own process (repeatable): a file (my_strategy.py:MyStrategy) or a "
+                   "module, also looked for in the current directory and --strategy-path "
+                   "(e.g. maotrade.examples.demo:DemoStrategy).")
+@click.option("--strategy-path", "strategy_path", multiple=True, metavar="DIR",
+              type=click.Path(file_okay=False, exists=True),
+              help="Directory to import strategy modules from (repeatable).")
+@click.option("--on-strategy-failure", type=click.Choice(["restart", "stop"]), default="restart", show_default=True,
+              help="When a strategy process dies: start it again with backoff (1 s doubling to 60 s), or stop "
+                   "the engine (exit code 1).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Parameter passed to every strategy (repeatable; values parsed as JSON when possible).")
 @click.option("--no-demo", is_flag=True, help="With the embedded config service, do not run the demo strategy.")
@@ -66,7 +74,11 @@ def main() -> None:
               help="Restart a worker silent for this long.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-              help="Level of the log file (the console shows warnings and above).")
+              help="Level of the log file (the console has -v/-q).")
+@click.option("-v", "--verbose", count=True,
+              help="Console: also informational log lines (-vv: debug).")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Console: only warnings and errors (no bars, fills or balances).")
 @click.option("--risk-config", type=click.Path(dir_okay=False), metavar="FILE",
               help="Risk settings (defaults and limits across all accounts) [default: conf/risk.json].")
 @click.option("--api-port", type=click.IntRange(1, 65535), metavar="PORT",
@@ -74,9 +86,15 @@ def main() -> None:
                    "or api.token in the data dir).")
 @click.option("--api-host", default="127.0.0.1", show_default=True, help="Address the REST API listens on.")
 @data_dir_option
-def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, listen, durability,
-          heartbeat_timeout, log_level, risk_config, api_port, api_host, data_dir) -> None:
-    """Run the engine for one or more accounts until Ctrl-C, SIGTERM or `maotrade stop`."""
+def start(accounts, config_url, strategies, strategy_path, on_strategy_failure, params, no_demo, duration, no_bars,
+          listen, durability, heartbeat_timeout, log_level, verbose, quiet, risk_config, api_port, api_host,
+          data_dir) -> None:
+    """Run the engine for one or more accounts until Ctrl-C, SIGTERM or `maotrade stop`.
+
+    Exits 0 after a clean stop, 1 when a strategy failure stopped it (--on-strategy-failure
+    stop) or every account failed for good (the line before says why), 2 on bad options or
+    configuration.
+    """
     from pathlib import Path
 
     from engine.runner import start as run
@@ -87,7 +105,8 @@ def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, 
                    log_level=log_level, show_bars=not no_bars, heartbeat_timeout=heartbeat_timeout, listen=listen,
                    durability=durability, echo=click.echo,
                    risk_config=Path(risk_config) if risk_config else None, api_port=api_port,
-                   api_host=api_host)
+                   api_host=api_host, verbosity=-1 if quiet else verbose,
+                   on_strategy_failure=on_strategy_failure, strategy_path=tuple(strategy_path))
     except MAOTradeError as exc:
         _fail(exc)
     sys.exit(code)
@@ -157,6 +176,12 @@ def status(as_json, data_dir) -> None:
             click.echo(f"  STALE market data: {stale['epic']} {stale['time_frame']}s (no data beyond tolerance)")
         if acc.get("discrepancies"):
             click.echo(f"  {acc['discrepancies']} unresolved discrepancies with the broker")
+    for strat in answer.get("strategies") or []:
+        why = f" ({strat['reason']})" if strat.get("reason") and strat["state"] != "running" else ""
+        again = f", restart in {strat['restart_in_s']:g}s" if strat.get("restart_in_s") is not None else ""
+        last = f"  last failure: {strat['reason']}" if strat.get("reason") and strat["state"] == "running" else ""
+        click.echo(f"strategy {strat['name']} [{strat['target']}] {strat['state']}{why}  pid {strat['pid'] or '-'}"
+                   f"  restarts {strat['restarts']}{again}{last}")
 
 
 @main.command(context_settings=CONTEXT)

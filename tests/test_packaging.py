@@ -5,6 +5,7 @@ The scratch venv gets MAOTrade itself by a real ``pip install`` of this checkout
 dependencies are borrowed from the test environment (a .pth line), so nothing is fetched.
 """
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from tests.engine_kit import ROOT
 
 pytestmark = pytest.mark.slow
+PROJECT_FILES = ["setup.cfg", "pyproject.toml", "README.md", "maotrade", "engine", "account_managers", "conf"]
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +30,16 @@ def installed(tmp_path_factory):
     # Dependencies from this environment, appended after the scratch venv's own packages.
     ours = [p for p in site.getsitepackages() if p.endswith("site-packages")]
     (home / "venv" / purelib.split(str(env_dir) + os.sep, 1)[1] / "deps.pth").write_text("\n".join(ours) + "\n")
+    # A copy of what a release holds, so the build leaves nothing behind in the checkout.
+    source = home / "source"
+    source.mkdir()
+    for name in PROJECT_FILES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(ROOT / name, source / name)
     done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
-                           str(ROOT)], capture_output=True, text=True, timeout=600)
+                           str(source)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return home, env_dir
 
