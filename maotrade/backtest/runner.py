@@ -103,11 +103,17 @@ class BacktestResult:
     #: the first strategy error's traceback (with ``keep_going``), else "".
     first_error: str = ""
     error_counts: dict = field(default_factory=dict)  # "callback ExceptionType" -> count
+    cpu_s: float = 0.0  # CPU seconds of the run (on a shared machine, the fairer speed)
 
     @property
     def bars_per_second(self) -> float:
         """Replay speed (bars over wall-clock seconds of the run, loading excluded)."""
         return self.bars / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def bars_per_cpu_second(self) -> float:
+        """Bars over CPU seconds of this process during the run."""
+        return self.bars / self.cpu_s if self.cpu_s > 0 else 0.0
 
 
 class _Subscription:
@@ -153,6 +159,7 @@ class Backtest:
         self.config = config
         self.progress = progress
         self.base_time_frame = {epic: int(bars[0]["time_frame"]) for epic, bars in self.data.items()}
+        self._base_span = {epic: tf * 1000 for epic, tf in self.base_time_frame.items()}
         self.book = PaperBook(balance=config.initial_balance, commission_rate=config.commission,
                               margin_rate=config.margin_rate, account=config.account,
                               bar_epics=set(self.data), slippage=config.slippage)
@@ -185,7 +192,7 @@ class Backtest:
         cfg, strategy = self.config, self.strategy
         timeline = self._timeline()
         strategy.attach(self, [{"account": cfg.account, "state": "ready"}])
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         self._call(strategy.on_start)
         dates: list[int] = []
         equity: list[float] = []
@@ -193,87 +200,99 @@ class Backtest:
         done = self._replay(timeline, dates, equity, exposed)
         self._where = "on_stop"
         self._call(strategy.on_stop)
-        elapsed = time.perf_counter() - started
-        return self._result(done, elapsed, dates, equity, exposed)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        result = self._result(done, elapsed, dates, equity, exposed)
+        result.cpu_s = cpu
+        return result
 
-    def _timeline(self) -> list[dict]:
-        """Every instrument's bars as market data messages, ordered by the time each ends."""
+    def _timeline(self) -> list[tuple]:
+        """Every instrument's bars as ``(epic, end ms, market data message, subscriptions)``,
+        ordered by the time each bar ends (then by instrument, as given)."""
         account = self.config.account
         streams = []
-        for rank, (epic, bars) in enumerate(self.data.items()):
-            span = self.base_time_frame[epic] * 1000
-            streams.append([(bar["date"] + span, rank, {"type": E.MARKET_DATA, "v": 1, "account": account, **bar})
-                            for bar in bars])
+        for epic, bars in self.data.items():
+            span, subscriptions = self._base_span[epic], self._by_epic[epic]
+            streams.append([(epic, bar["date"] + span, {"type": E.MARKET_DATA, "v": 1, "account": account, **bar},
+                             subscriptions) for bar in bars])
         if len(streams) == 1:
-            return [item[2] for item in streams[0]]
-        merged = sorted((item for stream in streams for item in stream), key=lambda item: (item[0], item[1]))
-        return [item[2] for item in merged]
+            return streams[0]
+        rank = {epic: index for index, epic in enumerate(self.data)}
+        return sorted((item for stream in streams for item in stream), key=lambda item: (item[1], rank[item[0]]))
 
-    def _replay(self, timeline: list[dict], dates: list, equity: list, exposed: list) -> int:
+    def _replay(self, timeline: list[tuple], dates: list, equity: list, exposed: list) -> int:
         """The hot loop: match, mark, record equity, deliver; return the bars replayed.
 
         Written for speed (the benchmark's do-nothing strategy spends its time here):
-        locals instead of attributes, the book only asked when it has work.
+        locals instead of attributes, the book only asked when it has work, progress
+        reported between slices of the timeline rather than tested on every bar.
         """
         book, strategy, requests = self.book, self.strategy, self._requests
         positions, working, stops = book.positions, book.working, book.stops
-        by_epic, last_close, last_time = self._by_epic, self._last_close, self._last_time
-        base_span = {epic: tf * 1000 for epic, tf in self.base_time_frame.items()}
+        last_close, last_time = self._last_close, self._last_time
         make_close = self._make_stop_close
         on_market_data = strategy.on_market_data
         append_date, append_equity, append_exposed = dates.append, equity.append, exposed.append
         progress = self.progress
+        step = PROGRESS_STEP if progress is not None else max(1, len(timeline))
+        held_positions: list = []
+        known_positions = 0
         done = 0
         previous_end = None
-        for index, msg in enumerate(timeline):
-            epic = msg["epic"]
-            close = msg["close"]
-            if working or (epic in stops and _reaches_stops(stops[epic], positions[epic].qty, msg)):
-                events = book.on_bar(epic, msg, make_close)
-                if events:
-                    self._publish(events)
-            last_close[epic] = close
-            last_time[epic] = msg["date"]
-            # Equity at this bar's close: cash plus open P&L of every position at its last close.
-            value = book.balance
-            held = False
-            for position_epic, position in positions.items():
-                if position.qty:
-                    held = True
-                    value += (last_close[position_epic] - position.avg_price) * position.qty
-            end = msg["date"] + base_span[epic]
-            if end == previous_end:  # bars of several instruments ending together: one point
-                equity[-1], exposed[-1] = value, held or exposed[-1]
-            else:
-                append_date(msg["date"])
-                append_equity(value)
-                append_exposed(held)
-                previous_end = end
-            for subscription in by_epic[epic]:
-                if not subscription.active:
-                    continue
-                if subscription.builder is None:
-                    out = msg
+        for begin in range(0, len(timeline), step):
+            chunk = timeline[begin:begin + step]
+            for epic, end, msg, subscriptions in chunk:
+                if working or (epic in stops and _reaches_stops(stops[epic], positions[epic].qty, msg)):
+                    events = book.on_bar(epic, msg, make_close)
+                    if events:
+                        self._publish(events)
+                last_close[epic] = msg["close"]
+                last_time[epic] = msg["date"]
+                # Equity at this bar's close: cash plus open P&L of every position at its last close.
+                value = book.balance
+                held = False
+                if known_positions != len(positions):
+                    held_positions, known_positions = list(positions.items()), len(positions)
+                for position_epic, position in held_positions:
+                    if position.qty:
+                        held = True
+                        value += (last_close[position_epic] - position.avg_price) * position.qty
+                if end == previous_end:  # bars of several instruments ending together: one point
+                    equity[-1], exposed[-1] = value, held or exposed[-1]
                 else:
-                    out = subscription.aggregate(msg, base_span[epic])
-                    if out is None:
+                    append_date(msg["date"])
+                    append_equity(value)
+                    append_exposed(held)
+                    previous_end = end
+                for subscription in subscriptions:
+                    if not subscription.active:
                         continue
-                try:
-                    on_market_data(out)
-                except Exception as exc:
-                    self._where = f"on_market_data({epic} {subscription.time_frame}s bar at {_iso(out['date'])})"
-                    self._on_error(exc)
-            # Requests made on this bar's order updates and on the bar itself, in that order
-            # (a live strategy gets both in one batch before the engine sees its answers).
-            if requests:
-                self._drain()
-            done = index + 1
-            if progress is not None and done % PROGRESS_STEP == 0:
-                progress(PROGRESS_STEP)
-            if strategy.stop_requested:
-                break
-        if progress is not None:
-            progress(done % PROGRESS_STEP)
+                    if subscription.builder is None:
+                        out = msg
+                    else:
+                        out = subscription.aggregate(msg, self._base_span[epic])
+                        if out is None:
+                            continue
+                    try:
+                        on_market_data(out)
+                    except Exception as exc:
+                        self._where = (f"on_market_data({epic} {subscription.time_frame}s bar at "
+                                       f"{_iso(out['date'])})")
+                        self._on_error(exc)
+                # Requests made on this bar's order updates and on the bar itself, in that order
+                # (a live strategy gets both in one batch before the engine sees its answers).
+                if requests:
+                    self._drain()
+                if strategy.stop_requested:
+                    done += 1
+                    break
+                done += 1
+            else:
+                if progress is not None:
+                    progress(len(chunk))
+                continue
+            if progress is not None:
+                progress(done - begin)
+            break
         return done
 
     def _result(self, done: int, elapsed: float, dates: list, equity: list, exposed: list) -> BacktestResult:
@@ -350,12 +369,18 @@ class Backtest:
 
     def _notify(self, order: BaseOrder, fill: Optional[Fill] = None, request: Optional[str] = None,
                 error: str = "", code: str = "") -> None:
-        msg = order.to_dict(with_fills=False)
+        msg = order.__dict__.copy()  # the fields of the dataclass, as to_dict() gives them, faster
+        del msg["fills"]
         msg.update(type=E.ORDER, v=1, request=request, error=error or None, code=code or None,
                    fills=[fill.to_dict()] if fill else None, duplicate=None)
-        previous, self._where = self._where, f"on_order({order.client_order_id} {order.status})"
-        self._guarded(self.strategy.dispatch, msg)
-        self._where = previous
+        try:
+            self.strategy.dispatch(msg)
+        except Exception as exc:
+            previous, self._where = self._where, f"on_order({order.client_order_id} {order.status})"
+            try:
+                self._on_error(exc)
+            finally:
+                self._where = previous
 
     def _publish(self, events: list[Event]) -> None:
         for event in events:
