@@ -118,3 +118,15 @@ def test_results_json_records_the_run_and_rerun_repeats_it(tmp_path):
     data.write_text(data.read_text().replace("1.27", "1.28", 1))
     changed = run_cli("backtest", "--rerun", str(first / "results.json"), "--out", str(second))
     assert changed.returncode == 2 and "changed since the earlier run" in changed.stderr
+
+
+def test_the_readme_strategy_example_backtests_as_a_file_and_as_a_module_in_the_current_directory(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Writing a strategy"):]
+    code = section[section.index("```python\n") + len("```python\n"):section.index("```\n", 10)]
+    (tmp_path / "breakout.py").write_text(code)
+    common = ["--sample", "--epic", "EURUSD", "--no-html", "--no-chart", "--out", str(tmp_path / "out")]
+    for target in ("breakout.py:Breakout", "breakout:Breakout"):
+        done = cli("backtest", "--strategy", target, *common, cwd=tmp_path)
+        assert done.returncode == 0, (target, done.stderr)
+        assert int(re.search(r"trades\s+(\d+)", done.stdout).group(1)) > 0, done.stdout

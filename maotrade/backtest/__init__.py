@@ -7,7 +7,8 @@ computes the figures, ``report`` writes the trade list, the charts and JSON.
 and the optimiser.
 """
 from maotrade.backtest.data import DataError, load_bars, sample_files
-from maotrade.backtest.runner import Backtest, BacktestConfig, BacktestResult, StrategyFailed, run_backtest
+from maotrade.backtest.runner import (Backtest, BacktestConfig, BacktestResult, Prepared, StrategyFailed, prepare,
+                                      run_backtest)
 
-__all__ = ["Backtest", "BacktestConfig", "BacktestResult", "DataError", "StrategyFailed", "load_bars",
-           "run_backtest", "sample_files"]
+__all__ = ["Backtest", "BacktestConfig", "BacktestResult", "DataError", "Prepared", "StrategyFailed", "load_bars",
+           "prepare", "run_backtest", "sample_files"]

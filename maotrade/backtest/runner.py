@@ -137,14 +137,48 @@ class _Subscription:
         return {"type": E.MARKET_DATA, "v": 1, "account": self.account, **done[0]}
 
 
-BarData = Union[list, dict]
+class Prepared:
+    """Bars made ready for replay, once for many runs (the optimiser's case): each bar as
+    the market data message a strategy gets, and all instruments merged into one
+    timeline of ``(epic, end ms, message)`` ordered by the time each bar ends (ties in
+    the order the instruments were given). Messages are shared by the runs: strategies
+    must treat bars as read-only, as they must live.
+    """
+
+    def __init__(self, data: dict, account: str = "backtest"):
+        self.data: dict[str, list[dict]] = dict(data)
+        if not self.data or not all(self.data.values()):
+            raise ValueError("a backtest needs at least one bar of every instrument")
+        self.account = account
+        self.base_time_frame = {epic: int(bars[0]["time_frame"]) for epic, bars in self.data.items()}
+        streams = []
+        for epic, bars in self.data.items():
+            span = self.base_time_frame[epic] * 1000
+            streams.append([(epic, bar["date"] + span, {"type": E.MARKET_DATA, "v": 1, "account": account, **bar})
+                            for bar in bars])
+        if len(streams) == 1:
+            self.timeline = streams[0]
+        else:
+            rank = {epic: index for index, epic in enumerate(self.data)}
+            self.timeline = sorted((item for stream in streams for item in stream),
+                                   key=lambda item: (item[1], rank[item[0]]))
+
+
+def prepare(data, epic: str = "", account: str = "backtest") -> Prepared:
+    """``data`` (bars of ``epic``, or epic -> bars) ready for many runs on ``account``."""
+    return data if isinstance(data, Prepared) else Prepared(data if isinstance(data, dict) else {epic: list(data)},
+                                                            account)
+
+
+BarData = Union[list, dict, Prepared]
 
 
 class Backtest:
     """Run one strategy over the bars in ``data``; ``run()`` returns the result.
 
-    ``data`` is a list of bars of ``config.epic`` or a dict epic -> list of bars (each
-    list of one time frame, in time order, as ``load_bars`` returns). The object is the
+    ``data`` is a list of bars of ``config.epic``, a dict epic -> list of bars (each
+    list of one time frame, in time order, as ``load_bars`` returns) or ``prepare(...)``
+    of them (for many runs over the same data; preparing is then not timed). The object is the
     strategy's link (``put``): requests queue and are answered in order after each
     callback, exactly one callback at a time.
     """
@@ -153,7 +187,9 @@ class Backtest:
                  progress: Optional[Callable[[int], None]] = None):
         config.check()
         self.strategy = strategy
-        self.data: dict[str, list[dict]] = dict(data) if isinstance(data, dict) else {config.epic: list(data)}
+        self._given = data
+        self.data: dict[str, list[dict]] = (data.data if isinstance(data, Prepared) else
+                                            dict(data) if isinstance(data, dict) else {config.epic: list(data)})
         if not self.data or not all(self.data.values()):
             raise ValueError("a backtest needs at least one bar of every instrument")
         self.config = config
@@ -188,11 +224,17 @@ class Backtest:
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> BacktestResult:
-        """Replay every bar; return orders, fills, trades, equity and metrics."""
+        """Replay every bar; return orders, fills, trades, equity and metrics (bars/s
+        counts the whole run: preparing the bars, unless given prepared, to the last
+        callback; not the figures computed after)."""
         cfg, strategy = self.config, self.strategy
-        timeline = self._timeline()
-        strategy.attach(self, [{"account": cfg.account, "state": "ready"}])
+        given = self._given
+        # Preparing is part of the run, unless it was done once beforehand for many runs.
         started, cpu_started = time.perf_counter(), time.process_time()
+        if not (isinstance(given, Prepared) and given.account == cfg.account):
+            given = Prepared(self.data, cfg.account)
+        timeline = given.timeline
+        strategy.attach(self, [{"account": cfg.account, "state": "ready"}])
         self._call(strategy.on_start)
         dates: list[int] = []
         equity: list[float] = []
@@ -205,20 +247,6 @@ class Backtest:
         result.cpu_s = cpu
         return result
 
-    def _timeline(self) -> list[tuple]:
-        """Every instrument's bars as ``(epic, end ms, market data message, subscriptions)``,
-        ordered by the time each bar ends (then by instrument, as given)."""
-        account = self.config.account
-        streams = []
-        for epic, bars in self.data.items():
-            span, subscriptions = self._base_span[epic], self._by_epic[epic]
-            streams.append([(epic, bar["date"] + span, {"type": E.MARKET_DATA, "v": 1, "account": account, **bar},
-                             subscriptions) for bar in bars])
-        if len(streams) == 1:
-            return streams[0]
-        rank = {epic: index for index, epic in enumerate(self.data)}
-        return sorted((item for stream in streams for item in stream), key=lambda item: (item[1], rank[item[0]]))
-
     def _replay(self, timeline: list[tuple], dates: list, equity: list, exposed: list) -> int:
         """The hot loop: match, mark, record equity, deliver; return the bars replayed.
 
@@ -228,7 +256,7 @@ class Backtest:
         """
         book, strategy, requests = self.book, self.strategy, self._requests
         positions, working, stops = book.positions, book.working, book.stops
-        last_close, last_time = self._last_close, self._last_time
+        last_close, last_time, by_epic = self._last_close, self._last_time, self._by_epic
         make_close = self._make_stop_close
         on_market_data = strategy.on_market_data
         append_date, append_equity, append_exposed = dates.append, equity.append, exposed.append
@@ -240,7 +268,7 @@ class Backtest:
         previous_end = None
         for begin in range(0, len(timeline), step):
             chunk = timeline[begin:begin + step]
-            for epic, end, msg, subscriptions in chunk:
+            for epic, end, msg in chunk:
                 if working or (epic in stops and _reaches_stops(stops[epic], positions[epic].qty, msg)):
                     events = book.on_bar(epic, msg, make_close)
                     if events:
@@ -263,7 +291,7 @@ class Backtest:
                     append_equity(value)
                     append_exposed(held)
                     previous_end = end
-                for subscription in subscriptions:
+                for subscription in by_epic[epic]:
                     if not subscription.active:
                         continue
                     if subscription.builder is None:
