@@ -22,6 +22,9 @@ from typing import Iterable
 
 from maotrade.bars import BarBuilder, make_bar
 from maotrade.errors import MAOTradeError
+from maotrade.messages import PROTOCOL_VERSION
+
+DEFAULT_ACCOUNT = "backtest"  # the account id a backtest's strategy sees unless told otherwise
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "data"
 SAMPLE_TIME_FRAME = 60
@@ -50,7 +53,8 @@ def sample_files() -> dict[str, Path]:
 
 
 def load_bars(paths: Iterable, epic: str, time_frame: int) -> list[dict]:
-    """Return the bars of every file in ``paths``, merged, as bars of ``time_frame`` seconds.
+    """Return the bars of every file in ``paths``, merged, as bars of ``time_frame`` seconds
+    (each also carries ``type``, ``v`` and ``account`` of the message a strategy receives).
 
     Raise ``DataError`` naming the file and row of the first bad value, or the date that
     appears twice.
@@ -69,14 +73,16 @@ def load_bars(paths: Iterable, epic: str, time_frame: int) -> list[dict]:
             raise DataError(f"two bars at {stamp} ({current[0]} ms): files overlap or repeat a row")
     span = int(time_frame) * 1000
     if all(r[0] % span == 0 for r in rows):
-        return [make_bar(epic, time_frame, *r) for r in rows]
-    builder = BarBuilder(epic, time_frame)
-    bars: list[dict] = []
-    for row in rows:
-        bars.extend(builder.update_bar(*row))
-    if builder.current is not None:
-        bars.append({**builder.current, "completed": True})
-    return bars
+        bars = [make_bar(epic, time_frame, *r) for r in rows]
+    else:
+        builder = BarBuilder(epic, time_frame)
+        bars = []
+        for row in rows:
+            bars.extend(builder.update_bar(*row))
+        if builder.current is not None:
+            bars.append({**builder.current, "completed": True})
+    # Shaped as the market data message a strategy gets, so a backtest need not copy them.
+    return [{"type": "market_data", "v": PROTOCOL_VERSION, "account": DEFAULT_ACCOUNT, **bar} for bar in bars]
 
 
 def _read(path: Path) -> list[tuple]:

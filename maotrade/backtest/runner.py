@@ -140,8 +140,9 @@ class _Subscription:
 class Prepared:
     """Bars made ready for replay, once for many runs (the optimiser's case): each bar as
     the market data message a strategy gets, and all instruments merged into one
-    timeline of ``(epic, end ms, message)`` ordered by the time each bar ends (ties in
-    the order the instruments were given). Messages are shared by the runs: strategies
+    timeline ordered by the time each bar ends (ties in the order the instruments were
+    given). Bars from ``load_bars`` already are such messages: one instrument costs nothing
+    to prepare. Messages are shared by the runs: strategies
     must treat bars as read-only, as they must live.
     """
 
@@ -152,16 +153,18 @@ class Prepared:
         self.account = account
         self.base_time_frame = {epic: int(bars[0]["time_frame"]) for epic, bars in self.data.items()}
         streams = []
-        for epic, bars in self.data.items():
-            span = self.base_time_frame[epic] * 1000
-            streams.append([(epic, bar["date"] + span, {"type": E.MARKET_DATA, "v": 1, "account": account, **bar})
-                            for bar in bars])
+        for bars in self.data.values():
+            if bars[0].get("type") == E.MARKET_DATA and bars[0].get("account") == account:
+                streams.append(bars)  # load_bars made them so: nothing to copy
+            else:
+                streams.append([{**bar, "type": E.MARKET_DATA, "v": 1, "account": account} for bar in bars])
         if len(streams) == 1:
             self.timeline = streams[0]
         else:
+            span = {epic: tf * 1000 for epic, tf in self.base_time_frame.items()}
             rank = {epic: index for index, epic in enumerate(self.data)}
-            self.timeline = sorted((item for stream in streams for item in stream),
-                                   key=lambda item: (item[1], rank[item[0]]))
+            self.timeline = sorted((bar for stream in streams for bar in stream),
+                                   key=lambda bar: (bar["date"] + span[bar["epic"]], rank[bar["epic"]]))
 
 
 def prepare(data, epic: str = "", account: str = "backtest") -> Prepared:
@@ -247,7 +250,7 @@ class Backtest:
         result.cpu_s = cpu
         return result
 
-    def _replay(self, timeline: list[tuple], dates: list, equity: list, exposed: list) -> int:
+    def _replay(self, timeline: list[dict], dates: list, equity: list, exposed: list) -> int:
         """The hot loop: match, mark, record equity, deliver; return the bars replayed.
 
         Written for speed (the benchmark's do-nothing strategy spends its time here):
@@ -257,6 +260,7 @@ class Backtest:
         book, strategy, requests = self.book, self.strategy, self._requests
         positions, working, stops = book.positions, book.working, book.stops
         last_close, last_time, by_epic = self._last_close, self._last_time, self._by_epic
+        base_span = self._base_span
         make_close = self._make_stop_close
         on_market_data = strategy.on_market_data
         append_date, append_equity, append_exposed = dates.append, equity.append, exposed.append
@@ -268,7 +272,8 @@ class Backtest:
         previous_end = None
         for begin in range(0, len(timeline), step):
             chunk = timeline[begin:begin + step]
-            for epic, end, msg in chunk:
+            for msg in chunk:
+                epic = msg["epic"]
                 if working or (epic in stops and _reaches_stops(stops[epic], positions[epic].qty, msg)):
                     events = book.on_bar(epic, msg, make_close)
                     if events:
@@ -284,6 +289,7 @@ class Backtest:
                     if position.qty:
                         held = True
                         value += (last_close[position_epic] - position.avg_price) * position.qty
+                end = msg["date"] + base_span[epic]
                 if end == previous_end:  # bars of several instruments ending together: one point
                     equity[-1], exposed[-1] = value, held or exposed[-1]
                 else:
@@ -297,7 +303,7 @@ class Backtest:
                     if subscription.builder is None:
                         out = msg
                     else:
-                        out = subscription.aggregate(msg, self._base_span[epic])
+                        out = subscription.aggregate(msg, base_span[epic])
                         if out is None:
                             continue
                     try:
