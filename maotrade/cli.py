@@ -271,7 +271,9 @@ def backtest(target, strategy_path, data_files, sample, epic, time_frame, initia
     bars/second. A strategy error prints its traceback and exits 1; parameters the
     strategy refuses exit 2. Example, with no download:
 
-    maotrade backtest --strategy maotrade.examples.ma_cross:MovingAverageCross --sample --epic EURUSD
+    \b
+    maotrade backtest --strategy maotrade.examples.ma_cross:MovingAverageCross \\
+        --sample --epic EURUSD
     """
     from maotrade.backtest import command
     from maotrade.backtest.runner import StrategyFailed
