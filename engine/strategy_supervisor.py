@@ -87,7 +87,11 @@ class StrategySupervisor:
                 self.echo(f"strategy {handle.name} restarted (pid {handle.process.pid}, restart {handle.restarts})")
             elif handle.state == "running" and not handle.process.is_alive():
                 handle.process.join(0)
-                self._died(handle, now)
+                if handle.process.exitcode == 0:  # it called stop(): its choice, not a failure
+                    handle.state = "stopped"
+                    self.echo(f"strategy {handle.name} stopped by itself")
+                else:
+                    self._died(handle, now)
         return bool(self.stop_reason)
 
     def _died(self, handle: StrategyHandle, now: float) -> None:

@@ -177,3 +177,19 @@ def test_quiet_and_verbose_consoles(tmp_path):
         assert re.search(r"^\d\d:\d\d:\d\d worker_started account=123", verbose.stderr(), re.M), verbose.stderr()
     finally:
         verbose.close()
+
+
+def test_a_strategy_that_stops_by_itself_is_not_restarted(tmp_path):
+    (tmp_path / "done.py").write_text(
+        "from maotrade.strategy import Strategy\n\n\nclass Done(Strategy):\n"
+        "    def on_start(self):\n        self.stop()\n")
+    engine = Engine(tmp_path, "--strategy", "done.py:Done", "--duration", "60")
+    try:
+        wait_until(lambda: "strategy Done-1 stopped by itself" in engine.stdout(), 60, interval=0.1,
+                   what="the strategy's own stop")
+        [strategy] = json.loads(run_cli("status", "--json", "--data-dir", str(engine.data)).stdout)["strategies"]
+        assert strategy["state"] == "stopped" and strategy["restarts"] == 0
+        assert run_cli("stop", "--data-dir", str(engine.data)).returncode == 0
+        assert engine.wait() == 0 and "restart" not in engine.stdout()
+    finally:
+        engine.close()
