@@ -274,10 +274,24 @@ class Backtest:
             chunk = timeline[begin:begin + step]
             for msg in chunk:
                 epic = msg["epic"]
-                if working or (epic in stops and _reaches_stops(stops[epic], positions[epic].qty, msg)):
+                if working:
                     events = book.on_bar(epic, msg, make_close)
                     if events:
                         self._publish(events)
+                elif epic in stops:
+                    # Most bars reach neither level: only those that do go to the book.
+                    levels = stops[epic]
+                    stop_loss, take_profit = levels.get("stop_loss"), levels.get("take_profit")
+                    if positions[epic].qty > 0:
+                        reached = ((stop_loss and msg["low"] <= stop_loss)
+                                   or (take_profit and msg["high"] >= take_profit))
+                    else:
+                        reached = ((stop_loss and msg["high"] >= stop_loss)
+                                   or (take_profit and msg["low"] <= take_profit))
+                    if reached:
+                        events = book.on_bar(epic, msg, make_close)
+                        if events:
+                            self._publish(events)
                 last_close[epic] = msg["close"]
                 last_time[epic] = msg["date"]
                 # Equity at this bar's close: cash plus open P&L of every position at its last close.
@@ -548,15 +562,6 @@ class Backtest:
         portfolio = self.book.portfolio(lambda epic: epic)
         self._guarded(self.strategy.dispatch, message(E.PORTFOLIO, account=self.config.account,
                                                       portfolio=portfolio, broker=portfolio))
-
-
-def _reaches_stops(levels: dict, position_qty: float, bar: dict) -> bool:
-    """Whether ``bar`` reaches the position's stop loss or take profit (the book then
-    decides how it fills); most bars reach neither and skip the book."""
-    stop_loss, take_profit = levels.get("stop_loss"), levels.get("take_profit")
-    if position_qty > 0:
-        return bool((stop_loss and bar["low"] <= stop_loss) or (take_profit and bar["high"] >= take_profit))
-    return bool((stop_loss and bar["high"] >= stop_loss) or (take_profit and bar["low"] <= take_profit))
 
 
 def _iso(ms: int) -> str:

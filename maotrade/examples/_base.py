@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from maotrade.strategy import Strategy
 
-DONE = ("FILLED", "REJECTED", "CANCELLED", "EXPIRED")
+DONE = frozenset({"FILLED", "REJECTED", "CANCELLED", "EXPIRED"})
 
 
 class PositionTracking(Strategy):
@@ -47,7 +47,9 @@ class PositionTracking(Strategy):
         epic = order.get("epic", "")
         fills = order.get("fills")
         if fills:
-            sign = 1 if order.get("qty", 0) > 0 else -1
-            self.positions[epic] = self.positions.get(epic, 0.0) + sign * sum(f["qty"] for f in fills)
+            traded = 0.0
+            for fill in fills:
+                traded += fill["qty"]
+            self.positions[epic] = self.positions.get(epic, 0.0) + (traded if order.get("qty", 0) > 0 else -traded)
         if order.get("status") in DONE and self._working.get(epic) == order.get("client_order_id"):
             self._working[epic] = ""

@@ -45,6 +45,7 @@ class MovingAverageCross(PositionTracking):
         state = self.averages.get(bar["epic"])
         if state is None or not bar["completed"]:
             return
+        # Written for speed: it runs on every bar of a backtest.
         close = bar["close"]
         closes = state.closes
         closes.append(close)
