@@ -8,7 +8,6 @@ the bracket's ``{parent}/SL`` / ``{parent}/TP`` child order) reads as what it is
 from __future__ import annotations
 
 import sys
-import time
 from typing import Optional, TextIO
 
 import logging

@@ -2,12 +2,12 @@
 commands on the sample data, strategies given as files, errors that stop the run, the
 files a run leaves, and a run repeated from its results.json."""
 import csv
+import gzip
 import json
 import re
+import subprocess
 
 from tests.engine_kit import ROOT, maotrade_cmd, run_cli
-
-import subprocess
 
 MA = "maotrade.examples.ma_cross:MovingAverageCross"
 
@@ -101,7 +101,7 @@ def test_a_strategy_found_as_a_file_in_the_current_directory_or_on_the_strategy_
 
 def test_results_json_records_the_run_and_rerun_repeats_it(tmp_path):
     data = tmp_path / "gbp.csv"
-    data.write_bytes(__import__("gzip").open(ROOT / "maotrade/examples/data/GBPUSD-1m.csv.gz").read())
+    data.write_bytes(gzip.open(ROOT / "maotrade/examples/data/GBPUSD-1m.csv.gz").read())
     first = tmp_path / "first"
     done = run_cli("backtest", "--strategy", MA, "--data", f"GBPUSD={data}", "--param", "fast=5",
                    "--commission", "0.0001", "--out", str(first), "--no-html", "--no-chart")
