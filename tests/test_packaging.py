@@ -77,3 +77,13 @@ def test_the_readme_backtest_and_new_strategy_from_a_plain_install(installed):
     done = run(installed, "backtest", "--strategy", "breakout_one.py:BreakoutOne", "--sample", "--epic", "GBPUSD",
                "--no-html", "--no-chart")
     assert done.returncode == 0, done.stderr
+
+
+def test_what_a_backtest_imports_is_a_core_dependency(installed):
+    """The README's install (no extras) must carry the progress bar, the charts and Parquet."""
+    home, env_dir = installed
+    requires = subprocess.run([str(env_dir / "bin" / "python"), "-c", "import importlib.metadata as m; "
+                               "print('\\n'.join(r for r in m.requires('maotrade') if 'extra ==' not in r))"],
+                              capture_output=True, text=True, cwd=home, check=True).stdout.split("\n")
+    core = {line.split(">")[0].split("=")[0].split("<")[0].strip().lower() for line in requires if line.strip()}
+    assert {"tqdm", "matplotlib", "pyarrow", "plotly", "numpy"} <= core, core
