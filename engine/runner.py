@@ -112,7 +112,8 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
           show_bars: bool = True, heartbeat_timeout: float = 15.0, listen: Optional[str] = None,
           durability: str = "normal", echo: Callable[[str], None] = print,
           risk_config: Optional[Path] = None, api_port: Optional[int] = None, api_host: str = "127.0.0.1",
-          verbosity: int = 0, on_strategy_failure: str = "restart", strategy_path: tuple = ()) -> int:
+          unknown_timeout: float = 60.0, verbosity: int = 0, on_strategy_failure: str = "restart",
+          strategy_path: tuple = ()) -> int:
     """Run the engine until Ctrl-C, SIGTERM, ``maotrade stop`` or ``duration`` seconds.
 
     ``risk_config`` is the risk settings file (default conf/risk.json); ``api_port``
@@ -162,7 +163,7 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
                     heartbeat_timeout=heartbeat_timeout, tcp_address=listen,
                     journal_durability=durability,
                     on_event=ConsolePrinter(show_bars=show_bars and verbosity >= 0, quiet=verbosity < 0),
-                    risk_settings=risk_settings)
+                    risk_settings=risk_settings, unknown_timeout=unknown_timeout)
     api = None
     stop_signals = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
     supervisor = StrategySupervisor(process_context(), run_strategy_process, run_dir, on_strategy_failure, echo)

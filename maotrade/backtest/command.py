@@ -3,8 +3,9 @@ a plain dict (the *spec*), so that results.json can record it and ``--rerun`` ca
 again exactly.
 
 A spec: ``strategy`` (target), ``strategy_path`` (list), ``data`` (list of ``{epic,
-path}``), ``time_frame``, ``params``, and the ``BacktestConfig`` settings
-(``initial_balance``, ``commission``, ``slippage``, ``account``, ``keep_going``).
+path}`` for files, ``{epic, store, account}`` for the history store), ``timerange``,
+``time_frame``, ``params``, and the ``BacktestConfig`` settings (``initial_balance``,
+``commission``, ``slippage``, ``account``, ``keep_going``).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Callable, Optional
 from maotrade import __version__
 from maotrade.backtest.data import DataError, file_digest, load_bars, sample_files
 from maotrade.backtest.runner import Backtest, BacktestConfig, BacktestResult, StrategyFailed
+from maotrade.backtest.store import load_stored_bars, parse_timerange, select_timerange
 from maotrade.errors import MAOTradeError
 from maotrade.strategy_loader import load_strategy, resolve_target
 
@@ -29,8 +31,10 @@ class BadParameters(MAOTradeError, ValueError):
     """The strategy refused its parameters (a ``ValueError``/``TypeError`` at start)."""
 
 
-def data_sources(items: list[str], default_epic: Optional[str], sample: bool) -> list[dict]:
-    """``--data [EPIC=]FILE`` items (and the sample files) as ``{epic, path}`` entries."""
+def data_sources(items: list[str], default_epic: Optional[str], sample: bool, history_root=None,
+                 history_account: Optional[str] = None) -> list[dict]:
+    """``--data [EPIC=]FILE`` items (and the sample files) as ``{epic, path}`` entries; with
+    neither, ``default_epic`` from the history store under ``history_root``."""
     sources = []
     for item in items:
         epic, sep, path = item.partition("=")
@@ -46,8 +50,11 @@ def data_sources(items: list[str], default_epic: Optional[str], sample: bool) ->
             if epic not in shipped:
                 raise DataError(f"the sample data has {', '.join(shipped)}, not {epic}")
             sources.append({"epic": epic, "path": str(shipped[epic])})
+    if not sources and default_epic and history_root is not None:
+        sources.append({"epic": default_epic, "store": str(history_root), "account": history_account})
     if not sources:
-        raise DataError("no data: give --data FILE (or EPIC=FILE, repeatable) or --sample")
+        raise DataError("no data: give --data FILE (or EPIC=FILE, repeatable), --sample, or --epic to read "
+                        "the history store")
     return sources
 
 
@@ -61,20 +68,34 @@ def strategy_params(spec: dict, epics: list[str]) -> dict:
 
 
 def load_data(spec: dict) -> dict[str, list[dict]]:
-    """Bars per instrument, files of one instrument merged."""
+    """Bars per instrument (files of one instrument merged), within ``timerange``."""
+    start, end = parse_timerange(spec.get("timerange"))
     files: dict[str, list[str]] = {}
+    data: dict[str, list[dict]] = {}
     for source in spec["data"]:
-        files.setdefault(source["epic"], []).append(source["path"])
-    return {epic: load_bars(paths, epic, spec["time_frame"]) for epic, paths in files.items()}
+        if "store" in source:
+            data[source["epic"]] = load_stored_bars(Path(source["store"]), source["epic"], spec["time_frame"],
+                                                    start, end, account=source.get("account"))
+        else:
+            files.setdefault(source["epic"], []).append(source["path"])
+    for epic, paths in files.items():
+        bars = select_timerange(load_bars(paths, epic, spec["time_frame"]), start, end)
+        if not bars:
+            raise DataError(f"no bars of {epic} in the time range {spec.get('timerange')}")
+        data[epic] = bars
+    return data
 
 
-def run_info(spec: dict, cls: type, params: dict) -> dict:
+def run_info(spec: dict, cls: type, params: dict, bars: dict) -> dict:
     """What results.json records to make the run reproducible."""
     strategy = {"target": spec["strategy"], "class": f"{cls.__module__}:{cls.__qualname__}"}
     source = getattr(sys.modules.get(cls.__module__), "__file__", None)
     if source:
         strategy.update(file=source, sha256=file_digest(source))
+    # Files by their hash; the history store by what was read from it (it grows with downloads).
     data = [{**source, "sha256": file_digest(source["path"]), "bytes": Path(source["path"]).stat().st_size}
+            if "path" in source else {**source, "bars": len(bars.get(source["epic"], [])),
+                                      "first": bars[source["epic"]][0]["date"], "last": bars[source["epic"]][-1]["date"]}
             for source in spec["data"]]
     return {"maotrade_version": __version__, "python": sys.version.split()[0], "strategy": strategy,
             "params": params, "data": data, "run": spec,
@@ -87,6 +108,8 @@ def check_rerun(results: dict) -> dict:
     if not isinstance(spec, dict):
         raise DataError("this results.json has no 'run' section (written by an older version?)")
     for source in results.get("data", []):
+        if "path" not in source:
+            continue  # the history store: the same time range reads the same bars
         path = Path(source["path"])
         if not path.exists():
             raise DataError(f"data file {path} of the earlier run is gone")
@@ -123,7 +146,7 @@ def execute(spec: dict, show_progress: bool) -> tuple[BacktestResult, dict]:
         if exc.where == "on_start" and isinstance(exc.__cause__, PARAMETER_ERRORS):
             raise BadParameters(f"strategy {cls.__name__} refused its parameters: {exc.__cause__}") from None
         raise
-    return result, run_info(spec, cls, params)
+    return result, run_info(spec, cls, params, data)
 
 
 def _run(strategy, data, config, progress: bool, total: int) -> BacktestResult:
