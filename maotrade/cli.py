@@ -584,6 +584,20 @@ def _history_root(data_dir):
     return _data_dir(data_dir) / "history"
 
 
+def _backtest_bars(data_files, epic, time_frame, timerange, data_account, data_dir) -> list[dict]:
+    """The bars a backtest replays: from ``data_files``, or from the history store."""
+    from maotrade.backtest import load_bars
+    from maotrade.backtest.store import load_stored_bars, parse_timerange, select_timerange
+
+    start, end = parse_timerange(timerange)
+    if data_files:
+        bars = select_timerange(load_bars(data_files, epic, time_frame), start, end)
+        if not bars:
+            raise MAOTradeError(f"no bars in the time range {timerange}")
+        return bars
+    return load_stored_bars(_history_root(data_dir), epic, time_frame, start, end, account=data_account)
+
+
 @main.command(context_settings=CONTEXT)
 @click.option("--account", required=True, metavar="ID", help="Account whose broker supplies the history "
                                                              "(the engine must be running it).")

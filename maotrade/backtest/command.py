@@ -81,7 +81,7 @@ def load_data(spec: dict) -> dict[str, list[dict]]:
     for epic, paths in files.items():
         bars = select_timerange(load_bars(paths, epic, spec["time_frame"]), start, end)
         if not bars:
-            raise DataError(f"no bars of {epic} in the time range {spec.get('timerange')}")
+            raise DataError(f"no bars in the time range {spec.get('timerange')} for {epic}")
         data[epic] = bars
     return data
 

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
 from maotrade.backtest import metrics
-from maotrade.backtest.trades import EXIT_END, EXIT_SIGNAL, Trade, build_trades
+from maotrade.backtest.trades import EXIT_END, EXIT_SIGNAL, EXIT_STOP_LOSS, EXIT_TAKE_PROFIT, Trade, build_trades
 from maotrade.bars import BarBuilder
 from maotrade.errors import InvalidOrder, MAOTradeError
 from maotrade.matching import Event, PaperBook, Quote
 from maotrade.messages import ClientToEngine as C, EngineToClient as E, message
-from maotrade.order import (BaseOrder, Fill, Leg, OrderAction, OrderSource, OrderStatus, OrderType,
+from maotrade.order import (BaseOrder, split_child_id, Fill, Leg, OrderAction, OrderSource, OrderStatus, OrderType,
                             TimeInForce, bracket_legs, child_id, leg_name, new_client_order_id,
                             restate_legs)
 from maotrade.strategy import Strategy
@@ -605,9 +605,13 @@ def _iso(ms: int) -> str:
 
 
 def _exit_reason(order: BaseOrder) -> str:
-    """Why a fill of ``order`` closed a position: the broker's stop loss / take profit, or
-    the strategy's own decision (a signal)."""
-    if order.source == "broker" and order.reason:
+    """Why a fill of ``order`` closed a position: a bracket leg (stop loss / take profit,
+    ``{parent}/SL`` or ``/TP``, or a close the book made without a known parent), or the
+    strategy's own decision (a signal)."""
+    _, leg = split_child_id(order.client_order_id)
+    if leg:
+        return EXIT_STOP_LOSS if leg == Leg.STOP_LOSS else EXIT_TAKE_PROFIT
+    if order.source != OrderSource.STRATEGY and order.reason in (EXIT_STOP_LOSS, EXIT_TAKE_PROFIT):
         return order.reason
     return EXIT_SIGNAL
 
