@@ -149,8 +149,8 @@ def test_the_demo_stop_loss_reads_as_one_and_every_console_line_has_one_format(t
     engine = Engine(tmp_path, "--param", "fast=1", "--param", "slow=2", "--duration", "90",
                     env={"MAOTRADE_CONF_DIR": str(conf)})
     try:
-        wait_until(lambda: re.search(r"EURUSD (stop loss|take profit) hit: the broker closed the position",
-                                     engine.stdout()), 80, interval=0.2, what="a bracket close")
+        closed = re.compile(r"EURUSD (stop loss|take profit)( of order \S+)? hit: the broker closed the position")
+        wait_until(lambda: closed.search(engine.stdout()), 80, interval=0.2, what="a bracket close")
         assert run_cli("stop", "--data-dir", str(engine.data)).returncode == 0
         assert engine.wait() == 0
         out, err = engine.stdout(), engine.stderr()
