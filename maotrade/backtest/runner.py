@@ -205,6 +205,7 @@ class Backtest:
                               margin_rate=config.margin_rate, account=config.account,
                               bar_epics=set(self.data), slippage=config.slippage)
         self.orders: dict[str, BaseOrder] = {}
+        self._legs: dict[str, dict[str, BaseOrder]] = {}  # epic -> legs that may still work
         self.fills: list[tuple[BaseOrder, Fill]] = []
         self.subscriptions: dict[tuple, _Subscription] = {}
         self._by_epic: dict[str, list[_Subscription]] = {epic: [] for epic in self.data}
@@ -447,10 +448,17 @@ class Backtest:
                 self._end_legs(order.client_order_id, f"parent {order.status.lower()}")
             position = self.book.positions.get(order.epicBroker or order.epic)
             if event.fill is not None and (position is None or position.is_flat):
-                for other in list(self.orders.values()):
-                    if other.is_leg and not other.is_done and other.epic == order.epic:
+                legs = self._legs.get(order.epic, {})
+                for other in list(legs.values()):
+                    if not other.is_done:
                         other.set_cancelled("position closed")
                         self._notify(other)
+                    legs.pop(other.client_order_id, None)  # done: no longer looked at
+
+    def _add_leg(self, leg: BaseOrder) -> None:
+        """Record a bracket leg, and index it by instrument while it may still work."""
+        self.orders[leg.client_order_id] = leg
+        self._legs.setdefault(leg.epic, {})[leg.client_order_id] = leg
 
     def _end_legs(self, parent_id: str, reason: str) -> None:
         for leg in Leg.ALL:
@@ -527,7 +535,7 @@ class Backtest:
         order.epicBroker = order.epic
         if action == OrderAction.OPEN:
             for leg in bracket_legs(order):
-                self.orders[leg.client_order_id] = leg
+                self._add_leg(leg)
         self._notify(order)  # the engine's acknowledgement (NEW)
         self._mark(order.epic)
         try:
@@ -583,7 +591,7 @@ class Backtest:
                     if child_id(order.client_order_id, leg) in self.orders}
         new, changed = restate_legs(order, existing)
         for leg in new:
-            self.orders[leg.client_order_id] = leg
+            self._add_leg(leg)
         self._notify(order, request=C.ORDER_STOP)
         for leg in new + changed:
             self._notify(leg)
