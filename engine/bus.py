@@ -24,7 +24,7 @@ import zmq
 
 from maotrade.errors import ProtocolError
 from maotrade.messages import pack_batch, unpack_batch
-from maotrade.queues import ZMQ_EVENTS, ZMQ_POLLIN, MessageQueue
+from maotrade.queues import ZMQ_EVENTS, ZMQ_POLLIN, MessageQueue, limit_frame_size
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class EngineBus:
         self.router.bind(self.client_address)
         # XPUB, not PUB: it tells us whether anyone listens, so an unobserved engine
         # never spends time packing events.
-        self.pub = self.ctx.socket(zmq.XPUB)
+        self.pub = limit_frame_size(self.ctx.socket(zmq.XPUB))
         self.pub.setsockopt(zmq.SNDHWM, PUB_HWM)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub_address = pub_address or f"ipc://{self.run_dir}/engine.pub"
@@ -151,7 +151,7 @@ class EngineBus:
         self.malformed_client_frames = 0
 
     def _make_router(self) -> zmq.Socket:
-        router = self.ctx.socket(zmq.ROUTER)
+        router = limit_frame_size(self.ctx.socket(zmq.ROUTER))
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.setsockopt(zmq.SNDHWM, CLIENT_HWM)
         router.setsockopt(zmq.RCVHWM, CLIENT_HWM)

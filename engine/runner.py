@@ -24,7 +24,7 @@ from engine.risk import load_settings as load_risk_settings
 from engine.strategy_host import run_strategy_process
 from engine.supervisor import process_context
 from maotrade.errors import ConfigError
-from maotrade.log import RedactingFormatter, register_secret
+from maotrade.log import RedactingFormatter, WarningRateLimit, register_secret
 from maotrade.secrets import MASTER_KEY_ENV, SecretBox, load_or_create_key, secret_values
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,11 @@ def setup_file_logging(data_dir: Path, level: str) -> Path:
     formatter = RedactingFormatter("%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s")
     file_handler = RotatingFileHandler(path, maxBytes=20_000_000, backupCount=3)
     file_handler.setFormatter(formatter)
+    file_handler.addFilter(WarningRateLimit())
     file_handler.setLevel(getattr(logging, level.upper(), logging.INFO))
     stderr = logging.StreamHandler()
     stderr.setFormatter(formatter)
+    stderr.addFilter(WarningRateLimit())
     stderr.setLevel(logging.WARNING)
     root.addHandler(file_handler)
     root.addHandler(stderr)

@@ -1,32 +1,81 @@
 """Structured logging: one line per event, ``key=value`` pairs, secrets redacted.
 
 Call sites log ``"event=name key=value ..."``; ``setup_logging`` adds the time, level
-and process, and ``register_secret`` makes a value disappear from every later line.
+and process, and ``register_secret`` makes a value disappear from every later line,
+in every form it is commonly written in (raw, repr, JSON, URL-encoded). Warnings of
+one kind are rate limited, so a flood of hostile input cannot wash the log away.
 """
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
-from typing import Optional
+import time
+import urllib.parse
+from typing import Any, Optional
 
+REDACTED = "***"
+# A secret shorter than this cannot be told apart from ordinary text; the registry
+# refuses such secrets at registration instead (engine/admin/store.py).
+MIN_SECRET_LENGTH = 3
 _secrets: set[str] = set()
+_secret_bytes: tuple[bytes, ...] = ()
 _lock = threading.Lock()
 
 
-def register_secret(value: str) -> None:
-    """Never let ``value`` appear in a log line from now on."""
-    if value and len(value) >= 4:
-        with _lock:
-            _secrets.add(value)
+def encoded_forms(value: str) -> set[str]:
+    """The ways ``value`` shows up in text: raw, inside a repr, JSON (both escapings), URL-encoded."""
+    forms = {value, repr(value)[1:-1], json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
+             urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value), urllib.parse.quote(value)}
+    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+
+
+def register_secret(value: Any) -> None:
+    """Never let ``value`` (in any of its ``encoded_forms``) appear in a log line or message."""
+    global _secret_bytes
+    if value is None or isinstance(value, bool):
+        return
+    value = str(value)
+    if len(value) < MIN_SECRET_LENGTH:
+        return
+    with _lock:
+        # Longest first, so a secret that contains another is replaced whole.
+        _secrets.update(encoded_forms(value))
+        _secret_bytes = tuple(sorted((s.encode() for s in _secrets), key=len, reverse=True))
+
+
+def has_secrets() -> bool:
+    """True once any secret is registered."""
+    return bool(_secret_bytes)
+
+
+def mentions_secret(data: bytes) -> bool:
+    """True if ``data`` (an encoded frame, UTF-8 text) holds any registered secret form."""
+    return any(secret in data for secret in _secret_bytes)
 
 
 def redact_text(text: str) -> str:
     """Return ``text`` with every registered secret replaced by ``***``."""
-    for secret in tuple(_secrets):
+    for secret in sorted(_secrets, key=len, reverse=True):
         if secret in text:
-            text = text.replace(secret, "***")
+            text = text.replace(secret, REDACTED)
     return text
+
+
+def redact_value(value: Any, depth: int = 0) -> Any:
+    """Return ``value`` with every string (keys and values, at any depth) passed through ``redact_text``."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if depth > 64:
+        return REDACTED  # deeper than any message we make: nothing worth keeping
+    if isinstance(value, dict):
+        return {redact_value(k, depth + 1): redact_value(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(v, depth + 1) for v in value]
+    if isinstance(value, bytes):
+        return redact_text(value.decode("utf-8", "replace")).encode() if mentions_secret(value) else value
+    return value
 
 
 class RedactingFormatter(logging.Formatter):
@@ -34,6 +83,35 @@ class RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return redact_text(super().format(record)).replace("\n", " | ")
+
+
+class WarningRateLimit(logging.Filter):
+    """Let through at most ``burst`` warnings of one kind (same call site and template) per
+    ``period`` seconds; the next one let through says how many were suppressed."""
+
+    def __init__(self, burst: int = 20, period: float = 10.0):
+        super().__init__()
+        self.burst, self.period = burst, period
+        self._windows: dict[tuple, list] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or record.levelno >= logging.CRITICAL:
+            return True
+        key = (record.name, record.msg if isinstance(record.msg, str) else type(record.msg).__name__)
+        now = time.monotonic()
+        with self._lock:
+            window = self._windows.get(key)
+            if window is None or now - window[0] >= self.period:
+                suppressed = window[2] if window else 0
+                window = self._windows[key] = [now, 0, 0]
+                if suppressed:
+                    record.msg = f"{record.msg} suppressed_similar={suppressed}"
+            window[1] += 1
+            if window[1] > self.burst:
+                window[2] += 1
+                return False
+        return True
 
 
 FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s"
@@ -48,9 +126,11 @@ def setup_logging(level: str = "INFO", stream=None, log_file: Optional[str] = No
         root.removeHandler(old)
     console = logging.StreamHandler(stream or sys.stderr)
     console.setFormatter(RedactingFormatter(FORMAT))
+    console.addFilter(WarningRateLimit())
     if log_file:
         handler = logging.FileHandler(log_file)
         handler.setFormatter(RedactingFormatter(FORMAT))
+        handler.addFilter(WarningRateLimit())
         root.addHandler(handler)
         console.setLevel(logging.WARNING)
     root.addHandler(console)

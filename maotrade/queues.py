@@ -14,7 +14,7 @@ from typing import Optional
 import zmq
 
 from maotrade.errors import ProtocolError
-from maotrade.messages import pack_batch, unpack_batch
+from maotrade.messages import MAX_FRAME_BYTES, pack_batch, unpack_batch
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,12 @@ ZERO_COPY_MIN = 64 * 1024
 # Plain ints: pyzmq's enum wrappers cost more than the call itself on the hot path.
 ZMQ_EVENTS = int(zmq.EVENTS)
 ZMQ_POLLIN = int(zmq.POLLIN)
+
+
+def limit_frame_size(sock: zmq.Socket) -> zmq.Socket:
+    """Make libzmq drop a peer that sends a frame over ``MAX_FRAME_BYTES`` before buffering it."""
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+    return sock
 
 
 class MessageQueue:
@@ -42,6 +48,7 @@ class MessageQueue:
     def sender(cls, ctx: zmq.Context, address: str, bind: bool = False, name: str = "") -> "MessageQueue":
         """Open the sending end (PUSH) at ``address``."""
         sock = ctx.socket(zmq.PUSH)
+        limit_frame_size(sock)
         sock.setsockopt(zmq.SNDHWM, DEFAULT_HWM)
         sock.setsockopt(zmq.LINGER, 2000)
         (sock.bind if bind else sock.connect)(address)
@@ -51,6 +58,7 @@ class MessageQueue:
     def receiver(cls, ctx: zmq.Context, address: str, bind: bool = True, name: str = "") -> "MessageQueue":
         """Open the receiving end (PULL) at ``address``."""
         sock = ctx.socket(zmq.PULL)
+        limit_frame_size(sock)
         sock.setsockopt(zmq.RCVHWM, DEFAULT_HWM)
         sock.setsockopt(zmq.LINGER, 0)
         (sock.bind if bind else sock.connect)(address)
