@@ -23,6 +23,7 @@ from typing import Iterable, Optional
 import zmq
 
 from maotrade.errors import ProtocolError
+from maotrade.log import redact_messages
 from maotrade.messages import pack_batch, unpack_batch
 from maotrade.queues import ZMQ_EVENTS, ZMQ_POLLIN, MessageQueue, limit_frame_size
 
@@ -37,6 +38,7 @@ MAX_FRAME_MESSAGES = 2000
 MAX_QUEUED_BARS = 200_000
 PUB_HWM = 100_000
 MARKET_DATA = "market_data"
+UNSCRUBBED = frozenset({MARKET_DATA, "heartbeat"})
 
 
 class ClientSession:
@@ -119,7 +121,11 @@ class EngineBus:
         self.run_dir = Path(run_dir)
         self.ctx = zmq.Context()
         self.worker_out_address = f"ipc://{self.run_dir}/workers.out"
-        self.from_workers = MessageQueue.receiver(self.ctx, self.worker_out_address, bind=True, name="workers")
+        # The second redaction point (workers scrub what they send): nothing a worker says
+        # is journaled, published or answered before every string in it is redacted. Bars
+        # carry only numbers and instrument codes, and are the hot path.
+        self.from_workers = MessageQueue.receiver(self.ctx, self.worker_out_address, bind=True, name="workers",
+                                                  scrub=lambda batch: redact_messages(batch, UNSCRUBBED))
         self.to_workers: dict[str, MessageQueue] = {}
         self.router = self._make_router()
         self.client_address = client_address or f"ipc://{self.run_dir}/engine.router"

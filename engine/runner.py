@@ -13,19 +13,19 @@ from typing import Callable, Optional
 
 import psutil
 
-from engine.admin.server import EmbeddedAdminServer, load_or_create_token, open_registry
+from engine.admin.server import EmbeddedAdminServer, load_or_create_read_token, load_or_create_token, open_registry
 from engine.api.server import ApiServer
-from engine.config_client import ConfigClient, decrypted_config
+from engine.config_client import ConfigClient, check_fingerprint, decrypted_config, load_config_token
 from engine.console import ConsolePrinter
 from engine.core import Engine
-from engine.loader import load_broker_class, load_strategy_class
+from engine.loader import ALLOW_ENV, allowed_broker_classes, load_broker_class, load_strategy_class
 from engine.paths import conf_dir, engine_file, make_run_dir
 from engine.risk import load_settings as load_risk_settings
 from engine.strategy_host import run_strategy_process
 from engine.supervisor import process_context
 from maotrade.errors import ConfigError
-from maotrade.log import RedactingFormatter, WarningRateLimit, register_secret
-from maotrade.secrets import MASTER_KEY_ENV, SecretBox, load_or_create_key, secret_values
+from maotrade.log import RedactingFormatter, WarningRateLimit
+from maotrade.secrets import MASTER_KEY_ENV, SecretBox, load_or_create_key
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +53,17 @@ def master_box(data_dir: Path) -> Optional[SecretBox]:
     return None
 
 
-def fetch_documents(client: ConfigClient, accounts: list[str], box: Optional[SecretBox]) -> list[dict]:
-    """Fetch, validate and decrypt every account document; check each broker class loads."""
+def fetch_documents(client: ConfigClient, accounts: list[str], box: Optional[SecretBox],
+                    data_dir: Optional[Path] = None) -> list[dict]:
+    """Fetch, validate and decrypt every account document; check each broker class is
+    allowed (before anything is imported) and loads; log each account's fingerprint."""
     documents = []
     for account in accounts:
         document = client.fetch(account)
-        config = decrypted_config(document, box)
-        for value in secret_values(config["accountConfig"]):
-            register_secret(value)
         load_broker_class(document.brokerClass)
+        config = decrypted_config(document, box)
+        if data_dir is not None:
+            check_fingerprint(config, data_dir)
         documents.append(config)
     return documents
 
@@ -110,13 +112,18 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
           no_demo: bool = False, duration: Optional[float] = None, log_level: str = "INFO",
           show_bars: bool = True, heartbeat_timeout: float = 15.0, listen: Optional[str] = None,
           durability: str = "normal", echo: Callable[[str], None] = print,
-          risk_config: Optional[Path] = None, api_port: Optional[int] = None, api_host: str = "127.0.0.1") -> int:
+          risk_config: Optional[Path] = None, api_port: Optional[int] = None, api_host: str = "127.0.0.1",
+          allow_broker_classes: tuple = (), config_ca_file: Optional[str] = None,
+          trusted_proxies: tuple = ()) -> int:
     """Run the engine until Ctrl-C, SIGTERM, ``maotrade stop`` or ``duration`` seconds.
 
     ``risk_config`` is the risk settings file (default conf/risk.json); ``api_port``
     serves the engine's REST API and webhooks on ``api_host``.
     """
     check_not_running(data_dir)
+    if allow_broker_classes:
+        # Workers are started from this process and check the same list.
+        os.environ[ALLOW_ENV] = ",".join(allowed_broker_classes(allow_broker_classes))
     if risk_config is not None and not Path(risk_config).exists():
         raise ConfigError(f"risk settings file {risk_config} does not exist")
     risk_settings = load_risk_settings(Path(risk_config) if risk_config else conf_dir() / RISK_SETTINGS)
@@ -124,14 +131,17 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
     server = None
     if config_url is None:
         seed_if_empty(data_dir, echo)
-        server = EmbeddedAdminServer(open_registry(data_dir), load_or_create_token(data_dir)).start()
+        read_token = load_or_create_read_token(data_dir)
+        server = EmbeddedAdminServer(open_registry(data_dir), load_or_create_token(data_dir),
+                                     read_token=read_token).start()
         config_url = server.url
         echo(f"config service: embedded at {config_url} (registry in {data_dir})")
     else:
+        read_token = load_config_token(data_dir)
         echo(f"config service: {config_url}")
-    client = ConfigClient(config_url)
+    client = ConfigClient(config_url, token=read_token, ca_file=config_ca_file)
     try:
-        documents = fetch_documents(client, accounts, master_box(data_dir))
+        documents = fetch_documents(client, accounts, master_box(data_dir), data_dir)
     except BaseException:
         if server is not None:
             server.stop()
@@ -155,7 +165,8 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
     try:
         engine.start()
         if api_port is not None:
-            api = ApiServer(engine.bus.client_address, data_dir, documents, host=api_host, port=api_port).start()
+            api = ApiServer(engine.bus.client_address, data_dir, documents, host=api_host, port=api_port,
+                            trusted_proxies=list(trusted_proxies)).start()
             echo(f"engine API on {api.url} (token in {data_dir / 'api.token'} or MAOTRADE_API_TOKEN)")
         engine_file(data_dir).write_text(json.dumps({
             "pid": os.getpid(), "client_address": engine.bus.client_address,

@@ -6,6 +6,7 @@ into ``engine/``; it does so inside each command, never at import time.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Optional
@@ -73,9 +74,17 @@ def main() -> None:
               help="Serve the engine's REST API and webhooks on this port (token: MAOTRADE_API_TOKEN "
                    "or api.token in the data dir).")
 @click.option("--api-host", default="127.0.0.1", show_default=True, help="Address the REST API listens on.")
+@click.option("--trusted-proxy", "trusted_proxies", multiple=True, metavar="ADDRESS",
+              help="A reverse proxy whose X-Forwarded-For names the client (repeatable; default none).")
+@click.option("--allow-broker-class", "allow_broker_classes", multiple=True, metavar="PATH",
+              help="Also allow this brokerClass (package.module.Class, or package.module.* ; repeatable) "
+                   "[env MAOTRADE_ALLOW_BROKER_CLASS]; the brokers under account_managers/ always are.")
+@click.option("--config-ca-file", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+              help="CA certificate the config service's TLS certificate must chain to.")
 @data_dir_option
 def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, listen, durability,
-          heartbeat_timeout, log_level, risk_config, api_port, api_host, data_dir) -> None:
+          heartbeat_timeout, log_level, risk_config, api_port, api_host, trusted_proxies, allow_broker_classes,
+          config_ca_file, data_dir) -> None:
     """Run the engine for one or more accounts until Ctrl-C, SIGTERM or `maotrade stop`."""
     from pathlib import Path
 
@@ -87,7 +96,8 @@ def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, 
                    log_level=log_level, show_bars=not no_bars, heartbeat_timeout=heartbeat_timeout, listen=listen,
                    durability=durability, echo=click.echo,
                    risk_config=Path(risk_config) if risk_config else None, api_port=api_port,
-                   api_host=api_host)
+                   api_host=api_host, trusted_proxies=tuple(trusted_proxies),
+                   allow_broker_classes=tuple(allow_broker_classes), config_ca_file=config_ca_file)
     except MAOTradeError as exc:
         _fail(exc)
     sys.exit(code)
@@ -511,24 +521,75 @@ def admin() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8700, show_default=True, help="Port to listen on.")
 @click.option("--seed-demo", is_flag=True, help="Seed an empty registry with the demo account 123.")
+@click.option("--ssl-certfile", type=click.Path(dir_okay=False), metavar="FILE", help="TLS certificate (PEM).")
+@click.option("--ssl-keyfile", type=click.Path(dir_okay=False), metavar="FILE", help="TLS private key (PEM).")
+@click.option("--insecure", is_flag=True,
+              help="Allow plain HTTP on a non-loopback address (only behind a TLS proxy or on a private network).")
+@click.option("--server-name", "server_names", multiple=True, metavar="HOST",
+              help="Host name clients use to reach this service (repeatable; checked against Host headers).")
+@click.option("--allow-broker-class", "allow_broker_classes", multiple=True, metavar="PATH",
+              help="Also accept this brokerClass at registration (package.module.Class or package.module.*).")
 @data_dir_option
-def serve(host, port, seed_demo, data_dir) -> None:
-    """Run the admin/config REST service (writes need the admin token)."""
-    from engine.admin.server import load_or_create_token, open_registry, serve_forever
+def serve(host, port, seed_demo, ssl_certfile, ssl_keyfile, insecure, server_names, allow_broker_classes,
+          data_dir) -> None:
+    """Run the admin/config REST service: reads need the read or admin token, writes the admin token."""
+    from engine.admin.server import (check_bind, load_or_create_read_token, load_or_create_token, open_registry,
+                                     serve_forever)
+    from engine.loader import ALLOW_ENV, allowed_broker_classes
     from engine.runner import seed_if_empty
 
     path = _data_dir(data_dir)
-    if seed_demo:
-        seed_if_empty(path, click.echo)
-    token = load_or_create_token(path)
-    click.echo(f"admin service on http://{host}:{port} (registry in {path}; admin token in "
-               f"{path / 'admin.token'} or MAOTRADE_ADMIN_TOKEN)")
-    serve_forever(open_registry(path), token, host, port)
+    try:
+        check_bind(host, ssl_certfile, ssl_keyfile, insecure)
+        if allow_broker_classes:
+            os.environ[ALLOW_ENV] = ",".join(allowed_broker_classes(allow_broker_classes))
+        if seed_demo:
+            seed_if_empty(path, click.echo)
+        token = load_or_create_token(path)
+        read_token = load_or_create_read_token(path)
+        registry = open_registry(path)
+    except MAOTradeError as exc:
+        _fail(exc)
+    scheme = "https" if ssl_certfile else "http"
+    click.echo(f"admin service on {scheme}://{host}:{port} (registry in {path}; admin token in "
+               f"{path / 'admin.token'} or MAOTRADE_ADMIN_TOKEN; engines' read token in "
+               f"{path / 'config.token'} or MAOTRADE_CONFIG_TOKEN)")
+    serve_forever(registry, token, host, port, read_token, ssl_certfile, ssl_keyfile, insecure,
+                  tuple(server_names))
 
 
 def _registry(data_dir):
     from engine.admin.server import open_registry
-    return open_registry(_data_dir(data_dir))
+    return _run_admin(lambda: open_registry(_data_dir(data_dir)))
+
+
+def _actor() -> str:
+    """Who an admin CLI write is recorded as in the audit log."""
+    import getpass
+    import socket
+
+    return f"cli:{getpass.getuser()}@{socket.gethostname()}"
+
+
+@admin.command("audit", context_settings=CONTEXT)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000), help="Entries to show.")
+@click.option("--target", default="", metavar="NAME", help="Only writes to this broker, account or account/epic.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@data_dir_option
+def admin_audit(limit, target, as_json, data_dir) -> None:
+    """Show who changed the registry, what and when (newest first; secrets never shown)."""
+    import datetime as dt
+
+    entries = _registry(data_dir).audit_log(limit, target or None)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    if not entries:
+        click.echo("no registry writes recorded")
+    for entry in entries:
+        when = dt.datetime.fromtimestamp(entry["at_ms"] / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        click.echo(f"{when}  {entry['actor']}  {entry['action']} {entry['target']}  "
+                   f"{json.dumps(entry['detail'], sort_keys=True)}")
 
 
 def _json_option(name: str, help_text: str):
@@ -570,7 +631,7 @@ def broker_add(name, broker_class, config, data_dir) -> None:
     from engine.loader import load_broker_class
     store = _registry(data_dir)
     _run_admin(lambda: load_broker_class(broker_class))
-    result = _run_admin(lambda: store.put_broker(name, broker_class, _load_json(config, "--config")))
+    result = _run_admin(lambda: store.put_broker(name, broker_class, _load_json(config, "--config"), _actor()))
     click.echo(f"broker {result['name']} -> {result['brokerClass']}")
 
 
@@ -588,7 +649,7 @@ def broker_list(data_dir) -> None:
 def broker_remove(name, data_dir) -> None:
     """Remove broker NAME (no account may use it)."""
     store = _registry(data_dir)
-    _run_admin(lambda: store.remove_broker(name))
+    _run_admin(lambda: store.remove_broker(name, _actor()))
     click.echo(f"broker {name} removed")
 
 
@@ -605,7 +666,8 @@ def account() -> None:
 def account_add(account_id, broker_name, config, data_dir) -> None:
     """Register or replace account ACCOUNT_ID."""
     store = _registry(data_dir)
-    result = _run_admin(lambda: store.put_account(account_id, broker_name, _load_json(config, "--config")))
+    result = _run_admin(lambda: store.put_account(account_id, broker_name, _load_json(config, "--config"),
+                                                       _actor()))
     click.echo(f"account {result['idAccount']} on {result['brokerName']}: {json.dumps(result['accountConfig'])}")
 
 
@@ -623,7 +685,7 @@ def account_list(data_dir) -> None:
 def account_remove(account_id, data_dir) -> None:
     """Remove account ACCOUNT_ID and its mappings."""
     store = _registry(data_dir)
-    _run_admin(lambda: store.remove_account(account_id))
+    _run_admin(lambda: store.remove_account(account_id, _actor()))
     click.echo(f"account {account_id} removed")
 
 
@@ -640,7 +702,7 @@ def mapping() -> None:
 def mapping_set(account_id, epic, epic_broker, data_dir) -> None:
     """Map EPIC to EPIC_BROKER for ACCOUNT_ID."""
     store = _registry(data_dir)
-    _run_admin(lambda: store.set_mapping(account_id, epic, epic_broker))
+    _run_admin(lambda: store.set_mapping(account_id, epic, epic_broker, _actor()))
     click.echo(f"account {account_id}: {epic} -> {epic_broker}")
 
 
@@ -661,7 +723,7 @@ def mapping_list(account_id, data_dir) -> None:
 def mapping_remove(account_id, epic, data_dir) -> None:
     """Remove ACCOUNT_ID's mapping of EPIC."""
     store = _registry(data_dir)
-    _run_admin(lambda: store.remove_mapping(account_id, epic))
+    _run_admin(lambda: store.remove_mapping(account_id, epic, _actor()))
     click.echo(f"account {account_id}: {epic} unmapped")
 
 

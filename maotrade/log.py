@@ -20,6 +20,7 @@ REDACTED = "***"
 # refuses such secrets at registration instead (engine/admin/store.py).
 MIN_SECRET_LENGTH = 3
 _secrets: set[str] = set()
+_ordered: tuple[str, ...] = ()  # longest first, so a secret that contains another goes whole
 _secret_bytes: tuple[bytes, ...] = ()
 _lock = threading.Lock()
 
@@ -33,16 +34,16 @@ def encoded_forms(value: str) -> set[str]:
 
 def register_secret(value: Any) -> None:
     """Never let ``value`` (in any of its ``encoded_forms``) appear in a log line or message."""
-    global _secret_bytes
+    global _secret_bytes, _ordered
     if value is None or isinstance(value, bool):
         return
     value = str(value)
     if len(value) < MIN_SECRET_LENGTH:
         return
     with _lock:
-        # Longest first, so a secret that contains another is replaced whole.
         _secrets.update(encoded_forms(value))
-        _secret_bytes = tuple(sorted((s.encode() for s in _secrets), key=len, reverse=True))
+        _ordered = tuple(sorted(_secrets, key=len, reverse=True))
+        _secret_bytes = tuple(s.encode() for s in _ordered)
 
 
 def has_secrets() -> bool:
@@ -57,7 +58,7 @@ def mentions_secret(data: bytes) -> bool:
 
 def redact_text(text: str) -> str:
     """Return ``text`` with every registered secret replaced by ``***``."""
-    for secret in sorted(_secrets, key=len, reverse=True):
+    for secret in _ordered:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
@@ -76,6 +77,14 @@ def redact_value(value: Any, depth: int = 0) -> Any:
     if isinstance(value, bytes):
         return redact_text(value.decode("utf-8", "replace")).encode() if mentions_secret(value) else value
     return value
+
+
+def redact_messages(messages: list, skip_types: frozenset = frozenset()) -> list:
+    """Return ``messages`` with every string in them redacted (those of a type in
+    ``skip_types`` pass as they are); the list is returned unchanged when nothing matched."""
+    if not _ordered:
+        return messages
+    return [m if isinstance(m, dict) and m.get("type") in skip_types else redact_value(m) for m in messages]
 
 
 class RedactingFormatter(logging.Formatter):

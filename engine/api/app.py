@@ -7,7 +7,6 @@ OpenAPI document is at ``/openapi.json``; docs/ENGINE_API.md lists every endpoin
 """
 from __future__ import annotations
 
-import hmac
 from typing import Any, Dict, List, Literal, Optional
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.api.bridge import EngineBridge, EngineRequestError
 from engine.api.webhook import SIGNATURE_HEADER, TradingViewAlert, WebhookRefused, WebhookService
+from engine.http_guard import harden, token_matches
 from engine.risk import RiskLimits
 from maotrade.errors import TemporaryError
 from maotrade.order import OrderStatus
@@ -82,12 +82,12 @@ class OrderResult(BaseModel):
 
 def create_app(bridge: EngineBridge, token: str, webhook: Optional[WebhookService] = None) -> FastAPI:
     """Build the API over a bus ``bridge``; ``token`` guards every endpoint but health and webhooks."""
-    app = FastAPI(title="MAOTrade engine API", version="1",
-                  description="Control of a running MAOTrade engine. Bearer token auth.")
+    app = harden(FastAPI(title="MAOTrade engine API", version="1", docs_url=None, redoc_url=None,
+                         description="Control of a running MAOTrade engine. Bearer token auth."),
+                 "MAOTrade engine API")
 
     def require_token(authorization: str = Header(default="", description="Bearer <api token>")) -> None:
-        scheme, _, given = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+        if not token_matches(authorization, token):
             raise HTTPException(status_code=401, detail="missing or wrong API token (Authorization: Bearer ...)")
 
     @app.exception_handler(EngineRequestError)
