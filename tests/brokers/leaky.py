@@ -57,3 +57,10 @@ class LeakyAccountManager(PaperAccountManager):
         a = self.account_settings
         self.send_order_refused(order, f"session for {a.user}/{a.password} expired (key {a.apiKey}, "
                                        f"body {json.dumps({'password': a.password})})")
+
+
+class FreeformAccountManager(LeakyAccountManager):
+    """A broker without an accountConfig model (as a third-party one may be): secrets are
+    then found by their key names, at any depth. Used for registry tests only."""
+
+    account_settings_model = None
