@@ -20,7 +20,7 @@ import stat
 from pathlib import Path
 from typing import Iterable, Optional
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -87,8 +87,12 @@ async def _answer(send, status: int, detail: str, headers: Iterable[tuple[bytes,
     await send({"type": "http.response.body", "body": body})
 
 
-class BodyTooLarge(Exception):
-    """The client sent more than the body limit."""
+class BodyTooLarge(HTTPException):
+    """The client sent more than the body limit (an HTTP error, so a route reading the body
+    answers 413 through the framework's own handling)."""
+
+    def __init__(self, limit: int):
+        super().__init__(status_code=413, detail=f"body over {limit} bytes")
 
 
 class BodyLimit:
@@ -117,7 +121,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge()
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         async def tracked_send(message):

@@ -53,6 +53,13 @@ class RiskCode:
     OPEN_ORDERS = "max_open_orders"
     RATE = "order_rate"
     NO_PRICE = "no_reference_price"
+    LIMITS_UNSET = "limits_required"
+
+
+# Orders from outside the host (the REST API, webhooks) trade only under explicit size
+# limits: a typo or a forged alert must not be able to trade without bounds.
+LIMITED_SOURCES = frozenset({"api", "webhook"})
+REQUIRED_LIMITS = ("max_order_qty", "max_order_notional")
 
 
 class RiskLimits(BaseModel):
@@ -210,6 +217,8 @@ class RiskEngine:
         mode = self.mode(account)
         if mode == KillMode.HALTED:
             raise OrderRefused(RiskCode.HALTED, f"kill switch is halted for account {account}: no orders")
+        if order.source in LIMITED_SOURCES:
+            self._check_limits_set(order)
         if mode == KillMode.ACTIVE and self.limits(account) == NO_LIMITS and self.limits("*") == NO_LIMITS:
             return  # nothing to check: spare the order path every journal read below
         position = view.position(account, epic)
@@ -240,6 +249,15 @@ class RiskEngine:
         if every.daily_loss_limit is not None:
             pnls = [view.daily_pnl(a) for a in view.accounts()]
             self._check_loss(every, sum(p for p in pnls if p is not None), "all accounts", prefix="global_")
+
+    def _check_limits_set(self, order: BaseOrder) -> None:
+        own, every = self.limits(order.account), self.limits("*")
+        missing = [name for name in REQUIRED_LIMITS if getattr(own, name) is None and getattr(every, name) is None]
+        if missing:
+            raise OrderRefused(RiskCode.LIMITS_UNSET,
+                               f"{order.source} orders on account {order.account} need risk limits "
+                               f"{' and '.join(missing)} (set them in the risk settings file, the account's "
+                               "accountConfig.risk, or PUT /api/risk/limits)")
 
     @staticmethod
     def _check_size(limits: RiskLimits, label: str, order: BaseOrder, price: Optional[float]) -> None:

@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.api.amounts import StrictAmount, StrictPositive
 from engine.api.bridge import EngineBridge, EngineRequestError
 from engine.api.webhook import SIGNATURE_HEADER, TradingViewAlert, WebhookRefused, WebhookService
 from engine.http_guard import harden, token_matches
@@ -29,13 +30,13 @@ class OrderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     account: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN)
     epic: str = Field(min_length=1, max_length=64)
-    qty: Optional[float] = Field(None, allow_inf_nan=False, description="signed; for action close: the "
-                                                                         "unsigned amount, absent = all")
+    qty: Optional[StrictAmount] = Field(None, description="signed; for action close: the "
+                                                          "unsigned amount, absent = all")
     order_type: Literal["MARKET", "LIMIT", "STOP"] = "MARKET"
     action: Literal["open", "close"] = "open"
-    price: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
-    stop_loss: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
-    take_profit: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
+    price: Optional[StrictPositive] = None
+    stop_loss: Optional[StrictPositive] = None
+    take_profit: Optional[StrictPositive] = None
     time_in_force: Literal["GTC", "DAY", "IOC", "FOK"] = "GTC"
     client_order_id: Optional[str] = Field(None, min_length=1, max_length=64, pattern=ID_PATTERN,
                                            description="idempotency key; made by the engine if absent")

@@ -28,6 +28,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from engine.api.amounts import AlertPositive
 from engine.api.bridge import EngineBridge, EngineRequestError
 from engine.http_guard import reject_constants
 from maotrade.errors import MAOTradeError
@@ -61,9 +62,9 @@ class TradingViewAlert(BaseModel):
     ticker: str = Field(min_length=1, max_length=64, description="instrument; an 'EXCHANGE:' prefix is dropped")
     action: Literal["buy", "sell", "close"]
     order_type: Literal["market", "limit", "stop"] = "market"
-    quantity: Optional[float] = Field(None, gt=0, allow_inf_nan=False,
+    quantity: Optional[AlertPositive] = Field(None,
                                       description="units; required for buy/sell, optional for close")
-    price: Optional[float] = Field(None, gt=0, allow_inf_nan=False, description="limit/stop price")
+    price: Optional[AlertPositive] = Field(None, description="limit/stop price")
     strategy: str = Field("", max_length=128, description="name of the sending strategy (recorded)")
     alert_id: str = Field(min_length=1, max_length=128, description="idempotency key")
     timestamp: Union[float, str] = Field(description="epoch seconds or ms, or ISO 8601 ({{timenow}})")
