@@ -3,6 +3,7 @@ is fetched authenticated, over TLS off loopback, and changes of where credential
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -154,3 +155,15 @@ def test_store_refuses_secrets_too_short_to_redact(tmp_path):
     store.put_broker("ig", "ig.IGAccountManager", {})
     with pytest.raises(ConfigError, match="shorter than 3"):
         store.put_account("1", "ig", {"user": "u", "password": "ab", "apiKey": "KEY-1", "accountId": "A"})
+
+
+def test_m10_an_open_data_dir_is_made_private_and_files_are_0600(tmp_path, env):
+    data = tmp_path / "open"
+    data.mkdir()
+    os.chmod(data, 0o755)
+    result = run_cli("admin", "broker", "add", "paper", "--class", "paper.PaperAccountManager", "--data-dir",
+                     str(data), env={k: v for k, v in env.items() if k != "MAOTRADE_MASTER_KEY"})
+    assert result.returncode == 0, result.stderr
+    assert data.stat().st_mode & 0o777 == 0o700
+    for name in ("registry.sqlite", "master.key"):
+        assert (data / name).stat().st_mode & 0o077 == 0, name
