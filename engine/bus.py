@@ -277,5 +277,6 @@ class EngineBus:
             router.close(0)
         self.pub.close(0)
         if self.authenticator is not None:
+            self.authenticator.key_watcher.stop()
             self.authenticator.stop()
         self.ctx.term()

@@ -493,19 +493,73 @@ def keys() -> None:
 
 @keys.command("add", context_settings=CONTEXT)
 @click.argument("name")
+@click.option("--public-key", "public_key", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+              help="Authorize this public key file (made by the client with `maotrade keys generate`); "
+                   "without it a key pair is made here and its secret half must be copied to the client.")
 @data_dir_option
-def keys_add(name, data_dir) -> None:
-    """Make and authorize a key pair for client NAME; print the files to give it."""
-    from engine.curve import add_client, curve_dir, server_keys
+def keys_add(name, public_key, data_dir) -> None:
+    """Authorize client NAME (accepted from its next connection, no restart needed)."""
+    from engine.curve import add_client, authorize, curve_dir, server_keys
 
     path = _data_dir(data_dir)
     server_keys(path)
     try:
-        secret = add_client(path, name)
+        if public_key:
+            kept = authorize(path, name, public_key)
+            click.echo(f"authorized {name}: {kept}")
+        else:
+            secret = add_client(path, name)
+            click.echo(f"client key (keep secret): {secret}")
     except MAOTradeError as exc:
         _fail(exc)
-    click.echo(f"client key (keep secret): {secret}")
     click.echo(f"engine public key:        {curve_dir(path) / 'server.key'}")
+
+
+@keys.command("generate", context_settings=CONTEXT)
+@click.argument("name")
+@click.option("--out", "out_dir", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for NAME.key (public: hand it to the engine's operator) and NAME.key_secret (keep).")
+def keys_generate(name, out_dir) -> None:
+    """Make a key pair for this client, here; only the public half leaves this host."""
+    from engine.curve import generate_pair
+
+    try:
+        public, secret = generate_pair(out_dir, name)
+    except MAOTradeError as exc:
+        _fail(exc)
+    click.echo(f"public key (give to the engine's operator: `maotrade keys add {name} --public-key ...`): {public}")
+    click.echo(f"secret key (never leaves this host): {secret}")
+
+
+@keys.command("list", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@data_dir_option
+def keys_list(as_json, data_dir) -> None:
+    """List the authorized client keys."""
+    from engine.curve import list_clients
+
+    clients = list_clients(_data_dir(data_dir))
+    if as_json:
+        click.echo(json.dumps(clients, indent=2))
+        return
+    if not clients:
+        click.echo("no client keys authorized")
+    for client in clients:
+        click.echo(f"{client['name']:<24} {client['public_key']}")
+
+
+@keys.command("remove", context_settings=CONTEXT)
+@click.argument("name")
+@data_dir_option
+def keys_remove(name, data_dir) -> None:
+    """Revoke client NAME: refused from its next connection on (no restart needed)."""
+    from engine.curve import remove_client
+
+    try:
+        remove_client(_data_dir(data_dir), name)
+    except MAOTradeError as exc:
+        _fail(exc)
+    click.echo(f"revoked {name} (a connection it already has stays up until it reconnects or the engine restarts)")
 
 
 # -- admin ---------------------------------------------------------------------------------------
