@@ -121,7 +121,9 @@ def parse_settings(model: type[StrictModel], data: dict, where: str) -> StrictMo
 def first_error(exc: ValidationError) -> str:
     """Return pydantic's first error as ``key: message`` without echoing the value."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err.get("loc", ())) or "document"
+    if not err.get("loc"):  # a check of the whole model
+        return str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    loc = ".".join(str(p) for p in err.get("loc", ()))
     kind = err.get("type", "")
     if kind == "missing":
         return f"missing key '{loc}'"
