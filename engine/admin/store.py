@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Optional
 
+from maotrade.account_manager import ENGINE_KEYS  # accountConfig keys the engine reads itself
 from maotrade.config import AccountDocument, parse_settings, secret_fields
 from maotrade.errors import BrokerClassError, ConfigError
 from maotrade.log import MIN_SECRET_LENGTH
@@ -49,8 +50,6 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT NOT NULL
 );
 """
-# accountConfig keys the engine reads itself; a broker's settings model does not list them.
-ENGINE_KEYS = frozenset({"risk", "webhook_secret", "webhook_allowed_ips"})
 
 
 class NotFound(LookupError):
