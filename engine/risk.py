@@ -12,6 +12,7 @@ overrides. ``global`` limits apply to the sum over every account.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import deque
 from pathlib import Path
@@ -54,12 +55,17 @@ class RiskCode:
     RATE = "order_rate"
     NO_PRICE = "no_reference_price"
     LIMITS_UNSET = "limits_required"
+    BAD_AMOUNT = "invalid_amount"
 
 
 # Orders from outside the host (the REST API, webhooks) trade only under explicit size
 # limits: a typo or a forged alert must not be able to trade without bounds.
 LIMITED_SOURCES = frozenset({"api", "webhook"})
 REQUIRED_LIMITS = ("max_order_qty", "max_order_notional")
+# No order from any source may carry amounts beyond these: quantity x price then stays a
+# finite number, so no fill, position or P&L can ever become inf.
+MAX_AMOUNT = 1e12
+MIN_AMOUNT = 1e-9
 
 
 class RiskLimits(BaseModel):
@@ -214,6 +220,7 @@ class RiskEngine:
 
     def _check(self, order: BaseOrder, view: RiskView) -> None:
         account, epic, qty = order.account, order.epic, order.qty
+        _check_amounts(order)
         mode = self.mode(account)
         if mode == KillMode.HALTED:
             raise OrderRefused(RiskCode.HALTED, f"kill switch is halted for account {account}: no orders")
@@ -329,6 +336,17 @@ class RiskEngine:
         """Orders of ``scope`` that passed within its current rate window."""
         cutoff = self._clock() - self.limits(scope).rate_window_s
         return sum(1 for t in self._times.get(scope, ()) if t > cutoff)
+
+
+def _check_amounts(order: BaseOrder) -> None:
+    for name in ("qty", "price", "stop_price", "stop_loss", "take_profit"):
+        value = getattr(order, name, None)
+        if value is None or value == 0:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not MIN_AMOUNT <= abs(value) <= MAX_AMOUNT:
+            raise OrderRefused(RiskCode.BAD_AMOUNT, f"order {name} {value!r} is not a finite amount between "
+                                                    f"{MIN_AMOUNT:g} and {MAX_AMOUNT:g}")
 
 
 def _pending_same_side(orders: list[BaseOrder], qty: float) -> float:

@@ -167,3 +167,15 @@ def test_m10_an_open_data_dir_is_made_private_and_files_are_0600(tmp_path, env):
     assert data.stat().st_mode & 0o777 == 0o700
     for name in ("registry.sqlite", "master.key"):
         assert (data / name).stat().st_mode & 0o077 == 0, name
+
+
+def test_l5_admin_cli_reports_an_exposed_master_key_in_one_line(tmp_path, env):
+    data = tmp_path / "d"
+    data.mkdir(mode=0o700)
+    (data / "master.key").write_bytes(Fernet.generate_key())
+    os.chmod(data / "master.key", 0o644)
+    result = run_cli("admin", "broker", "list", "--data-dir", str(data),
+                     env={k: v for k, v in env.items() if k != "MAOTRADE_MASTER_KEY"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [line for line in result.stderr.strip().splitlines()
+                                                  if "readable by others" in line]
