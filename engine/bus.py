@@ -23,7 +23,7 @@ from typing import Iterable, Optional
 import zmq
 
 from maotrade.errors import ProtocolError
-from maotrade.log import redact_messages
+from maotrade.log import redact_account_reports
 from maotrade.messages import pack_batch, unpack_batch
 from maotrade.queues import ZMQ_EVENTS, ZMQ_POLLIN, MessageQueue, limit_frame_size
 
@@ -38,7 +38,6 @@ MAX_FRAME_MESSAGES = 2000
 MAX_QUEUED_BARS = 200_000
 PUB_HWM = 100_000
 MARKET_DATA = "market_data"
-UNSCRUBBED = frozenset({MARKET_DATA, "heartbeat"})
 
 
 class ClientSession:
@@ -122,10 +121,9 @@ class EngineBus:
         self.ctx = zmq.Context()
         self.worker_out_address = f"ipc://{self.run_dir}/workers.out"
         # The second redaction point (workers scrub what they send): nothing a worker says
-        # is journaled, published or answered before every string in it is redacted. Bars
-        # carry only numbers and instrument codes, and are the hot path.
+        # is journaled, published or answered before every string in it is redacted.
         self.from_workers = MessageQueue.receiver(self.ctx, self.worker_out_address, bind=True, name="workers",
-                                                  scrub=lambda batch: redact_messages(batch, UNSCRUBBED))
+                                                  scrub=redact_account_reports)
         self.to_workers: dict[str, MessageQueue] = {}
         self.router = self._make_router()
         self.client_address = client_address or f"ipc://{self.run_dir}/engine.router"

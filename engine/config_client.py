@@ -106,7 +106,7 @@ def decrypted_config(document: AccountDocument, box: Optional[SecretBox]) -> dic
                               "but no master key is available (set MAOTRADE_MASTER_KEY)")
         data["accountConfig"] = box.decrypt_all(stored, document.idAccount)
     for value in secret_values(data["accountConfig"], stored):
-        register_secret(value)
+        register_secret(value, scope=document.idAccount)
     return data
 
 

@@ -11,7 +11,7 @@ from engine.lifeline import die_with_parent, watch_engine
 from engine.loader import load_broker_class
 from maotrade.errors import MAOTradeError, OperationalError
 from maotrade.config import secret_fields
-from maotrade.log import redact_messages, redact_text, register_secret, setup_logging
+from maotrade.log import redact_reports, redact_text, register_secret, setup_logging
 from maotrade.messages import WorkerToEngine, message
 from maotrade.queues import MessageQueue
 from maotrade.secrets import secret_values
@@ -34,8 +34,8 @@ def run_worker(spec: dict) -> None:
         register_secret(value)
     ctx = zmq.Context()
     in_queue = MessageQueue.receiver(ctx, spec["in_addr"], bind=False, name="in")
-    # The redaction choke point: every string of every message this worker sends.
-    out_queue = MessageQueue.sender(ctx, spec["out_addr"], bind=False, name="out", scrub=redact_messages)
+    # The redaction choke point: every string of every message this worker sends (bars aside).
+    out_queue = MessageQueue.sender(ctx, spec["out_addr"], bind=False, name="out", scrub=redact_reports)
     code = 1
     try:
         cls = load_broker_class(config["brokerClass"])

@@ -22,6 +22,8 @@ MIN_SECRET_LENGTH = 3
 _secrets: set[str] = set()
 _ordered: tuple[str, ...] = ()  # longest first, so a secret that contains another goes whole
 _secret_bytes: tuple[bytes, ...] = ()
+# The same forms by account: what one account's worker reports can only hold its own secrets.
+_by_scope: dict[str, tuple[str, ...]] = {}
 _lock = threading.Lock()
 
 
@@ -32,18 +34,22 @@ def encoded_forms(value: str) -> set[str]:
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
 
 
-def register_secret(value: Any) -> None:
-    """Never let ``value`` (in any of its ``encoded_forms``) appear in a log line or message."""
+def register_secret(value: Any, scope: Optional[str] = None) -> None:
+    """Never let ``value`` (in any of its ``encoded_forms``) appear in a log line or message;
+    ``scope`` (an account id) also files it under that account for ``redact_reports``."""
     global _secret_bytes, _ordered
     if value is None or isinstance(value, bool):
         return
     value = str(value)
     if len(value) < MIN_SECRET_LENGTH:
         return
+    forms = encoded_forms(value)
     with _lock:
-        _secrets.update(encoded_forms(value))
+        _secrets.update(forms)
         _ordered = tuple(sorted(_secrets, key=len, reverse=True))
         _secret_bytes = tuple(s.encode() for s in _ordered)
+        if scope is not None:
+            _by_scope[scope] = tuple(sorted(set(_by_scope.get(scope, ())) | forms, key=len, reverse=True))
 
 
 def has_secrets() -> bool:
@@ -56,35 +62,60 @@ def mentions_secret(data: bytes) -> bool:
     return any(secret in data for secret in _secret_bytes)
 
 
-def redact_text(text: str) -> str:
-    """Return ``text`` with every registered secret replaced by ``***``."""
-    for secret in _ordered:
+def redact_text(text: str, forms: Optional[tuple[str, ...]] = None) -> str:
+    """Return ``text`` with every registered secret (or each of ``forms``) replaced by ``***``."""
+    for secret in _ordered if forms is None else forms:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
 
 
-def redact_value(value: Any, depth: int = 0) -> Any:
+def redact_value(value: Any, depth: int = 0, forms: Optional[tuple[str, ...]] = None) -> Any:
     """Return ``value`` with every string (keys and values, at any depth) passed through ``redact_text``."""
     if isinstance(value, str):
-        return redact_text(value)
+        return redact_text(value, forms)
     if depth > 64:
         return REDACTED  # deeper than any message we make: nothing worth keeping
     if isinstance(value, dict):
-        return {redact_value(k, depth + 1): redact_value(v, depth + 1) for k, v in value.items()}
+        return {redact_value(k, depth + 1, forms): redact_value(v, depth + 1, forms) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [redact_value(v, depth + 1) for v in value]
+        return [redact_value(v, depth + 1, forms) for v in value]
     if isinstance(value, bytes):
-        return redact_text(value.decode("utf-8", "replace")).encode() if mentions_secret(value) else value
+        return redact_text(value.decode("utf-8", "replace"), forms).encode() if mentions_secret(value) else value
     return value
 
 
-def redact_messages(messages: list, skip_types: frozenset = frozenset()) -> list:
+def redact_messages(messages: list, skip_types: frozenset = frozenset(), by_account: bool = False) -> list:
     """Return ``messages`` with every string in them redacted (those of a type in
-    ``skip_types`` pass as they are); the list is returned unchanged when nothing matched."""
+    ``skip_types`` pass as they are). ``by_account``: use only the secrets filed under each
+    message's ``account`` (plus those filed under none), which keeps an engine of many
+    accounts fast."""
     if not _ordered:
         return messages
-    return [m if isinstance(m, dict) and m.get("type") in skip_types else redact_value(m) for m in messages]
+    out = []
+    for m in messages:
+        if isinstance(m, dict) and m.get("type") in skip_types:
+            out.append(m)
+        elif by_account and isinstance(m, dict) and str(m.get("account")) in _by_scope:
+            out.append(redact_value(m, forms=_by_scope[str(m.get("account"))]))
+        else:
+            out.append(redact_value(m))
+    return out
+
+
+# Bars and heartbeats carry numbers, the account id and instrument codes only, and are
+# the hot path: redacting them would cost more than all the rest together.
+UNREDACTED_TYPES = frozenset({"market_data", "heartbeat"})
+
+
+def redact_reports(messages: list) -> list:
+    """``redact_messages`` for what a worker reports: every message but bars and heartbeats."""
+    return redact_messages(messages, UNREDACTED_TYPES)
+
+
+def redact_account_reports(messages: list) -> list:
+    """``redact_reports`` with each account's own secrets (the engine's side of the boundary)."""
+    return redact_messages(messages, UNREDACTED_TYPES, by_account=True)
 
 
 class RedactingFormatter(logging.Formatter):

@@ -14,7 +14,6 @@ from typing import Callable, Optional
 import zmq
 
 from maotrade.errors import ProtocolError
-from maotrade.log import mentions_secret
 from maotrade.messages import MAX_FRAME_BYTES, pack_batch, unpack_batch
 
 Scrub = Callable[[list], list]
@@ -40,9 +39,8 @@ class MessageQueue:
     """One end of a one-way message channel (PUSH to send, PULL to receive)."""
 
     def __init__(self, socket: zmq.Socket, name: str = "", scrub: Optional[Scrub] = None):
-        """``scrub``, if given, redacts messages at this boundary: on the sending side every
-        frame that mentions a registered secret is re-made from the scrubbed messages; on
-        the receiving side every batch passes through it."""
+        """``scrub``, if given, redacts messages at this boundary: every batch passes
+        through it before it is sent, or after it is received."""
         self.socket = socket
         self.name = name
         self.scrub = scrub
@@ -86,11 +84,7 @@ class MessageQueue:
     def flush(self) -> bool:
         """Send what is queued as one frame; return True when nothing is left pending."""
         if self._outbox:
-            frame = pack_batch(self._outbox)
-            # A bytes search is far cheaper than walking every message: scrub only on a hit.
-            if self.scrub is not None and mentions_secret(frame):
-                frame = pack_batch(self.scrub(self._outbox))
-            self._unsent.append(frame)
+            self._unsent.append(pack_batch(self.scrub(self._outbox) if self.scrub is not None else self._outbox))
             self._outbox = []
         while self._unsent:
             try:

@@ -35,7 +35,8 @@ def leaky_stack(tmp_path, env):
     admin.cli("broker", "add", "crasher", "--class", "tests.brokers.leaky.LeakyAccountManager",
               "--config", '{"leak_mode": "init_crash", "reconnect_base": 0.2}')
     admin.cli("account", "add", "901", "--broker", "refuser", "--config",
-              json.dumps({"user": "carol", "password": PASSWORD, "apiKey": API_KEY, "risk": {"max_order_qty": 10}}))
+              json.dumps({"user": "carol", "password": PASSWORD, "apiKey": API_KEY,
+                                  "risk": {"max_order_qty": 10, "max_order_notional": 100000}}))
     admin.cli("account", "add", "902", "--broker", "crasher", "--config",
               json.dumps({"user": "dave", "password": CRASH_PASSWORD}))
     admin.cli("mapping", "set", "901", "EURUSD", "EURUSD")
@@ -66,7 +67,7 @@ def test_h4_m9_refusal_and_crash_reasons_never_carry_secrets(leaky_stack, tmp_pa
 
         # The subscription is live once events flow; the crashing account restarts over and over.
         wait_until(crashed_on_bus, 30, interval=0.05, what="a worker crash published")
-        answer = requests.post(f"{api}/api/orders", json={"account": "901", "epic": "EURUSD", "qty": 1},
+        answer = requests.post(f"{api}/api/orders", json={"account": "901", "epic": "EURUSD", "qty": 1, "order_type": "LIMIT", "price": 1.1},
                                headers=headers, timeout=20)
         listed = wait_until(lambda: (lambda r: r if "REJECTED" in r.text else None)(
             requests.get(f"{api}/api/orders", params={"account": "901"}, headers=headers, timeout=10)), 20,
