@@ -146,7 +146,7 @@ class EngineBus:
             # 0700 run folder instead.
             from engine.curve import secure_router
             tcp = self._make_router()
-            self.authenticator = secure_router(self.ctx, tcp, Path(data_dir or run_dir))
+            self.authenticator, self.key_watcher = secure_router(self.ctx, tcp, Path(data_dir or run_dir))
             tcp.bind(tcp_address)
             self.tcp_address = tcp.getsockopt_string(zmq.LAST_ENDPOINT)
             self.routers.append(tcp)
@@ -275,6 +275,6 @@ class EngineBus:
             router.close(0)
         self.pub.close(0)
         if self.authenticator is not None:
-            self.authenticator.key_watcher.stop()
+            self.key_watcher.stop()
             self.authenticator.stop()
         self.ctx.term()

@@ -153,18 +153,19 @@ class KeyWatcher:
             self._thread.join(2)
 
 
-def secure_router(ctx: zmq.Context, router: zmq.Socket, data_dir: Path) -> ThreadAuthenticator:
-    """Make ``router`` a Curve server that accepts only authorized client keys (re-read as they change)."""
+def secure_router(ctx: zmq.Context, router: zmq.Socket, data_dir: Path) -> tuple[ThreadAuthenticator, KeyWatcher]:
+    """Make ``router`` a Curve server that accepts only authorized client keys (re-read as
+    they change); return the authenticator and its key watcher, to stop both at close."""
     public, secret = server_keys(data_dir)
     auth = ThreadAuthenticator(ctx)
     auth.start()
     folder = curve_dir(data_dir) / "authorized"
     auth.configure_curve(domain="*", location=str(folder))
-    auth.key_watcher = KeyWatcher(auth, folder).start()
+    watcher = KeyWatcher(auth, folder).start()
     router.curve_publickey = public
     router.curve_secretkey = secret
     router.curve_server = True
-    return auth
+    return auth, watcher
 
 
 def secure_client(socket: zmq.Socket, server_public_file: Path, client_secret_file: Path) -> None:

@@ -77,7 +77,9 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(), "MAOTRADE_ADMIN_TOKEN": "admin-token-long-enough-for-a-test-0123456789", "MAOTRADE_CONFIG_TOKEN": "config-read-token-long-enough-0123456789",
+    env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(),
+           "MAOTRADE_ADMIN_TOKEN": "admin-token-long-enough-for-a-test-0123456789",
+           "MAOTRADE_CONFIG_TOKEN": "config-read-token-long-enough-0123456789",
            "MAOTRADE_API_TOKEN": TOKEN}
     stack = Stack(tmp_path_factory.mktemp("ops"), env)
     yield stack

@@ -18,7 +18,9 @@ PASSWORD = "Sup3r-S3cret-Pa55"
 
 @pytest.fixture
 def setup(tmp_path):
-    env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(), "MAOTRADE_ADMIN_TOKEN": "t-long-enough-for-a-test-0123456789", "MAOTRADE_CONFIG_TOKEN": "config-read-token-long-enough-0123456789",
+    env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(),
+           "MAOTRADE_ADMIN_TOKEN": "t-long-enough-for-a-test-0123456789",
+           "MAOTRADE_CONFIG_TOKEN": "config-read-token-long-enough-0123456789",
            "MAOTRADE_ALLOW_BROKER_CLASS": "tests.brokers.*"}
     admin = AdminService(tmp_path / "admin", env)
     admin.cli("broker", "add", "leaky", "--class", "tests.brokers.leaky.LeakyAccountManager",

@@ -67,7 +67,8 @@ def test_h4_m9_refusal_and_crash_reasons_never_carry_secrets(leaky_stack, tmp_pa
 
         # The subscription is live once events flow; the crashing account restarts over and over.
         wait_until(crashed_on_bus, 30, interval=0.05, what="a worker crash published")
-        answer = requests.post(f"{api}/api/orders", json={"account": "901", "epic": "EURUSD", "qty": 1, "order_type": "LIMIT", "price": 1.1},
+        order = {"account": "901", "epic": "EURUSD", "qty": 1, "order_type": "LIMIT", "price": 1.1}
+        answer = requests.post(f"{api}/api/orders", json=order,
                                headers=headers, timeout=20)
         listed = wait_until(lambda: (lambda r: r if "REJECTED" in r.text else None)(
             requests.get(f"{api}/api/orders", params={"account": "901"}, headers=headers, timeout=10)), 20,
