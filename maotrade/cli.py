@@ -677,7 +677,7 @@ def broker() -> None:
 @click.argument("name")
 @click.option("--class", "broker_class", required=True, metavar="PATH",
               help="Account Manager class: module.Class under account_managers (paper.PaperAccountManager) "
-                   "or a fully qualified import path.")
+                   "or a fully qualified import path allowed by MAOTRADE_ALLOW_BROKER_CLASS.")
 @_json_option("config", "brokerConfig as a JSON object.")
 @data_dir_option
 def broker_add(name, broker_class, config, data_dir) -> None:
