@@ -19,10 +19,11 @@ import zmq
 
 from engine.bus import ClientSession, EngineBus
 from engine.faults import failpoint
+from engine.history import HistoryRouter
 from engine.staleness import StaleDataMonitor
 from engine.journal import Journal
 from engine.ops import Operations
-from engine.orders import Dispatch, OrderOutcome, OrderRouter
+from engine.orders import CREATING_REQUESTS, Dispatch, OrderOutcome, OrderRouter
 from engine.reconcile import apply_action, find_differences
 from engine.replay import ReplayGate
 from engine.risk import RiskSettings
@@ -81,7 +82,7 @@ class Engine:
                  journal_durability: str = "normal", client_address: Optional[str] = None,
                  log_file: Optional[str] = None, tcp_address: Optional[str] = None,
                  on_event: Optional[Callable[[dict], None]] = None,
-                 risk_settings: Optional[RiskSettings] = None):
+                 risk_settings: Optional[RiskSettings] = None, unknown_timeout: float = 60.0):
         self.data_dir = Path(data_dir)
         self.run_dir = Path(run_dir)
         self.log_level = log_level
@@ -95,8 +96,10 @@ class Engine:
             account = str(document["idAccount"])
             self.accounts[account] = AccountRuntime(account, document)
         self.ops = Operations(self, risk_settings)
+        self.history = HistoryRouter(self)
         self.router = OrderRouter(self.journal, self._not_ready_reason, self._document,
-                                  risk_check=self.ops.risk_check)
+                                  capabilities=lambda account: self.accounts[account].capabilities,
+                                  risk_check=self.ops.risk_check, unknown_timeout=unknown_timeout)
         self.replay = ReplayGate(lambda account, msg: self.bus.open_worker_queue(account).put(msg))
         self.on_event = on_event
         self.started = time.time()
@@ -189,6 +192,7 @@ class Engine:
             self._next_supervision = now + SUPERVISION_INTERVAL_S
             for account, event in self.supervisor.check():
                 self._on_supervisor_event(account, event)
+            self._settle_overdue()
         self._check_stale()
         for queue in self.bus.to_workers.values():
             queue.flush()
@@ -240,12 +244,11 @@ class Engine:
         kind = msg["type"]
         if kind in LIVENESS_ONLY:
             return  # any message counts as a heartbeat: heard_from above was the point
-        if kind == FromWorker.ORDER_RESPONSE:
-            self._on_order_response(runtime, msg)
+        if kind == FromWorker.ORDER_EVENT:
+            self._on_order_event(runtime, msg)
         elif kind == FromWorker.INIT_RESULT:
             runtime.capabilities = msg.get("capabilities") or {}
             runtime.data_frames = msg.get("data_frames") or {}
-            runtime.document["capabilities"] = runtime.capabilities
             self._start_sync(runtime)
         elif kind == FromWorker.CONNECTION:
             self._on_connection(runtime, msg)
@@ -271,6 +274,8 @@ class Engine:
         elif kind == FromWorker.ERROR:
             log.warning("event=worker_error account=%s reason=%s", account, msg.get("reason"))
             self._emit(message("worker_error", account=account, reason=msg.get("reason")))
+        elif kind in self.history.WORKER_TYPES:
+            self.history.on_worker_message(runtime, msg)
         else:
             raise ProtocolError(f"unknown worker message type {kind!r}")
 
@@ -293,7 +298,7 @@ class Engine:
         runtime.pending_sync = {"account_info", "portfolio"}
         queue.put(message(ToWorker.ACCOUNT_INFO_REQUEST))
         queue.put(message(ToWorker.PORTFOLIO_REQUEST))
-        for order in self.router.open_orders(account):
+        for order in self.router.orders_to_query(account):
             runtime.pending_sync.add(f"order:{order.client_order_id}")
             queue.put(message(ToWorker.ORDER_STATUS_REQUEST, order=order_view(order)))
         for epic, time_frame in runtime.subscriptions:
@@ -308,14 +313,25 @@ class Engine:
         if not runtime.pending_sync:
             self._set_state(runtime, AccountState.READY, "")
 
-    def _on_order_response(self, runtime: AccountRuntime, msg: dict) -> None:
-        outcome = self.router.apply_response(msg)
+    def _on_order_event(self, runtime: AccountRuntime, msg: dict) -> None:
+        outcome = self.router.apply_event(msg)
         order = outcome.order
         if outcome.fills and runtime.state == AccountState.READY:
             self._refresh_balances(runtime)
+        for dispatch in outcome.dispatches:
+            self._dispatch(dispatch)
         if msg.get("request") == ToWorker.ORDER_STATUS_REQUEST:
             self._sync_answered(runtime, f"order:{order.client_order_id}")
         self._notify_order(order, outcome, request=msg.get("request"))
+        for other in outcome.changed:
+            self._notify_order(other, OrderOutcome(order=other))
+
+    def _settle_overdue(self) -> None:
+        """Orders the broker never answered become UNKNOWN: tell their owners, ask again."""
+        for order in self.router.overdue():
+            self._notify_order(order, OrderOutcome(order=order, error=order.reason))
+            if not self._not_ready_reason(order.account):
+                self._dispatch(self.router.status_query(order))
 
     def _refresh_balances(self, runtime: AccountRuntime) -> None:
         """Ask for account info after fills, at most once per ``INFO_REFRESH_S``."""
@@ -361,6 +377,8 @@ class Engine:
 
     def _on_supervisor_event(self, account: str, event: str) -> None:
         runtime = self.accounts[account]
+        if event in ("died", "hung", "fatal"):
+            self.history.worker_gone(account, f"worker {event}")
         if event in ("died", "hung"):
             self._set_state(runtime, AccountState.RESTARTING, f"worker {event}; restarting")
             # A fresh in_queue: requests queued for the dead worker must not reach the new one.
@@ -436,6 +454,7 @@ class Engine:
             FromClient.BAR_ACK: lambda s, m: self.replay.on_ack(s.identity, self._runtime(m).account,
                                                                 m.get("replay_seq")),
             **self.ops.client_handlers(),
+            **self.history.client_handlers(),
         }
 
     def _on_hello(self, session: ClientSession, msg: dict) -> None:
@@ -457,6 +476,7 @@ class Engine:
             self._unsubscribe(session, account, epic, time_frame)
         self.bus.clients.pop(session.identity, None)
         self.replay.forget(session.identity)
+        self.history.forget_session(session)
 
     def _runtime(self, msg: dict) -> AccountRuntime:
         account = str(msg.get("account", ""))
@@ -537,19 +557,20 @@ class Engine:
         self._after_request(session, outcome)
 
     def _after_request(self, session: ClientSession, outcome: OrderOutcome) -> None:
-        if outcome.dispatch is not None:
+        creates = outcome.dispatch is not None and outcome.dispatch.kind in CREATING_REQUESTS
+        if outcome.dispatch is not None and not creates:
             reason = self._not_ready_reason(outcome.dispatch.account)
-            if reason and outcome.dispatch.kind != ToWorker.ORDER_OPEN:
+            if reason:
                 raise InvalidOrder(reason)
-            self._dispatch(outcome.dispatch)
-        if outcome.order is not None:
-            if outcome.dispatch is None or outcome.dispatch.kind in (ToWorker.ORDER_OPEN, ToWorker.ORDER_CLOSE):
-                self._notify_order(outcome.order, outcome, session=session)
+        for dispatch in outcome.dispatches:
+            self._dispatch(dispatch)
+        if outcome.order is not None and (outcome.dispatch is None or creates):
+            self._notify_order(outcome.order, outcome, session=session)
 
     def _dispatch(self, dispatch: Dispatch) -> None:
         queue = self.bus.open_worker_queue(dispatch.account)
         queue.put(message(dispatch.kind, order=order_view(dispatch.order)))
-        if dispatch.kind == ToWorker.ORDER_OPEN:
+        if dispatch.kind in CREATING_REQUESTS:
             queue.flush()
             failpoint("after_dispatch")
 

@@ -11,7 +11,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from engine.checkpoint import Checkpointer
 from maotrade.order import BaseOrder, Fill, OrderStatus
@@ -100,14 +100,22 @@ class Journal:
         self.checkpointer = Checkpointer(path).start()
 
     # -- orders -----------------------------------------------------------------
-    def insert_order(self, order: BaseOrder, strategy: str = "") -> bool:
-        """Journal a new order intent; return False if its client order id exists already."""
-        cur = self.db.execute(
-            "INSERT OR IGNORE INTO orders (account, client_order_id, epic, status, source, strategy,"
-            " created, updated, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (order.account, order.client_order_id, order.epic, order.status, order.source, strategy,
-             order.created, order.updated, _order_json(order)))
-        return cur.rowcount == 1
+    def insert_orders(self, orders: list[BaseOrder], strategy: str = "") -> bool:
+        """Journal new order intents (a parent and its bracket legs) in one transaction.
+
+        Return False, and write nothing, if the first one's client order id exists already.
+        """
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            for index, order in enumerate(orders):
+                cur = self.db.execute(
+                    "INSERT OR IGNORE INTO orders (account, client_order_id, epic, status, source, strategy,"
+                    " created, updated, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (order.account, order.client_order_id, order.epic, order.status, order.source, strategy,
+                     order.created, order.updated, _order_json(order)))
+                if cur.rowcount != 1 and index == 0:
+                    return False
+        return True
 
     def save_order(self, order: BaseOrder, strategy: str = "") -> None:
         """Write an order's current state (insert if new)."""
@@ -122,7 +130,7 @@ class Journal:
         """Return one order, or None."""
         row = self.db.execute("SELECT data FROM orders WHERE account = ? AND client_order_id = ?",
                               (account, client_order_id)).fetchone()
-        return BaseOrder.from_dict(json.loads(row[0])) if row else None
+        return self._with_fills([BaseOrder.from_dict(json.loads(row[0]))])[0] if row else None
 
     def order_strategy(self, account: str, client_order_id: str) -> str:
         """Return the name of the strategy that placed an order ('' if none)."""
@@ -139,7 +147,7 @@ class Journal:
         if account is not None:
             sql += " AND account = ?"
             args.append(account)
-        return [BaseOrder.from_dict(json.loads(r[0])) for r in self.db.execute(sql, args)]
+        return self._with_fills([BaseOrder.from_dict(json.loads(r[0])) for r in self.db.execute(sql, args)])
 
     def list_orders(self, account: Optional[str] = None, epic: Optional[str] = None,
                     status: Optional[str] = None, source: Optional[str] = None,
@@ -160,16 +168,48 @@ class Journal:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self.db.execute(f"SELECT data FROM orders {where} ORDER BY created DESC LIMIT ?",
                                [*args, int(limit)])
-        return [BaseOrder.from_dict(json.loads(r[0])) for r in rows]
+        return self._with_fills([BaseOrder.from_dict(json.loads(r[0])) for r in rows])
+
+    def _with_fills(self, orders: list[BaseOrder]) -> list[BaseOrder]:
+        """Attach each order's recorded fills (unsigned, as ``Fill.to_dict``)."""
+        traded = [o for o in orders if o.filled_qty]
+        by_key: dict[tuple[str, str], list] = {}
+        for account in {o.account for o in traded}:
+            ids = [o.client_order_id for o in traded if o.account == account]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                rows = self.db.execute(
+                    "SELECT client_order_id, exec_id, qty, price, time, commission FROM fills WHERE account = ?"
+                    f" AND client_order_id IN ({','.join('?' * len(chunk))}) ORDER BY rowid", [account, *chunk])
+                for key, exec_id, qty, price, at, commission in rows:
+                    by_key.setdefault((account, key), []).append(
+                        {"exec_id": exec_id, "qty": abs(qty), "price": price, "time": at, "commission": commission})
+        for order in traded:
+            order.fills = by_key.get((order.account, order.client_order_id), [])
+        return orders
 
     # -- fills and positions ---------------------------------------------------------
-    def apply_fills(self, order: BaseOrder, fills: list[Fill], external: bool = False) -> list[tuple[Fill, float]]:
+    def apply_fills(self, order: BaseOrder, fills: list[Fill], external: bool = False,
+                    apply: Optional[Callable[[Fill], object]] = None) -> list[tuple[Fill, float]]:
         """Record fills, move the position and save the order, in one transaction.
 
-        A fill whose (account, exec_id) is recorded already is skipped. Returns the
-        (fill, realized P&L) pairs that were new.
+        A fill whose (account, exec_id) is recorded already is skipped: this key is the
+        engine's one duplicate check. ``apply(fill)`` (the order's state machine) runs for
+        each new fill inside the transaction. Returns the (fill, realized P&L) pairs that
+        were new.
         """
         applied = []
+        before = (order.status, order.filled_qty, order.avg_fill_price, list(order.fills), order.updated)
+        try:
+            self._insert_fills(order, fills, external, apply, applied)
+        except BaseException:
+            # The transaction rolled back: so does the order, whatever the state machine did.
+            order.status, order.filled_qty, order.avg_fill_price, order.fills, order.updated = before
+            raise
+        return applied
+
+    def _insert_fills(self, order: BaseOrder, fills: list[Fill], external: bool,
+                      apply: Optional[Callable[[Fill], object]], applied: list) -> None:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             position = None
@@ -181,7 +221,9 @@ class Journal:
                     (order.account, fill.exec_id, order.client_order_id, order.epic, signed, fill.price,
                      fill.commission, fill.time, int(external)))
                 if cur.rowcount == 0:
-                    continue
+                    continue  # seen before (or without an exec id): never counted twice
+                if apply is not None:
+                    apply(fill)
                 if position is None:
                     position = self.position(order.account, order.epic)
                 applied.append((fill, position.apply_fill(signed, fill.price)))
@@ -191,7 +233,6 @@ class Journal:
                     " VALUES (?, ?, ?, ?, ?)",
                     (order.account, order.epic, position.qty, position.avg_price, position.realized_pnl))
             self.save_order(order)
-        return applied
 
     def fills(self, account: str, client_order_id: Optional[str] = None) -> list[dict]:
         """Return recorded fills, oldest first."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Iterable, Optional
 from engine.risk import KillMode, RiskEngine, RiskSettings
 from maotrade.errors import InvalidOrder, OrderRefused, ProtocolError
 from maotrade.messages import message
-from maotrade.order import BaseOrder, OrderStatus
+from maotrade.order import BaseOrder, OrderSource, OrderStatus
 
 if TYPE_CHECKING:  # the engine imports this module; no cycle at run time
     from engine.bus import ClientSession
@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the engine imports this module; no cycle at run time
 log = logging.getLogger(__name__)
 
 GLOBAL = "*"
-ORDER_SOURCES = frozenset({"strategy", "api", "webhook", "manual"})
+ORDER_SOURCES = OrderSource.CLIENT
 MAX_LISTED_ORDERS = 5000
 
 SCHEMA = """
@@ -167,7 +167,7 @@ class Operations:
     # -- the order path ----------------------------------------------------------------
     def risk_check(self, order: BaseOrder) -> None:
         """``OrderRouter``'s risk callback: pass, or raise ``OrderRefused``."""
-        if order.source not in ORDER_SOURCES and order.source != "external":
+        if order.source not in ORDER_SOURCES and order.source != OrderSource.EXTERNAL:
             raise OrderRefused("invalid_source", f"order source must be one of {', '.join(sorted(ORDER_SOURCES))}")
         self.risk.check(order, self.view)
 

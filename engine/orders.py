@@ -1,27 +1,44 @@
-"""The engine's order path: client request -> checks -> journal -> worker; worker answer -> state.
+"""The engine's order path: client request -> checks -> journal -> worker; broker event -> state.
 
 ``OrderRouter`` holds no sockets. It returns what must be sent and to whom; the engine
 loop does the sending. Order of operations on a new order: validate, check the account
 is ready and knows the instrument, journal (durable), then dispatch. A request whose
 client order id is already journaled is answered with that order's state and never
 dispatched again: the client order id is the idempotency key.
+
+The router owns every order's life. Workers report ``OrderEvent``s keyed by client order
+id; ``apply_event`` is the only place a worker's word moves an engine order, through the
+one state machine of ``BaseOrder``. Brackets are the router's too: a parent with stop
+loss / take profit is journaled with its two legs (``child_id(parent, Leg.*)``), and the
+router decides whether an amend, cancel or close is legal from its own state.
 """
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from engine.faults import failpoint
 from engine.journal import Journal
-from maotrade.errors import InvalidOrder, OrderRefused
+from maotrade.errors import InvalidOrder, OrderRefused, ProtocolError
 from maotrade.messages import EngineToWorker as ToWorker
-from maotrade.order import (BaseOrder, Fill, OrderAction, OrderStatus, OrderType, TimeInForce,
-                            new_client_order_id)
+from maotrade.order import (LEG_SHAPE, BaseOrder, BracketKind, Fill, Leg, OrderAction, OrderEvent, OrderSource,
+                            OrderStatus, OrderType, TimeInForce, bracket_legs, child_id, leg_name,
+                            new_client_order_id, restate_legs, split_child_id)
 
 log = logging.getLogger(__name__)
 
 NUMERIC_FIELDS = ("qty", "price", "stop_loss", "take_profit")
+
+
+NEVER_REACHED = "never reached the broker (unknown to it); not resent"
+#: order requests that create an order of their own: refused, that order is REJECTED.
+CREATING_REQUESTS = frozenset({ToWorker.ORDER_OPEN, ToWorker.ORDER_CLOSE})
+#: a broker's status word the engine takes from an event (fills move FILLED/PARTIALLY_FILLED).
+EVENT_STATUS = {OrderEvent.SUBMITTED: OrderStatus.SUBMITTED, OrderEvent.ACCEPTED: OrderStatus.ACCEPTED,
+                OrderEvent.REJECTED: OrderStatus.REJECTED, OrderEvent.CANCELLED: OrderStatus.CANCELLED,
+                OrderEvent.EXPIRED: OrderStatus.EXPIRED}
 
 
 @dataclass
@@ -35,54 +52,87 @@ class Dispatch:
 
 @dataclass
 class OrderOutcome:
-    """What a client request or worker answer produced."""
+    """What a client request or a broker event produced.
+
+    ``order`` is the order the request or event was about; ``changed`` lists every
+    other order whose state moved with it (a bracket's legs), ``dispatches`` what must
+    go to workers.
+    """
 
     order: Optional[BaseOrder] = None
-    dispatch: Optional[Dispatch] = None
+    dispatches: list = field(default_factory=list)
     error: str = ""
     code: str = ""
     fills: list = field(default_factory=list)
     duplicate: bool = False
+    changed: list = field(default_factory=list)
+
+    @property
+    def dispatch(self) -> Optional[Dispatch]:
+        """The first request to send (most outcomes have at most one)."""
+        return self.dispatches[0] if self.dispatches else None
 
 
 class OrderRouter:
-    """Orders of every account: creation, routing and application of broker answers."""
+    """Orders of every account: creation, routing, brackets and application of broker events.
 
-    def __init__(self, journal: Journal, is_ready: Callable[[str], str], account_doc: Callable[[str], dict],
-                 risk_check: Optional[Callable[[BaseOrder], None]] = None):
+    ``not_ready_reason(account)`` returns why an account cannot take orders ('' when it
+    can); ``account_doc(account)`` its configuration document; ``capabilities(account)``
+    what its broker declared (``BaseAccountManager.CAPABILITIES``).
+    """
+
+    def __init__(self, journal: Journal, not_ready_reason: Callable[[str], str],
+                 account_doc: Callable[[str], dict], capabilities: Callable[[str], dict] = lambda a: {},
+                 risk_check: Optional[Callable[[BaseOrder], None]] = None,
+                 unknown_timeout: float = 60.0, clock: Callable[[], float] = time.monotonic):
         self.journal = journal
-        self._not_ready_reason = is_ready
+        self._not_ready_reason = not_ready_reason
         self._doc = account_doc
+        self._capabilities = capabilities
         self._risk_check = risk_check
+        self.unknown_timeout = unknown_timeout
+        self._clock = clock
         self.live: dict[tuple[str, str], BaseOrder] = {}
         self._owners: dict[tuple[str, str], str] = {}
+        # (account, id) -> monotonic deadline of orders sent and not yet answered by the broker.
+        self._awaiting: dict[tuple[str, str], float] = {}
         self.rejected_count = 0
         for order in journal.open_orders():
-            self._load_fills(order)
             self.live[(order.account, order.client_order_id)] = order
 
     # -- lookup ---------------------------------------------------------------------
     def get(self, account: str, client_order_id: str) -> Optional[BaseOrder]:
         """Return an order with its fills, from memory or the journal."""
         order = self.live.get((account, client_order_id))
-        if order is None:
-            order = self.journal.get_order(account, client_order_id)
-            if order is not None:
-                self._load_fills(order)
-        return order
+        return order if order is not None else self.journal.get_order(account, client_order_id)
 
     def open_orders(self, account: str) -> list[BaseOrder]:
         """Orders of ``account`` not in a final state."""
         return [o for (a, _), o in self.live.items() if a == account and not o.is_done]
 
-    def _load_fills(self, order: BaseOrder) -> None:
-        order.fills = [{"exec_id": f["exec_id"], "qty": abs(f["qty"]), "price": f["price"],
-                        "time": f["time"], "commission": f["commission"]}
-                       for f in self.journal.fills(order.account, order.client_order_id)]
+    def legs(self, parent: BaseOrder) -> list[BaseOrder]:
+        """The bracket legs of ``parent`` that exist (0, 1 or 2)."""
+        found = (self.get(parent.account, child_id(parent.client_order_id, leg)) for leg in Leg.ALL)
+        return [leg for leg in found if leg is not None]
+
+    def orders_to_query(self, account: str) -> list[BaseOrder]:
+        """Orders the broker must be asked about after a (re)connect.
+
+        Every active order, legs included once their parent has traded (before that a
+        leg exists only as its parent's stop loss / take profit).
+        """
+        out = []
+        for order in self.open_orders(account):
+            if order.is_leg:
+                parent = self.get(account, order.parent)
+                if parent is None or not parent.filled_qty:
+                    continue
+            out.append(order)
+        return out
 
     # -- client requests -------------------------------------------------------------------
     def open(self, request: dict, source: str, strategy: str = "") -> OrderOutcome:
-        """Create, check, journal and route a new order from a client request."""
+        """Create, check, journal and route a new order (with its bracket legs) from a request."""
         order = self._build(request, source)
         # The journal's primary key settles duplicates below; memory answers the common case.
         existing = self.live.get((order.account, order.client_order_id))
@@ -90,6 +140,9 @@ class OrderRouter:
             return OrderOutcome(order=existing, duplicate=True)
         try:
             order.validate()
+            if order.is_leg or split_child_id(order.client_order_id)[1]:
+                raise InvalidOrder(f"client_order_id {order.client_order_id!r} ends like a bracket leg's "
+                                   f"('/{Leg.STOP_LOSS}', '/{Leg.TAKE_PROFIT}'): choose another")
             self._check_account(order)
             if self._risk_check is not None:
                 self._risk_check(order)
@@ -97,15 +150,23 @@ class OrderRouter:
             return self._reject(order, str(exc), "invalid_order", strategy)
         except OrderRefused as exc:
             return self._reject(order, str(exc), exc.code, strategy)
+        legs = self._make_legs(order) if order.action == OrderAction.OPEN else []
         failpoint("before_journal")
-        if not self.journal.insert_order(order, strategy):
+        if not self.journal.insert_orders([order, *legs], strategy):
             return OrderOutcome(order=self.get(order.account, order.client_order_id), duplicate=True)
-        self.live[(order.account, order.client_order_id)] = order
-        self._owners[(order.account, order.client_order_id)] = strategy
+        for item in (order, *legs):
+            self.live[(item.account, item.client_order_id)] = item
+            self._owners[(item.account, item.client_order_id)] = strategy
         failpoint("after_journal")
-        log.info("event=order_journaled account=%s order=%s epic=%s qty=%g type=%s source=%s",
-                 order.account, order.client_order_id, order.epic, order.qty, order.order_type, source)
-        return OrderOutcome(order=order, dispatch=Dispatch(order.account, ToWorker.ORDER_OPEN, order))
+        log.info("event=order_journaled account=%s order=%s epic=%s qty=%g type=%s source=%s legs=%d",
+                 order.account, order.client_order_id, order.epic, order.qty, order.order_type, source,
+                 len(legs))
+        kind = ToWorker.ORDER_CLOSE if order.action == OrderAction.CLOSE else ToWorker.ORDER_OPEN
+        sent = order
+        if legs and not self._capabilities(order.account).get("bracket"):
+            # No native brackets: the broker gets a plain order; the legs follow its fill.
+            sent = BaseOrder.from_dict({**order.to_dict(), "stop_loss": None, "take_profit": None})
+        return OrderOutcome(order=order, dispatches=[self._send(sent, kind)])
 
     def close(self, request: dict, source: str, strategy: str = "") -> OrderOutcome:
         """Close all (no ``qty``) or part (``qty`` > 0, the amount) of a position at market."""
@@ -118,105 +179,292 @@ class OrderRouter:
         position = self.journal.position(account, epic)
         if position.is_flat:
             raise InvalidOrder(f"no open position in {epic} on account {account} to close")
-        amount = request.get("qty")
         amount = abs(position.qty) if amount in (None, 0) else abs(float(amount))
         if amount > abs(position.qty) + 1e-9:
             raise InvalidOrder(f"close of {amount:g} {epic} exceeds the position of {abs(position.qty):g}")
         qty = -amount if position.qty > 0 else amount
-        outcome = self.open({**request, "qty": qty, "order_type": OrderType.MARKET,
-                             "action": OrderAction.CLOSE, "price": None}, source, strategy)
-        if outcome.dispatch is not None:
-            outcome.dispatch.kind = ToWorker.ORDER_CLOSE
-        return outcome
+        return self.open({**request, "qty": qty, "order_type": OrderType.MARKET, "action": OrderAction.CLOSE,
+                          "price": None, "stop_loss": None, "take_profit": None}, source, strategy)
 
     def cancel(self, account: str, client_order_id: str) -> OrderOutcome:
-        """Route a cancel request for a working order."""
+        """Route a cancel request for a working order (a bracket leg cancels with its parent)."""
         order = self._require_active(account, client_order_id, "cancel")
-        return OrderOutcome(order=order, dispatch=Dispatch(account, ToWorker.ORDER_CANCEL, order))
+        if order.is_leg:
+            raise InvalidOrder(f"cannot cancel bracket leg {client_order_id} alone: cancel or amend "
+                               f"its parent {order.parent}")
+        self._require_capability(account, "cancel", "cancel orders")
+        return OrderOutcome(order=order, dispatches=[Dispatch(account, ToWorker.ORDER_CANCEL, order)])
 
     def amend_stops(self, account: str, client_order_id: str, stop_loss, take_profit) -> OrderOutcome:
-        """Route a stop loss / take profit amendment; the journal changes when the broker agrees."""
+        """Route a stop loss / take profit amendment if the engine's state makes it legal.
+
+        A working order takes new levels; a filled one protects its position through its
+        legs, which must still be working: an amend of a bracket whose position is closed is
+        refused, never placed. The journal changes when the broker agrees.
+        """
         order = self.get(account, client_order_id)
         if order is None:
             raise InvalidOrder(f"unknown order {client_order_id} on account {account}")
+        if order.is_leg:
+            raise InvalidOrder(f"amend the stop loss / take profit of {order.parent}, not of its leg "
+                               f"{client_order_id}")
+        if stop_loss is None and take_profit is None:
+            raise InvalidOrder("order_stop needs stop_loss or take_profit")
+        self._require_capability(account, "stop_amend", "amend stop loss / take profit")
         amended = BaseOrder.from_dict({**order.to_dict(), "stop_loss": stop_loss, "take_profit": take_profit})
-        amended.fills = order.fills
-        for name in ("stop_loss", "take_profit"):
-            value = getattr(amended, name)
-            if value is not None and not (isinstance(value, (int, float)) and value > 0):
-                raise InvalidOrder(f"order {client_order_id}: {name} must be a positive number")
-        return OrderOutcome(order=order, dispatch=Dispatch(account, ToWorker.ORDER_STOP, amended))
+        amended.validate()
+        if order.is_done:
+            if not order.filled_qty:
+                raise InvalidOrder(f"cannot amend order {client_order_id}: it is {order.status} with no fill")
+            legs = self.legs(order)
+            working = [leg for leg in legs if not leg.is_done]
+            if legs and not working:
+                ended = ", ".join(f"{leg_name(leg.leg)} {leg.status}" for leg in legs)
+                raise InvalidOrder(f"cannot amend order {client_order_id}: its bracket is closed ({ended}); "
+                                   "nothing was sent")
+            if self.journal.position(account, order.epic).is_flat:
+                raise InvalidOrder(f"cannot amend order {client_order_id}: no open position in {order.epic}; "
+                                   "nothing was sent")
+            if not self._capabilities(account).get("bracket"):
+                return OrderOutcome(order=order, dispatches=self._move_legs(order, amended, working))
+        return OrderOutcome(order=order, dispatches=[Dispatch(account, ToWorker.ORDER_STOP, amended)])
+
+    def _move_legs(self, parent: BaseOrder, amended: BaseOrder, working: list[BaseOrder]) -> list[Dispatch]:
+        """Amend a filled bracket whose legs are orders of their own at the broker (no native
+        brackets): move, withdraw or add each leg; the parent follows as the broker confirms."""
+        dispatches = []
+        by_leg = {leg.leg: leg for leg in working}
+        for name, (_, level_field) in LEG_SHAPE.items():
+            level, leg = getattr(amended, level_field), by_leg.get(name)
+            if leg is not None and level is None:
+                dispatches.append(Dispatch(parent.account, ToWorker.ORDER_CANCEL, leg))
+            elif leg is not None and level != leg.price:
+                moved = BaseOrder.from_dict({**leg.to_dict(), "price": level})
+                dispatches.append(Dispatch(parent.account, ToWorker.ORDER_STOP, moved))
+            elif leg is None and level is not None:
+                (made,) = self._make_legs(amended, only=name)
+                made.qty = -parent.filled_qty
+                self.journal.save_order(made, self.owner(parent))
+                self.live[(made.account, made.client_order_id)] = made
+                dispatches.append(self._send(made, ToWorker.ORDER_OPEN))
+        if not dispatches:
+            raise InvalidOrder(f"order {parent.client_order_id} already has those levels; nothing was sent")
+        return dispatches
 
     def status_query(self, order: BaseOrder) -> Dispatch:
         """Ask the broker about an order whose outcome the engine does not know."""
         return Dispatch(order.account, ToWorker.ORDER_STATUS_REQUEST, order)
 
-    # -- worker answers ---------------------------------------------------------------------
-    def apply_response(self, msg: dict) -> OrderOutcome:
-        """Apply an ``order_response`` from a worker; return the order as it now stands."""
-        wire = msg.get("order") or {}
-        account = str(msg.get("account") or wire.get("account") or "")
-        key = wire.get("client_order_id")
-        if not account or not key:
-            raise InvalidOrder("order_response without account or client_order_id")
-        order = self.get(account, key)
-        if order is None:
-            order = BaseOrder.from_dict({**wire, "fills": [], "filled_qty": 0.0, "avg_fill_price": 0.0,
-                                         "status": OrderStatus.NEW, "account": account,
-                                         "source": wire.get("source") or "external"})
-            self.journal.save_order(order)
-            log.warning("event=external_order account=%s order=%s epic=%s", account, key, order.epic)
+    # -- broker events ---------------------------------------------------------------------
+    def apply_event(self, msg: dict) -> OrderOutcome:
+        """Apply one ``order_event`` from a worker; return the order as it now stands."""
+        account, key, event = str(msg.get("account") or ""), msg.get("client_order_id"), msg.get("event")
+        if not account or not isinstance(key, str) or not key:
+            raise ProtocolError("order_event without account or client_order_id")
+        if event not in OrderEvent.ALL:
+            raise ProtocolError(f"order_event of unknown kind {event!r}")
+        order = self.get(account, key) or self._adopt(account, key, msg)
+        self._awaiting.pop((account, key), None)
         outcome = OrderOutcome(order=order)
+        reason = str(msg.get("reason") or "")
         request = msg.get("request")
-        if msg.get("refused"):
-            outcome.error = str(msg["refused"])
-            if request in (ToWorker.ORDER_OPEN, ToWorker.ORDER_CLOSE) and order.can_move_to(OrderStatus.REJECTED):
+        if event == OrderEvent.REFUSED:
+            outcome.error = reason or "refused by the broker"
+            if request in CREATING_REQUESTS and order.can_move_to(OrderStatus.REJECTED):
                 order.set_rejected(outcome.error)
-            self._save(order)
-            return outcome
-        if msg.get("not_found"):
-            if order.status == OrderStatus.NEW:
-                order.set_rejected("never reached the broker (unknown to it after a restart); not resent")
-                self._save(order)
-            return outcome
-        if msg.get("unknown"):
-            outcome.error = f"outcome unknown: {msg['unknown']}"
-            log.error("event=order_outcome_unknown account=%s order=%s reason=%s", account, key, msg["unknown"])
-            return outcome
-        fills = list(msg.get("fills") or [])
-        if msg.get("fill"):
-            fills.append(msg["fill"])
-        new_fills = []
-        for raw in fills:
-            fill = Fill(exec_id=str(raw["exec_id"]), qty=abs(float(raw["qty"])), price=float(raw["price"]),
-                        time=int(raw.get("time") or 0), commission=float(raw.get("commission") or 0.0))
-            if any(f["exec_id"] == fill.exec_id for f in order.fills):
-                continue
-            order.add_fill(fill)
-            new_fills.append(fill)
-        if request == ToWorker.ORDER_STOP:
-            order.stop_loss, order.take_profit = wire.get("stop_loss"), wire.get("take_profit")
-        status = wire.get("status")
-        if status and status != order.status and order.can_move_to(status) and not (
-                status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED) and not fills):
-            order.set_status(status, wire.get("reason") or "")
-        elif status and status != order.status and status not in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
-            log.info("event=stale_status_ignored account=%s order=%s have=%s got=%s",
-                     account, key, order.status, status)
-        if wire.get("broker_ref"):
-            order.broker_ref = str(wire["broker_ref"])
-        if new_fills:
-            failpoint("before_fill_apply")
-            # Fills, position and order state commit together: never a fill without its order.
-            applied = self.journal.apply_fills(order, new_fills, external=order.source == "external")
-            failpoint("after_fill_apply")
-            outcome.fills = [fill.to_dict() for fill, _ in applied]
-            self._forget_if_done(order)
+            elif request == ToWorker.ORDER_CANCEL and order.is_leg and not order.is_done:
+                # A leg the engine withdrew is not working there: ask what became of it.
+                outcome.dispatches.append(self.status_query(order))
+        elif event == OrderEvent.NOT_FOUND:
+            self._not_found(order, outcome)
+        elif event == OrderEvent.UNKNOWN:
+            if not order.is_done and order.status != OrderStatus.UNKNOWN:
+                order.set_status(OrderStatus.UNKNOWN, f"outcome unknown: {reason}")
+                log.error("event=order_outcome_unknown account=%s order=%s reason=%s", account, key, reason)
+            outcome.error = f"outcome unknown: {reason}"
+        elif event == OrderEvent.AMENDED:
+            self._amended(order, msg, outcome)
         else:
-            self._save(order)
+            fills = list(msg.get("fills") or [])
+            if msg.get("fill"):
+                fills.append(msg["fill"])
+            self._apply_fills(order, [Fill.from_dict(raw) for raw in fills], outcome)
+            status = EVENT_STATUS.get(event) or (msg.get("status") if event == OrderEvent.STATUS else None)
+            self._take_status(order, status, reason)
+        if msg.get("broker_ref") and not order.broker_ref:
+            order.broker_ref = str(msg["broker_ref"])
+        if order.is_leg and order.status == OrderStatus.FILLED:
+            self._leg_filled(order, outcome)
+        elif not order.is_leg and order.is_done and not order.filled_qty:
+            self._parent_ended_unfilled(order, outcome)
+        if outcome.fills:
+            self._after_position_change(order, outcome)
+        self._save(order)
         return outcome
 
-    # -- internals ------------------------------------------------------------------------------
+    def overdue(self) -> list[BaseOrder]:
+        """Orders sent more than ``unknown_timeout`` ago with no word from the broker.
+
+        Each becomes UNKNOWN (the caller tells its owner and asks the broker again when it
+        can); it is returned once.
+        """
+        now = self._clock()
+        late = [k for k, deadline in self._awaiting.items() if now >= deadline]
+        out = []
+        for key in late:
+            del self._awaiting[key]
+            order = self.live.get(key)
+            if order is None or order.is_done or order.status == OrderStatus.UNKNOWN:
+                continue
+            order.set_status(OrderStatus.UNKNOWN, f"no answer from the broker within {self.unknown_timeout:g}s")
+            log.error("event=order_outcome_unknown account=%s order=%s reason=timeout", *key)
+            self._save(order)
+            out.append(order)
+        return out
+
+    # -- internals: events ------------------------------------------------------------------------
+    def _adopt(self, account: str, key: str, msg: dict) -> BaseOrder:
+        """An event about an order the engine never journaled: journal the broker's description."""
+        wire = msg.get("order")
+        if not isinstance(wire, dict):
+            raise ProtocolError(f"order_event for unknown order {key!r} carries no description")
+        parent_id, leg = split_child_id(key)
+        parent = self.get(account, parent_id) if leg else None
+        source = OrderSource.BRACKET if parent is not None else OrderSource.EXTERNAL
+        try:
+            order = BaseOrder.from_dict({**wire, "client_order_id": key, "account": account, "fills": [],
+                                         "filled_qty": 0.0, "avg_fill_price": 0.0, "status": OrderStatus.NEW,
+                                         "source": source, "parent": parent_id if parent else "",
+                                         "leg": leg if parent else ""})
+        except TypeError as exc:
+            raise ProtocolError(f"order_event for {key!r} has a malformed description: {exc}") from None
+        strategy = self.owner(parent) if parent is not None else ""
+        self.journal.save_order(order, strategy)
+        self.live[(account, key)] = order
+        if parent is None:
+            log.warning("event=external_order account=%s order=%s epic=%s", account, key, order.epic)
+        return order
+
+    def _apply_fills(self, order: BaseOrder, fills: list[Fill], outcome: OrderOutcome) -> None:
+        if not fills:
+            return
+        failpoint("before_fill_apply")
+        # Fills, position and order state commit together: never a fill without its order.
+        # The journal's key on (account, exec_id) is the one duplicate check on this side.
+        applied = self.journal.apply_fills(order, fills, external=order.source == OrderSource.EXTERNAL,
+                                           apply=order.add_fill)
+        failpoint("after_fill_apply")
+        outcome.fills = [fill.to_dict() for fill, _ in applied]
+
+    @staticmethod
+    def _take_status(order: BaseOrder, status: Optional[str], reason: str) -> None:
+        # FILLED and PARTIALLY_FILLED follow from fills alone; a late or repeated word is stale.
+        if not status or status == order.status or status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
+            return
+        if status == OrderStatus.NEW:
+            return
+        if order.can_move_to(status):
+            order.set_status(status, reason)
+        else:
+            log.info("event=stale_status_ignored account=%s order=%s have=%s got=%s",
+                     order.account, order.client_order_id, order.status, status)
+
+    def _not_found(self, order: BaseOrder, outcome: OrderOutcome) -> None:
+        if order.is_done:
+            return
+        if order.is_leg and not self._capabilities(order.account).get("bracket") \
+                and not order.filled_qty and not self.journal.position(order.account, order.epic).is_flat:
+            # A leg the engine places itself that the broker never got (its request was lost
+            # with a worker): the broker has no such id, so placing it now cannot duplicate it.
+            log.warning("event=leg_placed_again account=%s order=%s", order.account, order.client_order_id)
+            outcome.dispatches.append(self._send(order, ToWorker.ORDER_OPEN))
+        elif order.is_leg:
+            order.set_cancelled("not working at the broker")
+        elif not order.filled_qty:
+            order.set_rejected(NEVER_REACHED)
+        elif order.status != OrderStatus.UNKNOWN:
+            order.set_status(OrderStatus.UNKNOWN, "the broker has no record of an order that traded")
+
+    def _amended(self, order: BaseOrder, msg: dict, outcome: OrderOutcome) -> None:
+        order.updated = int(time.time() * 1000)
+        if order.is_leg:
+            # A leg that is an order of its own moved: its parent's level moves with it.
+            order.price = msg.get("price")
+            parent = self.get(order.account, order.parent)
+            if parent is not None:
+                setattr(parent, LEG_SHAPE[order.leg][1], order.price)
+                self._save(parent)
+                outcome.changed.append(parent)
+            return
+        order.stop_loss, order.take_profit = msg.get("stop_loss"), msg.get("take_profit")
+        if msg.get("price") is not None and order.order_type != OrderType.MARKET:
+            order.price = msg["price"]
+        new, changed = restate_legs(order, {leg.leg: leg for leg in self.legs(order)})
+        for leg in new:
+            self.journal.save_order(leg, self.owner(order))
+            self.live[(leg.account, leg.client_order_id)] = leg
+        for leg in changed:
+            self._save(leg)
+        outcome.changed += new + changed
+
+    def _leg_filled(self, leg: BaseOrder, outcome: OrderOutcome) -> None:
+        """One leg closed the position: the other is done too (the broker cancels it as well)."""
+        parent = self.get(leg.account, leg.parent)
+        if parent is None:
+            return
+        native = self._capabilities(leg.account).get("bracket")
+        for sibling in self.legs(parent):
+            if sibling.client_order_id == leg.client_order_id or sibling.is_done:
+                continue
+            if native or sibling.status == OrderStatus.NEW:
+                sibling.set_cancelled(f"{leg_name(leg.leg)} filled")
+                self._save(sibling)
+                outcome.changed.append(sibling)
+            else:
+                # A working order of its own at the broker: it ends when the broker says so.
+                outcome.dispatches.append(Dispatch(leg.account, ToWorker.ORDER_CANCEL, sibling))
+
+    def _parent_ended_unfilled(self, parent: BaseOrder, outcome: OrderOutcome) -> None:
+        """A parent that ended with no fill (cancelled, rejected, expired) takes its legs with it."""
+        for leg in self.legs(parent):
+            if not leg.is_done:
+                leg.set_cancelled(f"parent {parent.status.lower()}")
+                self._save(leg)
+                outcome.changed.append(leg)
+
+    def _after_position_change(self, order: BaseOrder, outcome: OrderOutcome) -> None:
+        """Legs never outlive their position: when it is flat, working legs in it end."""
+        if not self.journal.position(order.account, order.epic).is_flat:
+            if not order.is_leg and order.is_done and not self._capabilities(order.account).get("bracket"):
+                # No native brackets: the engine places the legs once the parent has traded.
+                for leg in self.legs(order):
+                    if leg.status == OrderStatus.NEW:
+                        leg.qty = -order.filled_qty
+                        self._save(leg)
+                        outcome.dispatches.append(self._send(leg, ToWorker.ORDER_OPEN))
+            return
+        attached = self._capabilities(order.account).get("bracket") == BracketKind.ATTACHED
+        for (account, _), other in list(self.live.items()):
+            if account != order.account or not other.is_leg or other.is_done or other.epic != order.epic:
+                continue
+            if attached or (other.status == OrderStatus.NEW and not self._capabilities(account).get("bracket")):
+                # Never placed, or a level attached to the position, which went with it.
+                other.set_cancelled("position closed")
+                self._save(other)
+                outcome.changed.append(other)
+            elif not any(d.order is other for d in outcome.dispatches):
+                # A leg that is an order of its own at the broker is withdrawn there first.
+                outcome.dispatches.append(Dispatch(account, ToWorker.ORDER_CANCEL, other))
+
+    # -- internals: requests ------------------------------------------------------------------------
+    def _send(self, order: BaseOrder, kind: str) -> Dispatch:
+        self._awaiting[(order.account, order.client_order_id)] = self._clock() + self.unknown_timeout
+        return Dispatch(order.account, kind, order)
+
+    @staticmethod
+    def _make_legs(parent: BaseOrder, only: str = "") -> list[BaseOrder]:
+        return bracket_legs(parent, only)
+
     def _build(self, request: dict, source: str) -> BaseOrder:
         account = request.get("account")
         if account in (None, ""):
@@ -251,16 +499,19 @@ class OrderRouter:
             order.epicBroker = mapping[order.epic]
         else:
             order.epicBroker = order.epic
-        capabilities = doc.get("capabilities") or {}
-        allowed = capabilities.get("order_types")
+        allowed = self._capabilities(order.account).get("order_types")
         if allowed and order.order_type not in allowed:
             raise OrderRefused("unsupported_order_type", f"broker {doc.get('brokerName')} does not take "
                                                          f"{order.order_type} orders")
 
+    def _require_capability(self, account: str, name: str, what: str) -> None:
+        capabilities = self._capabilities(account)
+        if capabilities and not capabilities.get(name):
+            raise InvalidOrder(f"broker {self._doc(account).get('brokerName')} cannot {what}")
+
     def _reject(self, order: BaseOrder, reason: str, code: str, strategy: str) -> OrderOutcome:
-        order.status = OrderStatus.REJECTED
-        order.reason = reason
-        if order.account and order.client_order_id and not self.journal.insert_order(order, strategy):
+        order.set_rejected(reason)
+        if order.account and order.client_order_id and not self.journal.insert_orders([order], strategy):
             # The id is journaled already: whatever this request holds, that order is the answer.
             existing = self.get(order.account, order.client_order_id)
             if existing is not None:
@@ -280,17 +531,15 @@ class OrderRouter:
 
     def _save(self, order: BaseOrder) -> None:
         self.journal.save_order(order)
-        self._forget_if_done(order)
-
-    def _forget_if_done(self, order: BaseOrder) -> None:
         key = (order.account, order.client_order_id)
         if order.is_done:
             self.live.pop(key, None)
+            self._awaiting.pop(key, None)
         else:
             self.live[key] = order
 
     def owner(self, order: BaseOrder) -> str:
-        """Name of the client that placed ``order`` ('' if none)."""
+        """Name of the client that placed ``order`` (a leg's is its parent's; '' if none)."""
         key = (order.account, order.client_order_id)
         name = self._owners.get(key)
         if name is None:

@@ -113,8 +113,8 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
           show_bars: bool = True, heartbeat_timeout: float = 15.0, listen: Optional[str] = None,
           durability: str = "normal", echo: Callable[[str], None] = print,
           risk_config: Optional[Path] = None, api_port: Optional[int] = None, api_host: str = "127.0.0.1",
-          allow_broker_classes: tuple = (), config_ca_file: Optional[str] = None,
-          trusted_proxies: tuple = ()) -> int:
+          unknown_timeout: float = 60.0, allow_broker_classes: tuple = (),
+          config_ca_file: Optional[str] = None, trusted_proxies: tuple = ()) -> int:
     """Run the engine until Ctrl-C, SIGTERM, ``maotrade stop`` or ``duration`` seconds.
 
     ``risk_config`` is the risk settings file (default conf/risk.json); ``api_port``
@@ -158,7 +158,8 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
     engine = Engine(documents, data_dir, run_dir, log_level=log_level, log_file=str(log_path),
                     heartbeat_timeout=heartbeat_timeout, tcp_address=listen,
                     journal_durability=durability,
-                    on_event=ConsolePrinter(show_bars=show_bars), risk_settings=risk_settings)
+                    on_event=ConsolePrinter(show_bars=show_bars), risk_settings=risk_settings,
+                    unknown_timeout=unknown_timeout)
     api = None
     stop_signals = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
     strategy_processes = []

@@ -2,7 +2,9 @@
 
 A worker that exits, or stays silent past ``heartbeat_timeout``, is killed (if needed)
 and started again after a backoff that doubles with each consecutive failure
-(``RESTART_BACKOFF``) and resets once a worker has run ``STABLE_AFTER`` seconds. A worker
+(``RESTART_BACKOFF_FIRST`` = 0.5 s up to ``RESTART_BACKOFF_MAX`` = 30 s) and starts again
+from 0.5 s once a worker has run ``STABLE_AFTER`` seconds (as long as the longest
+backoff: a worker that outlives the longest wait was not failing in a loop). A worker
 that exits with ``EXIT_FATAL`` (bad credentials, bad config) is not restarted.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_FIRST = 0.5
 RESTART_BACKOFF_MAX = 30.0
-STABLE_AFTER = 60.0
+STABLE_AFTER = RESTART_BACKOFF_MAX
 # engine.lifeline first: it makes the forkserver itself die with the engine.
 PRELOAD = ["engine.lifeline", "engine.worker", "maotrade.account_manager", "account_managers.paper", "zmq",
            "msgspec"]
@@ -37,6 +39,17 @@ def process_context():
         _context = multiprocessing.get_context("forkserver")
         _context.set_forkserver_preload(PRELOAD)
     return _context
+
+
+def restart_backoff(failures: int, ran_s: float) -> tuple[int, float]:
+    """Return (consecutive failures, seconds to wait) for a worker that died after ``ran_s``.
+
+    ``failures`` counts the failures before this one; a worker that ran ``STABLE_AFTER``
+    seconds or more starts the count again.
+    """
+    if ran_s >= STABLE_AFTER:
+        failures = 0
+    return failures + 1, min(RESTART_BACKOFF_MAX, RESTART_BACKOFF_FIRST * 2 ** failures)
 
 
 @dataclass
@@ -133,10 +146,7 @@ class Supervisor:
         return events
 
     def _schedule_restart(self, handle: WorkerHandle, now: float, why: str) -> None:
-        if now - handle.started_at > STABLE_AFTER:
-            handle.failures = 0
-        delay = min(RESTART_BACKOFF_MAX, RESTART_BACKOFF_FIRST * 2 ** handle.failures)
-        handle.failures += 1
+        handle.failures, delay = restart_backoff(handle.failures, now - handle.started_at)
         handle.next_start_at = now + delay
         log.warning("event=worker_down account=%s why=%r restart_in_s=%.1f", handle.account, why, delay)
 

@@ -46,6 +46,12 @@ Optional methods (the defaults refuse clearly):
                                          ``send_order_status`` (state and all fills) or
                                          ``send_order_not_found``. Default: reported
                                          unknown (never assumed not found).
+``do_async_request_history(req)``        Fetch completed bars of ``req["epicBroker"]`` at
+                                         ``req["time_frame"]`` seconds dated in
+                                         ``[req["start"], req["end"])`` (epoch ms); answer
+                                         with ``send_history`` one or more times, the last
+                                         with ``done=True``, or ``send_history_error``.
+                                         Default: refused, "history not supported".
 ``do_reconnect()``                       Re-establish the session; default re-runs
                                          ``on_account_manager_init``.
 ``on_account_manager_shutdown()``        Log out, close sockets.
@@ -69,17 +75,18 @@ import logging
 import os
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
 import zmq
 
 from maotrade.config import AccountSettings, BrokerSettings, parse_settings
 from maotrade.errors import (InvalidOrder, MAOTradeError, OperationalError, ProtocolError,
-                             TemporaryError)
+                             RequestNotSent, TemporaryError)
 from maotrade.log import redact_text, register_secret
-from maotrade.messages import ConnectionState, EngineToWorker as In, WorkerToEngine as Out, message
-from maotrade.order import BaseOrder, Fill, OrderStatus
+from maotrade.messages import (PROTOCOL_VERSION, ConnectionState, EngineToWorker as In,
+                               WorkerToEngine as Out, message)
+from maotrade.order import STATUS_EVENT, BaseOrder, BrokerOrder, Fill, OrderEvent, OrderStatus
 from maotrade.queues import MessageQueue
 from maotrade.secrets import secret_values
 
@@ -96,10 +103,29 @@ EXIT_FATAL = 3  # an OperationalError: restarting will not help
 ENGINE_KEYS = frozenset({"risk", "webhook_secret", "webhook_allowed_ips"})
 
 ORDER_REQUESTS = {In.ORDER_OPEN, In.ORDER_CLOSE, In.ORDER_STOP, In.ORDER_CANCEL}
+# A history request whose broker sends no part for this long is answered with an error.
+HISTORY_SILENCE_S = 120.0
+# Bars per history_data part: large downloads travel as many frames of bounded size.
+HISTORY_PART_BARS = 5000
 
 
 def _wire(order: BaseOrder) -> dict:
     return order.to_dict(with_fills=False)
+
+
+def check_history_request(request: dict) -> dict:
+    """Return a history request with its fields checked; ``ProtocolError`` names the bad one."""
+    out = dict(request)
+    for name in ("epic", "epicBroker"):
+        if not isinstance(out.get(name), str) or not out[name]:
+            raise ProtocolError(f"history request needs a non-empty string {name!r}")
+    for name, low in (("time_frame", 1), ("start", 0), ("end", 1)):
+        value = out.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ProtocolError(f"history request needs an integer {name!r} >= {low}, got {value!r}")
+    if out["end"] <= out["start"]:
+        raise ProtocolError(f"history request ends ({out['end']}) before it starts ({out['start']})")
+    return out
 
 
 def now_ms() -> int:
@@ -148,18 +174,28 @@ class BaseAccountManager(abc.ABC):
         self._next_reconnect_at: Optional[float] = None
         self._pending: dict[str, _PendingOrder] = {}
         self._seen_open: set[str] = set()
+        self._from_engine: set[str] = set()  # client order ids the engine has sent us
         self._sent_exec_ids: set[str] = set()
         self._running = False
         self._last_heartbeat = 0.0
         self._executor: Optional[ThreadPoolExecutor] = None
+        self._session_generation = 0
         self._handoff: deque = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._watched: dict[int, Callable[[], None]] = {}
+        self._order_handlers: dict[str, Callable[[BaseOrder], None]] = {
+            In.ORDER_OPEN: self.do_async_request_order_open,
+            In.ORDER_CLOSE: self.do_async_request_order_close,
+            In.ORDER_STOP: self.do_async_request_stop_order,
+            In.ORDER_CANCEL: self.do_async_request_order_cancel,
+            In.ORDER_STATUS_REQUEST: self.do_async_request_order_status,
+        }
         self._busy = False
         self._poller: Optional[zmq.Poller] = None
         self._polled_fds: set = set()
+        self._history_deadlines: dict[str, float] = {}
 
     # ------------------------------------------------------------------ abstract
     @abc.abstractmethod
@@ -205,6 +241,11 @@ class BaseAccountManager(abc.ABC):
         """Ask the broker for an order by client order id. Default: report it unknown."""
         self.send_order_unknown(order, f"broker {self.broker_name} cannot be asked for order status")
 
+    def do_async_request_history(self, request: dict) -> None:
+        """Fetch historical bars (see the module docstring). Default: refuse, no history here."""
+        self.send_history_error(request["request_id"],
+                                f"history not supported by broker {self.broker_name or type(self).__name__}")
+
     def do_reconnect(self) -> bool:
         """Re-establish the broker session; return True when connected again."""
         return self._run_init()
@@ -228,10 +269,12 @@ class BaseAccountManager(abc.ABC):
 
     def send_request_order_response(self, order: BaseOrder, fill: Optional[Fill] = None,
                                     kind: str = "") -> None:
-        """Report an order's new state (and optionally one new fill) to the engine.
+        """Report what the broker said of ``order`` (and optionally one new fill).
 
-        A fill not yet applied to ``order`` is applied here. A fill whose ``exec_id`` was
-        sent before (a broker resending itself) is not sent again.
+        The order's status is turned into one ``order_event`` for the engine (the engine's
+        copy is the one that counts). A fill not yet applied to ``order`` is applied here;
+        a fill whose ``exec_id`` was sent before (a broker resending itself) is not sent
+        again: this and the engine journal's key are the only two duplicate checks.
         """
         fill_dict = None
         if fill is not None:
@@ -246,52 +289,101 @@ class BaseAccountManager(abc.ABC):
         pending = self._pending.get(order.client_order_id)
         if pending and (order.status != OrderStatus.NEW or kind):
             del self._pending[order.client_order_id]
-        self.out_queue.put(message(Out.ORDER_RESPONSE, account=self.account_id,
-                                   order=_wire(order), fill=fill_dict, request=kind or None))
+        if fill_dict is not None:
+            event = OrderEvent.FILLED
+        elif kind == In.ORDER_STOP:
+            event = OrderEvent.AMENDED
+        else:
+            event = STATUS_EVENT[order.status]
+        self._send_event(order, event, fill=fill_dict, request=kind or None)
 
     def send_order_status(self, order: BaseOrder) -> None:
         """Answer a status request with the order's full state and every fill it has.
 
-        The engine applies the fills it has not seen (by ``exec_id``) and ignores the rest.
+        The engine applies the fills it has not journaled (by ``exec_id``) and ignores the rest.
         """
         self._pending.pop(order.client_order_id, None)
-        self.out_queue.put(message(Out.ORDER_RESPONSE, account=self.account_id, order=_wire(order),
-                                   fill=None, fills=list(order.fills),
-                                   request=In.ORDER_STATUS_REQUEST))
+        self._send_event(order, OrderEvent.STATUS, fills=list(order.fills),
+                         request=In.ORDER_STATUS_REQUEST)
 
     def send_order_refused(self, order: BaseOrder, reason: str, kind: str = In.ORDER_OPEN) -> None:
         """Answer an order request that was refused before reaching the broker.
 
-        For a new order the order itself becomes REJECTED; for a cancel, close or amend
-        request only the request fails and the order keeps its state.
+        For a new order or a close (``kind`` open or close) the order itself becomes
+        REJECTED; for a cancel or amend only the request fails and the order keeps its state.
         """
-        if kind == In.ORDER_OPEN and order.can_move_to(OrderStatus.REJECTED):
-            order.set_rejected(reason)
-            self.send_request_order_response(order, kind=kind)
-            return
         self._pending.pop(order.client_order_id, None)
-        self.out_queue.put(message(Out.ORDER_RESPONSE, account=self.account_id, order=_wire(order),
-                                   fill=None, request=kind, refused=redact_text(reason)))
+        if kind in (In.ORDER_OPEN, In.ORDER_CLOSE):
+            order.set_rejected(reason)
+        self._send_event(order, OrderEvent.REFUSED, request=kind, reason=reason)
 
     def send_order_unknown(self, order: BaseOrder, reason: str) -> None:
         """Tell the engine this order's outcome cannot be determined now (never resend it)."""
         self._pending.pop(order.client_order_id, None)
-        self.out_queue.put(message(Out.ORDER_RESPONSE, account=self.account_id, order=_wire(order),
-                                   fill=None, request=In.ORDER_STATUS_REQUEST, unknown=redact_text(reason)))
+        self._send_event(order, OrderEvent.UNKNOWN, request=In.ORDER_STATUS_REQUEST, reason=reason)
 
     def send_order_not_found(self, order: BaseOrder) -> None:
         """Answer a status request: the broker has no order with this client order id."""
         self._pending.pop(order.client_order_id, None)
-        self.out_queue.put(message(Out.ORDER_RESPONSE, account=self.account_id, order=_wire(order),
-                                   fill=None, request=In.ORDER_STATUS_REQUEST, not_found=True))
+        self._send_event(order, OrderEvent.NOT_FOUND, request=In.ORDER_STATUS_REQUEST)
+
+    def _send_event(self, order: BaseOrder, event: str, fill: Optional[dict] = None,
+                    fills: Optional[list] = None, request: Optional[str] = None, reason: str = "") -> None:
+        # An order the engine did not send (a broker-side order found in a status answer,
+        # say) travels with its description so the engine can journal it.
+        described = order.client_order_id not in self._from_engine
+        self.out_queue.put(message(
+            Out.ORDER_EVENT, account=self.account_id, client_order_id=order.client_order_id,
+            event=event, status=order.status, broker_ref=order.broker_ref or None,
+            reason=redact_text(reason or order.reason) or None, fill=fill, fills=fills,
+            request=request, stop_loss=order.stop_loss, take_profit=order.take_profit,
+            price=order.price, filled_qty=order.filled_qty, avg_fill_price=order.avg_fill_price,
+            order=_wire(order) if described else None))
 
     def send_realtime_data(self, data: dict) -> None:
         """Send one normalized bar: ``{epic, time_frame, date, open, high, low, close,
         volume, completed}`` (``date`` in epoch ms of the bar's start)."""
-        data["type"] = Out.MARKET_DATA
-        data["v"] = 1
-        data["account"] = self.account_id
-        self.out_queue.put(data)
+        self.out_queue.put({**data, "type": Out.MARKET_DATA, "v": PROTOCOL_VERSION,
+                            "account": self.account_id})
+
+    def send_history(self, request_id: str, bars: list[dict], done: bool, start: Optional[int] = None,
+                     end: Optional[int] = None, allowance: Optional[dict] = None) -> None:
+        """Send one part of the answer to a history request.
+
+        ``bars`` are normalized completed bars in date order. ``start``/``end`` (epoch ms)
+        is the span this part covers completely: every bar the broker has in it is in
+        ``bars`` (an empty span, such as a weekend, is covered too); it defaults to the
+        dates of the first and last bar. ``allowance`` tells the operator how much of the
+        broker's history quota is left (``{"remaining": n, "total": n, "reset_s": s}``).
+        Parts larger than ``HISTORY_PART_BARS`` are split here.
+        """
+        if request_id not in self._history_deadlines:
+            log.warning("event=history_part_unexpected account=%s request=%s", self.account_id, request_id)
+            return
+        if start is None:
+            start = bars[0]["date"] if bars else None
+        if end is None:
+            end = bars[-1]["date"] + 1 if bars else None
+        chunks = [bars[i:i + HISTORY_PART_BARS] for i in range(0, len(bars), HISTORY_PART_BARS)] or [[]]
+        for index, chunk in enumerate(chunks):
+            last = index == len(chunks) - 1
+            # Each part covers up to where the next one begins, so the parts tile [start, end).
+            part_start = start if index == 0 else chunk[0]["date"]
+            part_end = end if last else chunks[index + 1][0]["date"]
+            self.out_queue.put(message(Out.HISTORY_DATA, account=self.account_id, request_id=request_id,
+                                       bars=chunk, start=part_start, end=part_end, done=done and last,
+                                       allowance=allowance))
+        if done:
+            self._history_deadlines.pop(request_id, None)
+        else:
+            self._history_deadlines[request_id] = time.monotonic() + HISTORY_SILENCE_S
+
+    def send_history_error(self, request_id: str, reason: str, allowance: Optional[dict] = None) -> None:
+        """End a history request with a one-line reason (parts already sent stay valid)."""
+        self._history_deadlines.pop(request_id, None)
+        self.out_queue.put(message(Out.HISTORY_DATA, account=self.account_id, request_id=request_id,
+                                   bars=[], start=None, end=None, done=True, error=redact_text(reason),
+                                   allowance=allowance))
 
     def send_account_disconnected(self, reason: str) -> None:
         """Tell the engine this account is disconnected for good (retries exhausted)."""
@@ -413,10 +505,18 @@ class BaseAccountManager(abc.ABC):
 
     # ------------------------------------------------------------------ threads
     def run_blocking(self, fn: Callable, *args: Any, on_result: Optional[Callable] = None,
-                     on_error: Optional[Callable] = None) -> None:
-        """Run a blocking call on a worker thread; its callbacks run back on the loop."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"am-{self.account_id}")
+                     on_error: Optional[Callable] = None,
+                     executor: Optional[Callable[..., Future]] = None) -> None:
+        """Run a blocking call off the loop; its callbacks run back on the loop.
+
+        ``executor(fn, *args)`` returns a ``concurrent.futures.Future`` (a broker client's
+        own thread or event loop, say ib_insync's); by default a small thread pool runs it.
+        Without ``on_error`` a failure is logged.
+        """
+        if executor is None:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"am-{self.account_id}")
+            executor = self._executor.submit
 
         def done(future):
             exc = future.exception()
@@ -428,7 +528,30 @@ class BaseAccountManager(abc.ABC):
             elif on_result:
                 self.call_soon_threadsafe(on_result, future.result())
 
-        self._executor.submit(fn, *args).add_done_callback(done)
+        executor(fn, *args).add_done_callback(done)
+
+    def new_session(self) -> Callable[[Callable], Callable]:
+        """Begin a new broker session; return ``guard`` for the callbacks of its library.
+
+        ``guard(fn)`` is safe to call from any thread: it runs ``fn(*args)`` on the loop,
+        unless another session has begun since (a dead session's late words are dropped).
+        """
+        self._session_generation += 1
+        generation = self._session_generation
+
+        def guard(fn: Callable) -> Callable:
+            def from_any_thread(*args: Any) -> None:
+                self.call_soon_threadsafe(self._if_current_session, generation, fn, *args)
+            return from_any_thread
+        return guard
+
+    def end_session(self) -> None:
+        """Drop whatever the current session's library still delivers."""
+        self._session_generation += 1
+
+    def _if_current_session(self, generation: int, fn: Callable, *args: Any) -> None:
+        if generation == self._session_generation:
+            fn(*args)
 
     def call_soon_threadsafe(self, fn: Callable, *args: Any) -> None:
         """Run ``fn(*args)`` on the loop thread soon; safe from any thread."""
@@ -507,6 +630,8 @@ class BaseAccountManager(abc.ABC):
         if self.is_connected:
             self._guarded(self.account_manager_main, now_ms())
         self._check_order_timeouts(now)
+        if self._history_deadlines:
+            self._check_history_timeouts(now)
         if now - self._last_heartbeat >= self.worker_heartbeat_interval():
             self._last_heartbeat = now
             self.out_queue.put(message(Out.HEARTBEAT, account=self.account_id, time=now_ms(),
@@ -532,6 +657,8 @@ class BaseAccountManager(abc.ABC):
                 self._running = False
             elif kind in ORDER_REQUESTS or kind == In.ORDER_STATUS_REQUEST:
                 self._dispatch_order(kind, msg)
+            elif kind == In.HISTORY_REQUEST:
+                self._dispatch_history(msg)
             elif not self.is_connected:
                 self.send_error(f"account {self.account_id} is {self.connection_state}", msg)
             elif kind == In.ACCOUNT_INFO_REQUEST:
@@ -540,8 +667,11 @@ class BaseAccountManager(abc.ABC):
                 self.do_async_request_portfolio()
             elif kind == In.MARKET_DATA_REQUEST:
                 request = msg.get("request")
-                if not isinstance(request, dict):
-                    raise ProtocolError("market_data_request lacks 'request'")
+                if not isinstance(request, dict) or not isinstance(request.get("epicBroker"), str) \
+                        or not request["epicBroker"] or isinstance(request.get("time_frame"), bool) \
+                        or not isinstance(request.get("time_frame"), int):
+                    raise ProtocolError("market_data_request needs 'request' with epicBroker (string) "
+                                        "and time_frame (integer seconds)")
                 ok = bool(self.do_async_request_market_data(request))
                 self.out_queue.put(message(Out.MARKET_DATA_RESPONSE, account=self.account_id,
                                            request=request, ok=ok))
@@ -560,7 +690,11 @@ class BaseAccountManager(abc.ABC):
         raw = msg.get("order")
         if not isinstance(raw, dict):
             raise ProtocolError(f"{kind} lacks 'order'")
-        order = BaseOrder.from_dict(raw)
+        order = BrokerOrder.from_dict(raw)
+        if not order.epicBroker:
+            # The engine resolves the instrument once; a broker never guesses it.
+            raise ProtocolError(f"{kind} of {order.client_order_id} lacks epicBroker")
+        self._from_engine.add(order.client_order_id)
         known = self.orders.get(order.client_order_id)
         if kind == In.ORDER_OPEN:
             order.validate()
@@ -588,14 +722,45 @@ class BaseAccountManager(abc.ABC):
             self.orders[order.client_order_id] = order
         deadline = time.monotonic() + self.settings.order_timeout
         self._pending[order.client_order_id] = _PendingOrder(order, kind, deadline)
-        handler = {
-            In.ORDER_OPEN: self.do_async_request_order_open,
-            In.ORDER_CLOSE: self.do_async_request_order_close,
-            In.ORDER_STOP: self.do_async_request_stop_order,
-            In.ORDER_CANCEL: self.do_async_request_order_cancel,
-            In.ORDER_STATUS_REQUEST: self.do_async_request_order_status,
-        }[kind]
-        handler(order)
+        try:
+            self._order_handlers[kind](order)
+        except OperationalError:
+            raise
+        except (InvalidOrder, RequestNotSent) as exc:
+            # Raised before the request went out: refused, and the strategy is told.
+            self.send_order_refused(order, str(exc), kind=kind)
+        except Exception as exc:  # a broker library may raise anything, possibly after sending
+            log.exception("event=order_request_crashed account=%s order=%s request=%s",
+                          self.account_id, order.client_order_id, kind)
+            self.send_order_unknown(order, f"{kind} failed in the broker's client: {type(exc).__name__}: {exc}")
+
+    def _dispatch_history(self, msg: dict) -> None:
+        request = msg.get("request")
+        request_id = request.get("request_id") if isinstance(request, dict) else None
+        if not isinstance(request_id, str) or not request_id:
+            raise ProtocolError("history_request lacks 'request' with a string 'request_id'")
+        self._history_deadlines[request_id] = time.monotonic() + HISTORY_SILENCE_S
+        try:
+            request = check_history_request(request)
+        except ProtocolError as exc:
+            self.send_history_error(request_id, str(exc))
+            return
+        if not self.is_connected:
+            self.send_history_error(request_id, f"account {self.account_id} is {self.connection_state}")
+            return
+        try:
+            self.do_async_request_history(request)
+        except OperationalError:
+            raise
+        except Exception as exc:  # a broker's bug must still end the request, in one line
+            log.exception("event=history_request_crashed account=%s request=%s", self.account_id, request_id)
+            self.send_history_error(request_id, f"{type(exc).__name__}: {exc}")
+
+    def _check_history_timeouts(self, now: float) -> None:
+        for request_id, deadline in list(self._history_deadlines.items()):
+            if now >= deadline:
+                self.send_history_error(request_id, f"no history from broker {self.broker_name} "
+                                                    f"within {HISTORY_SILENCE_S:g}s")
 
     def _check_order_timeouts(self, now: float) -> None:
         for key, pending in list(self._pending.items()):

@@ -21,6 +21,14 @@ class BrokerUnavailable(TemporaryError, ConnectionError):
     """The broker cannot be reached now; reconnecting with backoff is the cure."""
 
 
+class RequestNotSent(TemporaryError):
+    """A broker request failed before any byte of it left this process.
+
+    Reporting it refused is safe (the broker cannot have acted on it), and so is sending
+    it again later as a new request; the cause is chained (``raise ... from``).
+    """
+
+
 class OperationalError(MAOTradeError):
     """A failure a person must fix (credentials, configuration); retrying will not help."""
 

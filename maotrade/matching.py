@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from maotrade.errors import InvalidOrder
-from maotrade.order import BaseOrder, Fill, OrderAction, OrderType
+from maotrade.order import BaseOrder, Fill, Leg, OrderAction, OrderType, child_id
 from maotrade.positions import EPSILON, Position
 
 
@@ -55,7 +55,9 @@ class PaperBook:
     account: str = ""
     positions: dict[str, Position] = field(default_factory=dict)
     working: dict[str, BaseOrder] = field(default_factory=dict)
-    stops: dict[str, dict] = field(default_factory=dict)  # epic -> {stop_loss, take_profit}
+    #: epic -> {stop_loss, take_profit, parent}: the bracket protecting the position and the
+    #: client order id of the order that set it (its legs are ``child_id(parent, Leg.*)``).
+    stops: dict[str, dict] = field(default_factory=dict)
     quotes: dict[str, Quote] = field(default_factory=dict)
     commission_paid: float = 0.0
     #: instruments matched on bars: their orders wait for the next ``on_bar``.
@@ -66,9 +68,9 @@ class PaperBook:
     # -- requests ---------------------------------------------------------------
     def submit(self, order: BaseOrder) -> list[Event]:
         """Take a new order: fill it now if it is marketable, else keep it working."""
-        quote = self._quote(order.epicBroker or order.epic)
+        quote = self._quote(order.epicBroker)
         order.broker_ref = f"P-{order.client_order_id}"
-        if (order.epicBroker or order.epic) in self.bar_epics:
+        if (order.epicBroker) in self.bar_epics:
             order.set_accepted()
             self.working[order.client_order_id] = order
             return [Event(order)]
@@ -80,7 +82,7 @@ class PaperBook:
 
     def close(self, order: BaseOrder) -> list[Event]:
         """Reduce the position in ``order``'s instrument by ``order.qty`` at market."""
-        epic = order.epicBroker or order.epic
+        epic = order.epicBroker
         position = self.positions.get(epic)
         if position is None or position.is_flat:
             raise InvalidOrder(f"no open position in {order.epic} to close")
@@ -112,19 +114,21 @@ class PaperBook:
         if position is None or position.is_flat:
             raise InvalidOrder(f"no open position or working order in {epic} to amend")
         self._check_stops(position.qty, stop_loss, take_profit, self._quote(epic))
-        self.stops[epic] = {"stop_loss": stop_loss, "take_profit": take_profit}
+        parent = self.stops.get(epic, {}).get("parent") or client_order_id
+        self.stops[epic] = {"stop_loss": stop_loss, "take_profit": take_profit, "parent": parent}
 
     # -- prices -----------------------------------------------------------------
     def on_quote(self, epic: str, quote: Quote, make_close_order) -> list[Event]:
         """Record a quote and run everything it triggers.
 
-        ``make_close_order(epic, qty, reason)`` builds the order for a triggered stop
-        loss / take profit (its client order id comes from the caller).
+        ``make_close_order(epic, qty, reason, client_order_id)`` builds the order for a
+        triggered stop loss / take profit: ``client_order_id`` is the bracket leg's id
+        (``child_id(parent, Leg.*)``), or '' when no order is known to have set the stops.
         """
         self.quotes[epic] = quote
         events: list[Event] = []
         for key, order in list(self.working.items()):
-            if (order.epicBroker or order.epic) == epic and self._crossed(order, quote):
+            if (order.epicBroker) == epic and self._crossed(order, quote):
                 del self.working[key]
                 events.append(self._fill(order, quote, order.remaining_qty))
         stops = self.stops.get(epic)
@@ -132,7 +136,7 @@ class PaperBook:
         if stops and position is not None and not position.is_flat:
             reason = self._stop_hit(position.qty, stops, quote)
             if reason:
-                order = make_close_order(epic, -position.qty, reason)
+                order = make_close_order(epic, -position.qty, reason, self.leg_id(stops, reason))
                 order.broker_ref = f"P-{order.client_order_id}"
                 events.append(self._fill(order, quote, order.qty))
         return events
@@ -148,7 +152,7 @@ class PaperBook:
         time = int(bar["date"])
         events: list[Event] = []
         for key, order in list(self.working.items()):
-            if (order.epicBroker or order.epic) != epic:
+            if (order.epicBroker) != epic:
                 continue
             price = self._bar_price(order, bar)
             if price is None:
@@ -164,12 +168,20 @@ class PaperBook:
         if stops and position is not None and not position.is_flat:
             price, reason = self._bar_stop_exit(position.qty, stops, bar)
             if reason:
-                order = make_close_order(epic, -position.qty, reason)
+                order = make_close_order(epic, -position.qty, reason, self.leg_id(stops, reason))
                 order.broker_ref = f"P-{order.client_order_id}"
                 events.append(self._execute(order, order.qty, price, time))
         close = float(bar["close"])
         self.quotes[epic] = Quote(close, close, time)
         return events
+
+    @staticmethod
+    def leg_id(stops: dict, reason: str) -> str:
+        """The client order id of the leg a triggered ``reason`` closes with ('' if no parent)."""
+        parent = stops.get("parent")
+        if not parent:
+            return ""
+        return child_id(parent, Leg.STOP_LOSS if reason == "stop loss" else Leg.TAKE_PROFIT)
 
     # -- account ----------------------------------------------------------------
     def account_info(self, currency: str) -> dict:
@@ -191,7 +203,9 @@ class PaperBook:
             if pos.is_flat:
                 continue
             row = pos.to_dict(self._mark(epic))
-            row.update(epic=to_epic(epic), epicBroker=epic, **self.stops.get(epic, {}))
+            stops = self.stops.get(epic, {})
+            row.update(epic=to_epic(epic), epicBroker=epic, stop_loss=stops.get("stop_loss"),
+                       take_profit=stops.get("take_profit"))
             positions.append(row)
         orders = [{k: v for k, v in o.to_dict().items() if k != "fills"} for o in self.working.values()]
         return {"positions": positions, "orders": orders}
@@ -274,7 +288,7 @@ class PaperBook:
         return 0.0, ""
 
     def _still_closes(self, order: BaseOrder) -> bool:
-        position = self.positions.get(order.epicBroker or order.epic)
+        position = self.positions.get(order.epicBroker)
         return (position is not None and not position.is_flat and (position.qty > 0) != (order.qty > 0)
                 and abs(order.remaining_qty) <= abs(position.qty) + EPSILON)
 
@@ -291,7 +305,7 @@ class PaperBook:
         commission = abs(qty) * price * self.commission_rate
         fill = Fill(exec_id=f"{self.account}-E{self.exec_seq}", qty=abs(qty), price=price,
                     time=time, commission=commission)
-        epic = order.epicBroker or order.epic
+        epic = order.epicBroker
         position = self.positions.setdefault(epic, Position(epic))
         was_flat = position.is_flat
         self.balance += position.apply_fill(qty, price) - commission
@@ -299,7 +313,8 @@ class PaperBook:
         if position.is_flat:
             self.stops.pop(epic, None)
         elif order.action == OrderAction.OPEN and (order.stop_loss or order.take_profit):
-            self.stops[epic] = {"stop_loss": order.stop_loss, "take_profit": order.take_profit}
+            self.stops[epic] = {"stop_loss": order.stop_loss, "take_profit": order.take_profit,
+                                "parent": order.client_order_id}
         elif was_flat:
             self.stops.pop(epic, None)
         order.add_fill(fill)

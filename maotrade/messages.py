@@ -34,6 +34,7 @@ class EngineToWorker:
     ORDER_STATUS_REQUEST = "order_status_request"
     SHUTDOWN = "shutdown"
     REPLAY_ADVANCE = "replay_advance"  # a replaying broker may send its next bar
+    HISTORY_REQUEST = "history_request"  # historical bars of one instrument and time frame
 
 
 class WorkerToEngine:
@@ -42,7 +43,7 @@ class WorkerToEngine:
     INIT_RESULT = "init_result"
     ACCOUNT_INFO = "account_info"
     PORTFOLIO = "portfolio"
-    ORDER_RESPONSE = "order_response"
+    ORDER_EVENT = "order_event"  # what the broker said of one order (``maotrade.order.OrderEvent``)
     MARKET_DATA = "market_data"
     MARKET_DATA_RESPONSE = "market_data_response"
     CONNECTION = "connection"
@@ -50,6 +51,7 @@ class WorkerToEngine:
     HEARTBEAT = "heartbeat"
     ERROR = "error"
     SHUTDOWN_ACK = "shutdown_ack"
+    HISTORY_DATA = "history_data"  # bars answering a history_request, in one or more parts
 
 
 class ClientToEngine:
@@ -70,6 +72,7 @@ class ClientToEngine:
     RECONCILE_ACTION = "reconcile_action"
     BYE = "bye"
     BAR_ACK = "bar_ack"  # a replayed bar (``replay_seq``) was handled
+    HISTORY_REQUEST = "history_request"  # historical bars through an account's broker
 
 
 class EngineToClient:
@@ -89,6 +92,7 @@ class EngineToClient:
     DISCREPANCY = "discrepancy"
     RECONCILE = "reconcile"
     RECONCILED = "reconciled"
+    HISTORY_DATA = "history_data"  # one part of the answer to a client's history_request
 
 
 class ConnectionState:

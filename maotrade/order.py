@@ -1,11 +1,16 @@
-"""Orders: the fields every broker shares and the state machine they move through.
+"""Orders: the fields every broker shares and the one state machine they move through.
 
 A ``BaseOrder`` is created by the engine (never by a broker), journaled, and then
-travels to an Account Manager as a plain dict (``to_dict``). The Account Manager
-moves it through its states with the ``set_*`` methods and sends it back with
-``send_request_order_response``. Every transition is checked against
-``ALLOWED_TRANSITIONS``; an illegal one raises ``IllegalTransition`` and changes
-nothing.
+travels to an Account Manager as a plain dict (``to_dict``). The engine's copy is the
+only one that counts: its transitions are checked against ``ALLOWED_TRANSITIONS`` and an
+illegal one raises ``IllegalTransition`` and changes nothing. An Account Manager works
+on a ``BrokerOrder`` (the broker's view of the same order): its ``set_*`` methods record
+what the broker said, and the base class turns each call into an ``OrderEvent`` that the
+engine applies to its own order.
+
+A parent order with a stop loss or take profit is a bracket: the engine journals two
+child orders (legs) beside it, named by ``child_id(parent, Leg.STOP_LOSS)`` and
+``child_id(parent, Leg.TAKE_PROFIT)``, the same rule for every broker.
 """
 from __future__ import annotations
 
@@ -29,8 +34,11 @@ class OrderStatus:
     CANCELLED = "CANCELLED"
     REJECTED = "REJECTED"
     EXPIRED = "EXPIRED"
+    #: the request may or may not have reached the broker; settled by asking it, never by resending.
+    UNKNOWN = "UNKNOWN"
 
-    ALL = frozenset({NEW, SUBMITTED, ACCEPTED, PARTIALLY_FILLED, FILLED, CANCELLED, REJECTED, EXPIRED})
+    ALL = frozenset({NEW, SUBMITTED, ACCEPTED, PARTIALLY_FILLED, FILLED, CANCELLED, REJECTED, EXPIRED,
+                     UNKNOWN})
     DONE = frozenset({FILLED, CANCELLED, REJECTED, EXPIRED})
     ACTIVE = ALL - DONE
 
@@ -65,16 +73,65 @@ class TimeInForce:
     ALL = frozenset({GTC, DAY, IOC, FOK})
 
 
+class Leg:
+    """The legs of a bracket: the suffix of each child order's id."""
+
+    STOP_LOSS = "SL"
+    TAKE_PROFIT = "TP"
+
+    ALL = (STOP_LOSS, TAKE_PROFIT)
+
+
+def child_id(parent_id: str, leg: str) -> str:
+    """Return the client order id of ``parent_id``'s bracket leg ``leg`` (``Leg.*``)."""
+    return f"{parent_id}/{leg}"
+
+
+def split_child_id(client_order_id: str) -> tuple[str, str]:
+    """Return ``(parent_id, leg)`` for a leg's id, ``(client_order_id, "")`` for any other."""
+    parent, _, leg = client_order_id.rpartition("/")
+    return (parent, leg) if parent and leg in Leg.ALL else (client_order_id, "")
+
+
+class BracketKind:
+    """How a broker keeps a bracket (its ``bracket`` capability; absent or False: the engine
+    places the legs as orders of their own once the parent has traded)."""
+
+    #: levels attached to the position, which vanish with it (paper, IG).
+    ATTACHED = "attached"
+    #: child orders at the broker, cancelled one by the other (IB's OCA group).
+    ORDERS = "orders"
+
+
+class OrderSource:
+    """Who asked for an order."""
+
+    STRATEGY = "strategy"
+    API = "api"
+    WEBHOOK = "webhook"
+    OPERATOR = "operator"
+    MANUAL = "manual"
+    #: a bracket leg the engine made from its parent's stop loss / take profit.
+    BRACKET = "bracket"
+    #: reported by the broker, placed by nobody the engine knows.
+    EXTERNAL = "external"
+
+    #: sources a client may claim for its own requests.
+    CLIENT = frozenset({STRATEGY, API, WEBHOOK, OPERATOR, MANUAL})
+
+
 _S = OrderStatus
 # A state may always be re-reported as itself (brokers repeat themselves); that is
 # handled in ``_move`` rather than listed here.
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     _S.NEW: frozenset({_S.SUBMITTED, _S.ACCEPTED, _S.PARTIALLY_FILLED, _S.FILLED, _S.REJECTED,
-                       _S.CANCELLED, _S.EXPIRED}),
+                       _S.CANCELLED, _S.EXPIRED, _S.UNKNOWN}),
     _S.SUBMITTED: frozenset({_S.ACCEPTED, _S.PARTIALLY_FILLED, _S.FILLED, _S.REJECTED,
-                             _S.CANCELLED, _S.EXPIRED}),
-    _S.ACCEPTED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.EXPIRED}),
-    _S.PARTIALLY_FILLED: frozenset({_S.FILLED, _S.CANCELLED, _S.EXPIRED}),
+                             _S.CANCELLED, _S.EXPIRED, _S.UNKNOWN}),
+    _S.ACCEPTED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.EXPIRED, _S.UNKNOWN}),
+    _S.PARTIALLY_FILLED: frozenset({_S.FILLED, _S.CANCELLED, _S.EXPIRED, _S.UNKNOWN}),
+    _S.UNKNOWN: frozenset({_S.SUBMITTED, _S.ACCEPTED, _S.PARTIALLY_FILLED, _S.FILLED, _S.REJECTED,
+                           _S.CANCELLED, _S.EXPIRED}),
     _S.FILLED: frozenset(),
     _S.CANCELLED: frozenset(),
     _S.REJECTED: frozenset(),
@@ -119,6 +176,18 @@ class Fill:
         return {"exec_id": self.exec_id, "qty": self.qty, "price": self.price, "time": self.time,
                 "commission": self.commission}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Fill":
+        """Build a fill from its wire dict; ``InvalidOrder`` names what is missing or wrong."""
+        try:
+            fill = cls(exec_id=str(data["exec_id"]), qty=abs(float(data["qty"])), price=float(data["price"]),
+                       time=int(data.get("time") or 0), commission=float(data.get("commission") or 0.0))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidOrder(f"malformed fill {data!r:.120}: {type(exc).__name__} {exc}") from None
+        if not fill.exec_id or not (fill.qty > 0 and fill.price > 0) or fill.price == float("inf"):
+            raise InvalidOrder(f"fill {fill.exec_id!r} needs a positive finite qty and price")
+        return fill
+
 
 @dataclass
 class BaseOrder:
@@ -140,7 +209,10 @@ class BaseOrder:
     stop_loss: Optional[float] = None
     take_profit: Optional[float] = None
     time_in_force: str = TimeInForce.GTC
-    source: str = "strategy"
+    source: str = OrderSource.STRATEGY
+    #: for a bracket leg: its parent's client order id and which leg it is (``Leg.*``).
+    parent: str = ""
+    leg: str = ""
     status: str = OrderStatus.NEW
     broker_ref: str = ""
     filled_qty: float = 0.0
@@ -242,14 +314,13 @@ class BaseOrder:
         """Mark the order as expired (time in force ran out)."""
         self._move(OrderStatus.EXPIRED, reason)
 
-    def add_fill(self, fill: Fill) -> bool:
-        """Apply one execution; return False (and change nothing) if it was seen before.
+    @property
+    def is_leg(self) -> bool:
+        """True for a bracket leg (a child of another order)."""
+        return bool(self.parent)
 
-        ``fill.qty`` is unsigned; its sign follows the order's side. The status becomes
-        FILLED when the whole quantity has traded, PARTIALLY_FILLED before that.
-        """
-        if any(f["exec_id"] == fill.exec_id for f in self.fills):
-            return False
+    def check_fill(self, fill: Fill) -> None:
+        """Raise ``InvalidOrder`` if ``fill`` cannot belong to this order (no size, overfill)."""
         size = abs(fill.qty)
         if size <= 0:
             raise InvalidOrder(f"order {self.client_order_id}: fill {fill.exec_id} has no quantity")
@@ -257,6 +328,16 @@ class BaseOrder:
         if size > remaining + 1e-9:
             raise InvalidOrder(f"order {self.client_order_id}: fill {fill.exec_id} of {size} "
                                f"exceeds the remaining {remaining}")
+
+    def add_fill(self, fill: Fill) -> bool:
+        """Apply one new execution (the caller has checked that its ``exec_id`` is new).
+
+        ``fill.qty`` is unsigned; its sign follows the order's side. The status becomes
+        FILLED when the whole quantity has traded, PARTIALLY_FILLED before that.
+        """
+        self.check_fill(fill)
+        size = abs(fill.qty)
+        remaining = abs(self.qty) - abs(self.filled_qty)
         target = OrderStatus.FILLED if size >= remaining - 1e-9 else OrderStatus.PARTIALLY_FILLED
         self._move(target)
         done = abs(self.filled_qty)
@@ -285,3 +366,116 @@ class BaseOrder:
 
 _ORDER_FIELDS = frozenset(BaseOrder.__dataclass_fields__)
 _WIRE_FIELDS = tuple(name for name in BaseOrder.__dataclass_fields__ if name != "fills")
+
+
+class BrokerOrder(BaseOrder):
+    """An Account Manager's view of an engine order: what the broker said of it.
+
+    Its ``set_*`` methods and ``add_fill`` record the broker's word without judging it;
+    the base class sends each change to the engine as an ``OrderEvent`` and only the
+    engine's ``BaseOrder`` runs the state machine. A broker author uses it exactly like a
+    ``BaseOrder``.
+    """
+
+    def _move(self, status: str, reason: str = "") -> None:
+        if status not in OrderStatus.ALL:
+            raise IllegalTransition(f"order {self.client_order_id}: unknown status {status!r}")
+        self.status = status
+        if reason:
+            self.reason = reason
+        self.updated = int(time.time() * 1000)
+
+    def can_move_to(self, status: str) -> bool:
+        """A broker's word is always recorded; the engine decides whether it is legal."""
+        return status in OrderStatus.ALL
+
+
+class OrderEvent:
+    """What an Account Manager reports about an order, keyed by client order id.
+
+    Each is one ``order_event`` message (docs/PROTOCOL.md); the engine's order router
+    applies it to its own order through the state machine.
+    """
+
+    SUBMITTED = "submitted"    # handed to the broker (broker_ref if known)
+    ACCEPTED = "accepted"      # the broker acknowledged it; working
+    FILLED = "filled"          # one execution (``fill``)
+    REJECTED = "rejected"      # the broker refused the order
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    AMENDED = "amended"        # stop loss / take profit / price changed at the broker
+    REFUSED = "refused"        # a request (``request``) was refused before reaching the broker
+    UNKNOWN = "unknown"        # the outcome cannot be known now; ask again later, never resend
+    NOT_FOUND = "not_found"    # the broker has no record of the order
+    STATUS = "status"          # answer to a status request: ``status`` and every fill (``fills``)
+
+    ALL = frozenset({SUBMITTED, ACCEPTED, FILLED, REJECTED, CANCELLED, EXPIRED, AMENDED, REFUSED,
+                     UNKNOWN, NOT_FOUND, STATUS})
+
+
+#: the event a broker's status word implies.
+STATUS_EVENT = {
+    OrderStatus.NEW: OrderEvent.STATUS,
+    OrderStatus.SUBMITTED: OrderEvent.SUBMITTED,
+    OrderStatus.ACCEPTED: OrderEvent.ACCEPTED,
+    OrderStatus.PARTIALLY_FILLED: OrderEvent.STATUS,
+    OrderStatus.FILLED: OrderEvent.STATUS,
+    OrderStatus.REJECTED: OrderEvent.REJECTED,
+    OrderStatus.CANCELLED: OrderEvent.CANCELLED,
+    OrderStatus.EXPIRED: OrderEvent.EXPIRED,
+    OrderStatus.UNKNOWN: OrderEvent.UNKNOWN,
+}
+
+
+#: what each bracket leg is: its order type and the parent's field that holds its level.
+LEG_SHAPE = {Leg.STOP_LOSS: (OrderType.STOP, "stop_loss"), Leg.TAKE_PROFIT: (OrderType.LIMIT, "take_profit")}
+
+
+def bracket_legs(parent: BaseOrder, only: str = "", order_class: type = BaseOrder) -> list:
+    """Return the legs ``parent``'s stop loss / take profit make (one rule everywhere).
+
+    A stop loss leg is a STOP order at the stop level, a take profit leg a LIMIT order at
+    the target, each closing the parent's quantity; ``only`` limits it to one ``Leg``.
+    """
+    legs = []
+    for leg, (order_type, level_field) in LEG_SHAPE.items():
+        level = getattr(parent, level_field)
+        if level is None or (only and leg != only):
+            continue
+        legs.append(order_class(
+            client_order_id=child_id(parent.client_order_id, leg), account=parent.account, epic=parent.epic,
+            epicBroker=parent.epicBroker, qty=-parent.qty, order_type=order_type, action=OrderAction.CLOSE,
+            price=level, time_in_force=TimeInForce.GTC, source=OrderSource.BRACKET,
+            parent=parent.client_order_id, leg=leg))
+    return legs
+
+
+def leg_name(leg: str) -> str:
+    """The words for a leg in a reason: 'stop loss' or 'take profit'."""
+    return "stop loss" if leg == Leg.STOP_LOSS else "take profit"
+
+
+def restate_legs(parent: BaseOrder, existing: dict) -> tuple[list, list]:
+    """Bring a bracket's legs in line with ``parent``'s (amended) stop loss / take profit.
+
+    ``existing`` maps ``Leg.*`` to the legs there are. Returns ``(new, changed)``: legs to
+    create (sized to what the parent filled, else its quantity) and existing legs whose level
+    moved or that were removed (set CANCELLED). Legs already done are left alone.
+    """
+    new, changed = [], []
+    for leg_key, (_, level_field) in LEG_SHAPE.items():
+        level = getattr(parent, level_field)
+        leg = existing.get(leg_key)
+        if leg is None:
+            if level is not None:
+                (made,) = bracket_legs(parent, only=leg_key)
+                if parent.filled_qty:
+                    made.qty = -parent.filled_qty
+                new.append(made)
+        elif not leg.is_done:
+            if level is None:
+                leg.set_cancelled("removed by an amend")
+            else:
+                leg.price = level
+            changed.append(leg)
+    return new, changed

@@ -16,8 +16,8 @@ from typing import Callable, Optional
 import zmq
 
 from engine.worker import run_worker
-from maotrade.messages import EngineToWorker as In, message
-from maotrade.order import BaseOrder, new_client_order_id
+from maotrade.messages import EngineToWorker as In, WorkerToEngine, message
+from maotrade.order import BaseOrder, OrderEvent, new_client_order_id
 from maotrade.queues import MessageQueue
 
 MP = multiprocessing.get_context("spawn")
@@ -62,6 +62,7 @@ class WorkerHarness:
         self.to_worker = MessageQueue.sender(self.ctx, self.in_addr, bind=True)
         self.from_worker = MessageQueue.receiver(self.ctx, self.out_addr, bind=True)
         self.received: list[dict] = []
+        self._views: dict[str, dict] = {}
         self.process: Optional[multiprocessing.Process] = None
         self.log_level = log_level
 
@@ -117,10 +118,35 @@ class WorkerHarness:
         wait_until(lambda: self.to_worker.flush(), 5, what="in_queue to accept a frame")
 
     def poll(self) -> list[dict]:
-        """Collect what the worker sent so far."""
+        """Collect what the worker sent so far.
+
+        Each ``order_event`` also gets ``order``: the order as the worker's events so far
+        describe it (the request this harness sent, updated by the event), so a test can
+        read the broker's view of an order from one message.
+        """
         new = self.from_worker.drain()
+        for msg in new:
+            if msg.get("type") == WorkerToEngine.ORDER_EVENT:
+                self._project(msg)
         self.received.extend(new)
         return new
+
+    def _project(self, event: dict) -> None:
+        key = event["client_order_id"]
+        view = dict(event.get("order") or self._views.get(key) or {"client_order_id": key})
+        for name in ("status", "reason", "broker_ref", "filled_qty", "avg_fill_price", "price", "stop_loss",
+                     "take_profit"):
+            if event.get(name) is not None or name in ("stop_loss", "take_profit"):
+                view[name] = event.get(name)
+        view.setdefault("reason", "")
+        self._views[key] = view
+        event["order"] = dict(view)
+        # The event's kind, as the flag a test asks for ("refused" in answer, answer["not_found"]).
+        kind = event.get("event")
+        if kind in (OrderEvent.REFUSED, OrderEvent.UNKNOWN):
+            event[kind] = event.get("reason") or kind
+        elif kind == OrderEvent.NOT_FOUND:
+            event[kind] = True
 
     def wait_for(self, predicate: Callable[[dict], bool], timeout: float = 10.0,
                  what: str = "message", since: int = 0) -> dict:
@@ -148,13 +174,12 @@ class WorkerHarness:
 
     def wait_order(self, client_order_id: str, status: Optional[str] = None, timeout: float = 10.0,
                    since: int = 0, **match) -> dict:
-        """Wait for an order_response about ``client_order_id`` (in ``status`` if given)."""
+        """Wait for an order_event about ``client_order_id`` (the broker's word ``status`` if given)."""
         def ok(m):
-            if m.get("type") != "order_response":
+            if m.get("type") != WorkerToEngine.ORDER_EVENT:
                 return False
-            order = m.get("order") or {}
-            return (order.get("client_order_id") == client_order_id
-                    and (status is None or order.get("status") == status)
+            return (m.get("client_order_id") == client_order_id
+                    and (status is None or m.get("status") == status)
                     and all(m.get(k) == v for k, v in match.items()))
         return self.wait_for(ok, timeout, what=f"order {client_order_id} {status or ''}", since=since)
 
@@ -170,8 +195,14 @@ class WorkerHarness:
         """Send a request; return the index of received messages to wait from."""
         self.poll()
         mark = len(self.received)
+        request = fields.get("request")
+        if kind == In.MARKET_DATA_REQUEST and isinstance(request, dict) and "epicBroker" not in request:
+            # As the engine does: the instrument is resolved from the account's mapping.
+            mapping = self.document.get("epicMapping") or {}
+            fields["request"] = {**request, "epicBroker": mapping.get(request.get("epic"), request.get("epic"))}
         if order is not None:
             fields["order"] = order.to_dict()
+            self._views.setdefault(order.client_order_id, order.to_dict(with_fills=False))
         self.send(message(kind, **fields))
         return mark
 

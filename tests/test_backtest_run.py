@@ -52,7 +52,10 @@ def test_market_entry_at_next_open_stop_loss_exit_commission_and_figures(tmp_pat
     assert result.metrics["max_drawdown"] == pytest.approx(1 - min(result.equity[3:]) / peak)
     statuses = [s[1] for s in strategy.seen if s[0] == "order"]
     assert statuses == ["NEW", "ACCEPTED", "FILLED", "FILLED"], "entry, then the broker's stop loss close"
-    assert [o.source for o in result.orders] == ["strategy", "broker"]
+    entry, leg = result.orders
+    assert [entry.source, leg.source] == ["strategy", "bracket"]
+    assert leg.client_order_id == f"{entry.client_order_id}/SL" and leg.status == "FILLED", \
+        "the stop loss closes as the entry's bracket leg, named as the engine names it"
 
 
 def test_limit_cancel_amend_and_refusals(tmp_path):
@@ -62,13 +65,14 @@ def test_limit_cancel_amend_and_refusals(tmp_path):
               "3": [["close", {"qty": 2}]],
               "4": [["close", {"qty": 50}], ["open", {"qty": 0}]]}
     strategy, result = run(tmp_path, script)
-    cancelled, limit, close, stop, zero = result.orders
+    cancelled, limit, stop, close, zero = result.orders  # the amend made the stop loss leg before the close
     assert cancelled.status == "CANCELLED" and cancelled.filled_qty == 0
     # The limit at 103.5 placed on bar 1: bar 2 opens at 104 and trades down to 103.
     assert limit.status == "FILLED" and limit.avg_fill_price == 103.5
     # Closing 2 on bar 3 fills at bar 4's open; the amended stop loss takes the other 3 in bar 4.
     assert close.action == "close" and close.avg_fill_price == 96.0 and close.filled_qty == -2
-    assert (stop.source, stop.reason, stop.avg_fill_price, stop.filled_qty) == ("broker", "stop loss", 94.5, -3)
+    assert (stop.client_order_id, stop.source, stop.avg_fill_price, stop.filled_qty) == (
+        f"{limit.client_order_id}/SL", "bracket", 94.5, -3)
     assert zero.status == "REJECTED" and "non-zero" in zero.reason
     errors = [s[2] for s in strategy.seen if s[0] == "order" and s[2]]
     assert any("non-zero" in e for e in errors)

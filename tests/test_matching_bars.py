@@ -10,7 +10,7 @@ def make(qty, cid=None, **kw):
     return BaseOrder(client_order_id=cid or f"c{qty}", account="A", epic="X", epicBroker="X", qty=qty, **kw)
 
 
-def closer(epic, qty, reason):
+def closer(epic, qty, reason, client_order_id=""):
     return BaseOrder(client_order_id=f"stop-{reason}", account="A", epic=epic, epicBroker=epic, qty=qty,
                      action=OrderAction.CLOSE, reason=reason, source="broker")
 

@@ -10,7 +10,7 @@ def make(qty, **kw):
     return BaseOrder(client_order_id=kw.pop("cid", f"c{qty}"), account="A", epic="X", epicBroker="X", qty=qty, **kw)
 
 
-def closer(epic, qty, reason):
+def closer(epic, qty, reason, client_order_id=""):
     return BaseOrder(client_order_id="stop", account="A", epic=epic, epicBroker=epic, qty=qty,
                      action=OrderAction.CLOSE, reason=reason)
 
@@ -72,7 +72,7 @@ def test_cancel_and_amend(book):
     with pytest.raises(InvalidOrder, match="wrong side"):
         book.amend_stops("X", stop_loss=100.0, take_profit=None)
     book.amend_stops("X", stop_loss=90.0, take_profit=120.0)
-    assert book.stops["X"] == {"stop_loss": 90.0, "take_profit": 120.0}
+    assert book.stops["X"] == {"stop_loss": 90.0, "take_profit": 120.0, "parent": ""}
 
 
 def test_unknown_instrument(book):

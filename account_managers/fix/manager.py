@@ -9,8 +9,9 @@ and never fill an order twice.
 
 ClOrdIDs: a new order goes out with ClOrdID = client order id; a cancel uses
 ``<id>.c<n>`` and a replace ``<id>.r<n>`` (FIX wants a fresh ClOrdID per request).
-Stop loss / take profit are linked orders ``<id>-sl`` (stop) and ``<id>-tp`` (limit),
-placed when the parent has filled; when one of them fills the other is cancelled.
+FIX has no native brackets: the engine places a filled order's stop loss / take profit
+as orders of their own (its bracket legs ``<id>/SL``, a STOP, and ``<id>/TP``, a LIMIT)
+and cancels one when the other fills; here they are orders like any other.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from account_managers.fix.parsing import MsgType, Tag
 from account_managers.fix.session import FixSession
 from account_managers.fix.store import SessionStore
 from maotrade.account_manager import BaseAccountManager, InitResult
-from maotrade.bars import BarBuilder
+from maotrade.bars import BarBook, MarketDataRequest
 from maotrade.errors import IllegalTransition, InvalidOrder, ProtocolError
 from maotrade.messages import EngineToWorker as In
 from maotrade.order import BaseOrder, Fill, OrderAction, OrderStatus, OrderType
@@ -39,7 +40,6 @@ DATA_FRAMES = {1: "SECOND", 60: "1MINUTE", 300: "5MINUTE"}
 HISTORY_FRAMES: dict = {}  # FIX 4.4 has no standard historical bars
 ORDER_TEMPLATE = {"order_types": ["MARKET", "LIMIT", "STOP"], "time_in_force": ["GTC", "DAY", "IOC", "FOK"],
                   "stop_loss": True, "take_profit": True, "partial_close": True}
-LINK_SUFFIXES = ("-sl", "-tp")
 
 
 def tls_context(settings) -> Optional["ssl.SSLContext"]:
@@ -78,7 +78,7 @@ class FIXAccountManager(BaseAccountManager):
         self.positions: dict[str, Position] = {}
         self.last_price: dict[str, float] = {}
         self._rebuild_positions()
-        self.bars: dict[tuple[str, int], BarBuilder] = {}
+        self.bars = BarBook()
         self.md_requests: dict[str, str] = {}  # MDReqID -> broker symbol
         self._in_init = False
         self._positions_unsupported = False
@@ -125,9 +125,8 @@ class FIXAccountManager(BaseAccountManager):
         self.session.on_timer()
         if self._pos_request is not None and time_now >= self._pos_request["deadline"]:
             self._finish_positions("no PositionReport within timeout")
-        for builder in self.bars.values():
-            for bar in builder.close_due(time_now):
-                self.send_realtime_data(dict(bar))
+        for bar in self.bars.close_due(time_now):
+            self.send_realtime_data(bar)
 
     # ------------------------------------------------------------------ session callbacks
     def on_disconnect(self, reason: str) -> None:
@@ -195,26 +194,24 @@ class FIXAccountManager(BaseAccountManager):
 
     def do_async_request_market_data(self, request: dict) -> bool:
         """Subscribe or unsubscribe trades/quotes of one instrument via 35=V."""
-        epic = request.get("epic") or ""
+        wanted = MarketDataRequest(request)
+        epic, symbol, time_frame = wanted.epic, wanted.epic_broker, wanted.time_frame
         if not self.settings.market_data:
             self.send_error(f"market data for {epic!r} refused: broker {self.broker_name or 'FIX'} "
                             "does not offer MarketDataRequest (brokerConfig market_data=false)", request)
             return False
-        symbol = request.get("epicBroker") or self.to_broker_epic(epic)
-        time_frame = int(request.get("time_frame") or 0)
         if time_frame not in DATA_FRAMES:
             raise InvalidOrder(f"time frame {time_frame}s not offered; choose one of {sorted(DATA_FRAMES)}")
-        subscribe = request.get("action", "subscribe") != "unsubscribe"
-        if not subscribe:
-            found = self.bars.pop((symbol, time_frame), None) is not None
-            if not any(s == symbol for s, _ in self.bars):
+        if not wanted.subscribe:
+            found = self.bars.unsubscribe(symbol, time_frame)
+            if not self.bars.watches(symbol):
                 for req_id, sym in list(self.md_requests.items()):
                     if sym == symbol:
                         self.session.send_app(MsgType.MARKET_DATA_REQUEST,
                                               fx.market_data_request(req_id, symbol, False))
                         del self.md_requests[req_id]
             return found
-        self.bars.setdefault((symbol, time_frame), BarBuilder(epic or self.to_maotrade_epic(symbol), time_frame))
+        self.bars.subscribe(epic or self.to_maotrade_epic(symbol), symbol, time_frame)
         if symbol not in self.md_requests.values():
             self._subscribe(symbol)
         return True
@@ -239,24 +236,19 @@ class FIXAccountManager(BaseAccountManager):
         self._send_new(order)
 
     def do_async_request_stop_order(self, order: BaseOrder) -> None:
-        """Move a working order's price (35=G), or set stop loss / take profit of a filled
-        order by placing or replacing its linked orders."""
+        """Move a working order's price (35=G); its stop loss / take profit are the engine's
+        (taken as they are: the legs are placed once it has filled)."""
         order = self.orders.get(order.client_order_id, order)
-        if order.is_done and order.status != OrderStatus.FILLED:
-            self.send_order_refused(order, f"order {order.client_order_id} is {order.status}", kind=In.ORDER_STOP)
+        if order.is_done:
+            self.send_order_refused(order, f"order {order.client_order_id} is {order.status}: nothing "
+                                           "to amend at the broker", kind=In.ORDER_STOP)
             return
         self.store.save_order(order)
-        if not order.is_done:
-            live = self._live_cl_ord_id.get(order.client_order_id, order.client_order_id)
-            if order.order_type != OrderType.MARKET and order.price and order.price != self._sent_price(order):
-                self._send_replace(order, live, order.price, In.ORDER_STOP)
-            else:
-                self.send_request_order_response(order, kind=In.ORDER_STOP)
-            return
-        # The parent's answer: the new levels are taken; moved linked orders report
-        # their own Replaced (or a refusal) as they come.
-        self._place_or_move_links(order)
-        self.send_request_order_response(order, kind=In.ORDER_STOP)
+        live = self._live_cl_ord_id.get(order.client_order_id, order.client_order_id)
+        if order.order_type != OrderType.MARKET and order.price and order.price != self._sent_price(order):
+            self._send_replace(order, live, order.price, In.ORDER_STOP)
+        else:
+            self.send_request_order_response(order, kind=In.ORDER_STOP)
 
     def do_async_request_order_cancel(self, order: BaseOrder) -> None:
         """Send an OrderCancelRequest with OrigClOrdID = the order's live ClOrdID."""
@@ -279,12 +271,9 @@ class FIXAccountManager(BaseAccountManager):
         self._send_status_request(known)
 
     # ------------------------------------------------------------------ sending orders
-    def _symbol(self, order: BaseOrder) -> str:
-        if order.epic in self.epic_mapping:
-            return self.epic_mapping[order.epic]
-        if order.epicBroker and (not self.epic_mapping or order.epicBroker in self.epic_from_broker):
-            return order.epicBroker
-        return self.to_broker_epic(order.epic)
+    @staticmethod
+    def _symbol(order: BaseOrder) -> str:
+        return order.epicBroker  # resolved once by the engine from the account's mapping
 
     def _send_new(self, order: BaseOrder) -> None:
         try:
@@ -378,7 +367,6 @@ class FIXAccountManager(BaseAccountManager):
             if not order.is_done:
                 order.set_cancelled(er.text or "cancelled")
                 self._report(order, kind=kind)  # no kind: the broker cancelled by itself
-                self._cancel_sibling(order)
         elif er.kind == "expired":
             if order.can_move_to(OrderStatus.EXPIRED):
                 order.set_expired(er.text or "expired")
@@ -398,11 +386,6 @@ class FIXAccountManager(BaseAccountManager):
         self._apply_position(order, er.last_qty, er.last_px)
         self.last_price[order.epic] = er.last_px
         self._report(order, fill)
-        if order.status == OrderStatus.FILLED:
-            if order.client_order_id.endswith(LINK_SUFFIXES):
-                self._cancel_sibling(order)
-            elif order.stop_loss or order.take_profit:
-                self._place_or_move_links(order)
 
     def _on_status(self, order: BaseOrder, er: fx.ExecReport) -> None:
         if er.ord_status == "8" and er.ord_rej_reason == "5":  # unknown order
@@ -494,12 +477,8 @@ class FIXAccountManager(BaseAccountManager):
                 continue
             self.last_price[self.to_maotrade_epic(sym)] = price
             size = sum(float(e.get(Tag.MDEntrySize, 0) or 0) for e in group if e.get(Tag.MDEntryType) == "2")
-            for (b_sym, _), builder in self.bars.items():
-                if b_sym != sym:
-                    continue
-                for bar in builder.update(now, price, size):
-                    self.send_realtime_data(dict(bar))
-                self.send_realtime_data(dict(builder.current))
+            for bar in self.bars.on_price(sym, now, price, size):
+                self.send_realtime_data(bar)
 
     def _on_positions(self, msg: simplefix.FixMessage, msg_type: str) -> None:
         request = self._pos_request
@@ -541,39 +520,7 @@ class FIXAccountManager(BaseAccountManager):
         self.send_portfolio(portfolio)
 
     def _drop_bars(self, symbol: str) -> None:
-        for key in [k for k in self.bars if k[0] == symbol]:
-            del self.bars[key]
-
-    # ------------------------------------------------------------------ linked orders
-    def _place_or_move_links(self, parent: BaseOrder) -> None:
-        """Place (or move) the stop-loss and take-profit orders of a filled parent."""
-        for suffix, level, order_type in (("-sl", parent.stop_loss, OrderType.STOP),
-                                          ("-tp", parent.take_profit, OrderType.LIMIT)):
-            key = parent.client_order_id + suffix
-            child = self.orders.get(key)
-            if level is None:
-                continue
-            if child is None:
-                child = BaseOrder(client_order_id=key, account=self.account_id, epic=parent.epic,
-                                  epicBroker=parent.epicBroker, qty=-parent.filled_qty,
-                                  order_type=order_type, action=OrderAction.CLOSE, price=level,
-                                  source="broker", reason=f"{suffix[1:]} of {parent.client_order_id}")
-                self._seen_open.add(key)
-                self._send_new(child)
-            elif not child.is_done and child.price != level:
-                child.price = level
-                self.store.save_order(child)
-                live = self._live_cl_ord_id.get(key, key)
-                self._send_replace(child, live, level, In.ORDER_STOP)
-
-    def _cancel_sibling(self, order: BaseOrder) -> None:
-        key = order.client_order_id
-        if not key.endswith(LINK_SUFFIXES):
-            return
-        parent, suffix = key[:-3], key[-3:]
-        sibling = self.orders.get(parent + ("-tp" if suffix == "-sl" else "-sl"))
-        if sibling is not None and not sibling.is_done:
-            self._send_cancel(sibling, None)
+        self.bars.drop(symbol)
 
     # ------------------------------------------------------------------ book keeping
     def _report(self, order: BaseOrder, fill: Optional[Fill] = None, kind: str = "") -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -22,7 +22,8 @@ from maotrade.account_manager import BaseAccountManager, InitResult
 from maotrade.bars import BarBuilder
 from maotrade.errors import InvalidOrder, OperationalError
 from maotrade.messages import EngineToWorker as In
-from maotrade.order import BaseOrder, Fill, OrderAction, OrderStatus, OrderType
+from maotrade.order import (BaseOrder, BracketKind, BrokerOrder, Fill, OrderAction, OrderStatus, OrderType, bracket_legs,
+                            split_child_id)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ ORDER_TEMPLATE = {"order_types": ["MARKET", "LIMIT", "STOP"],
                   "time_in_force": sorted(p.TIME_IN_FORCE), "stop_loss": True, "take_profit": True,
                   "partial_close": True}
 MAX_HISTORY_BARS = 1000
+# A download waiting on IB's pacing sends an empty part this often, so it is not taken for dead.
+DOWNLOAD_KEEPALIVE_S = 30.0
 
 
 @dataclass
@@ -61,6 +64,16 @@ class _HistoryRequest:
     key: tuple = field(default_factory=tuple)
 
 
+@dataclass
+class _Download:
+    """One history download: its request and the spans still to ask IB for, oldest first."""
+
+    request: dict
+    chunks: deque
+    in_flight: bool = False
+    last_part: float = 0.0
+
+
 def _child_params(order: BaseOrder, quantity: float, suffix: str) -> p.OrderParams:
     """A bracket child closing ``order``: STP at its stop loss or LMT at its take profit."""
     stop = suffix == p.STOP_LOSS_SUFFIX
@@ -72,15 +85,8 @@ def _child_params(order: BaseOrder, quantity: float, suffix: str) -> p.OrderPara
 
 
 def _apply_status(order: BaseOrder, status: str, reason: str) -> None:
-    """Move ``order`` to ``status`` through the state machine's public setters."""
-    if status == OrderStatus.SUBMITTED:
-        order.set_submitted()
-    elif status == OrderStatus.ACCEPTED:
-        order.set_accepted()
-    elif status == OrderStatus.REJECTED:
-        order.set_rejected(reason)
-    elif status == OrderStatus.CANCELLED:
-        order.set_cancelled(reason or "cancelled at IB")
+    """Record IB's word on ``order`` (a cancel without a reason says where it happened)."""
+    order.set_status(status, reason or ("cancelled at IB" if status == OrderStatus.CANCELLED else ""))
 
 
 class IBAccountManager(BaseAccountManager):
@@ -90,13 +96,12 @@ class IBAccountManager(BaseAccountManager):
     account_settings_model = IBAccountSettings
     CAPABILITIES = {"order_types": ["MARKET", "LIMIT", "STOP"], "cancel": True,
                     "stop_amend": True, "partial_close": True, "market_data": True,
-                    "bracket": True, "history": True}
+                    "bracket": BracketKind.ORDERS, "history": True}
 
     def __init__(self, config, in_queue, out_queue):
         super().__init__(config, in_queue, out_queue)
         self.account: str = self.account_settings.account
         self.session: Optional[IBSession] = None
-        self._generation = 0
         self._specs: dict[str, p.ContractSpec] = {}
         self._bad_mapping: dict[str, str] = {}
         for epic, epic_broker in self.epic_mapping.items():
@@ -116,6 +121,7 @@ class IBAccountManager(BaseAccountManager):
         self._pacer = HistoricalPacer(self.settings.historical_per_10min,
                                       self.settings.historical_same_contract_2s)
         self._history_waiting: list[_HistoryRequest] = []
+        self._downloads: deque[_Download] = deque()
         self._last_exec_ms = 0
         self._link_down = False
 
@@ -125,10 +131,8 @@ class IBAccountManager(BaseAccountManager):
         since the last one seen and positions, reconcile, restore subscriptions."""
         s = self.settings
         self._close_session()
-        self._generation += 1
-        generation = self._generation
-        session = IBSession(lambda event: self.call_soon_threadsafe(self._on_event, generation, event),
-                            s.max_requests_per_second)
+        guard = self.new_session()
+        session = IBSession(guard(self._on_event), s.max_requests_per_second)
         try:
             snapshot = session.connect(s.tws_host, s.tws_port, s.client_id, s.timeout,
                                        self._specs, self._last_exec_ms)
@@ -166,6 +170,9 @@ class IBAccountManager(BaseAccountManager):
         if self.session is not None:
             self.session.close()
             self.session = None
+        while self._downloads:  # their answers died with the session; a new download resumes them
+            job = self._downloads.popleft()
+            self.send_history_error(job.request["request_id"], "TWS connection closed during the download")
         for sub in self._subs.values():
             sub.handle = None
 
@@ -186,11 +193,11 @@ class IBAccountManager(BaseAccountManager):
         for request in [r for r in self._history_waiting if now >= r.ready_at]:
             self._history_waiting.remove(request)
             self._send_history(request)
+        if self._downloads:
+            self._pump_download(now)
 
     # ------------------------------------------------------------------ IB events
-    def _on_event(self, generation: int, event: dict) -> None:
-        if generation != self._generation:
-            return  # a closed session's last words
+    def _on_event(self, event: dict) -> None:
         kind = event["event"]
         if kind == "status":
             self._on_status(event)
@@ -228,6 +235,8 @@ class IBAccountManager(BaseAccountManager):
             log.warning("event=ib_farm account=%s code=%d message=%s", self.account_id, code, message)
         elif change == "farm_ok":
             log.info("event=ib_farm account=%s code=%d", self.account_id, code)
+        elif code == p.PACING_VIOLATION and p.NO_DATA_TEXT in message:
+            log.info("event=ib_history_empty account=%s req_id=%s", self.account_id, req_id)
         elif code == p.PACING_VIOLATION:
             log.warning("event=ib_pacing_violation account=%s req_id=%s", self.account_id, req_id)
             self.send_error(f"IB {code}: {message}")
@@ -259,18 +268,18 @@ class IBAccountManager(BaseAccountManager):
 
     # -- orders ---------------------------------------------------------------------
     def _on_status(self, event: dict) -> None:
-        coid, suffix = p.parent_ref(event["order_ref"])
-        order = self.orders.get(coid)
-        if order is None or suffix:
-            if event.get("error_code") and suffix:
-                log.warning("event=bracket_child_refused account=%s ref=%s reason=%s",
-                            self.account_id, event["order_ref"], event["message"])
+        ref = event["order_ref"]
+        order = self._order_of(ref)
+        if order is None:
             return
+        if event.get("error_code") and order.is_leg:
+            log.warning("event=bracket_child_refused account=%s ref=%s reason=%s",
+                        self.account_id, ref, event["message"])
         if event.get("order_id") and not order.broker_ref:
             order.broker_ref = str(event["order_id"])
-        if any(h.event["order_ref"] == coid for h in self._held_fills.values()):
+        if any(h.event["order_ref"] == ref for h in self._held_fills.values()):
             # a terminal status must not overtake a fill still waiting for its commission
-            self._deferred_status[coid] = event
+            self._deferred_status[ref] = event
             return
         target = p.status_target(order, event["status"], event.get("error_code", 0),
                                  event.get("message", ""))
@@ -300,8 +309,7 @@ class IBAccountManager(BaseAccountManager):
             self._early_commissions.popitem(last=False)
 
     def _emit_fill(self, event: dict, commission: float) -> None:
-        coid, suffix = p.parent_ref(event["order_ref"])
-        order = self._child_close_order(coid, suffix) if suffix else self.orders.get(coid)
+        order = self._order_of(event["order_ref"])
         if order is None:
             log.warning("event=fill_for_unknown_order account=%s ref=%s exec_id=%s",
                         self.account_id, event["order_ref"], event["exec_id"])
@@ -319,40 +327,33 @@ class IBAccountManager(BaseAccountManager):
             log.error("event=fill_not_applied account=%s order=%s exec_id=%s reason=%s",
                       self.account_id, order.client_order_id, fill.exec_id, exc)
             return
-        deferred = self._deferred_status.get(order.client_order_id)
-        if deferred and not any(h.event["order_ref"] == order.client_order_id
-                                for h in self._held_fills.values()):
-            del self._deferred_status[order.client_order_id]
+        deferred = self._deferred_status.get(event["order_ref"])
+        if deferred and not any(h.event["order_ref"] == event["order_ref"] for h in self._held_fills.values()):
+            del self._deferred_status[event["order_ref"]]
             self._on_status(deferred)
 
-    def _child_close_order(self, coid: str, suffix: str) -> Optional[BaseOrder]:
-        """The broker-side close order a triggered stop loss / take profit makes."""
-        ref = p.child_ref(coid, suffix)
+    def _order_of(self, ref: str) -> Optional[BaseOrder]:
+        """The order an IB orderRef names: an engine order, or a bracket leg (made from its
+        parent here when the engine has not asked about it yet)."""
         order = self.orders.get(ref)
         if order is not None:
             return order
-        parent = self.orders.get(coid)
+        parent_id, leg = split_child_id(ref)
+        parent = self.orders.get(parent_id) if leg else None
         if parent is None:
             return None
-        stop = suffix == p.STOP_LOSS_SUFFIX
-        order = BaseOrder(client_order_id=ref, account=self.account_id, epic=parent.epic,
-                          epicBroker=parent.epicBroker, qty=-parent.qty,
-                          order_type=OrderType.STOP if stop else OrderType.LIMIT,
-                          price=parent.stop_loss if stop else parent.take_profit,
-                          action=OrderAction.CLOSE, source="broker",
-                          reason="stop loss" if stop else "take profit")
+        (order,) = bracket_legs(parent, only=leg, order_class=BrokerOrder)
         self.orders[ref] = order
         return order
 
     def _reconcile(self, snapshot: dict) -> None:
-        """Replay what IB knows (fills first, then statuses) onto the engine's orders."""
+        """Replay what IB knows (fills first, then statuses) onto the engine's orders and legs."""
+        known = lambda ref: ref in self.orders or split_child_id(ref)[0] in self.orders  # noqa: E731
         for event in sorted(snapshot["fills"], key=lambda f: f.get("time_ms") or 0):
-            coid, _ = p.parent_ref(event["order_ref"])
-            if coid in self.orders:
+            if known(event["order_ref"]):
                 self._on_exec(event)
         for event in snapshot["trades"]:
-            coid, suffix = p.parent_ref(event["order_ref"])
-            if coid in self.orders and not suffix:
+            if known(event["order_ref"]):
                 self._on_status(event)
 
     # ------------------------------------------------------------------ requests
@@ -525,7 +526,7 @@ class IBAccountManager(BaseAccountManager):
         """
         action = request.get("action", "subscribe")
         epic = request.get("epic") or ""
-        epic_broker = request.get("epicBroker") or self.to_broker_epic(epic)
+        epic_broker = request["epicBroker"]
         epic = epic or self.to_maotrade_epic(epic_broker)
         time_frame = int(request.get("time_frame") or 0)
         if epic_broker not in self._contracts:
@@ -631,6 +632,63 @@ class IBAccountManager(BaseAccountManager):
                       on_result=sent,
                       on_error=lambda exc: self.send_error(f"history of {request.epic} failed: {exc}"))
 
+    # -- history downloads --------------------------------------------------------------
+    def do_async_request_history(self, request: dict) -> None:
+        """Download ``[start, end)`` with ``reqHistoricalData``, one request per span IB
+        serves at once, each sent only when IB's pacing rules allow (shared with the
+        subscription history above); each span becomes one part."""
+        time_frame, epic_broker = request["time_frame"], request["epicBroker"]
+        if time_frame not in p.BAR_SIZES:
+            self.send_history_error(request["request_id"], f"IB has no {time_frame}s bars; one of "
+                                                           f"{sorted(p.BAR_SIZES)}")
+            return
+        if epic_broker not in self._contracts:
+            self.send_history_error(request["request_id"], f"unknown instrument {request['epic']!r} ({epic_broker}): "
+                                                           f"{self._unknown.get(epic_broker, 'not in the epic mapping')}")
+            return
+        chunks = deque(p.history_chunks(request["start"], request["end"], time_frame))
+        self._downloads.append(_Download(request, chunks, last_part=time.monotonic()))
+        self._pump_download(time.monotonic())
+
+    def _pump_download(self, now: float) -> None:
+        job = self._downloads[0]
+        if job.in_flight:
+            return
+        request = job.request
+        start, end = job.chunks[0]
+        key = (request["epicBroker"], request["time_frame"], end)
+        if self._pacer.delay(now, request["epicBroker"], key) > 0 or self.session is None:
+            if now - job.last_part >= DOWNLOAD_KEEPALIVE_S:
+                job.last_part = now
+                self.send_history(request["request_id"], [], False, start, start)
+            return
+        self._pacer.record(now, request["epicBroker"], key)
+        job.in_flight = True
+        self._ib_call(self.session.history_range, self._contracts[request["epicBroker"]], end,
+                      p.span_duration(start, end), p.BAR_SIZES[request["time_frame"]],
+                      self.settings.bars_what_to_show, self.settings.use_rth, self.settings.timeout * 3,
+                      on_result=lambda rows: self._download_part(job, rows),
+                      on_error=lambda exc: self._download_failed(job, exc))
+
+    def _download_part(self, job: _Download, rows: list[dict]) -> None:
+        request = job.request
+        start, end = job.chunks.popleft()
+        bars = [p.bar_from_ib(request["epic"], request["time_frame"], row["time_ms"], row["open"], row["high"],
+                              row["low"], row["close"], row["volume"])
+                for row in rows if start <= row["time_ms"] < end]
+        done = not job.chunks
+        job.in_flight, job.last_part = False, time.monotonic()
+        self.send_history(request["request_id"], bars, done, start, end)
+        if done:
+            self._downloads.remove(job)
+        self.wake_soon()
+
+    def _download_failed(self, job: _Download, exc: BaseException) -> None:
+        if job in self._downloads:
+            self._downloads.remove(job)
+        self.send_history_error(job.request["request_id"], f"IB history of {job.request['epic']} failed: {exc}")
+        self.wake_soon()
+
     # ------------------------------------------------------------------ helpers
     def _ib_call(self, fn: Callable, *args: Any, on_result: Optional[Callable] = None,
                  on_error: Optional[Callable] = None) -> None:
@@ -639,22 +697,10 @@ class IBAccountManager(BaseAccountManager):
             if on_error:
                 on_error(ConnectionError("not connected to TWS"))
             return
-
-        def done(future):
-            exc = future.exception()
-            if exc is not None:
-                log.warning("event=ib_call_failed account=%s call=%s reason=%s",
-                            self.account_id, getattr(fn, "__name__", fn), exc)
-                if on_error:
-                    self.call_soon_threadsafe(on_error, exc)
-            elif on_result:
-                self.call_soon_threadsafe(on_result, future.result())
-
-        self.session.call(fn, *args).add_done_callback(done)
+        self.run_blocking(fn, *args, on_result=on_result, on_error=on_error, executor=self.session.call)
 
     def _contract_for(self, order: BaseOrder):
-        epic_broker = order.epicBroker or self.to_broker_epic(order.epic)
-        order.epicBroker = epic_broker
+        epic_broker = order.epicBroker
         contract = self._contracts.get(epic_broker)
         if contract is None:
             reason = self._unknown.get(epic_broker, "not in the epic mapping")

@@ -18,12 +18,13 @@ from account_managers.ig.deals import (AMEND, CANCEL, CLOSE, OPEN_MARKET, OPEN_W
                                        DealBook)
 from account_managers.ig.rest import IGApiError, IGRestClient, IGSession
 from account_managers.ig.streaming import DISCONNECTED_PREFIX, IGStream
-from account_managers.ig.throttle import Throttle
+from account_managers.ig.throttle import NON_TRADING, Throttle
 from maotrade.account_manager import BaseAccountManager, InitResult
 from maotrade.errors import (BrokerUnavailable, InvalidOrder, MAOTradeError, OperationalError,
-                             ProtocolError, TemporaryError)
+                             ProtocolError, RequestNotSent, TemporaryError)
 from maotrade.messages import EngineToWorker as In
-from maotrade.order import BaseOrder, Fill, OrderAction, OrderStatus, OrderType
+from maotrade.order import (BaseOrder, BracketKind, BrokerOrder, Fill, Leg, OrderAction, OrderSource, OrderStatus,
+                            OrderType, child_id)
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ class IGAccountManager(BaseAccountManager):
     settings_model = IGBrokerSettings
     account_settings_model = IGAccountSettings
     CAPABILITIES = {"order_types": ["MARKET", "LIMIT", "STOP"], "cancel": True,
-                    "stop_amend": True, "partial_close": True, "market_data": True}
+                    "stop_amend": True, "partial_close": True, "market_data": True,
+                    "bracket": BracketKind.ATTACHED}
 
     def __init__(self, config, in_queue, out_queue):
         super().__init__(config, in_queue, out_queue)
@@ -49,14 +51,18 @@ class IGAccountManager(BaseAccountManager):
                                  a.apiKey.get_secret_value(), a.accountId, s.timeout, self.throttle,
                                  on_session=self._session_from_thread)
         self.stream: Optional[IGStream] = None
-        self._generation = 0
         self.deals = DealBook()
         self.chart_subs: dict[str, tuple[str, int]] = {}  # CHART item -> (MAOTrade epic, seconds)
         self.quotes: dict[str, tuple[float, float]] = {}
         self.working_by_deal: dict[str, str] = {}  # working order dealId -> client order id
         self.realized_pnl = 0.0
         self._close_ids: set[str] = set()
+        # Positions whose stop / limit are a bracket: dealId -> the parent's client order id;
+        # and the deals our own closes take (their OPU DELETED is not a leg firing).
+        self._bracket_deals: dict[str, str] = {}
+        self._closing_deals: set[str] = set()
         self._next_resync = 0.0
+        self.history_allowance: Optional[dict] = None  # IG's last word on the weekly price allowance
 
     # ================================================================ lifecycle
     def on_account_manager_init(self) -> InitResult:
@@ -89,17 +95,13 @@ class IGAccountManager(BaseAccountManager):
 
     # ================================================================ streams
     def _open_stream(self, session: IGSession) -> None:
-        self._generation += 1
-        generation = self._generation
+        guard = self.new_session()
         s = self.settings
+        update = guard(self._on_stream_update)
         stream = IGStream(session.lightstreamer_endpoint, session.account_id, session.stream_password,
                           s.lightstreamer_adapter_set,
-                          deliver=lambda key, item, values, changed: self.call_soon_threadsafe(
-                              self._on_stream_update, generation, key, values, changed),
-                          on_status=lambda status: self.call_soon_threadsafe(
-                              self._on_stream_status, generation, status),
-                          on_error=lambda key, reason: self.call_soon_threadsafe(
-                              self._on_stream_error, generation, key, reason),
+                          deliver=lambda key, item, values, changed: update(key, values, changed),
+                          on_status=guard(self._on_stream_status), on_error=guard(self._on_stream_error),
                           keepalive_ms=s.stream_keepalive_ms, stalled_ms=s.stream_stalled_ms,
                           reconnect_ms=s.stream_reconnect_ms)
         stream.subscribe(TRADE_KEY, "DISTINCT", [f"TRADE:{session.account_id}"], P.TRADE_FIELDS, False)
@@ -115,7 +117,7 @@ class IGAccountManager(BaseAccountManager):
 
     def _close_stream(self) -> None:
         if self.stream is not None:
-            self._generation += 1
+            self.end_session()
             self.stream.close()
             self.stream = None
 
@@ -123,9 +125,7 @@ class IGAccountManager(BaseAccountManager):
     def _subscribe_market(stream: IGStream, epic_broker: str) -> None:
         stream.subscribe(f"MARKET:{epic_broker}", "MERGE", [f"MARKET:{epic_broker}"], P.MARKET_FIELDS, True)
 
-    def _on_stream_status(self, generation: int, status: str) -> None:
-        if generation != self._generation:
-            return
+    def _on_stream_status(self, status: str) -> None:
         log.info("event=ig_stream_status account=%s status=%s", self.account_id, status)
         # Statuses queue up while the loop is busy; a drop the library already healed
         # (the stream is connected again by now) needs no reconnect of ours.
@@ -138,17 +138,13 @@ class IGAccountManager(BaseAccountManager):
         self._close_stream()
         self.connection_lost(f"IG stream dropped ({status})")
 
-    def _on_stream_error(self, generation: int, key: str, reason: str) -> None:
-        if generation != self._generation:
-            return
+    def _on_stream_error(self, key: str, reason: str) -> None:
         log.warning("event=ig_subscription_refused account=%s item=%s reason=%s", self.account_id, key, reason)
         if key in self.chart_subs:
             del self.chart_subs[key]
             self.send_error(reason)
 
-    def _on_stream_update(self, generation: int, key: str, values: dict, changed: set) -> None:
-        if generation != self._generation:
-            return
+    def _on_stream_update(self, key: str, values: dict, changed: set) -> None:
         try:
             if key == TRADE_KEY:
                 self._on_trade(values, changed)
@@ -170,6 +166,33 @@ class IGAccountManager(BaseAccountManager):
         opu = P.parse_json_field(values.get("OPU"), "OPU") if "OPU" in changed else None
         if opu and opu.get("status") == "OPEN" and opu.get("dealId") in self.working_by_deal:
             self._working_filled(opu.get("dealId"), opu.get("dealReference"), opu.get("size"), opu.get("level"))
+        elif (opu and opu.get("status") == "DELETED" and opu.get("dealId") in self._bracket_deals
+              and opu.get("dealId") not in self._closing_deals):
+            self._leg_fired(self._bracket_deals.pop(opu["dealId"]), opu)
+
+    def _leg_fired(self, parent_id: str, opu: dict) -> None:
+        """IG closed a bracket's position on its stop or limit: that leg filled."""
+        try:
+            level, size = P.to_float(opu.get("level"), "level"), abs(P.to_float(opu.get("size"), "size"))
+        except ProtocolError as exc:
+            log.warning("event=ig_bad_opu account=%s reason=%s", self.account_id, exc)
+            return
+        stop, limit = opu.get("stopLevel"), opu.get("limitLevel")
+        if stop is not None and (limit is None or abs(level - stop) <= abs(level - limit)):
+            leg, order_type, price = Leg.STOP_LOSS, OrderType.STOP, stop
+        else:
+            leg, order_type, price = Leg.TAKE_PROFIT, OrderType.LIMIT, limit
+        key = child_id(parent_id, leg)
+        order = self.orders.get(key)
+        if order is None:
+            long = opu.get("direction") == "BUY"
+            epic_broker = str(opu.get("epic") or "")
+            order = self.orders[key] = BrokerOrder(
+                client_order_id=key, account=self.account_id, epic=self.to_maotrade_epic(epic_broker),
+                epicBroker=epic_broker, qty=-size if long else size, order_type=order_type,
+                action=OrderAction.CLOSE, price=price, source=OrderSource.BRACKET, parent=parent_id, leg=leg)
+        order.broker_ref = str(opu.get("dealId"))
+        self._fill(order, {"dealReference": leg, "dealId": opu.get("dealId"), "level": level}, size)
 
     def _session_from_thread(self, session: IGSession) -> None:
         self.call_soon_threadsafe(self._tokens_renewed, session)
@@ -216,7 +239,7 @@ class IGAccountManager(BaseAccountManager):
     def do_async_request_market_data(self, request: dict) -> bool:
         """Subscribe or unsubscribe CHART:{epic}:{scale} (and MARKET:{epic} for quotes)."""
         epic = request.get("epic") or ""
-        epic_broker = request.get("epicBroker") or self.to_broker_epic(epic)
+        epic_broker = request["epicBroker"]
         try:
             time_frame = int(request.get("time_frame", 0))
         except (TypeError, ValueError):
@@ -242,6 +265,59 @@ class IGAccountManager(BaseAccountManager):
                 if f"MARKET:{epic_broker}" not in self.stream.subscriptions:
                     self._subscribe_market(self.stream, epic_broker)
         return True
+
+    # ================================================================ history
+    def do_async_request_history(self, request: dict) -> None:
+        """Page through GET /prices/{epic} (v3) off the loop; each page becomes one part.
+
+        IG counts every price point against a weekly allowance: a page is only asked for
+        while the allowance last reported can pay for it, and each part carries what is left.
+        """
+        if request["time_frame"] not in P.PRICE_RESOLUTIONS:
+            self.send_history_error(request["request_id"], f"IG has no {request['time_frame']}s resolution; "
+                                                           f"one of {sorted(P.PRICE_RESOLUTIONS)}")
+            return
+        self.run_blocking(self._fetch_history, request,
+                          on_error=lambda exc: self._history_failed(request, exc))
+
+    def _fetch_history(self, request: dict) -> None:
+        """Runs on a worker thread; hands each page to the loop."""
+        page_size, span = self.settings.history_page_size, request["time_frame"] * 1000
+        cursor, page = request["start"], 1
+        while True:
+            allowance = self.history_allowance
+            if allowance is not None and allowance["remaining"] < page_size:
+                raise IGApiError("GET", "/prices", 403, P.HISTORY_ALLOWANCE_ERROR)
+            wait = self.throttle.delay(NON_TRADING)
+            if wait > self.settings.history_wait_max:
+                raise TemporaryError(f"IG request allowance: no slot for {wait:.0f}s")
+            time.sleep(wait)  # pacing: this thread waits, the loop does not
+            body = self.rest.get(P.prices_path(request["epicBroker"], request["time_frame"], request["start"],
+                                               request["end"], page_size, page), 3)
+            bars = [b for b in P.price_bars(request["epic"], request["time_frame"], body)
+                    if cursor <= b["date"] < request["end"]]
+            self.history_allowance = P.price_allowance(body) or self.history_allowance
+            number, pages = P.price_pages(body)
+            last = number >= pages
+            part_end = request["end"] if last else (bars[-1]["date"] + span if bars else cursor)
+            self.call_soon_threadsafe(self.send_history, request["request_id"], bars, last, cursor, part_end,
+                                      self.history_allowance)
+            if last:
+                return
+            cursor, page = part_end, page + 1
+
+    def _history_failed(self, request: dict, exc: BaseException) -> None:
+        _stop_if_operational(exc)
+        allowance = self.history_allowance
+        if isinstance(exc, IGApiError) and exc.code == P.HISTORY_ALLOWANCE_ERROR:
+            left = f"{allowance['remaining']} of {allowance['total']} points left, resets in " \
+                   f"{allowance['reset_s'] / 3600:.1f} h" if allowance else "spent"
+            reason = f"IG weekly historical data allowance: {left}; the rest was not fetched"
+        else:
+            reason = f"IG price history failed: {exc}"
+        self.send_history_error(request["request_id"], reason, allowance)
+        if isinstance(exc, BrokerUnavailable):
+            self.connection_lost(str(exc))
 
     # ================================================================ orders
     def do_async_request_order_open(self, order: BaseOrder) -> None:
@@ -272,7 +348,7 @@ class IGAccountManager(BaseAccountManager):
         try:
             epic_broker = self._epic_of(order)
         except InvalidOrder as exc:
-            self._refuse(order, str(exc), In.ORDER_CLOSE)
+            self.send_order_refused(order, str(exc), kind=In.ORDER_CLOSE)
             return
         order.epicBroker = epic_broker
         self._close_ids.add(order.client_order_id)
@@ -299,8 +375,15 @@ class IGAccountManager(BaseAccountManager):
                           on_error=lambda exc: self._deal_failed(order, "", exc, In.ORDER_CANCEL))
 
     def do_async_request_order_status(self, order: BaseOrder) -> None:
-        """Ask IG by the order's dealReference: GET /confirms, then the open positions."""
+        """Ask IG by the order's dealReference: GET /confirms, then the open positions.
+
+        A bracket leg is working while a position in its instrument carries its level."""
         known = self.orders.get(order.client_order_id) or order
+        if known.is_leg:
+            self.orders.setdefault(known.client_order_id, known)
+            self.run_blocking(self._find_leg_position, known, on_result=lambda deal: self._leg_answer(known, deal),
+                              on_error=lambda exc: self.send_order_unknown(known, f"IG could not be asked: {exc}"))
+            return
         if known.client_order_id in self._close_ids or known.action == OrderAction.CLOSE:
             # IG names a close's deal only in its answer: an unanswered close cannot be
             # looked up, and "not found" could make the engine close twice.
@@ -315,15 +398,36 @@ class IGAccountManager(BaseAccountManager):
                           on_result=lambda found: self._status_answer(known, ref, found),
                           on_error=lambda exc: self.send_order_unknown(known, f"IG could not be asked: {exc}"))
 
+    def _leg_answer(self, leg: BaseOrder, deal_id: str) -> None:
+        if not deal_id:
+            self.send_order_not_found(leg)
+            return
+        self._bracket_deals[deal_id] = leg.parent
+        leg.set_accepted(deal_id)
+        self.send_order_status(leg)
+
     # ---------------------------------------------------------------- blocking helpers
+    def _find_leg_position(self, leg: BaseOrder) -> str:
+        """The dealId of the open position in ``leg``'s instrument carrying its level ('' if none)."""
+        level_key = "stopLevel" if leg.leg == Leg.STOP_LOSS else "limitLevel"
+        for row in (self.rest.get("/positions", 2) or {}).get("positions") or []:
+            position, market = row.get("position") or {}, row.get("market") or {}
+            if market.get("epic") == leg.epicBroker and position.get(level_key) == leg.price:
+                return str(position.get("dealId") or "")
+        return ""
+
     def _send_closes(self, order: BaseOrder, epic_broker: str) -> list[str]:
-        positions = (self.rest.get("/positions", 2) or {}).get("positions") or []
+        try:
+            positions = (self.rest.get("/positions", 2) or {}).get("positions") or []
+        except TemporaryError as exc:
+            raise RequestNotSent(f"IG positions could not be read ({exc}); no close was sent") from exc
         try:
             plan = P.close_plan(positions, epic_broker, order.qty)
         except ValueError as exc:
             raise InvalidOrder(str(exc)) from None
         refs = []
         for deal_id, size in plan:
+            self._closing_deals.add(deal_id)  # before the DELETE: its OPU must not read as a stop
             answer = self.rest.deal("DELETE", "/positions/otc", 1, {
                 "dealId": deal_id, "direction": P.direction(order.qty), "size": size,
                 "orderType": "MARKET", "timeInForce": "FILL_OR_KILL"})
@@ -370,11 +474,9 @@ class IGAccountManager(BaseAccountManager):
         return {}
 
     # ---------------------------------------------------------------- on the loop
-    def _epic_of(self, order: BaseOrder) -> str:
-        # The account's mapping is the authority; epicBroker is used only without one.
-        if self.epic_mapping or not order.epicBroker:
-            return self.to_broker_epic(order.epic)
-        return order.epicBroker
+    @staticmethod
+    def _epic_of(order: BaseOrder) -> str:
+        return order.epicBroker  # resolved once by the engine from the account's mapping
 
     def _fetch_confirm(self, ref: str) -> None:
         if ref in self.deals.resolved:
@@ -405,7 +507,11 @@ class IGAccountManager(BaseAccountManager):
 
     def _deal_failed(self, order: BaseOrder, ref: str, exc: BaseException, request: str) -> None:
         _stop_if_operational(exc)
-        if isinstance(exc, IGApiError):
+        if isinstance(exc, RequestNotSent):
+            reason = str(exc)
+            if isinstance(exc.__cause__, BrokerUnavailable):
+                self.connection_lost(str(exc.__cause__))
+        elif isinstance(exc, IGApiError):
             reason = f"IG refused {request} of {order.client_order_id}: {exc.code or exc}"
         elif isinstance(exc, (InvalidOrder, ProtocolError)):
             reason = str(exc)
@@ -429,15 +535,7 @@ class IGAccountManager(BaseAccountManager):
                 self.deals.finish(batch)
         log.warning("event=ig_order_refused account=%s order=%s reason=%s", self.account_id,
                     order.client_order_id, reason)
-        self._refuse(order, reason, request)
-
-    def _refuse(self, order: BaseOrder, reason: str, request: str) -> None:
-        # A close is a new order of its own: refused, it ends REJECTED like a refused open.
-        if request == In.ORDER_CLOSE and order.status == OrderStatus.NEW:
-            order.set_rejected(reason)
-            self.send_request_order_response(order, kind=request)
-        else:
-            self.send_order_refused(order, reason, kind=request)
+        self.send_order_refused(order, reason, kind=request)
 
     def _apply_confirm(self, confirm: dict) -> None:
         ref = str(confirm.get("dealReference") or "")
@@ -474,6 +572,8 @@ class IGAccountManager(BaseAccountManager):
             self._reject(order, batch.rejections[-1])
             return
         order.broker_ref = str(confirm.get("dealId") or "")
+        if order.stop_loss is not None or order.take_profit is not None:
+            self._bracket_deals[order.broker_ref] = order.client_order_id
         self._fill(order, confirm, confirm.get("size") or abs(order.qty))
 
     def _confirm_working(self, order: BaseOrder, batch: Batch, confirm: dict, outcome: str) -> None:
@@ -522,6 +622,8 @@ class IGAccountManager(BaseAccountManager):
         if order is None or order.is_done:
             return
         order.broker_ref = deal_id
+        if order.stop_loss is not None or order.take_profit is not None:
+            self._bracket_deals[deal_id] = order.client_order_id
         self._fill(order, {"dealReference": ref or "", "dealId": deal_id, "level": level}, size)
 
     def _fill(self, order: BaseOrder, confirm: dict, size) -> None:

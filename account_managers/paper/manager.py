@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from pathlib import Path
 
 from account_managers.paper.config import PaperAccountSettings, PaperBrokerSettings
-from account_managers.paper.market import RandomWalk
+from account_managers.paper.market import RandomWalk, synthetic_bars
 from account_managers.paper.replay import ReplayFeed
 from account_managers.paper.store import PaperStore
-from maotrade.account_manager import BaseAccountManager, InitResult
-from maotrade.bars import BarBuilder
+from maotrade.account_manager import HISTORY_PART_BARS, BaseAccountManager, InitResult
+from maotrade.bars import BarBook, MarketDataRequest
 from maotrade.errors import InvalidOrder
 from maotrade.matching import Event, PaperBook, Quote
 from maotrade.messages import EngineToWorker as In
-from maotrade.order import BaseOrder, OrderAction, OrderType, new_client_order_id
+from maotrade.order import (BaseOrder, BracketKind, BrokerOrder, Leg, OrderAction, OrderSource, OrderType,
+                            new_client_order_id, split_child_id)
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +39,18 @@ class PaperAccountManager(BaseAccountManager):
     settings_model = PaperBrokerSettings
     account_settings_model = PaperAccountSettings
     CAPABILITIES = {"order_types": ["MARKET", "LIMIT", "STOP"], "cancel": True,
-                    "stop_amend": True, "partial_close": True, "market_data": True}
+                    "stop_amend": True, "partial_close": True, "market_data": True,
+                    "bracket": BracketKind.ATTACHED}
 
     def __init__(self, config, in_queue, out_queue):
         super().__init__(config, in_queue, out_queue)
         self.walks: dict[str, RandomWalk] = {}
-        self.builders: dict[tuple[str, int], BarBuilder] = {}
+        self.bars = BarBook()
         self.book: PaperBook | None = None
         self.store: PaperStore | None = None
         self.replay: ReplayFeed | None = None
         self._next_step_ms = 0
+        self._history_jobs: deque[dict] = deque()
 
     # -- lifecycle ----------------------------------------------------------------
     def on_account_manager_init(self) -> InitResult:
@@ -131,6 +135,8 @@ class PaperAccountManager(BaseAccountManager):
             return
         if self.replay is not None:
             self._replay_step()
+        if self._history_jobs:
+            self._history_step(time_now)
         if time_now < self._next_step_ms:
             return
         self._next_step_ms = time_now + int(self.settings.price_interval * 1000)
@@ -139,15 +145,10 @@ class PaperAccountManager(BaseAccountManager):
             walk.step()
             quote = Quote(walk.bid, walk.ask, time_now)
             events += self.book.on_quote(epic, quote, self._make_stop_close)
-            for (b_epic, tf), builder in self.builders.items():
-                if b_epic != epic:
-                    continue
-                for bar in builder.update(time_now, walk.mid):
-                    self.send_realtime_data(bar)
-                self.send_realtime_data(dict(builder.current))
-        for (b_epic, tf), builder in self.builders.items():
-            for bar in builder.close_due(time_now):
+            for bar in self.bars.on_price(epic, time_now, walk.mid):
                 self.send_realtime_data(bar)
+        for bar in self.bars.close_due(time_now):
+            self.send_realtime_data(bar)
         if events:
             self._publish(events)
 
@@ -162,26 +163,50 @@ class PaperAccountManager(BaseAccountManager):
 
     def do_async_request_market_data(self, request: dict) -> bool:
         """Start or stop bars of ``request["epic"]`` at ``request["time_frame"]`` seconds."""
-        epic_broker = request.get("epicBroker") or self.to_broker_epic(request.get("epic", ""))
-        time_frame = int(request.get("time_frame", 0))
-        if self.replay is not None and epic_broker == self.settings.replay_epic:
-            if time_frame != self.settings.replay_time_frame:
-                raise InvalidOrder(f"{request.get('epic')} is replayed at {self.settings.replay_time_frame}s "
-                                   f"only, not {time_frame}s")
-            self.replay.subscribed = request.get("action", "subscribe") != "unsubscribe"
+        wanted = MarketDataRequest(request)
+        if self.replay is not None and wanted.epic_broker == self.settings.replay_epic:
+            if wanted.time_frame != self.settings.replay_time_frame:
+                raise InvalidOrder(f"{wanted.epic} is replayed at {self.settings.replay_time_frame}s "
+                                   f"only, not {wanted.time_frame}s")
+            self.replay.subscribed = wanted.subscribe
             self._replay_step()
             return True
-        if epic_broker not in self.walks:
-            raise InvalidOrder(f"unknown instrument {request.get('epic')!r}: paper broker has no prices for it")
-        if time_frame not in DATA_FRAMES:
-            raise InvalidOrder(f"time frame {time_frame}s not offered; choose one of {sorted(DATA_FRAMES)}")
-        key = (epic_broker, time_frame)
-        if request.get("action", "subscribe") == "unsubscribe":
-            return self.builders.pop(key, None) is not None
-        if key not in self.builders:
-            self.builders[key] = BarBuilder(request.get("epic") or self.to_maotrade_epic(epic_broker),
-                                                  time_frame)
+        if wanted.epic_broker not in self.walks:
+            raise InvalidOrder(f"unknown instrument {wanted.epic!r}: paper broker has no prices for it")
+        if wanted.time_frame not in DATA_FRAMES:
+            raise InvalidOrder(f"time frame {wanted.time_frame}s not offered; choose one of {sorted(DATA_FRAMES)}")
+        if not wanted.subscribe:
+            return self.bars.unsubscribe(wanted.epic_broker, wanted.time_frame)
+        self.bars.subscribe(wanted.epic or self.to_maotrade_epic(wanted.epic_broker), wanted.epic_broker,
+                            wanted.time_frame)
         return True
+
+    def do_async_request_history(self, request: dict) -> None:
+        """Synthesise the requested bars (deterministic: the same date, the same bar), one
+        part per loop turn so that a long history never holds up orders."""
+        if request["epicBroker"] not in self.settings.instruments:
+            self.send_history_error(request["request_id"], f"paper broker has no instrument "
+                                                           f"{request['epicBroker']!r}")
+            return
+        self._history_jobs.append({**request, "cursor": request["start"]})
+        self.wake_soon()
+
+    def _history_step(self, time_now: int) -> None:
+        job = self._history_jobs[0]
+        span = job["time_frame"] * 1000
+        # Only completed bars: the last one must have ended by now.
+        end = min(job["end"], (time_now // span) * span)
+        bars = synthetic_bars(job["epicBroker"], self.settings.instruments[job["epicBroker"]],
+                              self.settings.seed, job["time_frame"], job["cursor"], end, HISTORY_PART_BARS)
+        for bar in bars:
+            bar["epic"] = job["epic"]
+        part_end = bars[-1]["date"] + span if len(bars) == HISTORY_PART_BARS else max(end, job["cursor"])
+        done = part_end >= end
+        self.send_history(job["request_id"], bars, done=done, start=job["cursor"], end=part_end)
+        job["cursor"] = part_end
+        if done:
+            self._history_jobs.popleft()
+        self.wake_soon()
 
     def do_async_request_order_open(self, order: BaseOrder) -> None:
         """Match a new order against the current quote."""
@@ -194,7 +219,7 @@ class PaperAccountManager(BaseAccountManager):
     def do_async_request_stop_order(self, order: BaseOrder) -> None:
         """Amend stop loss / take profit of a working order or of the position."""
         try:
-            self.book.amend_stops(order.epicBroker or order.epic, order.stop_loss,
+            self.book.amend_stops(order.epicBroker, order.stop_loss,
                                   order.take_profit, order.client_order_id)
         except InvalidOrder as exc:
             self.send_order_refused(order, str(exc), kind=In.ORDER_STOP)
@@ -203,7 +228,10 @@ class PaperAccountManager(BaseAccountManager):
         self.send_request_order_response(order, kind=In.ORDER_STOP)
 
     def do_async_request_order_cancel(self, order: BaseOrder) -> None:
-        """Cancel a working order."""
+        """Cancel a working order (a bracket leg: take its level off the position)."""
+        if order.is_leg:
+            self._withdraw_leg(order)
+            return
         try:
             cancelled = self.book.cancel(order.client_order_id)
         except InvalidOrder as exc:
@@ -215,10 +243,26 @@ class PaperAccountManager(BaseAccountManager):
     def do_async_request_order_status(self, order: BaseOrder) -> None:
         """Answer from the broker-side record, as a real broker would."""
         known = self.orders.get(order.client_order_id)
-        if known is None or not known.broker_ref:
-            self.send_order_not_found(order)
-        else:
+        if known is not None and known.broker_ref:
             self.send_order_status(known)
+        elif order.is_leg and self._leg_working(order):
+            order.set_accepted()
+            self.send_order_status(order)
+        else:
+            self.send_order_not_found(order)
+
+    def _leg_working(self, leg: BaseOrder) -> bool:
+        stops = self.book.stops.get(leg.epicBroker, {})
+        level = stops.get("stop_loss" if leg.leg == Leg.STOP_LOSS else "take_profit")
+        return stops.get("parent") == leg.parent and level is not None
+
+    def _withdraw_leg(self, leg: BaseOrder) -> None:
+        stops = self.book.stops.get(leg.epicBroker)
+        if stops is not None and self._leg_working(leg):
+            stops["stop_loss" if leg.leg == Leg.STOP_LOSS else "take_profit"] = None
+            self._save([])
+        leg.set_cancelled("cancelled by request")
+        self.send_request_order_response(leg, kind=In.ORDER_CANCEL)
 
     # -- internals ------------------------------------------------------------------
     def _execute(self, order: BaseOrder, action) -> None:
@@ -243,11 +287,13 @@ class PaperAccountManager(BaseAccountManager):
     def _save(self, orders) -> None:
         self.store.save(self.book, list(orders))
 
-    def _make_stop_close(self, epic: str, qty: float, reason: str) -> BaseOrder:
-        order = BaseOrder(client_order_id=new_client_order_id("pb"), account=self.account_id,
-                          epic=self.to_maotrade_epic(epic), epicBroker=epic, qty=qty,
-                          order_type=OrderType.MARKET, action=OrderAction.CLOSE, source="broker",
-                          reason=reason)
+    def _make_stop_close(self, epic: str, qty: float, reason: str, client_order_id: str) -> BaseOrder:
+        parent, leg = split_child_id(client_order_id)
+        order = BrokerOrder(client_order_id=client_order_id or new_client_order_id("pb"),
+                            account=self.account_id, epic=self.to_maotrade_epic(epic), epicBroker=epic,
+                            qty=qty, order_type=OrderType.MARKET, action=OrderAction.CLOSE,
+                            source=OrderSource.BRACKET if leg else OrderSource.EXTERNAL, reason=reason,
+                            parent=parent if leg else "", leg=leg)
         self.orders[order.client_order_id] = order
         return order
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from maotrade.matching import PaperBook, Quote
-from maotrade.order import BaseOrder
+from maotrade.order import BaseOrder, BrokerOrder
 from maotrade.positions import Position
 
 SCHEMA = """
@@ -34,9 +34,9 @@ class PaperStore:
         self.db.execute("PRAGMA synchronous=OFF")
         self.db.executescript(SCHEMA)
 
-    def load(self, book: PaperBook) -> dict[str, BaseOrder]:
+    def load(self, book: PaperBook) -> dict[str, BrokerOrder]:
         """Fill ``book`` from disk; return every order the broker has ever taken."""
-        orders = {row[0]: BaseOrder.from_dict(json.loads(row[1]))
+        orders = {row[0]: BrokerOrder.from_dict(json.loads(row[1]))
                   for row in self.db.execute("SELECT client_order_id, data FROM orders")}
         raw = self._get("book")
         if raw:

@@ -127,7 +127,7 @@ def create_app(bridge: EngineBridge, token: str, webhook: Optional[WebhookServic
     def list_orders(account: Optional[str] = Query(None, max_length=64),
                     epic: Optional[str] = Query(None, max_length=64),
                     status: Optional[Literal[tuple(sorted(OrderStatus.ALL))]] = None,  # type: ignore[valid-type]
-                    source: Optional[Literal["strategy", "api", "webhook", "manual", "external", "broker"]] = None,
+                    source: Optional[Literal["strategy", "api", "webhook", "manual", "operator", "bracket", "external"]] = None,
                     since: Optional[int] = Query(None, ge=0, le=2**53, description="created at or after (epoch ms)"),
                     until: Optional[int] = Query(None, ge=0, le=2**53, description="created before (epoch ms)"),
                     limit: int = Query(500, ge=1, le=5000)) -> list:

@@ -20,7 +20,9 @@ from maotrade.backtest.trades import Trade, build_trades
 from maotrade.errors import InvalidOrder
 from maotrade.matching import Event, PaperBook
 from maotrade.messages import ClientToEngine as C, EngineToClient as E, message
-from maotrade.order import BaseOrder, Fill, OrderAction, OrderType, TimeInForce, new_client_order_id
+from maotrade.order import (BaseOrder, Fill, Leg, OrderAction, OrderSource, OrderStatus, OrderType,
+                            TimeInForce, bracket_legs, child_id, leg_name, new_client_order_id,
+                            restate_legs)
 from maotrade.strategy import Strategy
 
 log = logging.getLogger(__name__)
@@ -198,11 +200,35 @@ class Backtest:
             if event.fill is not None:
                 self.fills.append((event.order, event.fill))
             self._notify(event.order, event.fill)
+            # Legs end as the engine ends them: with a filled sibling, an unfilled parent or
+            # a closed position.
+            order = event.order
+            if order.is_leg and order.status == OrderStatus.FILLED:
+                self._end_legs(order.parent, f"{leg_name(order.leg)} filled")
+            elif not order.is_leg and order.is_done and not order.filled_qty:
+                self._end_legs(order.client_order_id, f"parent {order.status.lower()}")
+            position = self.book.positions.get(order.epicBroker or order.epic)
+            if event.fill is not None and (position is None or position.is_flat):
+                for other in list(self.orders.values()):
+                    if other.is_leg and not other.is_done and other.epic == order.epic:
+                        other.set_cancelled("position closed")
+                        self._notify(other)
 
-    def _make_stop_close(self, epic: str, qty: float, reason: str) -> BaseOrder:
+    def _end_legs(self, parent_id: str, reason: str) -> None:
+        for leg in Leg.ALL:
+            order = self.orders.get(child_id(parent_id, leg))
+            if order is not None and not order.is_done:
+                order.set_cancelled(reason)
+                self._notify(order)
+
+    def _make_stop_close(self, epic: str, qty: float, reason: str, client_order_id: str = "") -> BaseOrder:
+        leg = self.orders.get(client_order_id)
+        if leg is not None and not leg.is_done:
+            leg.qty = qty  # the position it closes
+            return leg
         return BaseOrder(client_order_id=new_client_order_id("pb"), account=self.config.account,
                          epic=epic, epicBroker=epic, qty=qty, order_type=OrderType.MARKET,
-                         action=OrderAction.CLOSE, source="broker", reason=reason)
+                         action=OrderAction.CLOSE, source=OrderSource.EXTERNAL, reason=reason)
 
     # -- requests (answered as the engine and the paper broker answer them) ----------------------
     def _check_market(self, msg: dict) -> None:
@@ -240,6 +266,9 @@ class Backtest:
             self._notify(order, error=str(exc), code="invalid_order")
             return
         order.epicBroker = order.epic
+        if action == OrderAction.OPEN:
+            for leg in bracket_legs(order):
+                self.orders[leg.client_order_id] = leg
         self._notify(order)  # the engine's acknowledgement (NEW)
         try:
             events = self.book.close(order) if action == OrderAction.CLOSE else self.book.submit(order)
@@ -288,7 +317,14 @@ class Backtest:
             self._notify(order, request=C.ORDER_STOP, error=str(exc))
             return
         order.stop_loss, order.take_profit = stop_loss, take_profit
+        existing = {leg: self.orders[child_id(order.client_order_id, leg)] for leg in Leg.ALL
+                    if child_id(order.client_order_id, leg) in self.orders}
+        new, changed = restate_legs(order, existing)
+        for leg in new:
+            self.orders[leg.client_order_id] = leg
         self._notify(order, request=C.ORDER_STOP)
+        for leg in new + changed:
+            self._notify(leg)
 
     def _account_info(self, msg: dict) -> None:
         self._guarded(self.strategy.dispatch, message(E.ACCOUNT_INFO, account=self.config.account,

@@ -20,7 +20,7 @@ def sequence_numbers(workdir) -> tuple[int, int]:
 
 
 def fill_responses(harness, exec_id: str) -> list[dict]:
-    return [m for m in harness.received if m.get("type") == "order_response"
+    return [m for m in harness.received if m.get("type") == "order_event"
             and (m.get("fill") or {}).get("exec_id") == exec_id]
 
 

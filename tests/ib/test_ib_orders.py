@@ -29,7 +29,7 @@ def test_limit_order_partially_fills_then_fills(ib_worker, fake_tws):
     assert done["fill"]["qty"] == 200 and done["fill"]["commission"] == 1.0
     assert abs(done["order"]["avg_fill_price"] - (179.5 * 100 + 179.0 * 200) / 300) < 1e-9
     fills = [m["fill"]["exec_id"] for m in ib_worker.received[mark:]
-             if m.get("type") == "order_response" and m.get("fill")
+             if m.get("type") == "order_event" and m.get("fill")
              and m["order"]["client_order_id"] == order.client_order_id]
     assert len(fills) == len(set(fills)) == 2
 
@@ -55,7 +55,8 @@ def test_bracket_take_profit_closes_and_cancels_stop(ib_worker, fake_tws):
     fake_tws.set_price("SPY", 461.0)
     closed = ib_worker.wait_order(order.client_order_id + "/TP", "FILLED", since=mark)
     assert closed["order"]["qty"] == -10 and closed["order"]["action"] == "close"
-    assert closed["order"]["source"] == "broker" and closed["fill"]["price"] == 460.99
+    assert closed["order"]["source"] == "bracket" and closed["order"]["parent"] == order.client_order_id
+    assert closed["fill"]["price"] == 460.99
     wait_until(lambda: fake_tws.order_by_ref(order.client_order_id + "/SL").status == "Cancelled",
                what="OCA sibling cancelled")
     mark = ib_worker.request(In.PORTFOLIO_REQUEST)
@@ -73,7 +74,7 @@ def test_amend_stop_moves_the_working_stop_loss(ib_worker, fake_tws):
                what="stop moved at IB")
     fake_tws.set_price("SPY", 444.0)
     stopped = ib_worker.wait_order(order.client_order_id + "/SL", "FILLED", since=mark)
-    assert stopped["fill"]["price"] == 443.99 and stopped["order"]["reason"] == "stop loss"
+    assert stopped["fill"]["price"] == 443.99 and stopped["order"]["leg"] == "SL"
 
 
 def test_amend_stop_protects_a_plain_filled_position(ib_worker, fake_tws):

@@ -9,7 +9,7 @@ pytestmark = pytest.mark.fault
 
 
 def _fills_of(worker, client_order_id):
-    return [m["fill"]["exec_id"] for m in worker.received if m.get("type") == "order_response"
+    return [m["fill"]["exec_id"] for m in worker.received if m.get("type") == "order_event"
             and m.get("fill") and m["order"]["client_order_id"] == client_order_id]
 
 

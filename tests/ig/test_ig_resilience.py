@@ -118,7 +118,7 @@ def test_close_with_lost_answer_is_reported_unknown_and_never_resent(sim, ig_wor
     sim.swallow_next_deal_response()
     close = ig_worker.order("EURUSD", -2)
     mark = ig_worker.request(In.ORDER_CLOSE, close)
-    unknown = ig_worker.wait_for(lambda m: m.get("type") == "order_response" and "unknown" in m
+    unknown = ig_worker.wait_for(lambda m: m.get("type") == "order_event" and "unknown" in m
                                  and m["order"]["client_order_id"] == close.client_order_id,
                                  since=mark, timeout=10, what="close reported unknown")
     assert "IG" in unknown["unknown"]
@@ -144,7 +144,7 @@ def test_deal_confirmed_while_disconnected_is_found_after_reconnect(sim, tmp_pat
         sim.refuse_rest = False
         filled = worker.wait_order(order.client_order_id, "FILLED", since=mark, timeout=15)
         assert filled["fill"]["qty"] == 1
-        assert not any("unknown" in m for m in worker.received[mark:] if m.get("type") == "order_response")
+        assert not any("unknown" in m for m in worker.received[mark:] if m.get("type") == "order_event")
     assert sim.deal_references[order.client_order_id] == 1
     assert sim.requests.count(("POST", "/positions/otc")) == 1
 

@@ -57,14 +57,6 @@ def test_rejected_deal_reaches_rejected_with_igs_reason(sim, ig_worker):
     assert sim.deal_references[order.client_order_id] == 1
 
 
-def test_unmapped_instrument_is_refused_before_reaching_ig(sim, ig_worker):
-    order = ig_worker.order("NOPE", 1)
-    mark = ig_worker.request(In.ORDER_OPEN, order)
-    rejected = ig_worker.wait_order(order.client_order_id, "REJECTED", since=mark)
-    assert "NOPE" in rejected["order"]["reason"]
-    assert not any(path == "/positions/otc" for _, path in sim.requests)
-
-
 def _open(worker, epic, qty, **fields):
     order = worker.order(epic, qty, **fields)
     mark = worker.request(In.ORDER_OPEN, order)
