@@ -23,8 +23,9 @@ from typing import Iterable, Optional
 import zmq
 
 from maotrade.errors import ProtocolError
+from maotrade.log import redact_account_reports
 from maotrade.messages import pack_batch, unpack_batch
-from maotrade.queues import ZMQ_EVENTS, ZMQ_POLLIN, MessageQueue
+from maotrade.queues import ZMQ_EVENTS, ZMQ_POLLIN, MessageQueue, limit_frame_size
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +120,17 @@ class EngineBus:
         self.run_dir = Path(run_dir)
         self.ctx = zmq.Context()
         self.worker_out_address = f"ipc://{self.run_dir}/workers.out"
-        self.from_workers = MessageQueue.receiver(self.ctx, self.worker_out_address, bind=True, name="workers")
+        # The second redaction point (workers scrub what they send): nothing a worker says
+        # is journaled, published or answered before every string in it is redacted.
+        self.from_workers = MessageQueue.receiver(self.ctx, self.worker_out_address, bind=True, name="workers",
+                                                  scrub=redact_account_reports)
         self.to_workers: dict[str, MessageQueue] = {}
         self.router = self._make_router()
         self.client_address = client_address or f"ipc://{self.run_dir}/engine.router"
         self.router.bind(self.client_address)
         # XPUB, not PUB: it tells us whether anyone listens, so an unobserved engine
         # never spends time packing events.
-        self.pub = self.ctx.socket(zmq.XPUB)
+        self.pub = limit_frame_size(self.ctx.socket(zmq.XPUB))
         self.pub.setsockopt(zmq.SNDHWM, PUB_HWM)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub_address = pub_address or f"ipc://{self.run_dir}/engine.pub"
@@ -142,7 +146,7 @@ class EngineBus:
             # 0700 run folder instead.
             from engine.curve import secure_router
             tcp = self._make_router()
-            self.authenticator = secure_router(self.ctx, tcp, Path(data_dir or run_dir))
+            self.authenticator, self.key_watcher = secure_router(self.ctx, tcp, Path(data_dir or run_dir))
             tcp.bind(tcp_address)
             self.tcp_address = tcp.getsockopt_string(zmq.LAST_ENDPOINT)
             self.routers.append(tcp)
@@ -151,7 +155,7 @@ class EngineBus:
         self.malformed_client_frames = 0
 
     def _make_router(self) -> zmq.Socket:
-        router = self.ctx.socket(zmq.ROUTER)
+        router = limit_frame_size(self.ctx.socket(zmq.ROUTER))
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.setsockopt(zmq.SNDHWM, CLIENT_HWM)
         router.setsockopt(zmq.RCVHWM, CLIENT_HWM)
@@ -271,5 +275,6 @@ class EngineBus:
             router.close(0)
         self.pub.close(0)
         if self.authenticator is not None:
+            self.key_watcher.stop()
             self.authenticator.stop()
         self.ctx.term()

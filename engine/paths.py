@@ -4,11 +4,14 @@ from __future__ import annotations
 import os
 import site
 import sys
+import stat
 import tempfile
 from pathlib import Path
 from typing import Optional
 
 from platformdirs import user_data_dir
+
+from maotrade.errors import ConfigError
 
 DATA_DIR_ENV = "MAOTRADE_DATA_DIR"
 CONF_DIR_ENV = "MAOTRADE_CONF_DIR"
@@ -17,10 +20,29 @@ MAX_IPC_PATH = 90
 
 
 def data_dir(explicit: Optional[str] = None) -> Path:
-    """The data directory: ``--data-dir``, ``MAOTRADE_DATA_DIR`` or the user's data folder."""
+    """The data directory: ``--data-dir``, ``MAOTRADE_DATA_DIR`` or the user's data folder.
+
+    It holds the journal, the registry, keys, tokens and logs, so it is private: made 0700,
+    tightened to 0700 if it exists looser, refused if it is not ours. Files made from here
+    on are 0600 (umask 077) in this process and the workers it starts.
+    """
     path = Path(explicit or os.environ.get(DATA_DIR_ENV) or user_data_dir("maotrade", appauthor=False))
+    os.umask(0o077)
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private(path)
     return path
+
+
+def make_private(path: Path) -> None:
+    """Make the folder ``path`` 0700, or raise ``ConfigError`` if that is not possible."""
+    info = path.stat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"data dir {path} is not a folder")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        if info.st_uid != os.getuid():
+            raise ConfigError(f"data dir {path} is open to other users (mode {stat.S_IMODE(info.st_mode):o}) "
+                              "and owned by someone else; use a private folder")
+        os.chmod(path, 0o700)
 
 
 def conf_dir() -> Path:

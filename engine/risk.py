@@ -12,6 +12,7 @@ overrides. ``global`` limits apply to the sum over every account.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import deque
 from pathlib import Path
@@ -53,6 +54,18 @@ class RiskCode:
     OPEN_ORDERS = "max_open_orders"
     RATE = "order_rate"
     NO_PRICE = "no_reference_price"
+    LIMITS_UNSET = "limits_required"
+    BAD_AMOUNT = "invalid_amount"
+
+
+# Orders from outside the host (the REST API, webhooks) trade only under explicit size
+# limits: a typo or a forged alert must not be able to trade without bounds.
+LIMITED_SOURCES = frozenset({"api", "webhook"})
+REQUIRED_LIMITS = ("max_order_qty", "max_order_notional")
+# No order from any source may carry amounts beyond these: quantity x price then stays a
+# finite number, so no fill, position or P&L can ever become inf.
+MAX_AMOUNT = 1e12
+MIN_AMOUNT = 1e-9
 
 
 class RiskLimits(BaseModel):
@@ -207,9 +220,12 @@ class RiskEngine:
 
     def _check(self, order: BaseOrder, view: RiskView) -> None:
         account, epic, qty = order.account, order.epic, order.qty
+        _check_amounts(order)
         mode = self.mode(account)
         if mode == KillMode.HALTED:
             raise OrderRefused(RiskCode.HALTED, f"kill switch is halted for account {account}: no orders")
+        if order.source in LIMITED_SOURCES:
+            self._check_limits_set(order)
         if mode == KillMode.ACTIVE and self.limits(account) == NO_LIMITS and self.limits("*") == NO_LIMITS:
             return  # nothing to check: spare the order path every journal read below
         position = view.position(account, epic)
@@ -240,6 +256,15 @@ class RiskEngine:
         if every.daily_loss_limit is not None:
             pnls = [view.daily_pnl(a) for a in view.accounts()]
             self._check_loss(every, sum(p for p in pnls if p is not None), "all accounts", prefix="global_")
+
+    def _check_limits_set(self, order: BaseOrder) -> None:
+        own, every = self.limits(order.account), self.limits("*")
+        missing = [name for name in REQUIRED_LIMITS if getattr(own, name) is None and getattr(every, name) is None]
+        if missing:
+            raise OrderRefused(RiskCode.LIMITS_UNSET,
+                               f"{order.source} orders on account {order.account} need risk limits "
+                               f"{' and '.join(missing)} (set them in the risk settings file, the account's "
+                               "accountConfig.risk, or PUT /api/risk/limits)")
 
     @staticmethod
     def _check_size(limits: RiskLimits, label: str, order: BaseOrder, price: Optional[float]) -> None:
@@ -311,6 +336,17 @@ class RiskEngine:
         """Orders of ``scope`` that passed within its current rate window."""
         cutoff = self._clock() - self.limits(scope).rate_window_s
         return sum(1 for t in self._times.get(scope, ()) if t > cutoff)
+
+
+def _check_amounts(order: BaseOrder) -> None:
+    for name in ("qty", "price", "stop_price", "stop_loss", "take_profit"):
+        value = getattr(order, name, None)
+        if value is None or value == 0:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not MIN_AMOUNT <= abs(value) <= MAX_AMOUNT:
+            raise OrderRefused(RiskCode.BAD_AMOUNT, f"order {name} {value!r} is not a finite amount between "
+                                                    f"{MIN_AMOUNT:g} and {MAX_AMOUNT:g}")
 
 
 def _pending_same_side(orders: list[BaseOrder], qty: float) -> float:

@@ -13,23 +13,23 @@ from typing import Callable, Optional
 
 import psutil
 
-from engine.admin.server import EmbeddedAdminServer, load_or_create_token, open_registry
+from engine.admin.server import EmbeddedAdminServer, load_or_create_read_token, load_or_create_token, open_registry
 from engine.api.server import ApiServer
+from engine.config_client import ConfigClient, check_fingerprint, decrypted_config, load_config_token
 from engine.notify.service import Notifications, load_notifications
-from engine.config_client import ConfigClient, decrypted_config
 from engine.console import ConsolePrinter
 from engine.core import Engine
-from engine.loader import load_broker_class, load_strategy_class
+from engine.loader import ALLOW_ENV, allowed_broker_classes, load_broker_class, load_strategy_class
 from engine.paths import conf_dir, engine_file, make_run_dir
 from engine.risk import load_settings as load_risk_settings
 from engine.strategy_host import run_strategy_process
 from engine.strategy_supervisor import StrategySupervisor
 from engine.supervisor import process_context
 from maotrade.errors import ConfigError
-from maotrade.log import (CONSOLE_LEVEL_ENV, RedactingFormatter, console_handler, console_level, console_prefix,
-                          register_secret)
+from maotrade.log import (CONSOLE_LEVEL_ENV, RedactingFormatter, WarningRateLimit, console_handler, console_level,
+                          console_prefix)
+from maotrade.secrets import MASTER_KEY_ENV, SecretBox, load_or_create_key
 from maotrade.strategy_loader import resolve_target
-from maotrade.secrets import MASTER_KEY_ENV, SecretBox, load_or_create_key, secret_values
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,17 @@ def master_box(data_dir: Path) -> Optional[SecretBox]:
     return None
 
 
-def fetch_documents(client: ConfigClient, accounts: list[str], box: Optional[SecretBox]) -> list[dict]:
-    """Fetch, validate and decrypt every account document; check each broker class loads."""
+def fetch_documents(client: ConfigClient, accounts: list[str], box: Optional[SecretBox],
+                    data_dir: Optional[Path] = None) -> list[dict]:
+    """Fetch, validate and decrypt every account document; check each broker class is
+    allowed (before anything is imported) and loads; log each account's fingerprint."""
     documents = []
     for account in accounts:
         document = client.fetch(account)
-        config = decrypted_config(document, box)
-        for value in secret_values(config["accountConfig"]):
-            register_secret(value)
         load_broker_class(document.brokerClass)
+        config = decrypted_config(document, box)
+        if data_dir is not None:
+            check_fingerprint(config, data_dir)
         documents.append(config)
     return documents
 
@@ -82,8 +84,10 @@ def setup_file_logging(data_dir: Path, level: str) -> Path:
     formatter = RedactingFormatter("%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s")
     file_handler = RotatingFileHandler(path, maxBytes=20_000_000, backupCount=3)
     file_handler.setFormatter(formatter)
+    file_handler.addFilter(WarningRateLimit())
     file_handler.setLevel(getattr(logging, level.upper(), logging.INFO))
     stderr = console_handler()
+    stderr.addFilter(WarningRateLimit())
     stderr.setLevel(console_level())
     root.addHandler(file_handler)
     root.addHandler(stderr)
@@ -114,7 +118,8 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
           durability: str = "normal", echo: Callable[[str], None] = print,
           risk_config: Optional[Path] = None, api_port: Optional[int] = None, api_host: str = "127.0.0.1",
           unknown_timeout: float = 60.0, notify_config: Optional[Path] = None, verbosity: int = 0,
-          on_strategy_failure: str = "restart", strategy_path: tuple = ()) -> int:
+          on_strategy_failure: str = "restart", strategy_path: tuple = (), allow_broker_classes: tuple = (),
+          config_ca_file: Optional[str] = None, trusted_proxies: tuple = ()) -> int:
     """Run the engine until Ctrl-C, SIGTERM, ``maotrade stop`` or ``duration`` seconds.
 
     ``risk_config`` is the risk settings file (default conf/risk.json); ``api_port``
@@ -132,6 +137,9 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
         plain_echo(f"{console_prefix()} {line}")
 
     check_not_running(data_dir)
+    if allow_broker_classes:
+        # Workers are started from this process and check the same list.
+        os.environ[ALLOW_ENV] = ",".join(allowed_broker_classes(allow_broker_classes))
     if risk_config is not None and not Path(risk_config).exists():
         raise ConfigError(f"risk settings file {risk_config} does not exist")
     risk_settings = load_risk_settings(Path(risk_config) if risk_config else conf_dir() / RISK_SETTINGS)
@@ -140,14 +148,17 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
     server = None
     if config_url is None:
         seed_if_empty(data_dir, echo)
-        server = EmbeddedAdminServer(open_registry(data_dir), load_or_create_token(data_dir)).start()
+        read_token = load_or_create_read_token(data_dir)
+        server = EmbeddedAdminServer(open_registry(data_dir), load_or_create_token(data_dir),
+                                     read_token=read_token).start()
         config_url = server.url
         echo(f"config service: embedded at {config_url} (registry in {data_dir})")
     else:
+        read_token = load_config_token(data_dir)
         echo(f"config service: {config_url}")
-    client = ConfigClient(config_url)
+    client = ConfigClient(config_url, token=read_token, ca_file=config_ca_file)
     try:
-        documents = fetch_documents(client, accounts, master_box(data_dir))
+        documents = fetch_documents(client, accounts, master_box(data_dir), data_dir)
     except BaseException:
         if server is not None:
             server.stop()
@@ -181,7 +192,7 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
             echo(f"notifications: {', '.join(sorted(notify_settings.channels))}")
         if api_port is not None:
             api = ApiServer(engine.bus.client_address, data_dir, documents, host=api_host, port=api_port,
-                            pub_address=engine.bus.pub_address).start()
+                            pub_address=engine.bus.pub_address, trusted_proxies=list(trusted_proxies)).start()
             echo(f"engine API on {api.url} (token in {data_dir / 'api.token'} or MAOTRADE_API_TOKEN)")
             echo(f"dashboard: {api.login_url()}")
         # Written whole then renamed: whoever sees the file (CLI, tests) never reads half of it.

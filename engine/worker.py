@@ -10,9 +10,11 @@ import zmq
 from engine.lifeline import die_with_parent, watch_engine
 from engine.loader import load_broker_class
 from maotrade.errors import MAOTradeError, OperationalError
-from maotrade.log import setup_logging
+from maotrade.config import secret_fields
+from maotrade.log import redact_reports, redact_text, register_secret, setup_logging
 from maotrade.messages import WorkerToEngine, message
 from maotrade.queues import MessageQueue
+from maotrade.secrets import secret_values
 
 log = logging.getLogger(__name__)
 
@@ -27,23 +29,29 @@ def run_worker(spec: dict) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     setup_logging(spec.get("log_level", "INFO"), log_file=spec.get("log_file"))
     config = spec["config"]
+    account_config = config.get("accountConfig") or {}
+    for value in secret_values(account_config):
+        register_secret(value)
     ctx = zmq.Context()
     in_queue = MessageQueue.receiver(ctx, spec["in_addr"], bind=False, name="in")
-    out_queue = MessageQueue.sender(ctx, spec["out_addr"], bind=False, name="out")
+    # The redaction choke point: every string of every message this worker sends (bars aside).
+    out_queue = MessageQueue.sender(ctx, spec["out_addr"], bind=False, name="out", scrub=redact_reports)
     code = 1
     try:
         cls = load_broker_class(config["brokerClass"])
+        for name in secret_fields(cls.account_settings_model) if cls.account_settings_model else ():
+            register_secret(account_config.get(name))
         manager = cls(config, in_queue, out_queue)
         code = manager.run()
     except (OperationalError, MAOTradeError) as exc:
         log.error("event=worker_fatal account=%s reason=%s", config.get("idAccount"), exc)
         out_queue.send(message(WorkerToEngine.ACCOUNT_DISCONNECTED, account=str(config.get("idAccount")),
-                               reason=str(exc), fatal=True))
+                               reason=redact_text(str(exc)), fatal=True))
         code = 3
     except Exception as exc:
         log.exception("event=worker_crashed account=%s", config.get("idAccount"))
         out_queue.send(message(WorkerToEngine.ERROR, account=str(config.get("idAccount")),
-                               reason=f"worker crashed: {type(exc).__name__}: {exc}"))
+                               reason=redact_text(f"worker crashed: {type(exc).__name__}: {exc}")))
         code = 1
     finally:
         in_queue.close(linger_ms=0)

@@ -6,6 +6,7 @@ into ``engine/``; it does so inside each command, never at import time.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Optional
@@ -91,10 +92,17 @@ def main() -> None:
 @click.option("--api-host", default="127.0.0.1", show_default=True, help="Address the REST API listens on.")
 @click.option("--notify-config", type=click.Path(dir_okay=False), metavar="FILE",
               help="Notification settings (Telegram, webhooks) [default: notify.json in the data dir, if any].")
+@click.option("--trusted-proxy", "trusted_proxies", multiple=True, metavar="ADDRESS",
+              help="A reverse proxy whose X-Forwarded-For names the client (repeatable; default none).")
+@click.option("--allow-broker-class", "allow_broker_classes", multiple=True, metavar="PATH",
+              help="Also allow this brokerClass (package.module.Class, or package.module.* ; repeatable) "
+                   "[env MAOTRADE_ALLOW_BROKER_CLASS]; the brokers under account_managers/ always are.")
+@click.option("--config-ca-file", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+              help="CA certificate the config service's TLS certificate must chain to.")
 @data_dir_option
 def start(accounts, config_url, strategies, strategy_path, on_strategy_failure, params, no_demo, duration, no_bars,
           listen, durability, heartbeat_timeout, unknown_timeout, log_level, verbose, quiet, risk_config, api_port,
-          api_host, notify_config, data_dir) -> None:
+          api_host, notify_config, trusted_proxies, allow_broker_classes, config_ca_file, data_dir) -> None:
     """Run the engine for one or more accounts until Ctrl-C, SIGTERM or `maotrade stop`.
 
     Exits 0 after a clean stop, 1 when a strategy failure stopped it (--on-strategy-failure
@@ -113,7 +121,8 @@ def start(accounts, config_url, strategies, strategy_path, on_strategy_failure, 
                    risk_config=Path(risk_config) if risk_config else None, api_port=api_port,
                    api_host=api_host, notify_config=Path(notify_config) if notify_config else None,
                    verbosity=-1 if quiet else verbose, on_strategy_failure=on_strategy_failure,
-                   strategy_path=tuple(strategy_path))
+                   strategy_path=tuple(strategy_path), trusted_proxies=tuple(trusted_proxies),
+                   allow_broker_classes=tuple(allow_broker_classes), config_ca_file=config_ca_file)
     except MAOTradeError as exc:
         _fail(exc)
     sys.exit(code)
@@ -621,19 +630,73 @@ def keys() -> None:
 
 @keys.command("add", context_settings=CONTEXT)
 @click.argument("name")
+@click.option("--public-key", "public_key", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+              help="Authorize this public key file (made by the client with `maotrade keys generate`); "
+                   "without it a key pair is made here and its secret half must be copied to the client.")
 @data_dir_option
-def keys_add(name, data_dir) -> None:
-    """Make and authorize a key pair for client NAME; print the files to give it."""
-    from engine.curve import add_client, curve_dir, server_keys
+def keys_add(name, public_key, data_dir) -> None:
+    """Authorize client NAME (accepted from its next connection, no restart needed)."""
+    from engine.curve import add_client, authorize, curve_dir, server_keys
 
     path = _data_dir(data_dir)
     server_keys(path)
     try:
-        secret = add_client(path, name)
+        if public_key:
+            kept = authorize(path, name, public_key)
+            click.echo(f"authorized {name}: {kept}")
+        else:
+            secret = add_client(path, name)
+            click.echo(f"client key (keep secret): {secret}")
     except MAOTradeError as exc:
         _fail(exc)
-    click.echo(f"client key (keep secret): {secret}")
     click.echo(f"engine public key:        {curve_dir(path) / 'server.key'}")
+
+
+@keys.command("generate", context_settings=CONTEXT)
+@click.argument("name")
+@click.option("--out", "out_dir", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for NAME.key (public: hand it to the engine's operator) and NAME.key_secret (keep).")
+def keys_generate(name, out_dir) -> None:
+    """Make a key pair for this client, here; only the public half leaves this host."""
+    from engine.curve import generate_pair
+
+    try:
+        public, secret = generate_pair(out_dir, name)
+    except MAOTradeError as exc:
+        _fail(exc)
+    click.echo(f"public key (give to the engine's operator: `maotrade keys add {name} --public-key ...`): {public}")
+    click.echo(f"secret key (never leaves this host): {secret}")
+
+
+@keys.command("list", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@data_dir_option
+def keys_list(as_json, data_dir) -> None:
+    """List the authorized client keys."""
+    from engine.curve import list_clients
+
+    clients = list_clients(_data_dir(data_dir))
+    if as_json:
+        click.echo(json.dumps(clients, indent=2))
+        return
+    if not clients:
+        click.echo("no client keys authorized")
+    for client in clients:
+        click.echo(f"{client['name']:<24} {client['public_key']}")
+
+
+@keys.command("remove", context_settings=CONTEXT)
+@click.argument("name")
+@data_dir_option
+def keys_remove(name, data_dir) -> None:
+    """Revoke client NAME: refused from its next connection on (no restart needed)."""
+    from engine.curve import remove_client
+
+    try:
+        remove_client(_data_dir(data_dir), name)
+    except MAOTradeError as exc:
+        _fail(exc)
+    click.echo(f"revoked {name} (a connection it already has stays up until it reconnects or the engine restarts)")
 
 
 # -- historical data ------------------------------------------------------------------------------
@@ -892,24 +955,75 @@ def admin() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8700, show_default=True, help="Port to listen on.")
 @click.option("--seed-demo", is_flag=True, help="Seed an empty registry with the demo account 123.")
+@click.option("--ssl-certfile", type=click.Path(dir_okay=False), metavar="FILE", help="TLS certificate (PEM).")
+@click.option("--ssl-keyfile", type=click.Path(dir_okay=False), metavar="FILE", help="TLS private key (PEM).")
+@click.option("--insecure", is_flag=True,
+              help="Allow plain HTTP on a non-loopback address (only behind a TLS proxy or on a private network).")
+@click.option("--server-name", "server_names", multiple=True, metavar="HOST",
+              help="Host name clients use to reach this service (repeatable; checked against Host headers).")
+@click.option("--allow-broker-class", "allow_broker_classes", multiple=True, metavar="PATH",
+              help="Also accept this brokerClass at registration (package.module.Class or package.module.*).")
 @data_dir_option
-def serve(host, port, seed_demo, data_dir) -> None:
-    """Run the admin/config REST service (writes need the admin token)."""
-    from engine.admin.server import load_or_create_token, open_registry, serve_forever
+def serve(host, port, seed_demo, ssl_certfile, ssl_keyfile, insecure, server_names, allow_broker_classes,
+          data_dir) -> None:
+    """Run the admin/config REST service: reads need the read or admin token, writes the admin token."""
+    from engine.admin.server import (check_bind, load_or_create_read_token, load_or_create_token, open_registry,
+                                     serve_forever)
+    from engine.loader import ALLOW_ENV, allowed_broker_classes
     from engine.runner import seed_if_empty
 
     path = _data_dir(data_dir)
-    if seed_demo:
-        seed_if_empty(path, click.echo)
-    token = load_or_create_token(path)
-    click.echo(f"admin service on http://{host}:{port} (registry in {path}; admin token in "
-               f"{path / 'admin.token'} or MAOTRADE_ADMIN_TOKEN)")
-    serve_forever(open_registry(path), token, host, port)
+    try:
+        check_bind(host, ssl_certfile, ssl_keyfile, insecure)
+        if allow_broker_classes:
+            os.environ[ALLOW_ENV] = ",".join(allowed_broker_classes(allow_broker_classes))
+        if seed_demo:
+            seed_if_empty(path, click.echo)
+        token = load_or_create_token(path)
+        read_token = load_or_create_read_token(path)
+        registry = open_registry(path)
+    except MAOTradeError as exc:
+        _fail(exc)
+    scheme = "https" if ssl_certfile else "http"
+    click.echo(f"admin service on {scheme}://{host}:{port} (registry in {path}; admin token in "
+               f"{path / 'admin.token'} or MAOTRADE_ADMIN_TOKEN; engines' read token in "
+               f"{path / 'config.token'} or MAOTRADE_CONFIG_TOKEN)")
+    serve_forever(registry, token, host, port, read_token, ssl_certfile, ssl_keyfile, insecure,
+                  tuple(server_names))
 
 
 def _registry(data_dir):
     from engine.admin.server import open_registry
-    return open_registry(_data_dir(data_dir))
+    return _run_admin(lambda: open_registry(_data_dir(data_dir)))
+
+
+def _actor() -> str:
+    """Who an admin CLI write is recorded as in the audit log."""
+    import getpass
+    import socket
+
+    return f"cli:{getpass.getuser()}@{socket.gethostname()}"
+
+
+@admin.command("audit", context_settings=CONTEXT)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000), help="Entries to show.")
+@click.option("--target", default="", metavar="NAME", help="Only writes to this broker, account or account/epic.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@data_dir_option
+def admin_audit(limit, target, as_json, data_dir) -> None:
+    """Show who changed the registry, what and when (newest first; secrets never shown)."""
+    import datetime as dt
+
+    entries = _registry(data_dir).audit_log(limit, target or None)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    if not entries:
+        click.echo("no registry writes recorded")
+    for entry in entries:
+        when = dt.datetime.fromtimestamp(entry["at_ms"] / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        click.echo(f"{when}  {entry['actor']}  {entry['action']} {entry['target']}  "
+                   f"{json.dumps(entry['detail'], sort_keys=True)}")
 
 
 def _json_option(name: str, help_text: str):
@@ -943,7 +1057,7 @@ def broker() -> None:
 @click.argument("name")
 @click.option("--class", "broker_class", required=True, metavar="PATH",
               help="Account Manager class: module.Class under account_managers (paper.PaperAccountManager) "
-                   "or a fully qualified import path.")
+                   "or a fully qualified import path allowed by MAOTRADE_ALLOW_BROKER_CLASS.")
 @_json_option("config", "brokerConfig as a JSON object.")
 @data_dir_option
 def broker_add(name, broker_class, config, data_dir) -> None:
@@ -951,7 +1065,7 @@ def broker_add(name, broker_class, config, data_dir) -> None:
     from engine.loader import load_broker_class
     store = _registry(data_dir)
     _run_admin(lambda: load_broker_class(broker_class))
-    result = _run_admin(lambda: store.put_broker(name, broker_class, _load_json(config, "--config")))
+    result = _run_admin(lambda: store.put_broker(name, broker_class, _load_json(config, "--config"), _actor()))
     click.echo(f"broker {result['name']} -> {result['brokerClass']}")
 
 
@@ -969,7 +1083,7 @@ def broker_list(data_dir) -> None:
 def broker_remove(name, data_dir) -> None:
     """Remove broker NAME (no account may use it)."""
     store = _registry(data_dir)
-    _run_admin(lambda: store.remove_broker(name))
+    _run_admin(lambda: store.remove_broker(name, _actor()))
     click.echo(f"broker {name} removed")
 
 
@@ -986,7 +1100,8 @@ def account() -> None:
 def account_add(account_id, broker_name, config, data_dir) -> None:
     """Register or replace account ACCOUNT_ID."""
     store = _registry(data_dir)
-    result = _run_admin(lambda: store.put_account(account_id, broker_name, _load_json(config, "--config")))
+    result = _run_admin(lambda: store.put_account(account_id, broker_name, _load_json(config, "--config"),
+                                                       _actor()))
     click.echo(f"account {result['idAccount']} on {result['brokerName']}: {json.dumps(result['accountConfig'])}")
 
 
@@ -1004,7 +1119,7 @@ def account_list(data_dir) -> None:
 def account_remove(account_id, data_dir) -> None:
     """Remove account ACCOUNT_ID and its mappings."""
     store = _registry(data_dir)
-    _run_admin(lambda: store.remove_account(account_id))
+    _run_admin(lambda: store.remove_account(account_id, _actor()))
     click.echo(f"account {account_id} removed")
 
 
@@ -1059,7 +1174,7 @@ def mapping() -> None:
 def mapping_set(account_id, epic, epic_broker, data_dir) -> None:
     """Map EPIC to EPIC_BROKER for ACCOUNT_ID."""
     store = _registry(data_dir)
-    _run_admin(lambda: store.set_mapping(account_id, epic, epic_broker))
+    _run_admin(lambda: store.set_mapping(account_id, epic, epic_broker, _actor()))
     click.echo(f"account {account_id}: {epic} -> {epic_broker}")
 
 
@@ -1080,7 +1195,7 @@ def mapping_list(account_id, data_dir) -> None:
 def mapping_remove(account_id, epic, data_dir) -> None:
     """Remove ACCOUNT_ID's mapping of EPIC."""
     store = _registry(data_dir)
-    _run_admin(lambda: store.remove_mapping(account_id, epic))
+    _run_admin(lambda: store.remove_mapping(account_id, epic, _actor()))
     click.echo(f"account {account_id}: {epic} unmapped")
 
 

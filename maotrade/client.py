@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import zmq
 
 from maotrade.errors import ProtocolError, TemporaryError
-from maotrade.messages import ClientToEngine, message, pack_batch, unpack_batch
+from maotrade.messages import MAX_FRAME_BYTES, ClientToEngine, message, pack_batch, unpack_batch
 
 
 CLIENT_RCVHWM = 8  # frames (of at most a few thousand messages each)
@@ -30,6 +30,7 @@ class EngineClient:
         self._own_ctx = ctx is None
         self.ctx = ctx or zmq.Context()
         self.socket = self.ctx.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
         self.socket.setsockopt(zmq.LINGER, 2000)
         # A bounded queue: a client that reads slowly pushes back on the engine, which then
         # conflates its market data instead of buffering without limit.

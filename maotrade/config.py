@@ -8,9 +8,12 @@ by subclassing ``BrokerSettings`` / ``AccountSettings``.
 """
 from __future__ import annotations
 
+import ipaddress
+import typing
 from typing import Any, Dict
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from maotrade.errors import ConfigError
 from maotrade.secrets import REDACTED, is_secret_key
@@ -67,6 +70,36 @@ class AccountSettings(StrictModel):
     """``accountConfig`` keys; brokers subclass to list theirs."""
 
 
+def secret_fields(model: type[BaseModel]) -> list[str]:
+    """Names of the fields ``model`` declares as ``SecretStr`` (or ``Optional[SecretStr]``)."""
+    names = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if annotation is SecretStr or SecretStr in typing.get_args(annotation):
+            names.append(name)
+    return names
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses."""
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def require_https(url: str, what: str) -> str:
+    """Return ``url`` if it is ``https://`` (or any scheme on loopback); raise ``ValueError`` if not."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} {url!r} is not an http(s) URL")
+    if parts.scheme != "https" and not is_loopback_host(parts.hostname):
+        raise ValueError(f"{what} {url!r} must use https:// (credentials are sent to it)")
+    return url
+
+
 def parse_document(data: Any, source: str = "config") -> AccountDocument:
     """Validate a raw account document; raise ``ConfigError`` naming the bad key in one line."""
     if not isinstance(data, dict):
@@ -88,7 +121,9 @@ def parse_settings(model: type[StrictModel], data: dict, where: str) -> StrictMo
 def first_error(exc: ValidationError) -> str:
     """Return pydantic's first error as ``key: message`` without echoing the value."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err.get("loc", ())) or "document"
+    if not err.get("loc"):  # a check of the whole model
+        return str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    loc = ".".join(str(p) for p in err.get("loc", ()))
     kind = err.get("type", "")
     if kind == "missing":
         return f"missing key '{loc}'"

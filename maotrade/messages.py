@@ -16,6 +16,8 @@ from maotrade.errors import ProtocolError
 
 PROTOCOL_VERSION = 1
 # A frame larger than this is refused unread: no legitimate batch comes near it.
+# Every socket also sets it as ZMQ_MAXMSGSIZE, so libzmq drops a peer that claims more
+# before buffering it (even before a Curve handshake completes).
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 
@@ -134,8 +136,12 @@ def unpack_batch(frame: bytes) -> list[dict]:
         raise ProtocolError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME_BYTES}")
     try:
         batch = _decoder.decode(frame)
-    except (msgspec.DecodeError, ValueError, TypeError) as exc:
-        raise ProtocolError(f"undecodable frame ({type(exc).__name__}: {exc})") from exc
+    except RecursionError:
+        # msgspec recurses per nesting level; a peer must never be able to turn that
+        # into an exception the engine does not expect.
+        raise ProtocolError("undecodable frame (nested too deep)") from None
+    except (msgspec.DecodeError, ValueError, TypeError, MemoryError, OverflowError) as exc:
+        raise ProtocolError(f"undecodable frame ({type(exc).__name__}: {str(exc)[:200]})") from None
     if isinstance(batch, dict):
         batch = [batch]
     if not isinstance(batch, list):

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Optional
+from typing import Callable, Optional
 
 import zmq
 
 from maotrade.errors import ProtocolError
-from maotrade.messages import pack_batch, unpack_batch
+from maotrade.messages import MAX_FRAME_BYTES, pack_batch, unpack_batch
+
+Scrub = Callable[[list], list]
 
 log = logging.getLogger(__name__)
 
@@ -27,34 +29,47 @@ ZMQ_EVENTS = int(zmq.EVENTS)
 ZMQ_POLLIN = int(zmq.POLLIN)
 
 
+def limit_frame_size(sock: zmq.Socket) -> zmq.Socket:
+    """Make libzmq drop a peer that sends a frame over ``MAX_FRAME_BYTES`` before buffering it."""
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+    return sock
+
+
 class MessageQueue:
     """One end of a one-way message channel (PUSH to send, PULL to receive)."""
 
-    def __init__(self, socket: zmq.Socket, name: str = ""):
+    def __init__(self, socket: zmq.Socket, name: str = "", scrub: Optional[Scrub] = None):
+        """``scrub``, if given, redacts messages at this boundary: every batch passes
+        through it before it is sent, or after it is received."""
         self.socket = socket
         self.name = name
+        self.scrub = scrub
         self._outbox: list[dict] = []
         self._unsent: deque[bytes] = deque()
         self.malformed = 0
 
     # -- construction ----------------------------------------------------------
     @classmethod
-    def sender(cls, ctx: zmq.Context, address: str, bind: bool = False, name: str = "") -> "MessageQueue":
+    def sender(cls, ctx: zmq.Context, address: str, bind: bool = False, name: str = "",
+               scrub: Optional[Scrub] = None) -> "MessageQueue":
         """Open the sending end (PUSH) at ``address``."""
         sock = ctx.socket(zmq.PUSH)
+        limit_frame_size(sock)
         sock.setsockopt(zmq.SNDHWM, DEFAULT_HWM)
         sock.setsockopt(zmq.LINGER, 2000)
         (sock.bind if bind else sock.connect)(address)
-        return cls(sock, name or address)
+        return cls(sock, name or address, scrub)
 
     @classmethod
-    def receiver(cls, ctx: zmq.Context, address: str, bind: bool = True, name: str = "") -> "MessageQueue":
+    def receiver(cls, ctx: zmq.Context, address: str, bind: bool = True, name: str = "",
+                 scrub: Optional[Scrub] = None) -> "MessageQueue":
         """Open the receiving end (PULL) at ``address``."""
         sock = ctx.socket(zmq.PULL)
+        limit_frame_size(sock)
         sock.setsockopt(zmq.RCVHWM, DEFAULT_HWM)
         sock.setsockopt(zmq.LINGER, 0)
         (sock.bind if bind else sock.connect)(address)
-        return cls(sock, name or address)
+        return cls(sock, name or address, scrub)
 
     # -- sending ----------------------------------------------------------------
     def put(self, msg: dict) -> None:
@@ -69,7 +84,7 @@ class MessageQueue:
     def flush(self) -> bool:
         """Send what is queued as one frame; return True when nothing is left pending."""
         if self._outbox:
-            self._unsent.append(pack_batch(self._outbox))
+            self._unsent.append(pack_batch(self.scrub(self._outbox) if self.scrub is not None else self._outbox))
             self._outbox = []
         while self._unsent:
             try:
@@ -101,10 +116,12 @@ class MessageQueue:
             except zmq.Again:
                 break
             try:
-                out.extend(unpack_batch(frame))
+                batch = unpack_batch(frame)
             except ProtocolError as exc:
                 self.malformed += 1
                 log.warning("event=malformed_frame queue=%s reason=%s", self.name, exc)
+                continue
+            out.extend(self.scrub(batch) if self.scrub is not None else batch)
         return out
 
     def wait(self, timeout_ms: int) -> bool:

@@ -1,7 +1,13 @@
 """Shared fixtures."""
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# The test brokers (tests/brokers) are operator-approved for every engine and worker the
+# tests start; tests of the allowlist itself set or clear this.
+os.environ.setdefault("MAOTRADE_ALLOW_BROKER_CLASS", "tests.brokers.*")
 
 from tests.kit import WorkerHarness
 

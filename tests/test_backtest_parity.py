@@ -39,7 +39,9 @@ def bars_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def admin(tmp_path_factory, bars_file):
-    env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(), "MAOTRADE_ADMIN_TOKEN": "test-token"}
+    env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(),
+           "MAOTRADE_ADMIN_TOKEN": "test-token-long-enough-for-a-test-0123456789",
+           "MAOTRADE_CONFIG_TOKEN": "config-read-token-long-enough-0123456789"}
     service = AdminService(tmp_path_factory.mktemp("admin"), env)
     config = {"replay_file": str(bars_file), "replay_epic": "EURUSD", "replay_time_frame": 60,
               "replay_slippage": SLIPPAGE, "commission": COMMISSION, "price_interval": 0.05}

@@ -19,7 +19,9 @@ PAPER = json.dumps({"seed": 3, "price_interval": 0.02, "reconnect_base": 0.2, "o
 
 @pytest.fixture
 def env():
-    return {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(), "MAOTRADE_ADMIN_TOKEN": "test-token"}
+    return {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(),
+            "MAOTRADE_ADMIN_TOKEN": "test-token-long-enough-for-a-test-0123456789",
+            "MAOTRADE_CONFIG_TOKEN": "config-read-token-long-enough-0123456789"}
 
 
 @pytest.fixture

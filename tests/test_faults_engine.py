@@ -19,7 +19,9 @@ pytestmark = pytest.mark.fault
 
 @pytest.fixture(scope="module")
 def env():
-    return {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(), "MAOTRADE_ADMIN_TOKEN": "t"}
+    return {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(),
+            "MAOTRADE_ADMIN_TOKEN": "t-long-enough-for-a-test-0123456789",
+            "MAOTRADE_CONFIG_TOKEN": "config-read-token-long-enough-0123456789"}
 
 
 @pytest.fixture(scope="module")

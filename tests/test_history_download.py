@@ -138,7 +138,9 @@ def test_download_from_ig_through_the_engine_shows_the_allowance(tmp_path):
     from tests.ig.conftest import ig_document
     from tests.ig.simulator import IGSimulator
 
-    env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(), "MAOTRADE_ADMIN_TOKEN": "test-token"}
+    env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(),
+           "MAOTRADE_ADMIN_TOKEN": "test-token-long-enough-for-a-test-0123456789",
+           "MAOTRADE_CONFIG_TOKEN": "config-read-token-long-enough-0123456789"}
     with IGSimulator() as sim:
         document = ig_document(sim)
         admin = AdminService(tmp_path / "admin", env)

@@ -28,7 +28,7 @@ FLAT = json.dumps({"seed": 3, "price_interval": 0.02, "volatility": 0.0, "spread
 DOWN = json.dumps({"state_file": "/dev/null/broker.sqlite", "reconnect_base": 0.2, "reconnect_max": 0.5,
                    "max_retries": 1000})
 SECRET = "tv-secret-601-abcdefgh"
-TOKEN = "api-test-token"
+TOKEN = "api-test-token-long-enough-for-a-test-0123456789"
 EPICS = ("EURUSD", "GBPUSD", "SPY")
 
 
@@ -77,7 +77,9 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(), "MAOTRADE_ADMIN_TOKEN": "admin-token",
+    env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(),
+           "MAOTRADE_ADMIN_TOKEN": "admin-token-long-enough-for-a-test-0123456789",
+           "MAOTRADE_CONFIG_TOKEN": "config-read-token-long-enough-0123456789",
            "MAOTRADE_API_TOKEN": TOKEN}
     stack = Stack(tmp_path_factory.mktemp("ops"), env)
     yield stack
@@ -306,7 +308,7 @@ def test_webhook_refuses_bad_signature_stale_time_and_unknown_sender(stack, engi
     other = alert("a-ip", account="602")
     other["signature"] = sign_alert(other, SECRET + "-602")
     assert hook(stack, other).status_code == 403  # 602 takes alerts from 192.0.2.7 only
-    assert hook(stack, alert("a-none", account="603")).status_code == 403  # no secret: not enabled
+    assert hook(stack, alert("a-none", account="603")).status_code == 401  # not enabled: answered like a bad signature
     assert hook(stack, None, data=b"{oops").status_code == 400
     for alert_id in ("a-forged", "a-stale", "a-unsigned", "a-ip", "a-none"):
         assert client_order_id_for("601", alert_id) not in broker_orders(engine.data_dir, "601")

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.fault
 
 
 def test_broker_side_changes_are_recorded_shown_adopted_and_audited(tmp_path):
-    env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(), "MAOTRADE_ADMIN_TOKEN": "t"}
+    env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(),
+           "MAOTRADE_ADMIN_TOKEN": "t-long-enough-for-a-test-0123456789",
+           "MAOTRADE_CONFIG_TOKEN": "config-read-token-long-enough-0123456789"}
     admin = AdminService(tmp_path / "admin", env)
     admin.cli("broker", "add", "paper", "--class", "paper.PaperAccountManager", "--config", '{"price_interval": 0.05}')
     admin.cli("account", "add", "801", "--broker", "paper")

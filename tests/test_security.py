@@ -18,7 +18,10 @@ PASSWORD = "Sup3r-S3cret-Pa55"
 
 @pytest.fixture
 def setup(tmp_path):
-    env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(), "MAOTRADE_ADMIN_TOKEN": "t"}
+    env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(),
+           "MAOTRADE_ADMIN_TOKEN": "t-long-enough-for-a-test-0123456789",
+           "MAOTRADE_CONFIG_TOKEN": "config-read-token-long-enough-0123456789",
+           "MAOTRADE_ALLOW_BROKER_CLASS": "tests.brokers.*"}
     admin = AdminService(tmp_path / "admin", env)
     admin.cli("broker", "add", "leaky", "--class", "tests.brokers.leaky.LeakyAccountManager",
               "--config", '{"price_interval": 0.05}')
@@ -51,7 +54,7 @@ def test_a_leaking_broker_never_gets_the_password_into_logs_or_status(setup, tmp
 
 def test_tcp_clients_need_an_authorized_curve_key(setup, tmp_path):
     admin, env = setup
-    admin.cli("account", "add", "902", "--broker", "leaky", "--config", json.dumps({"password": "x"}))
+    admin.cli("account", "add", "902", "--broker", "leaky", "--config", json.dumps({"password": "xyz-pass"}))
     data = tmp_path / "engine"
     data.mkdir()
     added = run_cli("keys", "add", "desk1", "--data-dir", str(data), env=env)

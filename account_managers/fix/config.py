@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from maotrade.config import AccountSettings, BrokerSettings
+from maotrade.config import AccountSettings, BrokerSettings, is_loopback_host
 
 
 class FIXBrokerSettings(BrokerSettings):
@@ -24,9 +24,23 @@ class FIXBrokerSettings(BrokerSettings):
     request_positions: bool = Field(False, description="ask RequestForPositions (35=AN) for the portfolio")
     test_request_grace: float = Field(0.2, ge=0, le=5,
                                       description="extra fraction of HeartBtInt before a TestRequest")
+    tls: bool = Field(False, description="wrap the session in TLS (required for a non-loopback host)")
+    tls_ca_file: Optional[str] = Field(None, description="CA bundle the acceptor's certificate must chain to; "
+                                                         "default: the system's")
+    tls_server_name: Optional[str] = Field(None, description="name to verify the certificate against; "
+                                                             "default: host")
+    allow_plaintext: bool = Field(False, description="allow plain TCP to a non-loopback host (only inside a "
+                                                     "tunnel you trust: the Logon carries the password)")
     # A FIX gateway is usually close by: reconnect sooner than the generic defaults.
     reconnect_base: float = Field(2.0, gt=0)
     reconnect_max: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _tls_off_loopback(self):
+        if not self.tls and not self.allow_plaintext and not is_loopback_host(self.host):
+            raise ValueError(f"FIX to {self.host} needs tls true (the Logon carries the password), "
+                             "or allow_plaintext true inside a trusted tunnel")
+        return self
 
     @field_validator("fix_version")
     @classmethod

@@ -42,6 +42,15 @@ ORDER_TEMPLATE = {"order_types": ["MARKET", "LIMIT", "STOP"], "time_in_force": [
                   "stop_loss": True, "take_profit": True, "partial_close": True}
 
 
+def tls_context(settings) -> Optional["ssl.SSLContext"]:
+    """The TLS context of the session, verifying the acceptor's certificate; None without TLS."""
+    if not settings.tls:
+        return None
+    import ssl
+
+    return ssl.create_default_context(cafile=settings.tls_ca_file)
+
+
 class FIXAccountManager(BaseAccountManager):
     """A FIX 4.4 initiator account: orders, fills, positions and bars over one session."""
 
@@ -79,7 +88,7 @@ class FIXAccountManager(BaseAccountManager):
             heartbeat=s.heartbeat_interval, store=self.store, handler=self, timeout=s.timeout,
             begin_string=s.fix_version, reset_on_logon=s.reset_on_logon, username=a.username,
             password=a.password.get_secret_value() if a.password else None,
-            grace=s.test_request_grace)
+            grace=s.test_request_grace, tls_context=tls_context(s), tls_server_name=s.tls_server_name)
 
     def worker_heartbeat_interval(self) -> float:
         """Heartbeat the engine every second: ``heartbeat_interval`` here is FIX HeartBtInt."""

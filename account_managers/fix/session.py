@@ -14,6 +14,7 @@ import contextlib
 import errno
 import logging
 import socket
+import ssl
 import time
 from typing import Iterable, Optional, Protocol
 
@@ -50,8 +51,12 @@ class FixSession:
                  store: SessionStore, handler: SessionHandler, timeout: float = 10.0,
                  begin_string: str = "FIX.4.4", reset_on_logon: bool = False,
                  username: Optional[str] = None, password: Optional[str] = None,
-                 grace: float = 0.2):
+                 grace: float = 0.2, tls_context: Optional[ssl.SSLContext] = None,
+                 tls_server_name: Optional[str] = None):
         self.host, self.port = host, port
+        # With a TLS context the whole session (Logon password included) is encrypted.
+        self.tls_context = tls_context
+        self.tls_server_name = tls_server_name or host
         self.sender, self.target = sender, target
         self.heartbeat = heartbeat
         self.store = store
@@ -92,7 +97,14 @@ class FixSession:
         self._drop_reason: Optional[str] = None
         try:
             self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            if self.tls_context is not None:
+                self.sock = self.tls_context.wrap_socket(self.sock, server_hostname=self.tls_server_name)
+        except ssl.SSLError as exc:
+            self.close()
+            raise BrokerUnavailable(f"TLS handshake with FIX acceptor {self.host}:{self.port} failed: "
+                                    f"{exc.reason or exc}") from None
         except OSError as exc:
+            self.close()
             raise BrokerUnavailable(f"cannot connect to FIX acceptor {self.host}:{self.port}: {exc}") from None
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.reset_on_logon:
@@ -176,7 +188,10 @@ class FixSession:
             return
         try:
             data = self.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
+            # TLS may hold decrypted bytes the file descriptor no longer signals.
+            while data and isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+                data += self.sock.recv(self.sock.pending())
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return
         except OSError as exc:
             self._drop(f"socket error: {exc}")
@@ -250,7 +265,7 @@ class FixSession:
         while self._out and self.sock is not None:
             try:
                 sent = self.sock.send(self._out)
-            except (BlockingIOError, InterruptedError):
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 return
             except OSError as exc:
                 if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):

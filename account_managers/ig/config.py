@@ -1,9 +1,9 @@
 """Settings of the IG broker (its ``brokerConfig`` and ``accountConfig`` keys)."""
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 
-from maotrade.config import AccountSettings, BrokerSettings
+from maotrade.config import AccountSettings, BrokerSettings, require_https
 
 
 class IGBrokerSettings(BrokerSettings):
@@ -28,12 +28,18 @@ class IGBrokerSettings(BrokerSettings):
     history_wait_max: float = Field(60.0, gt=0, description="seconds a history download may wait for a request slot")
     resync_interval: float = Field(0.0, ge=0, description="seconds between background portfolio checks; 0 off")
 
+    @field_validator("endpoint_demo", "endpoint_prod")
+    @classmethod
+    def _https_only(cls, value: str, info) -> str:
+        # The login (user, password, API key) goes to this URL.
+        return require_https(value, info.field_name)
+
 
 class IGAccountSettings(AccountSettings):
     """accountConfig of IG: login, API key and the account to trade."""
 
     user: str = Field(min_length=1)
-    password: str = Field(min_length=1)
-    apiKey: str = Field(min_length=1)
+    password: SecretStr = Field(min_length=1)
+    apiKey: SecretStr = Field(min_length=1)
     accountId: str = Field(min_length=1)
     demo: bool = True

@@ -47,8 +47,8 @@ class IGAccountManager(BaseAccountManager):
         s, a = self.settings, self.account_settings
         self.throttle = Throttle(s.app_non_trading_per_minute, s.account_trading_per_minute,
                                  s.account_non_trading_per_minute)
-        self.rest = IGRestClient(s.endpoint_demo if a.demo else s.endpoint_prod, a.user, a.password,
-                                 a.apiKey, a.accountId, s.timeout, self.throttle,
+        self.rest = IGRestClient(s.endpoint_demo if a.demo else s.endpoint_prod, a.user, a.password.get_secret_value(),
+                                 a.apiKey.get_secret_value(), a.accountId, s.timeout, self.throttle,
                                  on_session=self._session_from_thread)
         self.stream: Optional[IGStream] = None
         self.deals = DealBook()

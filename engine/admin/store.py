@@ -1,20 +1,28 @@
 """The registry behind the admin/config service, in SQLite.
 
-Secret values in an account's config (password, apiKey, ...) are encrypted with the
-operator's master key before they are written, and stay encrypted in the served
-document; the engine decrypts them with the same key.
+Secret values in an account's config are encrypted with the operator's master key,
+bound to their account and field, before they are written, and stay encrypted in the
+served document; the engine decrypts them with the same key. Secret are the fields the
+broker's settings model declares ``SecretStr`` and every secret-named key at any depth.
+A broker class must be on this service's allowlist and load; an account's config must
+fit its broker's settings model (an unknown key is refused, named). Every write is
+recorded in the audit table: who, what, when.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
-from maotrade.config import AccountDocument
-from maotrade.errors import ConfigError
-from maotrade.secrets import SecretBox, redact
+from maotrade.account_manager import ENGINE_KEYS  # accountConfig keys the engine reads itself
+from maotrade.config import AccountDocument, parse_settings, secret_fields
+from maotrade.errors import BrokerClassError, ConfigError
+from maotrade.log import MIN_SECRET_LENGTH
+from maotrade.secrets import SecretBox, redact, secret_values
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS brokers (
@@ -33,6 +41,14 @@ CREATE TABLE IF NOT EXISTS mappings (
     epic_broker TEXT NOT NULL,
     PRIMARY KEY (account_id, epic)
 );
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
 """
 
 
@@ -47,10 +63,11 @@ class Conflict(ValueError):
 class RegistryStore:
     """Brokers, accounts and epic mappings; safe to share between threads."""
 
-    def __init__(self, path: Path, box: SecretBox):
+    def __init__(self, path: Path, box: SecretBox, allow: Iterable[str] = ()):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.box = box
+        self.allow = tuple(allow)
         self._lock = threading.Lock()
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -58,16 +75,39 @@ class RegistryStore:
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
 
+    @contextlib.contextmanager
+    def _write(self):
+        """One transaction under the lock: a change and its audit record commit together."""
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
     # -- brokers --------------------------------------------------------------------
-    def put_broker(self, name: str, broker_class: str, broker_config: dict) -> dict:
-        """Create or replace a broker."""
+    def put_broker(self, name: str, broker_class: str, broker_config: dict, actor: str = "unknown") -> dict:
+        """Create or replace a broker; its class must be allowed here and load."""
         self._check_name(name, "broker name")
         AccountDocument(idAccount="check", brokerName=name, brokerClass=broker_class,
                         brokerConfig=broker_config)
-        with self._lock:
+        cls = self._broker_class(broker_class)
+        parse_settings(cls.settings_model, broker_config, f"broker {name} brokerConfig")
+        with self._write():
             self.db.execute("INSERT OR REPLACE INTO brokers (name, broker_class, broker_config) VALUES (?, ?, ?)",
                             (name, broker_class, json.dumps(broker_config)))
+            self._audit(actor, "put_broker", name, {"brokerClass": broker_class, "brokerConfig": broker_config})
         return self.get_broker(name)
+
+    def _broker_class(self, broker_class: str):
+        from engine.loader import load_broker_class  # the allowlist is checked before any import
+
+        try:
+            return load_broker_class(broker_class, self.allow)
+        except BrokerClassError as exc:
+            raise ConfigError(str(exc)) from None
 
     def get_broker(self, name: str) -> dict:
         """Return one broker."""
@@ -82,25 +122,39 @@ class RegistryStore:
         names = [r[0] for r in self.db.execute("SELECT name FROM brokers ORDER BY name")]
         return [self.get_broker(n) for n in names]
 
-    def remove_broker(self, name: str) -> None:
+    def remove_broker(self, name: str, actor: str = "unknown") -> None:
         """Remove a broker no account uses."""
         self.get_broker(name)
         used = self.db.execute("SELECT COUNT(*) FROM accounts WHERE broker_name = ?", (name,)).fetchone()[0]
         if used:
             raise Conflict(f"broker {name!r} is used by {used} account(s); remove them first")
-        with self._lock:
+        with self._write():
             self.db.execute("DELETE FROM brokers WHERE name = ?", (name,))
+            self._audit(actor, "remove_broker", name, {})
 
     # -- accounts -------------------------------------------------------------------
-    def put_account(self, account_id: str, broker_name: str, account_config: dict) -> dict:
-        """Create or replace an account; secret values are encrypted before writing."""
+    def put_account(self, account_id: str, broker_name: str, account_config: dict, actor: str = "unknown") -> dict:
+        """Create or replace an account; its config must fit the broker's settings model, and
+        secret values are encrypted (bound to this account and field) before writing."""
         account_id = str(account_id)
         self._check_name(account_id, "account id")
-        self.get_broker(broker_name)
-        stored = self.box.encrypt_secrets(account_config)
-        with self._lock:
+        broker = self.get_broker(broker_name)
+        cls = self._broker_class(broker["brokerClass"])
+        declared: set[str] = set()
+        if cls.account_settings_model is not None:
+            own = {k: v for k, v in account_config.items() if k not in ENGINE_KEYS}
+            parse_settings(cls.account_settings_model, own, f"account {account_id} accountConfig")
+            declared = set(secret_fields(cls.account_settings_model))
+        stored = self.box.encrypt_secrets(account_config, account_id, declared | {"webhook_secret"})
+        for value in secret_values(account_config, stored):
+            if len(value) < MIN_SECRET_LENGTH:
+                raise ConfigError(f"account {account_id} accountConfig: a secret is shorter than "
+                                  f"{MIN_SECRET_LENGTH} characters")
+        with self._write():
             self.db.execute("INSERT OR REPLACE INTO accounts (id, broker_name, account_config) VALUES (?, ?, ?)",
                             (account_id, broker_name, json.dumps(stored)))
+            self._audit(actor, "put_account", account_id, {"brokerName": broker_name,
+                                                           "accountConfig": redact(stored)})
         return self.get_account(account_id)
 
     def get_account(self, account_id: str) -> dict:
@@ -116,26 +170,30 @@ class RegistryStore:
         ids = [r[0] for r in self.db.execute("SELECT id FROM accounts ORDER BY id")]
         return [self.get_account(i) for i in ids]
 
-    def remove_account(self, account_id: str) -> None:
+    def remove_account(self, account_id: str, actor: str = "unknown") -> None:
         """Remove an account and its mappings."""
         self.get_account(account_id)
-        with self._lock:
+        with self._write():
             self.db.execute("DELETE FROM accounts WHERE id = ?", (str(account_id),))
+            self._audit(actor, "remove_account", str(account_id), {})
 
     # -- mappings -------------------------------------------------------------------
-    def set_mapping(self, account_id: str, epic: str, epic_broker: str) -> None:
+    def set_mapping(self, account_id: str, epic: str, epic_broker: str, actor: str = "unknown") -> None:
         """Map a MAOTrade epic to the broker's code for one account."""
         self.get_account(account_id)
         self._check_name(epic, "epic")
         self._check_name(epic_broker, "epicBroker")
-        with self._lock:
+        with self._write():
             self.db.execute("INSERT OR REPLACE INTO mappings (account_id, epic, epic_broker) VALUES (?, ?, ?)",
                             (str(account_id), epic, epic_broker))
+            self._audit(actor, "set_mapping", f"{account_id}/{epic}", {"epicBroker": epic_broker})
 
-    def remove_mapping(self, account_id: str, epic: str) -> None:
+    def remove_mapping(self, account_id: str, epic: str, actor: str = "unknown") -> None:
         """Remove one mapping."""
-        with self._lock:
+        with self._write():
             cur = self.db.execute("DELETE FROM mappings WHERE account_id = ? AND epic = ?", (str(account_id), epic))
+            if cur.rowcount:
+                self._audit(actor, "remove_mapping", f"{account_id}/{epic}", {})
         if cur.rowcount == 0:
             raise NotFound(f"account {account_id!r} has no mapping for {epic!r}")
 
@@ -157,18 +215,34 @@ class RegistryStore:
                 "brokerConfig": json.loads(row[3]), "accountConfig": json.loads(row[4]),
                 "epicMapping": self.mappings(account_id)}
 
+    # -- audit ------------------------------------------------------------------------------
+    def _audit(self, actor: str, action: str, target: str, detail: dict) -> None:
+        self.db.execute("INSERT INTO audit (at_ms, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                        (int(time.time() * 1000), actor, action, target, json.dumps(redact(detail))))
+
+    def audit_log(self, limit: int = 100, target: Optional[str] = None) -> list[dict]:
+        """The latest writes, newest first: who, what, when (secrets never recorded)."""
+        query = "SELECT id, at_ms, actor, action, target, detail FROM audit"
+        args: tuple = ()
+        if target:
+            query += " WHERE target = ? OR target LIKE ?"
+            args = (target, f"{target}/%")
+        rows = self.db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, int(limit))).fetchall()
+        return [{"id": r[0], "at_ms": r[1], "actor": r[2], "action": r[3], "target": r[4],
+                 "detail": json.loads(r[5])} for r in rows]
+
     def is_empty(self) -> bool:
         """True when no broker is registered."""
         return self.db.execute("SELECT COUNT(*) FROM brokers").fetchone()[0] == 0
 
-    def seed(self, registry: dict) -> None:
+    def seed(self, registry: dict, actor: str = "seed") -> None:
         """Load brokers, accounts and mappings from a registry dict (conf/demo-registry.json)."""
         for broker in registry.get("brokers", []):
-            self.put_broker(broker["name"], broker["brokerClass"], broker.get("brokerConfig", {}))
+            self.put_broker(broker["name"], broker["brokerClass"], broker.get("brokerConfig", {}), actor)
         for account in registry.get("accounts", []):
-            self.put_account(account["idAccount"], account["brokerName"], account.get("accountConfig", {}))
+            self.put_account(account["idAccount"], account["brokerName"], account.get("accountConfig", {}), actor)
             for epic, epic_broker in (account.get("epicMapping") or {}).items():
-                self.set_mapping(account["idAccount"], epic, epic_broker)
+                self.set_mapping(account["idAccount"], epic, epic_broker, actor)
 
     def close(self) -> None:
         """Close the database."""
@@ -180,6 +254,6 @@ class RegistryStore:
             raise ConfigError(f"{what} must be a non-empty string of at most 128 characters")
 
 
-def open_store(data_dir: Path, box: SecretBox, path: Optional[Path] = None) -> RegistryStore:
-    """Open the registry in ``data_dir`` (or at ``path``)."""
-    return RegistryStore(path or Path(data_dir) / "registry.sqlite", box)
+def open_store(data_dir: Path, box: SecretBox, path: Optional[Path] = None, allow: Iterable[str] = ()) -> RegistryStore:
+    """Open the registry in ``data_dir`` (or at ``path``); ``allow`` extends the broker class allowlist."""
+    return RegistryStore(path or Path(data_dir) / "registry.sqlite", box, allow)

@@ -7,16 +7,17 @@ OpenAPI document is at ``/openapi.json``; docs/ENGINE_API.md lists every endpoin
 """
 from __future__ import annotations
 
-import hmac
 from typing import Any, Dict, List, Literal, Optional
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.api.amounts import StrictAmount, StrictPositive
 from engine.api.bridge import EngineBridge, EngineRequestError
 from engine.api.operator import operator_router
 from engine.api.webhook import SIGNATURE_HEADER, TradingViewAlert, WebhookRefused, WebhookService
+from engine.http_guard import harden, token_matches
 from engine.risk import RiskLimits
 from maotrade.errors import TemporaryError
 from maotrade.order import OrderStatus
@@ -30,13 +31,13 @@ class OrderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     account: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN)
     epic: str = Field(min_length=1, max_length=64)
-    qty: Optional[float] = Field(None, allow_inf_nan=False, description="signed; for action close: the "
-                                                                         "unsigned amount, absent = all")
+    qty: Optional[StrictAmount] = Field(None, description="signed; for action close: the "
+                                                          "unsigned amount, absent = all")
     order_type: Literal["MARKET", "LIMIT", "STOP"] = "MARKET"
     action: Literal["open", "close"] = "open"
-    price: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
-    stop_loss: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
-    take_profit: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
+    price: Optional[StrictPositive] = None
+    stop_loss: Optional[StrictPositive] = None
+    take_profit: Optional[StrictPositive] = None
     time_in_force: Literal["GTC", "DAY", "IOC", "FOK"] = "GTC"
     client_order_id: Optional[str] = Field(None, min_length=1, max_length=64, pattern=ID_PATTERN,
                                            description="idempotency key; made by the engine if absent")
@@ -83,12 +84,12 @@ class OrderResult(BaseModel):
 
 def create_app(bridge: EngineBridge, token: str, webhook: Optional[WebhookService] = None) -> FastAPI:
     """Build the API over a bus ``bridge``; ``token`` guards every endpoint but health and webhooks."""
-    app = FastAPI(title="MAOTrade engine API", version="1",
-                  description="Control of a running MAOTrade engine. Bearer token auth.")
+    app = harden(FastAPI(title="MAOTrade engine API", version="1", docs_url=None, redoc_url=None,
+                         description="Control of a running MAOTrade engine. Bearer token auth."),
+                 "MAOTrade engine API")
 
     def require_token(authorization: str = Header(default="", description="Bearer <api token>")) -> None:
-        scheme, _, given = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+        if not token_matches(authorization, token):
             raise HTTPException(status_code=401, detail="missing or wrong API token (Authorization: Bearer ...)")
 
     @app.exception_handler(EngineRequestError)

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 import threading
 from pathlib import Path
 from typing import Optional
@@ -15,6 +13,7 @@ from engine.api.bridge import EngineBridge
 from engine.api.dashboard import mount_dashboard
 from engine.api.sessions import LoginManager
 from engine.api.webhook import DEFAULT_WINDOW_S, AccountWebhook, AlertStore, WebhookService
+from engine.http_guard import LIMIT_CONCURRENCY, guard, load_or_create_token
 from engine.observer import EventFeed
 from maotrade.errors import ConfigError
 
@@ -22,21 +21,13 @@ log = logging.getLogger(__name__)
 
 TOKEN_ENV = "MAOTRADE_API_TOKEN"
 TOKEN_FILE = "api.token"
+# Served without the token: liveness, the webhook (it is signed instead) and the docs.
+OPEN_PATHS = ("/api/health", "/api/webhook/tradingview", "/docs", "/openapi.json")
 
 
 def load_or_create_api_token(data_dir: Path) -> str:
-    """Return the API token: ``MAOTRADE_API_TOKEN`` or ``api.token`` (0600, made once)."""
-    env = os.environ.get(TOKEN_ENV)
-    if env:
-        return env
-    path = Path(data_dir) / TOKEN_FILE
-    if path.exists():
-        return path.read_text().strip()
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(token)
-    return token
+    """Return the API token: ``MAOTRADE_API_TOKEN`` or ``api.token`` (0600, made once, 32+ bytes)."""
+    return load_or_create_token(Path(data_dir) / TOKEN_FILE, TOKEN_ENV)
 
 
 def webhook_accounts(documents: list[dict]) -> dict[str, AccountWebhook]:
@@ -62,21 +53,29 @@ class ApiServer:
     """The engine API (and webhook) on ``host:port``, served by uvicorn on a thread."""
 
     def __init__(self, engine_address: str, data_dir: Path, documents: list[dict], host: str = "127.0.0.1",
-                 port: int = 8710, webhook_window_s: float = DEFAULT_WINDOW_S, pub_address: Optional[str] = None):
+                 port: int = 8710, webhook_window_s: float = DEFAULT_WINDOW_S, pub_address: Optional[str] = None,
+                 trusted_proxies: Optional[list[str]] = None):
+        """``pub_address``: the engine's PUB socket, for the dashboard's live events;
+        ``trusted_proxies``: addresses whose ``X-Forwarded-For`` names the client (default none:
+        the webhook's IP allowlist then sees the real peer address)."""
         self.host, self.port = host, port
         self.bridge = EngineBridge(engine_address, name="api")
         self.webhook = WebhookService(EngineBridge(engine_address, name="webhook"),
                                       AlertStore(Path(data_dir) / "webhook.sqlite"),
                                       webhook_accounts(documents), window_s=webhook_window_s)
         token = load_or_create_api_token(Path(data_dir))
-        app = create_app(self.bridge, token, self.webhook)
+        api = create_app(self.bridge, token, self.webhook)
         # The dashboard (/ui/): its own bus connection, and the engine's events when we know its PUB.
         self.logins = LoginManager(token)
         self.feed = EventFeed(pub_address, name="dashboard-feed") if pub_address else None
         self.ui_bridge = EngineBridge(engine_address, name="dashboard")
-        self.ui_streams = mount_dashboard(app, self.ui_bridge, self.logins, self.feed)
+        self.ui_streams = mount_dashboard(api, self.ui_bridge, self.logins, self.feed)
+        # The dashboard checks its own session cookie and CSRF token; the body cap holds for it too.
+        app = guard(api, token, realm="API", open_paths=OPEN_PATHS, open_prefixes=("/docs-static/", "/ui"))
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                lifespan="off")
+                                lifespan="off", limit_concurrency=LIMIT_CONCURRENCY,
+                                proxy_headers=bool(trusted_proxies),
+                                forwarded_allow_ips=",".join(trusted_proxies) if trusted_proxies else "")
         self.server = uvicorn.Server(config)
         self.thread: Optional[threading.Thread] = None
 

@@ -18,6 +18,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -25,9 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from engine.api.amounts import AlertPositive
 from engine.api.bridge import EngineBridge, EngineRequestError
+from engine.http_guard import reject_constants
 from maotrade.errors import MAOTradeError
 
 log = logging.getLogger(__name__)
@@ -59,13 +62,22 @@ class TradingViewAlert(BaseModel):
     ticker: str = Field(min_length=1, max_length=64, description="instrument; an 'EXCHANGE:' prefix is dropped")
     action: Literal["buy", "sell", "close"]
     order_type: Literal["market", "limit", "stop"] = "market"
-    quantity: Optional[float] = Field(None, gt=0, allow_inf_nan=False,
+    quantity: Optional[AlertPositive] = Field(None,
                                       description="units; required for buy/sell, optional for close")
-    price: Optional[float] = Field(None, gt=0, allow_inf_nan=False, description="limit/stop price")
+    price: Optional[AlertPositive] = Field(None, description="limit/stop price")
     strategy: str = Field("", max_length=128, description="name of the sending strategy (recorded)")
     alert_id: str = Field(min_length=1, max_length=128, description="idempotency key")
     timestamp: Union[float, str] = Field(description="epoch seconds or ms, or ISO 8601 ({{timenow}})")
     signature: Optional[str] = Field(None, max_length=256, description="hex HMAC-SHA256 of the canonical string")
+
+    @field_validator("account", "ticker", "strategy", "alert_id", "timestamp", "signature")
+    @classmethod
+    def _no_control_characters(cls, value):
+        # The canonical string separates fields by newlines: a field holding one could make
+        # two different alerts sign alike.
+        if isinstance(value, str) and any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise ValueError("control characters are not allowed")
+        return value
 
     @property
     def epic(self) -> str:
@@ -116,6 +128,8 @@ def parse_timestamp(value: Union[float, str]) -> float:
                 parsed = parsed.replace(tzinfo=dt.timezone.utc)
             return parsed.timestamp()
     value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"timestamp {value!r} is not a finite number")
     return value / 1000.0 if value > 1e11 else value
 
 
@@ -219,7 +233,9 @@ class WebhookService:
     def receive(self, raw: bytes, header_signature: Optional[str], client_host: Optional[str]) -> dict:
         """Check one alert and queue its order; raise ``WebhookRefused`` to refuse it."""
         try:
-            body = json.loads(raw)
+            body = json.loads(raw, parse_constant=reject_constants)
+        except RecursionError:
+            raise WebhookRefused(400, "body is nested too deep") from None
         except ValueError:
             raise WebhookRefused(400, "body is not JSON") from None
         if not isinstance(body, dict):
@@ -231,15 +247,19 @@ class WebhookService:
             where = ".".join(str(p) for p in err.get("loc", ())) or "body"
             raise WebhookRefused(422, f"alert field '{where}': {err.get('msg', 'invalid')}") from None
         hook = self.accounts.get(alert.account)
+        # An unknown account gets the same answer as a bad signature: the answers must not
+        # tell a stranger which accounts exist. The address is checked after the signature
+        # for the same reason.
         if hook is None:
-            raise WebhookRefused(403, f"webhooks are not enabled for account {alert.account!r}")
-        if not hook.allows(client_host):
-            log.warning("event=webhook_refused account=%s reason=ip_not_allowed host=%s", alert.account, client_host)
-            raise WebhookRefused(403, f"address {client_host} may not send alerts for account {alert.account}")
+            log.warning("event=webhook_refused account=%s reason=not_enabled", alert.account)
+            raise WebhookRefused(401, "bad or missing signature")
         if not self._signed(alert, body, raw, header_signature, hook.secret):
             log.warning("event=webhook_refused account=%s alert_id=%s reason=bad_signature", alert.account,
                         alert.alert_id)
             raise WebhookRefused(401, "bad or missing signature")
+        if not hook.allows(client_host):
+            log.warning("event=webhook_refused account=%s reason=ip_not_allowed host=%s", alert.account, client_host)
+            raise WebhookRefused(403, f"address {client_host} may not send alerts for account {alert.account}")
         try:
             sent = parse_timestamp(alert.timestamp)
         except ValueError as exc:

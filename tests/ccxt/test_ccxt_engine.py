@@ -20,7 +20,9 @@ def records(path):
 @pytest.mark.slow
 @pytest.mark.parametrize("venue", [SPOT, USDM])
 def test_strategy_trades_on_the_exchange_and_the_books_agree(venue, tmp_path):
-    env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(), "MAOTRADE_ADMIN_TOKEN": "test-token"}
+    env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(),
+           "MAOTRADE_ADMIN_TOKEN": "test-token-long-enough-for-a-test-0123456789",
+           "MAOTRADE_CONFIG_TOKEN": "config-read-token-long-enough-0123456789"}
     with ExchangeServer(venue) as exchange:
         exchange.start_walk(0.05)
         admin = AdminService(tmp_path / "admin", env)

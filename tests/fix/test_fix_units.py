@@ -66,7 +66,7 @@ def test_settings_name_bad_keys_and_mask_the_password():
     with pytest.raises(ConfigError, match="fix_version"):
         parse_settings(FIXBrokerSettings, {"host": "h", "port": 1, "sender_comp_id": "A",
                                            "target_comp_id": "B", "fix_version": "FIX.4.2"}, "brokerConfig")
-    settings = parse_settings(FIXBrokerSettings, {"host": "h", "port": 1, "sender_comp_id": "A",
+    settings = parse_settings(FIXBrokerSettings, {"host": "127.0.0.1", "port": 1, "sender_comp_id": "A",
                                                   "target_comp_id": "B"}, "brokerConfig")
     assert settings.heartbeat_interval == 30 and settings.reset_on_logon is False
     account = FIXAccountSettings(account="ACC", username="u", password="hunter2")
