@@ -637,6 +637,7 @@ class IGSimulator:
             m.bars[scale] = bar
             await self.tlcp.publish(f"CHART:{epic}:{scale}", bar)
         await self._trigger_working(epic)
+        await self._trigger_attached_stops(epic)
 
     async def _trigger_working(self, epic: str) -> None:
         m = self.markets[epic]
@@ -654,6 +655,19 @@ class IGSimulator:
             self._open(order["account"], order["dealReference"], epic, order["direction"], order["size"],
                        order["level"] if order["type"] == "LIMIT" else price, order["stopLevel"],
                        order["limitLevel"], True, deal_id=order["dealId"])
+
+    async def _trigger_attached_stops(self, epic: str) -> None:
+        """Close positions whose attached stop (stopLevel) or limit (limitLevel) the price
+        reached, at the price, as IG does: the trade stream carries the position DELETED."""
+        m = self.markets[epic]
+        for position in [p for p in self.positions.values() if p["epic"] == epic]:
+            buy = position["direction"] == "BUY"
+            exit_price = m.bid if buy else m.offer
+            stop, limit = position.get("stopLevel"), position.get("limitLevel")
+            stopped = stop is not None and (exit_price <= stop if buy else exit_price >= stop)
+            limited = limit is not None and (exit_price >= limit if buy else exit_price <= limit)
+            if stopped or limited:
+                await self._reduce(position["account"], [position], position["size"], exit_price)
 
     async def _stream_trade(self, account: str, **fields: str) -> None:
         if self.mute_trade_stream:
