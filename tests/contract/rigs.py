@@ -228,19 +228,8 @@ class IGRig(BrokerRig):
         self.sim.push_trade_raw(self.IG_ACCOUNT, CONFIRMS="{not json", OPU="[1, 2]", WOU="\x00\xff")
 
     def order(self, client_order_id: str) -> Optional[dict]:
-        ref = deal_reference(client_order_id)
-        if any(w.get("dealReference") == ref for w in self.sim.working.values()):
-            return {"status": WORKING, "filled": 0.0}
-        confirm = self.sim.confirms.get(ref)
-        if confirm is None:
-            return None
-        if confirm["dealStatus"] == "REJECTED":
-            return {"status": REJECTED, "filled": 0.0}
-        if confirm.get("status") == "DELETED":
-            return {"status": CANCELLED, "filled": 0.0}
-        if confirm.get("level") is None:  # a working order that is gone without a fill
-            return {"status": CANCELLED, "filled": 0.0}
-        return {"status": FILLED, "filled": float(confirm.get("size") or 0.0)}
+        deal = self.sim.deals.get(deal_reference(client_order_id))
+        return None if deal is None else {"status": deal["status"], "filled": deal["size"]}
 
     def times_received(self, client_order_id: str) -> int:
         return self.sim.deal_references[deal_reference(client_order_id)]
@@ -404,8 +393,17 @@ class FIXRig(BrokerRig):
                     out.append(fields)
         return out
 
+    def _of(self, client_order_id: str) -> list[dict]:
+        """Reports about one order, following cancel/replace requests (new ClOrdID, 41 = the old)."""
+        ids, out = {client_order_id}, []
+        for r in self._reports():
+            if r.get("11") in ids or r.get("41") in ids:
+                ids.add(r.get("11"))
+                out.append(r)
+        return out
+
     def order(self, client_order_id: str) -> Optional[dict]:
-        reports = [r for r in self._reports() if r.get("11") == client_order_id]
+        reports = self._of(client_order_id)
         if not reports:
             return None
         last = reports[-1]
@@ -429,7 +427,7 @@ class FIXRig(BrokerRig):
     def stops(self, client_order_id: str) -> tuple:
         levels = []
         for suffix, tag in (("/SL", "99"), ("/TP", "44")):
-            reports = [r for r in self._reports() if r.get("11") == client_order_id + suffix]
+            reports = self._of(client_order_id + suffix)
             live = reports and reports[-1].get("39") not in ("2", "4", "8")
             levels.append(float(reports[-1][tag]) if live and tag in reports[-1] else None)
         return tuple(levels)

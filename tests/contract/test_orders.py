@@ -28,7 +28,7 @@ def test_connect_and_sync_shows_the_account_ready_with_the_brokers_position(engi
     assert trader.position() == pytest.approx(rig.position())
     answer = engine.client.request({"type": "account_info_request", "v": 1, "account": rig.account},
                                    "account_info", timeout=30)
-    assert answer["info"]["balance"] > 0
+    assert answer["account"] == rig.account and answer["info"].get("currency")
 
 
 def test_market_order_fills_once_and_engine_and_broker_agree(trader, rig):

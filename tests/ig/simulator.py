@@ -95,6 +95,7 @@ class IGSimulator:
         self.working: dict[str, dict] = {}
         self.confirms: dict[str, dict] = {}
         self.deal_references: Counter = Counter()  # client dealReferences received for deals
+        self.deals: dict[str, dict] = {}  # client dealReference -> {"status", "size"}: the broker's record
         self.requests: list[tuple[str, str]] = []
         self.realized: dict[str, float] = {}
         self._deal_ids = itertools.count(1)
@@ -353,7 +354,9 @@ class IGSimulator:
         reason = self._deal_problem(account, body)
         if reason:
             confirm = self._store_confirm(account, ref, body, "REJECTED", reason, None, "OPEN")
+            self.deals[ref] = {"status": "rejected", "size": 0.0}
         else:
+            self.deals[ref] = {"status": "filled", "size": float(body["size"])}
             price = self._fill_price(body["epic"], body["direction"])
             deal_id = self._open(account, ref, body["epic"], body["direction"], float(body["size"]), price,
                                  body.get("stopLevel"), body.get("limitLevel"), bool(body.get("forceOpen")))
@@ -430,7 +433,9 @@ class IGSimulator:
         reason = self._deal_problem(account, body)
         if reason:
             confirm = self._store_confirm(account, ref, body, "REJECTED", reason, None, "OPEN")
+            self.deals[ref] = {"status": "rejected", "size": 0.0}
         else:
+            self.deals[ref] = {"status": "working", "size": 0.0}
             deal_id = self._new_deal_id()
             order = {"dealId": deal_id, "dealReference": ref, "account": account, "epic": body["epic"],
                      "direction": body["direction"], "size": float(body["size"]),
@@ -451,6 +456,7 @@ class IGSimulator:
         if order is None or order["account"] != account:
             return _error(404, "error.service.workingorder.notfound")
         del self.working[order["dealId"]]
+        self.deals[order["dealReference"]] = {"status": "cancelled", "size": 0.0}
         confirm = self._store_confirm(account, ref, order, "ACCEPTED", "SUCCESS", order["dealId"],
                                       "DELETED", level=order["level"])
         await self._stream_trade(account, WOU=json.dumps(_wou(order, "DELETED")),)
@@ -651,6 +657,7 @@ class IGSimulator:
             if not hit:
                 continue
             del self.working[order["dealId"]]
+            self.deals[order["dealReference"]] = {"status": "filled", "size": order["size"]}
             await self._stream_trade(order["account"], WOU=json.dumps(_wou(order, "DELETED")))
             self._open(order["account"], order["dealReference"], epic, order["direction"], order["size"],
                        order["level"] if order["type"] == "LIMIT" else price, order["stopLevel"],
