@@ -23,7 +23,7 @@ from tests.kit import FIX_SYMBOL, fix_document, free_port, ib_document, ig_docum
 # What a fake can be made to do, beyond taking orders.
 MOVE_PRICE = "move_price"            # set the market price from the test
 MANUAL_FILL = "manual_fill"          # fill part of a resting order on demand
-SILENT_OUTAGE = "silent_outage"      # become unreachable without the worker noticing first
+OUTAGE = "outage"                    # become unreachable, then come back
 BROKER_RESTART = "broker_restart"    # restart the broker keeping its orders and positions
 DUPLICATE_FILL = "duplicate_fill"    # send one execution again with the same id
 GARBAGE = "garbage"                  # put malformed data on the broker's wire
@@ -31,7 +31,7 @@ GARBAGE = "garbage"                  # put malformed data on the broker's wire
 CAPABILITY_WHY = {
     MOVE_PRICE: "the broker's price cannot be set from outside the worker",
     MANUAL_FILL: "the broker fills orders whole; nothing can make it fill part of one",
-    SILENT_OUTAGE: "the broker cannot become unreachable without its worker noticing at once",
+    OUTAGE: "the broker cannot be made unreachable from the test",
     BROKER_RESTART: "the broker has no life apart from its worker to restart",
     DUPLICATE_FILL: "the broker has no wire on which an execution could arrive twice",
     GARBAGE: "the broker has no wire that could carry malformed data",
@@ -86,7 +86,8 @@ class BrokerRig:
 
     # -- faults ----------------------------------------------------------------------
     def go_down(self) -> None:
-        """Make the broker unreachable in a way the worker only finds out by trying."""
+        """Make the broker unreachable (where the broker allows, in a way the worker only
+        finds out by trying)."""
         raise NotImplementedError
 
     def come_back(self) -> None:
@@ -135,19 +136,27 @@ class PaperRig(BrokerRig):
     """The paper broker: it lives inside its worker, with a constant price."""
 
     name = "paper"
-    FAKE_CAN = frozenset()
+    FAKE_CAN = frozenset({OUTAGE})
     qty = 1000.0
     reference = 1.0850  # the paper broker's EURUSD start price; volatility 0 keeps it there
 
     def __init__(self, workdir: Path, account: str):
         super().__init__(workdir, account)
         self.state_file = self.workdir / "paper-broker.sqlite"
+        self.outage_file = self.workdir / "paper-outage"
 
     def document(self) -> dict:
         doc = paper_document(self.account, volatility=0.0, price_interval=0.05, order_timeout=3.0,
-                             state_file=str(self.state_file))
+                             state_file=str(self.state_file), outage_file=str(self.outage_file),
+                             max_retries=1000)
         doc["accountConfig"]["initial_balance"] = 1_000_000.0
         return doc
+
+    def go_down(self) -> None:
+        self.outage_file.touch()  # the paper broker checks this file on every turn of its loop
+
+    def come_back(self) -> None:
+        self.outage_file.unlink(missing_ok=True)
 
     def _rows(self) -> dict:
         if not self.state_file.exists():
@@ -186,7 +195,7 @@ class IGRig(BrokerRig):
     """The IG simulator: REST and Lightstreamer (TLCP) on loopback."""
 
     name = "ig"
-    FAKE_CAN = frozenset({MOVE_PRICE, SILENT_OUTAGE, BROKER_RESTART, DUPLICATE_FILL, GARBAGE})
+    FAKE_CAN = frozenset({MOVE_PRICE, OUTAGE, BROKER_RESTART, DUPLICATE_FILL, GARBAGE})
     qty = 2.0
     reference = 1.10000
     SPREAD = 0.0001
@@ -206,6 +215,9 @@ class IGRig(BrokerRig):
     def move_price(self, price: float) -> None:
         half = self.SPREAD / 2
         self.sim.push_price(self.broker_epic, round(price - half, 6), round(price + half, 6))
+
+    def connected(self) -> bool:
+        return f"TRADE:{self.IG_ACCOUNT}" in self.sim.subscribed_items()
 
     def go_down(self) -> None:
         self.sim.refuse_rest = True  # every REST call answers 503; the stream stays up
@@ -254,7 +266,7 @@ class IBRig(BrokerRig):
     """The fake TWS, driven by the real ib_insync inside the worker."""
 
     name = "ib"
-    FAKE_CAN = frozenset({MOVE_PRICE, MANUAL_FILL, SILENT_OUTAGE, BROKER_RESTART, DUPLICATE_FILL, GARBAGE})
+    FAKE_CAN = frozenset({MOVE_PRICE, MANUAL_FILL, OUTAGE, BROKER_RESTART, DUPLICATE_FILL, GARBAGE})
     qty = 20000.0
     reference = 1.10
     SYMBOL = "EUR"
@@ -323,7 +335,7 @@ class FIXRig(BrokerRig):
     """The QuickFIX acceptor behind a TCP relay; its FileLog is the broker's record."""
 
     name = "fix"
-    FAKE_CAN = frozenset({MOVE_PRICE, MANUAL_FILL, SILENT_OUTAGE, BROKER_RESTART, DUPLICATE_FILL, GARBAGE})
+    FAKE_CAN = frozenset({MOVE_PRICE, MANUAL_FILL, OUTAGE, BROKER_RESTART, DUPLICATE_FILL, GARBAGE})
     epic = "ES_FUT"
     qty = 20.0
     reference = 100.0
@@ -347,18 +359,20 @@ class FIXRig(BrokerRig):
         self.acceptor.command(f"fill {client_order_id} {qty:g}")
 
     def go_down(self) -> None:
-        # Bytes are dropped both ways; the session only notices when its heartbeats go unanswered.
-        self.relay.freeze()
-
-    def come_back(self) -> None:
+        # Not a silent freeze: FIX resends every message of a session after a gap, so an
+        # order written into a frozen line does reach the broker. Down means no session.
         self.relay.blocked.set()
         self.relay.cut()
-        self.relay.thaw()
+
+    def come_back(self) -> None:
         self.relay.blocked.clear()
 
     def restart(self) -> None:
-        self.acceptor.stop()
-        self.acceptor.start()
+        # The broker ends the session and takes the next logon; its orders stay (the acceptor
+        # keeps orders in memory, so a process restart would forget them, which no broker does).
+        mark = self.acceptor.mark()
+        self.acceptor.command("logout")
+        self.acceptor.wait_line(lambda line: line == "LOGON", 60, since=mark, what="logon after logout")
 
     def connected(self) -> bool:
         return bool(self.relay.connections)

@@ -12,7 +12,7 @@ from tests.kit import wait_until
 
 _IDS = itertools.count(1)
 FINAL = tuple(OrderStatus.DONE)
-ORDER_DEADLINE = 45.0  # generous: a loaded 2-core machine runs several engines at once
+ORDER_DEADLINE = 30.0  # generous: a loaded 2-core machine runs several engines at once
 
 
 def new_id(tag: str) -> str:
@@ -78,7 +78,10 @@ class Trader:
                                  f"{self.position():g} / broker {self.rig.position():g}") from None
 
     def flatten(self) -> None:
-        """Close whatever the engine holds in the instrument (scenario clean-up; best effort)."""
+        """Cancel the engine's working orders and close what it holds (scenario clean-up; best effort)."""
+        for order in self.engine.orders(account=self.account):
+            if order["status"] in ("SUBMITTED", "ACCEPTED", "PARTIALLY_FILLED") and order["order_type"] != "MARKET":
+                self.engine.send("order_cancel", account=self.account, client_order_id=order["client_order_id"])
         if abs(self.position()) > 1e-9:
             cid = self.close("flat")
             try:
