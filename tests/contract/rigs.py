@@ -49,6 +49,7 @@ class BrokerRig:
     epic = "EURUSD"       # the MAOTrade instrument the scenarios trade
     qty = 1.0             # the size of one order
     reference = 1.0       # the price the market is set to before each scenario
+    SILENT_OUTAGE = False  # True: after go_down the worker learns of the outage only by trying
 
     def __init__(self, workdir: Path, account: str):
         self.workdir = Path(workdir)
@@ -198,6 +199,7 @@ class IGRig(BrokerRig):
     FAKE_CAN = frozenset({MOVE_PRICE, OUTAGE, BROKER_RESTART, DUPLICATE_FILL, GARBAGE})
     qty = 2.0
     reference = 1.10000
+    SILENT_OUTAGE = True  # REST answers 503 while the stream stays up
     SPREAD = 0.0001
     IG_ACCOUNT = "XYZ02"
 
@@ -269,6 +271,7 @@ class IBRig(BrokerRig):
     FAKE_CAN = frozenset({MOVE_PRICE, MANUAL_FILL, OUTAGE, BROKER_RESTART, DUPLICATE_FILL, GARBAGE})
     qty = 20000.0
     reference = 1.10
+    SILENT_OUTAGE = True  # a frozen TWS keeps its sockets open
     SYMBOL = "EUR"
     CLIENT_ID = 31
 
