@@ -10,7 +10,7 @@ import itertools
 
 import pytest
 
-from tests.contract.rigs import CAPABILITY_WHY, RIGS
+from tests.contract.rigs import CAPABILITY_WHY, RIGS, wait_connected
 from tests.engine_kit import engine_on_account
 
 _ACCOUNTS = itertools.count(1)
@@ -41,7 +41,9 @@ def engine(rig, tmp_path_factory):
 
 @pytest.fixture
 def market(rig, engine):
-    """The market at the rig's reference price before and after a scenario."""
+    """The account ready and the market at the rig's reference price, before and after a scenario."""
+    wait_connected(rig)
+    engine.wait_ready(rig.account, timeout=90)
     rig.reset_price()
     yield rig
     rig.reset_price()

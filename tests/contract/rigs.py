@@ -212,7 +212,8 @@ class IGRig(BrokerRig):
         self.sim.stop()
 
     def document(self) -> dict:
-        return ig_document(self.sim, account=self.account, ig_account=self.IG_ACCOUNT, order_timeout=3.0)
+        return ig_document(self.sim, account=self.account, ig_account=self.IG_ACCOUNT, order_timeout=3.0,
+                           max_retries=1000)
 
     def move_price(self, price: float) -> None:
         half = self.SPREAD / 2
@@ -228,10 +229,7 @@ class IGRig(BrokerRig):
         self.sim.refuse_rest = False
 
     def restart(self) -> None:
-        port = self.sim.port
-        self.sim.stop()
-        self.sim.port = port
-        self.sim.start()
+        self.sim.restart()
 
     def repeat_fill(self, client_order_id: str) -> None:
         confirm = self.sim.confirms[deal_reference(client_order_id)]
@@ -283,7 +281,8 @@ class IBRig(BrokerRig):
         self.tws.stop()
 
     def document(self) -> dict:
-        return ib_document(self.tws.port, account=self.account, client_id=self.CLIENT_ID, order_timeout=4.0)
+        return ib_document(self.tws.port, account=self.account, client_id=self.CLIENT_ID, order_timeout=4.0,
+                           max_retries=1000)
 
     def move_price(self, price: float) -> None:
         self.tws.set_price(self.SYMBOL, price)
@@ -295,7 +294,8 @@ class IBRig(BrokerRig):
         self.tws.freeze()
 
     def come_back(self) -> None:
-        self.tws.restart()
+        if self.tws.frozen:
+            self.tws.restart()
 
     def restart(self) -> None:
         self.tws.restart()
@@ -353,7 +353,7 @@ class FIXRig(BrokerRig):
         self.acceptor.stop()
 
     def document(self) -> dict:
-        return fix_document(self.relay.port, account=self.account, order_timeout=3.0)
+        return fix_document(self.relay.port, account=self.account, order_timeout=3.0, max_retries=1000)
 
     def move_price(self, price: float) -> None:
         self.acceptor.command(f"price {FIX_SYMBOL} {price:g}")

@@ -141,6 +141,13 @@ class IGSimulator:
         self._thread.join(10)
         self._loop = None
 
+    def restart(self) -> None:
+        """Stop serving and serve again on the same port, as a restarted IG would: every
+        stream and connection drops; accounts, positions, working orders and sessions stay."""
+        self.stop()
+        self._ready.clear()
+        self.start()
+
     def __enter__(self) -> "IGSimulator":
         return self.start()
 
