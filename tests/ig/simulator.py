@@ -95,6 +95,7 @@ class IGSimulator:
         self.working: dict[str, dict] = {}
         self.confirms: dict[str, dict] = {}
         self.deal_references: Counter = Counter()  # client dealReferences received for deals
+        self.deals: dict[str, dict] = {}  # client dealReference -> {"status", "size"}: the broker's record
         self.requests: list[tuple[str, str]] = []
         self.realized: dict[str, float] = {}
         self._deal_ids = itertools.count(1)
@@ -139,6 +140,13 @@ class IGSimulator:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop = None
+
+    def restart(self) -> None:
+        """Stop serving and serve again on the same port, as a restarted IG would: every
+        stream and connection drops; accounts, positions, working orders and sessions stay."""
+        self.stop()
+        self._ready.clear()
+        self.start()
 
     def __enter__(self) -> "IGSimulator":
         return self.start()
@@ -353,7 +361,9 @@ class IGSimulator:
         reason = self._deal_problem(account, body)
         if reason:
             confirm = self._store_confirm(account, ref, body, "REJECTED", reason, None, "OPEN")
+            self.deals[ref] = {"status": "rejected", "size": 0.0}
         else:
+            self.deals[ref] = {"status": "filled", "size": float(body["size"])}
             price = self._fill_price(body["epic"], body["direction"])
             deal_id = self._open(account, ref, body["epic"], body["direction"], float(body["size"]), price,
                                  body.get("stopLevel"), body.get("limitLevel"), bool(body.get("forceOpen")))
@@ -430,7 +440,9 @@ class IGSimulator:
         reason = self._deal_problem(account, body)
         if reason:
             confirm = self._store_confirm(account, ref, body, "REJECTED", reason, None, "OPEN")
+            self.deals[ref] = {"status": "rejected", "size": 0.0}
         else:
+            self.deals[ref] = {"status": "working", "size": 0.0}
             deal_id = self._new_deal_id()
             order = {"dealId": deal_id, "dealReference": ref, "account": account, "epic": body["epic"],
                      "direction": body["direction"], "size": float(body["size"]),
@@ -451,6 +463,7 @@ class IGSimulator:
         if order is None or order["account"] != account:
             return _error(404, "error.service.workingorder.notfound")
         del self.working[order["dealId"]]
+        self.deals[order["dealReference"]] = {"status": "cancelled", "size": 0.0}
         confirm = self._store_confirm(account, ref, order, "ACCEPTED", "SUCCESS", order["dealId"],
                                       "DELETED", level=order["level"])
         await self._stream_trade(account, WOU=json.dumps(_wou(order, "DELETED")),)
@@ -637,6 +650,7 @@ class IGSimulator:
             m.bars[scale] = bar
             await self.tlcp.publish(f"CHART:{epic}:{scale}", bar)
         await self._trigger_working(epic)
+        await self._trigger_attached_stops(epic)
 
     async def _trigger_working(self, epic: str) -> None:
         m = self.markets[epic]
@@ -650,10 +664,24 @@ class IGSimulator:
             if not hit:
                 continue
             del self.working[order["dealId"]]
+            self.deals[order["dealReference"]] = {"status": "filled", "size": order["size"]}
             await self._stream_trade(order["account"], WOU=json.dumps(_wou(order, "DELETED")))
             self._open(order["account"], order["dealReference"], epic, order["direction"], order["size"],
                        order["level"] if order["type"] == "LIMIT" else price, order["stopLevel"],
                        order["limitLevel"], True, deal_id=order["dealId"])
+
+    async def _trigger_attached_stops(self, epic: str) -> None:
+        """Close positions whose attached stop (stopLevel) or limit (limitLevel) the price
+        reached, at the price, as IG does: the trade stream carries the position DELETED."""
+        m = self.markets[epic]
+        for position in [p for p in self.positions.values() if p["epic"] == epic]:
+            buy = position["direction"] == "BUY"
+            exit_price = m.bid if buy else m.offer
+            stop, limit = position.get("stopLevel"), position.get("limitLevel")
+            stopped = stop is not None and (exit_price <= stop if buy else exit_price >= stop)
+            limited = limit is not None and (exit_price >= limit if buy else exit_price <= limit)
+            if stopped or limited:
+                await self._reduce(position["account"], [position], position["size"], exit_price)
 
     async def _stream_trade(self, account: str, **fields: str) -> None:
         if self.mute_trade_stream:
