@@ -276,7 +276,7 @@ class OrderRouter:
                 # A leg the engine withdrew is not working there: ask what became of it.
                 outcome.dispatches.append(self.status_query(order))
         elif event == OrderEvent.NOT_FOUND:
-            self._not_found(order)
+            self._not_found(order, outcome)
         elif event == OrderEvent.UNKNOWN:
             if not order.is_done and order.status != OrderStatus.UNKNOWN:
                 order.set_status(OrderStatus.UNKNOWN, f"outcome unknown: {reason}")
@@ -369,10 +369,16 @@ class OrderRouter:
             log.info("event=stale_status_ignored account=%s order=%s have=%s got=%s",
                      order.account, order.client_order_id, order.status, status)
 
-    def _not_found(self, order: BaseOrder) -> None:
+    def _not_found(self, order: BaseOrder, outcome: OrderOutcome) -> None:
         if order.is_done:
             return
-        if order.is_leg:
+        if order.is_leg and not self._capabilities(order.account).get("bracket") \
+                and not order.filled_qty and not self.journal.position(order.account, order.epic).is_flat:
+            # A leg the engine places itself that the broker never got (its request was lost
+            # with a worker): the broker has no such id, so placing it now cannot duplicate it.
+            log.warning("event=leg_placed_again account=%s order=%s", order.account, order.client_order_id)
+            outcome.dispatches.append(self._send(order, ToWorker.ORDER_OPEN))
+        elif order.is_leg:
             order.set_cancelled("not working at the broker")
         elif not order.filled_qty:
             order.set_rejected(NEVER_REACHED)

@@ -239,3 +239,14 @@ def test_a_client_may_not_name_an_order_like_a_leg(journal):
     outcome = router.open({"account": ACCOUNT, "epic": "EURUSD", "qty": 1, "client_order_id": "x/SL"},
                           source="strategy")
     assert outcome.order.status == OrderStatus.REJECTED and "bracket leg" in outcome.error
+
+
+def test_a_leg_the_engine_places_that_the_broker_never_got_is_placed_once_it_says_so(journal):
+    router = make_router(journal, bracket=False)
+    open_bracket(router, take_profit=None)
+    router.apply_event(event("p1", OrderEvent.FILLED, fill=fill("e1", 1000, 1.1)))
+    restarted = make_router(journal, bracket=False)
+    [leg] = restarted.orders_to_query(ACCOUNT)
+    outcome = restarted.apply_event(event("p1/SL", OrderEvent.NOT_FOUND, request=ToWorker.ORDER_STATUS_REQUEST))
+    assert [(d.kind, d.order.client_order_id) for d in outcome.dispatches] == [(ToWorker.ORDER_OPEN, "p1/SL")]
+    assert restarted.get(ACCOUNT, "p1/SL").status == OrderStatus.NEW
