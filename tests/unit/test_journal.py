@@ -29,8 +29,8 @@ def filled(o: BaseOrder, *fills: Fill) -> BaseOrder:
 
 def test_an_order_is_inserted_once_and_read_back_with_every_field(journal):
     o = order(order_type="LIMIT", price=1.1, stop_loss=1.0, take_profit=1.2, source="api")
-    assert journal.insert_order(o, strategy="alpha") is True
-    assert journal.insert_order(order(qty=99)) is False  # same client order id: refused, first kept
+    assert journal.insert_orders([o], strategy="alpha") is True
+    assert journal.insert_orders([order(qty=99)]) is False  # same client order id: refused, first kept
     back = journal.get_order("1", "j-1")
     assert back == o
     assert journal.order_strategy("1", "j-1") == "alpha"
@@ -41,7 +41,7 @@ def test_an_order_is_inserted_once_and_read_back_with_every_field(journal):
 
 def test_save_order_updates_state_and_keeps_the_strategy(journal):
     o = order()
-    journal.insert_order(o, strategy="alpha")
+    journal.insert_orders([o], strategy="alpha")
     o.set_submitted("REF-1")
     journal.save_order(o)
     back = journal.get_order("1", "j-1")
@@ -50,19 +50,19 @@ def test_save_order_updates_state_and_keeps_the_strategy(journal):
 
 
 def test_open_orders_are_the_non_final_ones_per_account(journal):
-    journal.insert_order(order("a"))
+    journal.insert_orders([order("a")])
     done = order("b")
     done.set_rejected("no")
-    journal.insert_order(done)
-    journal.insert_order(order("c", account="2"))
+    journal.insert_orders([done])
+    journal.insert_orders([order("c", account="2")])
     assert {o.client_order_id for o in journal.open_orders()} == {"a", "c"}
     assert [o.client_order_id for o in journal.open_orders("1")] == ["a"]
 
 
 def test_list_orders_filters_and_orders_newest_first(journal):
-    journal.insert_order(order("old", created=1000))
-    journal.insert_order(order("mid", epic="SPY", created=2000, source="api"))
-    journal.insert_order(order("new", created=3000))
+    journal.insert_orders([order("old", created=1000)])
+    journal.insert_orders([order("mid", epic="SPY", created=2000, source="api")])
+    journal.insert_orders([order("new", created=3000)])
     assert [o.client_order_id for o in journal.list_orders()] == ["new", "mid", "old"]
     assert [o.client_order_id for o in journal.list_orders(epic="SPY")] == ["mid"]
     assert [o.client_order_id for o in journal.list_orders(source="api")] == ["mid"]
@@ -73,7 +73,7 @@ def test_list_orders_filters_and_orders_newest_first(journal):
 
 def test_a_fill_moves_the_position_and_is_recorded_once_by_exec_id(journal):
     o = order(qty=10)
-    journal.insert_order(o)
+    journal.insert_orders([o])
     first = Fill("E1", 4, 1.10, 111, commission=0.5)
     filled(o, first)
     assert [f for f, _ in journal.apply_fills(o, [first])] == [first]
@@ -87,10 +87,10 @@ def test_a_fill_moves_the_position_and_is_recorded_once_by_exec_id(journal):
 
 def test_fills_of_a_sell_are_signed_and_realize_pnl_against_the_position(journal):
     buy = filled(order("buy", qty=10), Fill("B1", 10, 1.00, 1))
-    journal.insert_order(buy)
+    journal.insert_orders([buy])
     journal.apply_fills(buy, [Fill("B1", 10, 1.00, 1)])
     sell = order("sell", qty=-10)
-    journal.insert_order(sell)
+    journal.insert_orders([sell])
     fills = [Fill("S1", 6, 1.10, 2), Fill("S2", 4, 1.20, 3)]
     filled(sell, *fills)
     applied = journal.apply_fills(sell, fills)
@@ -104,7 +104,7 @@ def test_fills_of_a_sell_are_signed_and_realize_pnl_against_the_position(journal
 def test_fills_of_several_orders_are_kept_apart_and_in_arrival_order(journal):
     a, b = order("a", qty=2), order("b", qty=3)
     for o, f in ((a, Fill("A1", 2, 1.0, 5)), (b, Fill("B1", 3, 2.0, 4))):
-        journal.insert_order(o)
+        journal.insert_orders([o])
         journal.apply_fills(filled(o, f), [f])
     assert [f["exec_id"] for f in journal.fills("1")] == ["A1", "B1"]
     assert [f["exec_id"] for f in journal.fills("1", "b")] == ["B1"]
@@ -113,16 +113,18 @@ def test_fills_of_several_orders_are_kept_apart_and_in_arrival_order(journal):
 
 def test_the_journal_keeps_orders_without_their_fills_and_fills_in_their_table(journal):
     o = order()
-    journal.insert_order(o)
+    journal.insert_orders([o])
     f = Fill("E1", 10, 1.0, 1)
     journal.apply_fills(filled(o, f), [f])
-    assert journal.get_order("1", "j-1").fills == []  # the order row holds no copy of a fill
+    row = journal.db.execute("SELECT data FROM orders WHERE client_order_id = 'j-1'").fetchone()[0]
+    assert "E1" not in row  # the order row holds no copy of a fill
     assert journal.fills("1", "j-1")[0]["exec_id"] == "E1"
+    assert [f["exec_id"] for f in journal.get_order("1", "j-1").fills] == ["E1"], "read back with its fills"
 
 
 def test_external_fills_are_marked(journal):
     o = order("broker-close", qty=-1, source="broker")
-    journal.insert_order(o)
+    journal.insert_orders([o])
     f = Fill("X1", 1, 1.0, 1)
     journal.apply_fills(filled(o, f), [f], external=True)
     assert journal.fills("1")[0]["external"] == 1
@@ -171,7 +173,7 @@ def test_everything_survives_closing_and_reopening_the_file(tmp_path):
     path = tmp_path / "journal.sqlite"
     first = Journal(path, durability="full")
     o = order()
-    first.insert_order(o, strategy="alpha")
+    first.insert_orders([o], strategy="alpha")
     f = Fill("E1", 10, 1.5, 1)
     first.apply_fills(filled(o, f), [f])
     first.close()
@@ -186,7 +188,7 @@ def test_everything_survives_closing_and_reopening_the_file(tmp_path):
 
 def test_a_second_reader_sees_committed_state_while_the_journal_is_open(journal):
     o = order()
-    journal.insert_order(o)
+    journal.insert_orders([o])
     reader = sqlite3.connect(str(journal.path))
     try:
         assert reader.execute("SELECT status FROM orders WHERE client_order_id = 'j-1'").fetchone() == ("NEW",)
@@ -196,7 +198,7 @@ def test_a_second_reader_sees_committed_state_while_the_journal_is_open(journal)
 
 def test_a_fill_batch_that_fails_half_way_changes_nothing(journal):
     o = order(qty=10)
-    journal.insert_order(o)
+    journal.insert_orders([o])
     good = Fill("E1", 5, 1.0, 1)
     bad = Fill("E2", 5, "not a price", 1)  # recorded, then moving the position raises
     with pytest.raises(TypeError):
@@ -208,6 +210,6 @@ def test_a_fill_batch_that_fails_half_way_changes_nothing(journal):
 
 def test_a_fill_without_exec_id_is_not_recorded(journal):
     o = order(qty=10)
-    journal.insert_order(o)
+    journal.insert_orders([o])
     assert journal.apply_fills(o, [Fill(None, 5, 1.0, 1)]) == []
     assert journal.fills("1") == [] and journal.position("1", "EURUSD").is_flat
