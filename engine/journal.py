@@ -215,16 +215,13 @@ class Journal:
             position = None
             for fill in fills:
                 signed = abs(fill.qty) if order.qty > 0 else -abs(fill.qty)
-                if self.db.execute("SELECT 1 FROM fills WHERE account = ? AND exec_id = ?",
-                                   (order.account, fill.exec_id)).fetchone():
-                    continue
-                if apply is not None:
-                    order.check_fill(fill)
-                self.db.execute(
-                    "INSERT INTO fills (account, exec_id, client_order_id, epic, qty, price,"
+                cur = self.db.execute(
+                    "INSERT OR IGNORE INTO fills (account, exec_id, client_order_id, epic, qty, price,"
                     " commission, time, external) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (order.account, fill.exec_id, order.client_order_id, order.epic, signed, fill.price,
                      fill.commission, fill.time, int(external)))
+                if cur.rowcount == 0:
+                    continue  # seen before (or without an exec id): never counted twice
                 if apply is not None:
                     apply(fill)
                 if position is None:
