@@ -328,6 +328,9 @@ class Engine:
             self._notify_order(order, OrderOutcome(order=order, error=order.reason))
             if not self._not_ready_reason(order.account):
                 self._dispatch(self.router.status_query(order))
+        for order in self.router.due_rechecks():
+            if not self._not_ready_reason(order.account):
+                self._dispatch(self.router.status_query(order))
 
     def _refresh_balances(self, runtime: AccountRuntime) -> None:
         """Ask for account info after fills, at most once per ``INFO_REFRESH_S``."""
@@ -539,14 +542,29 @@ class Engine:
 
     def _on_order_cancel(self, session: ClientSession, msg: dict) -> None:
         runtime = self._runtime(msg)
-        outcome = self.router.cancel(runtime.account, str(msg.get("client_order_id")))
-        self._after_request(session, outcome)
+        key = str(msg.get("client_order_id"))
+        self._order_request(session, runtime, key, FromClient.ORDER_CANCEL,
+                            lambda: self.router.cancel(runtime.account, key))
 
     def _on_order_stop(self, session: ClientSession, msg: dict) -> None:
         runtime = self._runtime(msg)
-        outcome = self.router.amend_stops(runtime.account, str(msg.get("client_order_id")),
-                                          msg.get("stop_loss"), msg.get("take_profit"))
-        self._after_request(session, outcome)
+        key = str(msg.get("client_order_id"))
+        self._order_request(session, runtime, key, FromClient.ORDER_STOP, lambda: self.router.amend_stops(
+            runtime.account, key, msg.get("stop_loss"), msg.get("take_profit")))
+
+    def _order_request(self, session: ClientSession, runtime: AccountRuntime, key: str, kind: str,
+                       route: Callable[[], OrderOutcome]) -> None:
+        """Route a request about an existing order; a refusal is answered as that order with
+        ``error``, so the strategy reads it in ``on_order`` like the broker's own answers."""
+        try:
+            outcome = route()
+            self._after_request(session, outcome)
+        except InvalidOrder as exc:
+            order = self.router.get(runtime.account, key)
+            if order is None:
+                raise
+            self._notify_order(order, OrderOutcome(order=order, error=str(exc), code="invalid_request"),
+                               session=session, request=kind)
 
     def _after_request(self, session: ClientSession, outcome: OrderOutcome) -> None:
         creates = outcome.dispatch is not None and outcome.dispatch.kind in CREATING_REQUESTS

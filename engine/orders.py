@@ -94,8 +94,10 @@ class OrderRouter:
         self._clock = clock
         self.live: dict[tuple[str, str], BaseOrder] = {}
         self._owners: dict[tuple[str, str], str] = {}
-        # (account, id) -> monotonic deadline of orders sent and not yet answered by the broker.
+        # (account, id) -> monotonic deadline of orders sent and not yet answered by the broker,
+        # and when to ask the broker again about orders whose outcome it could not tell.
         self._awaiting: dict[tuple[str, str], float] = {}
+        self._recheck: dict[tuple[str, str], float] = {}
         self.rejected_count = 0
         for order in journal.open_orders():
             self.live[(order.account, order.client_order_id)] = order
@@ -278,9 +280,13 @@ class OrderRouter:
         elif event == OrderEvent.NOT_FOUND:
             self._not_found(order, outcome)
         elif event == OrderEvent.UNKNOWN:
-            if not order.is_done and order.status != OrderStatus.UNKNOWN:
+            if order.status in (OrderStatus.NEW, OrderStatus.SUBMITTED):
+                # Never confirmed by the broker: it may or may not be there.
                 order.set_status(OrderStatus.UNKNOWN, f"outcome unknown: {reason}")
                 log.error("event=order_outcome_unknown account=%s order=%s reason=%s", account, key, reason)
+            if not order.is_done:
+                # A confirmed order keeps its state; either way the broker is asked again.
+                self._recheck[(account, key)] = self._clock() + self.unknown_timeout
             outcome.error = f"outcome unknown: {reason}"
         elif event == OrderEvent.AMENDED:
             self._amended(order, msg, outcome)
@@ -319,8 +325,23 @@ class OrderRouter:
             order.set_status(OrderStatus.UNKNOWN, f"no answer from the broker within {self.unknown_timeout:g}s")
             log.error("event=order_outcome_unknown account=%s order=%s reason=timeout", *key)
             self._save(order)
+            self._recheck[key] = now + self.unknown_timeout
             out.append(order)
         return out
+
+    def due_rechecks(self) -> list[BaseOrder]:
+        """Orders whose outcome the broker could not tell, due to be asked about again
+        (every ``unknown_timeout`` until it settles them)."""
+        now = self._clock()
+        due = []
+        for key, when in list(self._recheck.items()):
+            order = self.live.get(key)
+            if order is None or order.is_done:
+                del self._recheck[key]
+            elif now >= when:
+                self._recheck[key] = now + self.unknown_timeout
+                due.append(order)
+        return due
 
     # -- internals: events ------------------------------------------------------------------------
     def _adopt(self, account: str, key: str, msg: dict) -> BaseOrder:
@@ -384,6 +405,7 @@ class OrderRouter:
             order.set_rejected(NEVER_REACHED)
         elif order.status != OrderStatus.UNKNOWN:
             order.set_status(OrderStatus.UNKNOWN, "the broker has no record of an order that traded")
+            self._recheck[(order.account, order.client_order_id)] = self._clock() + self.unknown_timeout
 
     def _amended(self, order: BaseOrder, msg: dict, outcome: OrderOutcome) -> None:
         order.updated = int(time.time() * 1000)
@@ -535,6 +557,7 @@ class OrderRouter:
         if order.is_done:
             self.live.pop(key, None)
             self._awaiting.pop(key, None)
+            self._recheck.pop(key, None)
         else:
             self.live[key] = order
 

@@ -250,3 +250,20 @@ def test_a_leg_the_engine_places_that_the_broker_never_got_is_placed_once_it_say
     outcome = restarted.apply_event(event("p1/SL", OrderEvent.NOT_FOUND, request=ToWorker.ORDER_STATUS_REQUEST))
     assert [(d.kind, d.order.client_order_id) for d in outcome.dispatches] == [(ToWorker.ORDER_OPEN, "p1/SL")]
     assert restarted.get(ACCOUNT, "p1/SL").status == OrderStatus.NEW
+
+
+def test_a_working_order_the_broker_could_not_be_asked_about_keeps_its_state_and_is_asked_again(journal):
+    clock = Clock()
+    router = make_router(journal, clock=clock)
+    open_bracket(router, stop_loss=None, take_profit=None)
+    router.apply_event(event("p1", OrderEvent.ACCEPTED, broker_ref="D1"))
+    outcome = router.apply_event(event("p1", OrderEvent.UNKNOWN, reason="IG could not be asked",
+                                       request=ToWorker.ORDER_STATUS_REQUEST))
+    assert outcome.order.status == OrderStatus.ACCEPTED and "could not be asked" in outcome.error
+    assert router.due_rechecks() == []
+    clock.now += 31
+    assert [o.client_order_id for o in router.due_rechecks()] == ["p1"]
+    assert router.due_rechecks() == [], "asked again only after another timeout"
+    router.apply_event(event("p1", OrderEvent.CANCELLED, reason="cancelled at IG"))
+    clock.now += 31
+    assert router.due_rechecks() == []
