@@ -532,7 +532,8 @@ class IGSimulator:
         asyncio.ensure_future(self._stream_trade(account, OPU=json.dumps(_opu(position, "OPEN"))))
         return deal_id
 
-    async def _reduce(self, account: str, targets: list[dict], size: float, price: float):
+    async def _reduce(self, account: str, targets: list[dict], size: float, price: float,
+                      by_ig: bool = False):
         affected, profit, left = [], 0.0, size
         for position in targets:
             if left <= 1e-9:
@@ -545,7 +546,10 @@ class IGSimulator:
             if position["size"] <= 1e-9:
                 del self.positions[position["dealId"]]
                 affected.append({"dealId": position["dealId"], "status": "FULLY_CLOSED"})
-                await self._stream_trade(account, OPU=json.dumps(_opu(position, "DELETED")))
+                opu = _opu(position, "DELETED")
+                if by_ig:  # IG closed it on its stop / limit: the update says where and how much
+                    opu.update(level=price, size=take)
+                await self._stream_trade(account, OPU=json.dumps(opu))
             else:
                 affected.append({"dealId": position["dealId"], "status": "PARTIALLY_CLOSED"})
                 await self._stream_trade(account, OPU=json.dumps(_opu(position, "UPDATED")))
@@ -681,7 +685,7 @@ class IGSimulator:
             stopped = stop is not None and (exit_price <= stop if buy else exit_price >= stop)
             limited = limit is not None and (exit_price >= limit if buy else exit_price <= limit)
             if stopped or limited:
-                await self._reduce(position["account"], [position], position["size"], exit_price)
+                await self._reduce(position["account"], [position], position["size"], exit_price, by_ig=True)
 
     async def _stream_trade(self, account: str, **fields: str) -> None:
         if self.mute_trade_stream:
