@@ -321,6 +321,9 @@ class Engine:
         self._notify_order(order, outcome, request=msg.get("request"))
         for other in outcome.changed:
             self._notify_order(other, OrderOutcome(order=other))
+        if outcome.amended_parent is not None:
+            parent = outcome.amended_parent
+            self._notify_order(parent, OrderOutcome(order=parent, error=outcome.error), request=ToWorker.ORDER_STOP)
 
     def _settle_overdue(self) -> None:
         """Orders the broker never answered become UNKNOWN: tell their owners, ask again."""

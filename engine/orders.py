@@ -66,6 +66,8 @@ class OrderOutcome:
     fills: list = field(default_factory=list)
     duplicate: bool = False
     changed: list = field(default_factory=list)
+    #: a bracket parent whose legs have all answered an amend: the answer to its ``order_stop``.
+    amended_parent: Optional[BaseOrder] = None
 
     @property
     def dispatch(self) -> Optional[Dispatch]:
@@ -98,6 +100,9 @@ class OrderRouter:
         # and when to ask the broker again about orders whose outcome it could not tell.
         self._awaiting: dict[tuple[str, str], float] = {}
         self._recheck: dict[tuple[str, str], float] = {}
+        # parent (account, id) -> legs whose amend the broker has not answered yet, and why any failed.
+        self._amending: dict[tuple[str, str], set] = {}
+        self._amend_errors: dict[tuple[str, str], list] = {}
         self.rejected_count = 0
         for order in journal.open_orders():
             self.live[(order.account, order.client_order_id)] = order
@@ -251,7 +256,25 @@ class OrderRouter:
                 dispatches.append(self._send(made, ToWorker.ORDER_OPEN))
         if not dispatches:
             raise InvalidOrder(f"order {parent.client_order_id} already has those levels; nothing was sent")
+        key = (parent.account, parent.client_order_id)
+        self._amending[key] = {d.order.client_order_id for d in dispatches}
+        self._amend_errors[key] = []
         return dispatches
+
+    def _leg_answered(self, leg: BaseOrder, outcome: OrderOutcome, error: str = "") -> None:
+        """One leg answered its part of a bracket amend; the last answer answers the parent."""
+        key = (leg.account, leg.parent)
+        waiting = self._amending.get(key)
+        if waiting is None or leg.client_order_id not in waiting:
+            return
+        waiting.discard(leg.client_order_id)
+        if error:
+            self._amend_errors[key].append(f"{leg_name(leg.leg)}: {error}")
+        if not waiting:
+            del self._amending[key]
+            errors = self._amend_errors.pop(key)
+            outcome.amended_parent = self.get(leg.account, leg.parent)
+            outcome.error = "; ".join(errors)
 
     def status_query(self, order: BaseOrder) -> Dispatch:
         """Ask the broker about an order whose outcome the engine does not know."""
@@ -277,6 +300,8 @@ class OrderRouter:
             elif request == ToWorker.ORDER_CANCEL and order.is_leg and not order.is_done:
                 # A leg the engine withdrew is not working there: ask what became of it.
                 outcome.dispatches.append(self.status_query(order))
+            if order.is_leg and request in (ToWorker.ORDER_STOP, ToWorker.ORDER_CANCEL, ToWorker.ORDER_OPEN):
+                self._leg_answered(order, outcome, outcome.error)
         elif event == OrderEvent.NOT_FOUND:
             self._not_found(order, outcome)
         elif event == OrderEvent.UNKNOWN:
@@ -297,6 +322,8 @@ class OrderRouter:
             self._apply_fills(order, [Fill.from_dict(raw) for raw in fills], outcome)
             status = EVENT_STATUS.get(event) or (msg.get("status") if event == OrderEvent.STATUS else None)
             self._take_status(order, status, reason)
+            if order.is_leg and event in (OrderEvent.SUBMITTED, OrderEvent.ACCEPTED, OrderEvent.CANCELLED):
+                self._leg_answered(order, outcome)
         if msg.get("broker_ref") and not order.broker_ref:
             order.broker_ref = str(msg["broker_ref"])
         if order.is_leg and order.status == OrderStatus.FILLED:
@@ -416,7 +443,7 @@ class OrderRouter:
             if parent is not None:
                 setattr(parent, LEG_SHAPE[order.leg][1], order.price)
                 self._save(parent)
-                outcome.changed.append(parent)
+            self._leg_answered(order, outcome)
             return
         order.stop_loss, order.take_profit = msg.get("stop_loss"), msg.get("take_profit")
         if msg.get("price") is not None and order.order_type != OrderType.MARKET:

@@ -292,8 +292,12 @@ class BaseAccountManager(abc.ABC):
         self._send_event(order, OrderEvent.UNKNOWN, request=In.ORDER_STATUS_REQUEST, reason=reason)
 
     def send_order_not_found(self, order: BaseOrder) -> None:
-        """Answer a status request: the broker has no order with this client order id."""
+        """Answer a status request: the broker has no order with this client order id.
+
+        The engine may then place it (a bracket leg it owns): the broker has no such id, so
+        that is not a repeat."""
         self._pending.pop(order.client_order_id, None)
+        self._seen_open.discard(order.client_order_id)
         self._send_event(order, OrderEvent.NOT_FOUND, request=In.ORDER_STATUS_REQUEST)
 
     def _send_event(self, order: BaseOrder, event: str, fill: Optional[dict] = None,

@@ -267,3 +267,18 @@ def test_a_working_order_the_broker_could_not_be_asked_about_keeps_its_state_and
     router.apply_event(event("p1", OrderEvent.CANCELLED, reason="cancelled at IG"))
     clock.now += 31
     assert router.due_rechecks() == []
+
+
+def test_an_amend_of_engine_placed_legs_moves_each_and_answers_once_all_have(journal):
+    router = make_router(journal, bracket=False)
+    open_bracket(router)
+    router.apply_event(event("p1", OrderEvent.FILLED, fill=fill("e1", 1000, 1.1)))
+    for leg in ("p1/SL", "p1/TP"):
+        router.apply_event(event(leg, OrderEvent.ACCEPTED))
+    outcome = router.amend_stops(ACCOUNT, "p1", 1.07, 1.2)
+    assert sorted((d.kind, d.order.client_order_id, d.order.price) for d in outcome.dispatches) == [
+        (ToWorker.ORDER_STOP, "p1/SL", 1.07), (ToWorker.ORDER_STOP, "p1/TP", 1.2)]
+    first = router.apply_event(event("p1/SL", OrderEvent.AMENDED, price=1.07, request=ToWorker.ORDER_STOP))
+    assert first.amended_parent is None
+    last = router.apply_event(event("p1/TP", OrderEvent.AMENDED, price=1.2, request=ToWorker.ORDER_STOP))
+    assert (last.amended_parent.stop_loss, last.amended_parent.take_profit, last.error) == (1.07, 1.2, "")
