@@ -35,6 +35,9 @@ NUMERIC_FIELDS = ("qty", "price", "stop_loss", "take_profit")
 NEVER_REACHED = "never reached the broker (unknown to it); not resent"
 #: order requests that create an order of their own: refused, that order is REJECTED.
 CREATING_REQUESTS = frozenset({ToWorker.ORDER_OPEN, ToWorker.ORDER_CLOSE})
+#: first wait before asking the broker again about an order it could not tell about
+#: (doubling up to ``unknown_timeout``).
+RECHECK_FIRST_S = 5.0
 #: a broker's status word the engine takes from an event (fills move FILLED/PARTIALLY_FILLED).
 EVENT_STATUS = {OrderEvent.SUBMITTED: OrderStatus.SUBMITTED, OrderEvent.ACCEPTED: OrderStatus.ACCEPTED,
                 OrderEvent.REJECTED: OrderStatus.REJECTED, OrderEvent.CANCELLED: OrderStatus.CANCELLED,
@@ -97,9 +100,9 @@ class OrderRouter:
         self.live: dict[tuple[str, str], BaseOrder] = {}
         self._owners: dict[tuple[str, str], str] = {}
         # (account, id) -> monotonic deadline of orders sent and not yet answered by the broker,
-        # and when to ask the broker again about orders whose outcome it could not tell.
+        # and (when, interval) to ask the broker again about orders whose outcome it could not tell.
         self._awaiting: dict[tuple[str, str], float] = {}
-        self._recheck: dict[tuple[str, str], float] = {}
+        self._recheck: dict[tuple[str, str], tuple[float, float]] = {}
         # parent (account, id) -> legs whose amend the broker has not answered yet, and why any failed.
         self._amending: dict[tuple[str, str], set] = {}
         self._amend_errors: dict[tuple[str, str], list] = {}
@@ -311,7 +314,7 @@ class OrderRouter:
                 log.error("event=order_outcome_unknown account=%s order=%s reason=%s", account, key, reason)
             if not order.is_done:
                 # A confirmed order keeps its state; either way the broker is asked again.
-                self._recheck[(account, key)] = self._clock() + self.unknown_timeout
+                self._ask_again((account, key))
             outcome.error = f"outcome unknown: {reason}"
         elif event == OrderEvent.AMENDED:
             self._amended(order, msg, outcome)
@@ -352,23 +355,28 @@ class OrderRouter:
             order.set_status(OrderStatus.UNKNOWN, f"no answer from the broker within {self.unknown_timeout:g}s")
             log.error("event=order_outcome_unknown account=%s order=%s reason=timeout", *key)
             self._save(order)
-            self._recheck[key] = now + self.unknown_timeout
+            self._ask_again(key)
             out.append(order)
         return out
 
     def due_rechecks(self) -> list[BaseOrder]:
         """Orders whose outcome the broker could not tell, due to be asked about again
-        (every ``unknown_timeout`` until it settles them)."""
+        (after 5 s, then doubling up to every ``unknown_timeout``, until it settles them)."""
         now = self._clock()
         due = []
-        for key, when in list(self._recheck.items()):
+        for key, (when, interval) in list(self._recheck.items()):
             order = self.live.get(key)
             if order is None or order.is_done:
                 del self._recheck[key]
             elif now >= when:
-                self._recheck[key] = now + self.unknown_timeout
+                self._ask_again(key, min(self.unknown_timeout, interval * 2))
                 due.append(order)
         return due
+
+    def _ask_again(self, key: tuple[str, str], interval: float = 0.0) -> None:
+        """Schedule a status query: soon at first, then less often, at most every timeout."""
+        interval = interval or min(RECHECK_FIRST_S, self.unknown_timeout)
+        self._recheck[key] = (self._clock() + interval, interval)
 
     # -- internals: events ------------------------------------------------------------------------
     def _adopt(self, account: str, key: str, msg: dict) -> BaseOrder:
@@ -432,7 +440,7 @@ class OrderRouter:
             order.set_rejected(NEVER_REACHED)
         elif order.status != OrderStatus.UNKNOWN:
             order.set_status(OrderStatus.UNKNOWN, "the broker has no record of an order that traded")
-            self._recheck[(order.account, order.client_order_id)] = self._clock() + self.unknown_timeout
+            self._ask_again((order.account, order.client_order_id))
 
     def _amended(self, order: BaseOrder, msg: dict, outcome: OrderOutcome) -> None:
         order.updated = int(time.time() * 1000)
@@ -465,7 +473,7 @@ class OrderRouter:
         for sibling in self.legs(parent):
             if sibling.client_order_id == leg.client_order_id or sibling.is_done:
                 continue
-            if native or sibling.status == OrderStatus.NEW:
+            if native:
                 sibling.set_cancelled(f"{leg_name(leg.leg)} filled")
                 self._save(sibling)
                 outcome.changed.append(sibling)
@@ -496,7 +504,7 @@ class OrderRouter:
         for (account, _), other in list(self.live.items()):
             if account != order.account or not other.is_leg or other.is_done or other.epic != order.epic:
                 continue
-            if attached or (other.status == OrderStatus.NEW and not self._capabilities(account).get("bracket")):
+            if attached or not self._leg_placed(other):
                 # Never placed, or a level attached to the position, which went with it.
                 other.set_cancelled("position closed")
                 self._save(other)
@@ -504,6 +512,16 @@ class OrderRouter:
             elif not any(d.order is other for d in outcome.dispatches):
                 # A leg that is an order of its own at the broker is withdrawn there first.
                 outcome.dispatches.append(Dispatch(account, ToWorker.ORDER_CANCEL, other))
+
+    def _leg_placed(self, leg: BaseOrder) -> bool:
+        """True if ``leg`` may be working at the broker as an order of its own.
+
+        Where the engine places the legs, it sends them once the parent has traded and is
+        done: before that a leg exists only in the journal (even if NEW since, it was sent)."""
+        if self._capabilities(leg.account).get("bracket") or leg.status != OrderStatus.NEW:
+            return True
+        parent = self.get(leg.account, leg.parent)
+        return parent is not None and parent.is_done and bool(parent.filled_qty)
 
     # -- internals: requests ------------------------------------------------------------------------
     def _send(self, order: BaseOrder, kind: str) -> Dispatch:
