@@ -46,7 +46,9 @@ def assert_never_reached(trader: Trader, rig, cid: str) -> None:
     rig.come_back()
     wait_connected(rig)
     trader.ready()
-    told = trader.wait(cid, "REJECTED", "FILLED", "CANCELLED", "EXPIRED")
+    # A broker may be out of request allowance for a while after an outage (IG: per minute):
+    # the engine keeps asking until it can.
+    told = trader.wait(cid, "REJECTED", "FILLED", "CANCELLED", "EXPIRED", timeout=120)
     assert told["status"] == "REJECTED", told
     assert NEVER_REACHED.search(told["reason"]) or told.get("code") == "account_not_ready", told
     journaled = trader.journaled(cid)
