@@ -60,6 +60,13 @@ class ConsolePrinter:
         if kind == "stale_data":
             state = f"STALE (silent {msg.get('silent_s')}s)" if msg.get("stale") else "flowing again"
             return f"account {account}: {msg.get('epic')} {msg.get('time_frame')}s market data {state}"
+        if kind == "kill_switch":
+            return f"WARNING kill switch {'of account ' + str(account) if account else '(global)'}: {msg.get('mode')}"
+        if kind == "operator_action":
+            scope = f"account {account}" if account else "every account"
+            return (f"WARNING {str(msg.get('action')).replace('_', '-')} of {scope} by {msg.get('by')}: "
+                    f"{len(msg.get('cancelled') or [])} cancel(s), {len(msg.get('closing') or [])} closing order(s), "
+                    f"{len(msg.get('refused') or [])} not done")
         if kind == "worker_error":
             return f"account {account}: broker error: {msg.get('reason')}"
         return None

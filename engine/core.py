@@ -19,6 +19,7 @@ import zmq
 
 from engine.bus import ClientSession, EngineBus
 from engine.faults import failpoint
+from engine.history import HistoryRouter
 from engine.staleness import StaleDataMonitor
 from engine.journal import Journal
 from engine.ops import Operations
@@ -95,6 +96,7 @@ class Engine:
             account = str(document["idAccount"])
             self.accounts[account] = AccountRuntime(account, document)
         self.ops = Operations(self, risk_settings)
+        self.history = HistoryRouter(self)
         self.router = OrderRouter(self.journal, self._not_ready_reason, self._document,
                                   capabilities=lambda account: self.accounts[account].capabilities,
                                   risk_check=self.ops.risk_check, unknown_timeout=unknown_timeout)
@@ -272,6 +274,8 @@ class Engine:
         elif kind == FromWorker.ERROR:
             log.warning("event=worker_error account=%s reason=%s", account, msg.get("reason"))
             self._emit(message("worker_error", account=account, reason=msg.get("reason")))
+        elif kind in self.history.WORKER_TYPES:
+            self.history.on_worker_message(runtime, msg)
         else:
             raise ProtocolError(f"unknown worker message type {kind!r}")
 
@@ -379,6 +383,8 @@ class Engine:
 
     def _on_supervisor_event(self, account: str, event: str) -> None:
         runtime = self.accounts[account]
+        if event in ("died", "hung", "fatal"):
+            self.history.worker_gone(account, f"worker {event}")
         if event in ("died", "hung"):
             self._set_state(runtime, AccountState.RESTARTING, f"worker {event}; restarting")
             # A fresh in_queue: requests queued for the dead worker must not reach the new one.
@@ -454,6 +460,7 @@ class Engine:
             FromClient.BAR_ACK: lambda s, m: self.replay.on_ack(s.identity, self._runtime(m).account,
                                                                 m.get("replay_seq")),
             **self.ops.client_handlers(),
+            **self.history.client_handlers(),
         }
 
     def _on_hello(self, session: ClientSession, msg: dict) -> None:
@@ -475,6 +482,7 @@ class Engine:
             self._unsubscribe(session, account, epic, time_frame)
         self.bus.clients.pop(session.identity, None)
         self.replay.forget(session.identity)
+        self.history.forget_session(session)
 
     def _runtime(self, msg: dict) -> AccountRuntime:
         account = str(msg.get("account", ""))

@@ -268,6 +268,29 @@ class Journal:
                               (account,)).fetchone()
         return json.loads(row[0]) if row else None
 
+    def balance_history(self, account: str, since: int = 0, max_points: int = 2000) -> list[dict]:
+        """Return ``{time, balance, equity}`` snapshots from ``since`` (epoch ms), oldest first.
+
+        A long history is thinned evenly to ``max_points``; the newest snapshot is always kept.
+        """
+        rows = self.db.execute("SELECT time, data FROM balances WHERE account = ? AND time >= ? "
+                               "ORDER BY time, rowid", (account, since)).fetchall()
+        if len(rows) > max_points:
+            step = len(rows) / max_points
+            rows = [rows[int(i * step)] for i in range(max_points - 1)] + [rows[-1]]
+        out = []
+        for time_ms, data in rows:
+            info = json.loads(data)
+            out.append({"time": time_ms, "balance": info.get("balance"), "equity": info.get("equity")})
+        return out
+
+    def recent_fills(self, account: str, limit: int = 100) -> list[dict]:
+        """Return the account's last ``limit`` fills, oldest first (as ``fills``)."""
+        keys = ("exec_id", "client_order_id", "epic", "qty", "price", "commission", "time", "external")
+        rows = self.db.execute("SELECT exec_id, client_order_id, epic, qty, price, commission, time, external "
+                               "FROM fills WHERE account = ? ORDER BY rowid DESC LIMIT ?", (account, limit)).fetchall()
+        return [dict(zip(keys, row)) for row in reversed(rows)]
+
     def record_discrepancy(self, account: str, kind: str, key: str, engine: object, broker: object) -> int:
         """Record a difference between engine and broker unless the same one is open; return its id."""
         engine_s, broker_s = json.dumps(engine, sort_keys=True), json.dumps(broker, sort_keys=True)

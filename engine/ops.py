@@ -13,13 +13,14 @@ import datetime as dt
 import json
 import logging
 import sqlite3
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from engine.risk import KillMode, RiskEngine, RiskSettings
-from maotrade.errors import InvalidOrder, OrderRefused, ProtocolError
-from maotrade.messages import message
-from maotrade.order import BaseOrder, OrderSource, OrderStatus
+from maotrade.errors import InvalidOrder, MAOTradeError, OrderRefused, ProtocolError
+from maotrade.messages import ClientToEngine, EngineToClient, message
+from maotrade.order import BaseOrder, OrderAction, OrderSource, OrderStatus, OrderType, new_client_order_id
 
 if TYPE_CHECKING:  # the engine imports this module; no cycle at run time
     from engine.bus import ClientSession
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 GLOBAL = "*"
 ORDER_SOURCES = OrderSource.CLIENT
 MAX_LISTED_ORDERS = 5000
+MAX_BALANCE_POINTS = 2000
+FLATTEN_PREFIX = "flat"  # client order id prefix of the closing orders flatten places
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kill_switch (scope TEXT PRIMARY KEY, mode TEXT NOT NULL);
@@ -185,6 +188,9 @@ class Operations:
             OpsRequest.ORDERS_REQUEST: self._on_orders_request,
             OpsRequest.ORDER_REFRESH: self._on_order_refresh,
             OpsRequest.ACCOUNT_REQUEST: self._on_account_request,
+            ClientToEngine.CANCEL_ALL: self._on_cancel_all,
+            ClientToEngine.FLATTEN: self._on_flatten,
+            ClientToEngine.BALANCE_HISTORY_REQUEST: self._on_balance_history,
         }
 
     def snapshot(self) -> dict:
@@ -228,11 +234,7 @@ class Operations:
         mode = msg.get("mode")
         if mode not in KillMode.ALL:
             raise ProtocolError(f"kill_switch 'mode' must be one of {', '.join(KillMode.ORDER)}, got {mode!r}")
-        self.risk.set_kill(scope, mode)
-        self.state.save_kill(scope, mode)
-        self.engine.journal.audit(scope, "kill_switch", {"mode": mode, "by": session.name})
-        log.warning("event=kill_switch scope=%s mode=%s by=%s", scope, mode, session.name or "client")
-        self.engine._emit(message("kill_switch", account=None if scope == GLOBAL else scope, mode=mode))
+        self._set_kill(session, scope, mode)
         session.put(message(OpsRequest.RISK, risk=self.snapshot()))
 
     def _on_orders_request(self, session: "ClientSession", msg: dict) -> None:
@@ -284,7 +286,120 @@ class Operations:
                             reason=runtime.reason, broker=runtime.document.get("brokerName"),
                             account_info=runtime.account_info, portfolio=self.engine.portfolio(runtime.account),
                             kill_switch=self.risk.mode(runtime.account),
-                            daily_pnl=self.view.daily_pnl(runtime.account)))
+                            daily_pnl=self.view.daily_pnl(runtime.account),
+                            last_heard_s=self._silent_for(runtime.account),
+                            stale_data=self.engine.stale.stale(runtime.account),
+                            subscriptions=len(runtime.subscriptions)))
+
+    def _silent_for(self, account: str) -> Optional[float]:
+        """Seconds since the account's worker was last heard from (None before it started)."""
+        handle = self.engine.supervisor.workers.get(account)
+        if handle is None or not handle.last_seen:
+            return None
+        return round(time.monotonic() - handle.last_seen, 1)
+
+    # -- operator actions: cancel-all and flatten ---------------------------------------------
+    def _on_cancel_all(self, session: "ClientSession", msg: dict) -> None:
+        scope = self._scope(msg)
+        result = self._action_result("cancel_all", scope, session)
+        for account in self._scope_accounts(scope):
+            self._cancel_working(session, account, result)
+        self._finish_action(session, result)
+
+    def _on_flatten(self, session: "ClientSession", msg: dict) -> None:
+        """Cancel every working order, then close every position at market.
+
+        The scope's kill switch is left at reduce_only (from active or halted) first:
+        flattening means no new risk, and halted would refuse the closing orders. A market
+        close already working is left to finish and its epic is not closed twice; resting
+        closes (stop loss / take profit legs, limit closes) are cancelled like the rest.
+        """
+        scope = self._scope(msg)
+        result = self._action_result("flatten", scope, session)
+        if self.risk.kill.get(scope, KillMode.ACTIVE) != KillMode.REDUCE_ONLY:
+            self._set_kill(session, scope, KillMode.REDUCE_ONLY)
+        result["kill_switch"] = KillMode.REDUCE_ONLY
+        for account in self._scope_accounts(scope):
+            closing = {o.epic for o in self.engine.router.open_orders(account) if _is_market_close(o)}
+            self._cancel_working(session, account, result, keep=_is_market_close)
+            for position in self.engine.journal.positions(account):
+                if position.is_flat:
+                    continue
+                if position.epic in closing:
+                    result["refused"].append({"account": account, "epic": position.epic,
+                                              "reason": "a market close is already working; not closed twice"})
+                    continue
+                self._close_position(session, account, position.epic, result)
+        self._finish_action(session, result)
+
+    def _scope_accounts(self, scope: str) -> list[str]:
+        return list(self.engine.accounts) if scope == GLOBAL else [scope]
+
+    def _action_result(self, action: str, scope: str, session: "ClientSession") -> dict:
+        return {"action": action, "account": None if scope == GLOBAL else scope, "by": session.name or "client",
+                "cancelled": [], "closing": [], "refused": []}
+
+    def _cancel_working(self, session: "ClientSession", account: str, result: dict,
+                        keep: Callable[[BaseOrder], bool] = lambda order: False) -> None:
+        for order in self.engine.router.open_orders(account):
+            if keep(order):
+                continue
+            request = message(ClientToEngine.ORDER_CANCEL, account=account, client_order_id=order.client_order_id)
+            try:  # the same path as a client's own cancel request
+                self.engine._on_order_cancel(session, request)
+            except MAOTradeError as exc:
+                result["refused"].append({"account": account, "client_order_id": order.client_order_id,
+                                          "reason": str(exc)})
+            else:
+                result["cancelled"].append({"account": account, "client_order_id": order.client_order_id})
+
+    def _close_position(self, session: "ClientSession", account: str, epic: str, result: dict) -> None:
+        key = new_client_order_id(FLATTEN_PREFIX)
+        request = message(ClientToEngine.ORDER_CLOSE, account=account, epic=epic, client_order_id=key,
+                          source=OrderSource.OPERATOR)
+        try:  # the same path as a client's close request: journal, risk, route
+            self.engine._on_order_close(session, request)
+        except MAOTradeError as exc:
+            result["refused"].append({"account": account, "epic": epic, "reason": str(exc)})
+            return
+        order = self.engine.router.get(account, key)
+        if order is None or order.status == OrderStatus.REJECTED:
+            result["refused"].append({"account": account, "epic": epic, "client_order_id": key,
+                                      "reason": order.reason if order else "not journaled"})
+        else:
+            result["closing"].append({"account": account, "epic": epic, "client_order_id": key, "qty": order.qty})
+
+    def _finish_action(self, session: "ClientSession", result: dict) -> None:
+        scope = result["account"] or GLOBAL
+        self.engine.journal.audit(scope, result["action"], {k: result[k] for k in ("by", "cancelled", "closing",
+                                                                                    "refused")})
+        log.warning("event=%s scope=%s cancelled=%d closing=%d refused=%d by=%s", result["action"], scope,
+                    len(result["cancelled"]), len(result["closing"]), len(result["refused"]), result["by"])
+        answer = message(EngineToClient.OPERATOR_ACTION, **result)
+        session.put(answer)
+        self.engine._emit(answer)
+
+    def _set_kill(self, session: "ClientSession", scope: str, mode: str) -> None:
+        self.risk.set_kill(scope, mode)
+        self.state.save_kill(scope, mode)
+        self.engine.journal.audit(scope, "kill_switch", {"mode": mode, "by": session.name})
+        log.warning("event=kill_switch scope=%s mode=%s by=%s", scope, mode, session.name or "client")
+        self.engine._emit(message("kill_switch", account=None if scope == GLOBAL else scope, mode=mode))
+
+    def _on_balance_history(self, session: "ClientSession", msg: dict) -> None:
+        runtime = self.engine._runtime(msg)
+        since = msg.get("since", 0)
+        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+            raise ProtocolError("balance_history_request 'since' must be epoch milliseconds (integer)")
+        fills = self.engine.journal.recent_fills(runtime.account, 100)
+        session.put(message(EngineToClient.BALANCE_HISTORY, account=runtime.account,
+                            points=self.engine.journal.balance_history(runtime.account, since, MAX_BALANCE_POINTS),
+                            fills=fills, request_id=msg.get("request_id")))
+
+
+def _is_market_close(order: BaseOrder) -> bool:
+    """A close executing now (not a resting stop loss, take profit or limit close)."""
+    return order.action == OrderAction.CLOSE and order.order_type == OrderType.MARKET
 
 
 def _view(order: BaseOrder) -> dict:

@@ -15,6 +15,7 @@ import psutil
 
 from engine.admin.server import EmbeddedAdminServer, load_or_create_token, open_registry
 from engine.api.server import ApiServer
+from engine.notify.service import Notifications, load_notifications
 from engine.config_client import ConfigClient, decrypted_config
 from engine.console import ConsolePrinter
 from engine.core import Engine
@@ -109,16 +110,18 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
           show_bars: bool = True, heartbeat_timeout: float = 15.0, listen: Optional[str] = None,
           durability: str = "normal", echo: Callable[[str], None] = print,
           risk_config: Optional[Path] = None, api_port: Optional[int] = None, api_host: str = "127.0.0.1",
-          unknown_timeout: float = 60.0) -> int:
+          unknown_timeout: float = 60.0, notify_config: Optional[Path] = None) -> int:
     """Run the engine until Ctrl-C, SIGTERM, ``maotrade stop`` or ``duration`` seconds.
 
     ``risk_config`` is the risk settings file (default conf/risk.json); ``api_port``
-    serves the engine's REST API and webhooks on ``api_host``.
+    serves the engine's REST API and webhooks on ``api_host``; ``notify_config`` is the
+    notification settings file (default ``notify.json`` in the data directory, if present).
     """
     check_not_running(data_dir)
     if risk_config is not None and not Path(risk_config).exists():
         raise ConfigError(f"risk settings file {risk_config} does not exist")
     risk_settings = load_risk_settings(Path(risk_config) if risk_config else conf_dir() / RISK_SETTINGS)
+    notify_settings = load_notifications(data_dir, notify_config)
     log_path = setup_file_logging(data_dir, log_level)
     server = None
     if config_url is None:
@@ -150,17 +153,26 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
                     on_event=ConsolePrinter(show_bars=show_bars), risk_settings=risk_settings,
                     unknown_timeout=unknown_timeout)
     api = None
+    notifications = None
     stop_signals = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
     strategy_processes = []
     try:
         engine.start()
+        if notify_settings is not None:
+            notifications = Notifications(notify_settings, engine.bus.pub_address).start()
+            echo(f"notifications: {', '.join(sorted(notify_settings.channels))}")
         if api_port is not None:
-            api = ApiServer(engine.bus.client_address, data_dir, documents, host=api_host, port=api_port).start()
+            api = ApiServer(engine.bus.client_address, data_dir, documents, host=api_host, port=api_port,
+                            pub_address=engine.bus.pub_address).start()
             echo(f"engine API on {api.url} (token in {data_dir / 'api.token'} or MAOTRADE_API_TOKEN)")
-        engine_file(data_dir).write_text(json.dumps({
+            echo(f"dashboard: {api.login_url()}")
+        # Written whole then renamed: whoever sees the file (CLI, tests) never reads half of it.
+        info_tmp = engine_file(data_dir).with_suffix(".tmp")
+        info_tmp.write_text(json.dumps({
             "pid": os.getpid(), "client_address": engine.bus.client_address,
             "pub_address": engine.bus.pub_address, "tcp_address": engine.bus.tcp_address,
             "accounts": accounts, "started": time.time(), "api_url": api.url if api else None}))
+        os.replace(info_tmp, engine_file(data_dir))
         for sig in stop_signals:
             signal.signal(sig, lambda *_: engine.stop())
         ctx = process_context()
@@ -182,6 +194,8 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
     finally:
         if api is not None:
             api.stop()
+        if notifications is not None:
+            notifications.stop()
         if engine.running:
             engine.shutdown()
         for process in strategy_processes:

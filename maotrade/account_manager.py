@@ -46,6 +46,12 @@ Optional methods (the defaults refuse clearly):
                                          ``send_order_status`` (state and all fills) or
                                          ``send_order_not_found``. Default: reported
                                          unknown (never assumed not found).
+``do_async_request_history(req)``        Fetch completed bars of ``req["epicBroker"]`` at
+                                         ``req["time_frame"]`` seconds dated in
+                                         ``[req["start"], req["end"])`` (epoch ms); answer
+                                         with ``send_history`` one or more times, the last
+                                         with ``done=True``, or ``send_history_error``.
+                                         Default: refused, "history not supported".
 ``do_reconnect()``                       Re-establish the session; default re-runs
                                          ``on_account_manager_init``.
 ``on_account_manager_shutdown()``        Log out, close sockets.
@@ -97,10 +103,29 @@ EXIT_FATAL = 3  # an OperationalError: restarting will not help
 ENGINE_KEYS = frozenset({"risk", "webhook_secret", "webhook_allowed_ips"})
 
 ORDER_REQUESTS = {In.ORDER_OPEN, In.ORDER_CLOSE, In.ORDER_STOP, In.ORDER_CANCEL}
+# A history request whose broker sends no part for this long is answered with an error.
+HISTORY_SILENCE_S = 120.0
+# Bars per history_data part: large downloads travel as many frames of bounded size.
+HISTORY_PART_BARS = 5000
 
 
 def _wire(order: BaseOrder) -> dict:
     return order.to_dict(with_fills=False)
+
+
+def check_history_request(request: dict) -> dict:
+    """Return a history request with its fields checked; ``ProtocolError`` names the bad one."""
+    out = dict(request)
+    for name in ("epic", "epicBroker"):
+        if not isinstance(out.get(name), str) or not out[name]:
+            raise ProtocolError(f"history request needs a non-empty string {name!r}")
+    for name, low in (("time_frame", 1), ("start", 0), ("end", 1)):
+        value = out.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ProtocolError(f"history request needs an integer {name!r} >= {low}, got {value!r}")
+    if out["end"] <= out["start"]:
+        raise ProtocolError(f"history request ends ({out['end']}) before it starts ({out['start']})")
+    return out
 
 
 def now_ms() -> int:
@@ -170,6 +195,7 @@ class BaseAccountManager(abc.ABC):
         self._busy = False
         self._poller: Optional[zmq.Poller] = None
         self._polled_fds: set = set()
+        self._history_deadlines: dict[str, float] = {}
 
     # ------------------------------------------------------------------ abstract
     @abc.abstractmethod
@@ -214,6 +240,11 @@ class BaseAccountManager(abc.ABC):
     def do_async_request_order_status(self, order: BaseOrder) -> None:
         """Ask the broker for an order by client order id. Default: report it unknown."""
         self.send_order_unknown(order, f"broker {self.broker_name} cannot be asked for order status")
+
+    def do_async_request_history(self, request: dict) -> None:
+        """Fetch historical bars (see the module docstring). Default: refuse, no history here."""
+        self.send_history_error(request["request_id"],
+                                f"history not supported by broker {self.broker_name or type(self).__name__}")
 
     def do_reconnect(self) -> bool:
         """Re-establish the broker session; return True when connected again."""
@@ -318,6 +349,45 @@ class BaseAccountManager(abc.ABC):
         volume, completed}`` (``date`` in epoch ms of the bar's start)."""
         self.out_queue.put({**data, "type": Out.MARKET_DATA, "v": PROTOCOL_VERSION,
                             "account": self.account_id})
+
+    def send_history(self, request_id: str, bars: list[dict], done: bool, start: Optional[int] = None,
+                     end: Optional[int] = None, allowance: Optional[dict] = None) -> None:
+        """Send one part of the answer to a history request.
+
+        ``bars`` are normalized completed bars in date order. ``start``/``end`` (epoch ms)
+        is the span this part covers completely: every bar the broker has in it is in
+        ``bars`` (an empty span, such as a weekend, is covered too); it defaults to the
+        dates of the first and last bar. ``allowance`` tells the operator how much of the
+        broker's history quota is left (``{"remaining": n, "total": n, "reset_s": s}``).
+        Parts larger than ``HISTORY_PART_BARS`` are split here.
+        """
+        if request_id not in self._history_deadlines:
+            log.warning("event=history_part_unexpected account=%s request=%s", self.account_id, request_id)
+            return
+        if start is None:
+            start = bars[0]["date"] if bars else None
+        if end is None:
+            end = bars[-1]["date"] + 1 if bars else None
+        chunks = [bars[i:i + HISTORY_PART_BARS] for i in range(0, len(bars), HISTORY_PART_BARS)] or [[]]
+        for index, chunk in enumerate(chunks):
+            last = index == len(chunks) - 1
+            # Each part covers up to where the next one begins, so the parts tile [start, end).
+            part_start = start if index == 0 else chunk[0]["date"]
+            part_end = end if last else chunks[index + 1][0]["date"]
+            self.out_queue.put(message(Out.HISTORY_DATA, account=self.account_id, request_id=request_id,
+                                       bars=chunk, start=part_start, end=part_end, done=done and last,
+                                       allowance=allowance))
+        if done:
+            self._history_deadlines.pop(request_id, None)
+        else:
+            self._history_deadlines[request_id] = time.monotonic() + HISTORY_SILENCE_S
+
+    def send_history_error(self, request_id: str, reason: str, allowance: Optional[dict] = None) -> None:
+        """End a history request with a one-line reason (parts already sent stay valid)."""
+        self._history_deadlines.pop(request_id, None)
+        self.out_queue.put(message(Out.HISTORY_DATA, account=self.account_id, request_id=request_id,
+                                   bars=[], start=None, end=None, done=True, error=redact_text(reason),
+                                   allowance=allowance))
 
     def send_account_disconnected(self, reason: str) -> None:
         """Tell the engine this account is disconnected for good (retries exhausted)."""
@@ -564,6 +634,8 @@ class BaseAccountManager(abc.ABC):
         if self.is_connected:
             self._guarded(self.account_manager_main, now_ms())
         self._check_order_timeouts(now)
+        if self._history_deadlines:
+            self._check_history_timeouts(now)
         if now - self._last_heartbeat >= self.worker_heartbeat_interval():
             self._last_heartbeat = now
             self.out_queue.put(message(Out.HEARTBEAT, account=self.account_id, time=now_ms(),
@@ -589,6 +661,8 @@ class BaseAccountManager(abc.ABC):
                 self._running = False
             elif kind in ORDER_REQUESTS or kind == In.ORDER_STATUS_REQUEST:
                 self._dispatch_order(kind, msg)
+            elif kind == In.HISTORY_REQUEST:
+                self._dispatch_history(msg)
             elif not self.is_connected:
                 self.send_error(f"account {self.account_id} is {self.connection_state}", msg)
             elif kind == In.ACCOUNT_INFO_REQUEST:
@@ -663,6 +737,34 @@ class BaseAccountManager(abc.ABC):
             log.exception("event=order_request_crashed account=%s order=%s request=%s",
                           self.account_id, order.client_order_id, kind)
             self.send_order_unknown(order, f"{kind} failed in the broker's client: {type(exc).__name__}: {exc}")
+
+    def _dispatch_history(self, msg: dict) -> None:
+        request = msg.get("request")
+        request_id = request.get("request_id") if isinstance(request, dict) else None
+        if not isinstance(request_id, str) or not request_id:
+            raise ProtocolError("history_request lacks 'request' with a string 'request_id'")
+        self._history_deadlines[request_id] = time.monotonic() + HISTORY_SILENCE_S
+        try:
+            request = check_history_request(request)
+        except ProtocolError as exc:
+            self.send_history_error(request_id, str(exc))
+            return
+        if not self.is_connected:
+            self.send_history_error(request_id, f"account {self.account_id} is {self.connection_state}")
+            return
+        try:
+            self.do_async_request_history(request)
+        except OperationalError:
+            raise
+        except Exception as exc:  # a broker's bug must still end the request, in one line
+            log.exception("event=history_request_crashed account=%s request=%s", self.account_id, request_id)
+            self.send_history_error(request_id, f"{type(exc).__name__}: {exc}")
+
+    def _check_history_timeouts(self, now: float) -> None:
+        for request_id, deadline in list(self._history_deadlines.items()):
+            if now >= deadline:
+                self.send_history_error(request_id, f"no history from broker {self.broker_name} "
+                                                    f"within {HISTORY_SILENCE_S:g}s")
 
     def _check_order_timeouts(self, now: float) -> None:
         for key, pending in list(self._pending.items()):

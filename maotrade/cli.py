@@ -74,12 +74,15 @@ def main() -> None:
 @click.option("--risk-config", type=click.Path(dir_okay=False), metavar="FILE",
               help="Risk settings (defaults and limits across all accounts) [default: conf/risk.json].")
 @click.option("--api-port", type=click.IntRange(1, 65535), metavar="PORT",
-              help="Serve the engine's REST API and webhooks on this port (token: MAOTRADE_API_TOKEN "
-                   "or api.token in the data dir).")
+              help="Serve the engine's REST API, webhooks and dashboard (/ui/) on this port "
+                   "(token: MAOTRADE_API_TOKEN or api.token in the data dir).")
 @click.option("--api-host", default="127.0.0.1", show_default=True, help="Address the REST API listens on.")
+@click.option("--notify-config", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Notification settings (Telegram, webhooks) [default: notify.json in the data dir, if any].")
 @data_dir_option
 def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, listen, durability,
-          heartbeat_timeout, unknown_timeout, log_level, risk_config, api_port, api_host, data_dir) -> None:
+          heartbeat_timeout, unknown_timeout, log_level, risk_config, api_port, api_host, notify_config,
+          data_dir) -> None:
     """Run the engine for one or more accounts until Ctrl-C, SIGTERM or `maotrade stop`."""
     from pathlib import Path
 
@@ -91,7 +94,7 @@ def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, 
                    log_level=log_level, show_bars=not no_bars, heartbeat_timeout=heartbeat_timeout, listen=listen,
                    durability=durability, echo=click.echo, unknown_timeout=unknown_timeout,
                    risk_config=Path(risk_config) if risk_config else None, api_port=api_port,
-                   api_host=api_host)
+                   api_host=api_host, notify_config=Path(notify_config) if notify_config else None)
     except MAOTradeError as exc:
         _fail(exc)
     sys.exit(code)
@@ -200,10 +203,16 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 @main.command(context_settings=CONTEXT)
 @click.option("--strategy", "target", required=True, metavar="MODULE:CLASS",
               help="Strategy class, e.g. maotrade.examples.ma_cross:MovingAverageCross.")
-@click.option("--data", "data_files", multiple=True, required=True, metavar="FILE",
+@click.option("--data", "data_files", multiple=True, metavar="FILE",
               type=click.Path(dir_okay=False),
               help="OHLCV bars, CSV or Parquet (repeatable; merged in time order). Columns: "
-                   "date/time/timestamp (epoch s or ms, or ISO 8601), open, high, low, close[, volume].")
+                   "date/time/timestamp (epoch s or ms, or ISO 8601), open, high, low, close[, volume]. "
+                   "Without it, the bars come from the history store (`maotrade download`).")
+@click.option("--timerange", metavar="YYYYMMDD-YYYYMMDD", help="Only bars from the first day up to, not "
+                                                                "including, the second (either may be empty).")
+@click.option("--data-account", metavar="ID", help="With the history store: the account whose download to use "
+                                                   "(needed only when several hold the instrument).")
+@data_dir_option
 @click.option("--epic", required=True, help="Instrument the strategy trades and subscribes to.")
 @click.option("--time-frame", required=True, type=click.IntRange(min=1), metavar="SECONDS",
               help="Bar length; finer bars in the data are aggregated into it.")
@@ -221,8 +230,8 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 @click.option("--no-chart", is_flag=True, help="Do not draw equity.png.")
 @click.option("--no-progress", is_flag=True, help="Never show the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of the summary.")
-def backtest(target, data_files, epic, time_frame, initial_balance, commission, slippage, params, account,
-             out_dir, no_chart, no_progress, as_json) -> None:
+def backtest(target, data_files, timerange, data_account, data_dir, epic, time_frame, initial_balance, commission,
+             slippage, params, account, out_dir, no_chart, no_progress, as_json) -> None:
     """Run a strategy unchanged on historical bars, with the paper broker's matching.
 
     Market orders fill at the next bar's open plus slippage, limit and stop orders when a
@@ -231,12 +240,12 @@ def backtest(target, data_files, epic, time_frame, initial_balance, commission, 
     drawdown and its duration, win rate, profit factor, trades, exposure and bars/second.
     """
     from engine.loader import load_strategy_class
-    from maotrade.backtest import Backtest, BacktestConfig, load_bars
+    from maotrade.backtest import Backtest, BacktestConfig
     from maotrade.backtest.report import summary_lines, to_json, write_all
 
     try:
         cls = load_strategy_class(target)
-        bars = load_bars(data_files, epic, time_frame)
+        bars = _backtest_bars(data_files, epic, time_frame, timerange, data_account, data_dir)
         config = BacktestConfig(epic=epic, time_frame=time_frame, initial_balance=initial_balance,
                                 commission=commission, slippage=slippage, account=account)
         strategy = cls(_parse_params(params))
@@ -453,6 +462,69 @@ def kill(mode, account, data_dir) -> None:
                ", ".join(f"account {a} {m}" for a, m in sorted(switch["accounts"].items())))
 
 
+def _operator_action(action: str, account: Optional[str], data_dir) -> dict:
+    client, _ = _engine_client(_data_dir(data_dir))
+    fields = {"type": action, "v": 1}
+    if account:
+        fields["account"] = account
+    try:
+        return client.request(fields, "operator_action", timeout=10)
+    except MAOTradeError as exc:
+        _fail(exc)
+    finally:
+        client.close()
+
+
+def _print_action(result: dict) -> None:
+    for item in result["cancelled"]:
+        click.echo(f"cancel sent: account {item['account']} order {item['client_order_id']}")
+    for item in result["closing"]:
+        click.echo(f"closing: account {item['account']} {item['epic']} qty {item['qty']:g} "
+                   f"(order {item['client_order_id']})")
+    for item in result["refused"]:
+        what = item.get("epic") or item.get("client_order_id")
+        click.echo(f"NOT done: account {item['account']} {what}: {item['reason']}")
+    click.echo(f"{len(result['cancelled'])} cancel(s) sent, {len(result['closing'])} closing order(s), "
+               f"{len(result['refused'])} refused" +
+               (f"; kill switch now {result['kill_switch']}" if result.get("kill_switch") else ""))
+
+
+@main.command("cancel-all", context_settings=CONTEXT)
+@click.option("--account", help="Only this account (default: every account).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@data_dir_option
+def cancel_all(account, yes, data_dir) -> None:
+    """Cancel every working order (of one account, or of all).
+
+    Prints each cancel sent; the broker's answers arrive as order updates (see `maotrade orders`).
+    Exits 1 if any cancel was refused.
+    """
+    scope = f"account {account}" if account else "EVERY account"
+    if not yes:
+        click.confirm(f"Cancel all working orders of {scope}?", abort=True)
+    result = _operator_action("cancel_all", account, data_dir)
+    _print_action(result)
+    sys.exit(1 if result["refused"] else 0)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--account", help="Only this account (default: every account).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@data_dir_option
+def flatten(account, yes, data_dir) -> None:
+    """Cancel every working order and close every position at market (of one account, or of all).
+
+    Sets the kill switch of that scope to reduce_only first, so nothing new opens; set it back
+    with `maotrade kill active [--account ID]`. Exits 1 if anything could not be cancelled or closed.
+    """
+    scope = f"account {account}" if account else "EVERY account"
+    if not yes:
+        click.confirm(f"Cancel all orders and close all positions of {scope} at market?", abort=True)
+    result = _operator_action("flatten", account, data_dir)
+    _print_action(result)
+    sys.exit(1 if result["refused"] else 0)
+
+
 @main.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
 @data_dir_option
@@ -500,6 +572,249 @@ def keys_add(name, data_dir) -> None:
         _fail(exc)
     click.echo(f"client key (keep secret): {secret}")
     click.echo(f"engine public key:        {curve_dir(path) / 'server.key'}")
+
+
+# -- historical data ------------------------------------------------------------------------------
+def _progress_bar(total, unit: str):
+    """A tqdm bar on stderr (shown only at a terminal), or None when tqdm is not installed."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit=unit, unit_scale=True, file=sys.stderr, disable=None)
+
+
+def _history_root(data_dir):
+    return _data_dir(data_dir) / "history"
+
+
+def _backtest_bars(data_files, epic, time_frame, timerange, data_account, data_dir) -> list[dict]:
+    """The bars a backtest replays: from ``data_files``, or from the history store."""
+    from maotrade.backtest import load_bars
+    from maotrade.backtest.store import load_stored_bars, parse_timerange, select_timerange
+
+    start, end = parse_timerange(timerange)
+    if data_files:
+        bars = select_timerange(load_bars(data_files, epic, time_frame), start, end)
+        if not bars:
+            raise MAOTradeError(f"no bars in the time range {timerange}")
+        return bars
+    return load_stored_bars(_history_root(data_dir), epic, time_frame, start, end, account=data_account)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--account", required=True, metavar="ID", help="Account whose broker supplies the history "
+                                                             "(the engine must be running it).")
+@click.option("--epic", required=True, help="Instrument (MAOTrade epic; the account's mapping gives the broker's).")
+@click.option("--time-frame", required=True, type=click.IntRange(min=1), metavar="SECONDS", help="Bar length.")
+@click.option("--from", "from_", required=True, metavar="DATE",
+              help="First day (YYYYMMDD, YYYY-MM-DD or ISO 8601 time; UTC).")
+@click.option("--to", metavar="DATE", help="Up to, not including, this day [default: now].")
+@click.option("--no-progress", is_flag=True, help="Never show the progress bar.")
+@data_dir_option
+def download(account, epic, time_frame, from_, to, no_progress, data_dir) -> None:
+    """Download completed bars from ACCOUNT's broker into the local history store.
+
+    Needs a running engine (`maotrade start --account ID`): the request goes through the
+    account's Account Manager, within the broker's own limits (IG's weekly allowance, IB's
+    pacing). Only spans not stored yet are fetched; what arrived before a failure is kept,
+    so running the command again resumes. See `maotrade data list`.
+    """
+    from maotrade.backtest.download import completed_end, download as fetch
+    from maotrade.backtest.store import HistoryStore, format_ms, parse_day
+
+    try:
+        start = parse_day(from_)
+        end = completed_end(parse_day(to) if to else int(time.time() * 1000), time_frame)
+    except MAOTradeError as exc:
+        _fail(exc)
+    if end <= start:
+        _fail(f"--to ({format_ms(end)}) is not after --from ({format_ms(start)})")
+    path = _data_dir(data_dir)
+    store = HistoryStore(path / "history")
+    missing = store.missing(account, epic, time_frame, start, end)
+    if not missing:
+        click.echo(f"{epic} {time_frame}s {format_ms(start)} - {format_ms(end)} is already stored")
+        return
+    client, _ = _engine_client(path)
+    client.name = "download"
+    span = time_frame * 1000
+    total = sum(e - s for s, e in missing) // span
+    bar = None if no_progress else _progress_bar(total, "bar")
+    shown = {}
+
+    def on_allowance(allowance: dict) -> None:
+        text = f"broker history allowance: {allowance.get('remaining')} of {allowance.get('total')} left" + (
+            f", resets in {allowance['reset_s'] / 3600:.1f} h" if allowance.get("reset_s") else "")
+        if shown.get("text") != text:
+            shown["text"] = text
+            (bar.write if bar is not None else click.echo)(text)
+
+    try:
+        client.hello(timeout=10)
+        result = fetch(client, store, account, epic, time_frame, start, end,
+                       progress=(lambda ms: bar.update(ms // span)) if bar is not None else None,
+                       on_allowance=on_allowance)
+    except MAOTradeError as exc:
+        _fail(exc)
+    finally:
+        if bar is not None:
+            bar.close()
+        client.close()
+    click.echo(f"{result.bars} bars of {epic} at {time_frame}s stored in {store.path(account, epic, time_frame)}")
+    for error in result.errors:
+        click.echo(f"error: not all fetched: {error} (run the command again to resume)", err=True)
+    sys.exit(0 if result.complete else 1)
+
+
+@main.group(context_settings=CONTEXT)
+def data() -> None:
+    """The local history store that `maotrade download` fills and backtests read."""
+
+
+@data.command("list", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print the series as JSON.")
+@data_dir_option
+def data_list(as_json, data_dir) -> None:
+    """Show every stored series: account, instrument, time frame, bars, first and last bar."""
+    from maotrade.backtest.store import HistoryStore, format_ms
+
+    try:
+        series = HistoryStore(_history_root(data_dir)).series()
+    except MAOTradeError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps([{"account": s.account, "epic": s.epic, "time_frame": s.time_frame,
+                                "bars": s.bars, "first": s.first, "last": s.last, "coverage": s.coverage,
+                                "path": str(s.path)} for s in series], indent=2))
+        return
+    if not series:
+        click.echo(f"no stored history in {_history_root(data_dir)} (see `maotrade download --help`)")
+        return
+    click.echo(f"{'account':<12} {'epic':<24} {'tf(s)':>6} {'bars':>9}  {'first bar':<16}  {'last bar':<16}  gaps")
+    for s in series:
+        first = format_ms(s.first) if s.first is not None else "-"
+        last = format_ms(s.last) if s.last is not None else "-"
+        click.echo(f"{s.account:<12} {s.epic:<24} {s.time_frame:>6} {s.bars:>9}  {first:<16}  {last:<16}  "
+                   f"{max(0, len(s.coverage) - 1)}")
+
+
+# -- optimisation ---------------------------------------------------------------------------------
+@main.command(context_settings=CONTEXT)
+@click.option("--strategy", "target", required=True, metavar="MODULE:CLASS",
+              help="Strategy class declaring a param_space, e.g. maotrade.examples.ma_cross:MovingAverageCross.")
+@click.option("--epic", required=True, help="Instrument the strategy trades.")
+@click.option("--time-frame", required=True, type=click.IntRange(min=1), metavar="SECONDS", help="Bar length.")
+@click.option("--data", "data_files", multiple=True, metavar="FILE", type=click.Path(dir_okay=False),
+              help="OHLCV bars, CSV or Parquet (repeatable); without it, the history store.")
+@click.option("--timerange", metavar="YYYYMMDD-YYYYMMDD", help="Only bars in this range (either side may be empty).")
+@click.option("--data-account", metavar="ID", help="With the history store: whose download to use.")
+@click.option("--space", "names", multiple=True, metavar="NAME",
+              help="Parameter to search (repeatable) [default: every one in the strategy's param_space].")
+@click.option("--range", "ranges", multiple=True, metavar="NAME=LOW:HIGH[:STEP]",
+              help="Search NAME over this range instead of the declared one (or NAME=A,B,C for a choice).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Fixed strategy parameter (repeatable).")
+@click.option("--sampler", type=click.Choice(["tpe", "grid"]), default="tpe", show_default=True,
+              help="tpe: optuna's Tree-structured Parzen Estimator; grid: every combination.")
+@click.option("--trials", default=100, show_default=True, type=click.IntRange(min=1),
+              help="TPE: trials to run. Grid: the most points allowed (a larger grid is refused).")
+@click.option("--metric", default="sharpe", show_default=True,
+              help="Objective: any backtest metric (sharpe, sortino, total_return, profit_factor, win_rate, "
+                   "max_drawdown...; drawdowns are minimised, the rest maximised).")
+@click.option("--min-trades", default=10, show_default=True, type=click.IntRange(min=0),
+              help="A trial with fewer closed trades in sample does not count.")
+@click.option("--windows", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Walk-forward windows (consecutive equal parts of the data).")
+@click.option("--oos", "oos_fraction", default=0.3, show_default=True, type=click.FloatRange(0, 1, min_open=True,
+                                                                                              max_open=True),
+              help="Fraction of each window kept out of sample (reported, never optimised on).")
+@click.option("--seed", default=0, show_default=True, help="TPE seed: the same seed, the same trials.")
+@click.option("--batch", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Trials proposed at once (fixed, so results do not depend on the number of workers).")
+@click.option("--workers", type=click.IntRange(min=1), metavar="N",
+              help="Processes on this machine [default: one per core]; 1 runs in this process.")
+@click.option("--cluster", metavar="tcp://HOST:PORT",
+              help="Run on this Dask scheduler's workers (started with `dask worker tcp://HOST:PORT`).")
+@click.option("--initial-balance", default=100_000.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Starting cash of every backtest.")
+@click.option("--commission", default=0.0, show_default=True, type=click.FloatRange(0, 0.1, max_open=True),
+              help="Commission per fill as a fraction of notional.")
+@click.option("--slippage", default=0.0, show_default=True, type=click.FloatRange(0, 0.1, max_open=True),
+              help="Fraction of price lost on market and stop fills.")
+@click.option("--out", "out_dir", default="optimize-results", show_default=True, metavar="DIR",
+              type=click.Path(file_okay=False),
+              help="Where trials.csv, optimize.json, importance.png and best/ (the best run's report) go.")
+@click.option("--no-chart", is_flag=True, help="Draw no plots.")
+@click.option("--no-progress", is_flag=True, help="Never show the progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print optimize.json instead of the summary.")
+@data_dir_option
+def optimize(target, epic, time_frame, data_files, timerange, data_account, names, ranges, params, sampler, trials, metric,
+             min_trades, windows, oos_fraction, seed, batch, workers, cluster, initial_balance, commission,
+             slippage, out_dir, no_chart, no_progress, as_json, data_dir) -> None:
+    """Search a strategy's parameters with optuna over walk-forward backtests.
+
+    Each trial backtests one parameter set on every window's in-sample part (the
+    objective is the mean of --metric there) and out-of-sample part (shown beside it: a
+    large gap is overfitting). Runs on every core here by default, or across machines on
+    a Dask cluster (--cluster). Writes the trials table, a parameter-importance plot and
+    the best parameters' full backtest report.
+    """
+    from engine.loader import load_strategy_class
+    from maotrade.optimize.evaluate import Context
+    from maotrade.optimize.executors import make_executor
+    from maotrade.optimize.report import table_lines, write_all
+    from maotrade.optimize.space import narrow, space_of
+    from maotrade.optimize.splits import walk_forward
+    from maotrade.optimize.study import StudySettings, run_study
+
+    bar = None
+    try:
+        cls = load_strategy_class(target)
+        space = space_of(cls, names)
+        for item in ranges:
+            space = narrow(space, item)
+        bars = _backtest_bars(data_files, epic, time_frame, timerange, data_account, data_dir)
+        context = Context(strategy_class=cls, fixed_params=_parse_params(params), bars=bars,
+                          windows=walk_forward(len(bars), windows, oos_fraction), epic=epic, time_frame=time_frame,
+                          initial_balance=initial_balance, commission=commission, slippage=slippage, metric=metric)
+        settings = StudySettings(sampler=sampler, trials=trials, metric=metric, min_trades=min_trades, seed=seed,
+                                 batch=batch)
+        executor = make_executor(workers, cluster)
+        if not as_json:
+            click.echo(f"{len(bars)} bars, {windows} walk-forward window(s), {sampler} over "
+                       f"{', '.join(space)}; running on {executor.description}")
+        if not no_progress and not as_json:
+            bar = _progress_bar(trials if sampler == "tpe" else None, "trial")
+        try:
+            result = run_study(context, space, settings, executor, progress=bar.update if bar else None)
+        finally:
+            executor.close()
+            if bar is not None:
+                bar.close()
+        written = write_all(result, context, out_dir, chart=not no_chart)
+    except (MAOTradeError, ValueError) as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(written["json"].read_text())
+        return
+    for line in table_lines(result):
+        click.echo(line)
+    for view in result.walk_forward:
+        if view["params"] is None:
+            click.echo(f"window {view['window']}: no trial counted")
+        else:
+            click.echo(f"window {view['window']}: best in sample {json.dumps(view['params'], sort_keys=True)}  "
+                       f"{metric} {view['in_sample']:.4f} in sample, "
+                       f"{view['out_of_sample'] if view['out_of_sample'] is None else round(view['out_of_sample'], 4)}"
+                       f" out of sample")
+    if result.importance:
+        click.echo("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in result.importance.items()))
+    click.echo(f"{result.backtests} backtests in {result.elapsed_s:.1f}s ({result.backtests_per_second:.1f}/s)")
+    if result.best is None:
+        click.echo(f"no trial had {min_trades} or more trades in sample without an error", err=True)
+        sys.exit(1)
+    click.echo(f"best: trial {result.best.number} {json.dumps(result.best.params, sort_keys=True)}")
+    click.echo("wrote " + ", ".join(str(p) for p in written.values()))
 
 
 # -- admin ---------------------------------------------------------------------------------------
@@ -629,6 +944,44 @@ def account_remove(account_id, data_dir) -> None:
     store = _registry(data_dir)
     _run_admin(lambda: store.remove_account(account_id))
     click.echo(f"account {account_id} removed")
+
+
+@account.command("kite-login", context_settings=CONTEXT)
+@click.argument("account_id")
+@click.option("--request-token", required=True, metavar="TOKEN",
+              help="The request_token Kite's login redirect carried (single use, valid a few minutes).")
+@click.option("--engine-data-dir", "engine_dirs", multiple=True, metavar="DIR",
+              help="Data dir of a running engine that gets its config from this registry over "
+                   "--config-url (repeatable); an engine on --data-dir itself needs none.")
+@data_dir_option
+def account_kite_login(account_id, request_token, engine_dirs, data_dir) -> None:
+    """Exchange today's Kite request token of ACCOUNT_ID for an access token; store it encrypted.
+
+    Kite access tokens expire every morning (about 06:00 IST). Log in at
+    https://kite.zerodha.com/connect/login?v=3&api_key=YOUR_API_KEY; Kite redirects to your
+    app's redirect URL with ?request_token=...; pass that value here. The token is stored
+    encrypted in the registry, and a running engine whose token expired picks it up
+    within seconds, without a restart.
+    """
+    from engine.loader import load_broker_class
+
+    path = _data_dir(data_dir)
+    store = _registry(data_dir)
+    document = _run_admin(lambda: store.document(account_id))
+    cls = _run_admin(lambda: load_broker_class(document["brokerClass"]))
+    login = getattr(cls, "login_with_request_token", None)
+    if login is None:
+        _fail(f"account {account_id} is on broker {document['brokerName']} ({document['brokerClass']}), "
+              "not a Kite account")
+    plain = dict(document, accountConfig=_run_admin(lambda: store.box.decrypt_all(document["accountConfig"])))
+    session = _run_admin(lambda: login(plain, request_token, [path, *engine_dirs]))
+    config = {**document["accountConfig"], "access_token": session["access_token"]}
+    _run_admin(lambda: store.put_account(account_id, document["brokerName"], config))
+    # Replacing an account row cascades to its epic mappings: put them back.
+    for epic, epic_broker in document["epicMapping"].items():
+        _run_admin(lambda: store.set_mapping(account_id, epic, epic_broker))
+    click.echo(f"account {account_id}: Kite session of user {session.get('user_id') or '?'} stored encrypted; "
+               "valid until about 06:00 IST tomorrow")
 
 
 @admin.group(context_settings=CONTEXT)

@@ -32,6 +32,7 @@ class EngineToWorker:
     ORDER_STATUS_REQUEST = "order_status_request"
     SHUTDOWN = "shutdown"
     REPLAY_ADVANCE = "replay_advance"  # a replaying broker may send its next bar
+    HISTORY_REQUEST = "history_request"  # historical bars of one instrument and time frame
 
 
 class WorkerToEngine:
@@ -48,6 +49,7 @@ class WorkerToEngine:
     HEARTBEAT = "heartbeat"
     ERROR = "error"
     SHUTDOWN_ACK = "shutdown_ack"
+    HISTORY_DATA = "history_data"  # bars answering a history_request, in one or more parts
 
 
 class ClientToEngine:
@@ -68,6 +70,10 @@ class ClientToEngine:
     RECONCILE_ACTION = "reconcile_action"
     BYE = "bye"
     BAR_ACK = "bar_ack"  # a replayed bar (``replay_seq``) was handled
+    CANCEL_ALL = "cancel_all"  # cancel every working order (of one account, or all)
+    FLATTEN = "flatten"  # cancel_all, then close every position at market
+    BALANCE_HISTORY_REQUEST = "balance_history_request"
+    HISTORY_REQUEST = "history_request"  # historical bars through an account's broker
 
 
 class EngineToClient:
@@ -87,6 +93,9 @@ class EngineToClient:
     DISCREPANCY = "discrepancy"
     RECONCILE = "reconcile"
     RECONCILED = "reconciled"
+    OPERATOR_ACTION = "operator_action"  # what cancel_all / flatten did (also published)
+    BALANCE_HISTORY = "balance_history"
+    HISTORY_DATA = "history_data"  # one part of the answer to a client's history_request
 
 
 class ConnectionState:

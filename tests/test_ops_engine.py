@@ -403,7 +403,7 @@ def test_api_fuzzed_from_its_openapi_document_never_errors(stack, engine):
                 failures.append(f"{op.label}: {exc}")
         exercise()
     assert not failures, "\n".join(failures[:5])
-    assert len(statuses) == 16, sorted(statuses)  # every operation was exercised
+    assert len(statuses) == 19, sorted(statuses)  # every operation was exercised
     assert 200 in statuses["GET /api/status"] and 422 in statuses["POST /api/orders"]
     assert api(stack, "GET", "/api/status").ok
 

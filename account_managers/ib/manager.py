@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -34,6 +34,8 @@ ORDER_TEMPLATE = {"order_types": ["MARKET", "LIMIT", "STOP"],
                   "time_in_force": sorted(p.TIME_IN_FORCE), "stop_loss": True, "take_profit": True,
                   "partial_close": True}
 MAX_HISTORY_BARS = 1000
+# A download waiting on IB's pacing sends an empty part this often, so it is not taken for dead.
+DOWNLOAD_KEEPALIVE_S = 30.0
 
 
 @dataclass
@@ -60,6 +62,16 @@ class _HistoryRequest:
     count: int
     ready_at: float = 0.0
     key: tuple = field(default_factory=tuple)
+
+
+@dataclass
+class _Download:
+    """One history download: its request and the spans still to ask IB for, oldest first."""
+
+    request: dict
+    chunks: deque
+    in_flight: bool = False
+    last_part: float = 0.0
 
 
 def _child_params(order: BaseOrder, quantity: float, suffix: str) -> p.OrderParams:
@@ -109,6 +121,7 @@ class IBAccountManager(BaseAccountManager):
         self._pacer = HistoricalPacer(self.settings.historical_per_10min,
                                       self.settings.historical_same_contract_2s)
         self._history_waiting: list[_HistoryRequest] = []
+        self._downloads: deque[_Download] = deque()
         self._last_exec_ms = 0
         self._link_down = False
 
@@ -157,6 +170,9 @@ class IBAccountManager(BaseAccountManager):
         if self.session is not None:
             self.session.close()
             self.session = None
+        while self._downloads:  # their answers died with the session; a new download resumes them
+            job = self._downloads.popleft()
+            self.send_history_error(job.request["request_id"], "TWS connection closed during the download")
         for sub in self._subs.values():
             sub.handle = None
 
@@ -177,6 +193,8 @@ class IBAccountManager(BaseAccountManager):
         for request in [r for r in self._history_waiting if now >= r.ready_at]:
             self._history_waiting.remove(request)
             self._send_history(request)
+        if self._downloads:
+            self._pump_download(now)
 
     # ------------------------------------------------------------------ IB events
     def _on_event(self, event: dict) -> None:
@@ -217,6 +235,8 @@ class IBAccountManager(BaseAccountManager):
             log.warning("event=ib_farm account=%s code=%d message=%s", self.account_id, code, message)
         elif change == "farm_ok":
             log.info("event=ib_farm account=%s code=%d", self.account_id, code)
+        elif code == p.PACING_VIOLATION and p.NO_DATA_TEXT in message:
+            log.info("event=ib_history_empty account=%s req_id=%s", self.account_id, req_id)
         elif code == p.PACING_VIOLATION:
             log.warning("event=ib_pacing_violation account=%s req_id=%s", self.account_id, req_id)
             self.send_error(f"IB {code}: {message}")
@@ -611,6 +631,63 @@ class IBAccountManager(BaseAccountManager):
                       self.settings.bars_what_to_show, self.settings.use_rth, self.settings.timeout * 3,
                       on_result=sent,
                       on_error=lambda exc: self.send_error(f"history of {request.epic} failed: {exc}"))
+
+    # -- history downloads --------------------------------------------------------------
+    def do_async_request_history(self, request: dict) -> None:
+        """Download ``[start, end)`` with ``reqHistoricalData``, one request per span IB
+        serves at once, each sent only when IB's pacing rules allow (shared with the
+        subscription history above); each span becomes one part."""
+        time_frame, epic_broker = request["time_frame"], request["epicBroker"]
+        if time_frame not in p.BAR_SIZES:
+            self.send_history_error(request["request_id"], f"IB has no {time_frame}s bars; one of "
+                                                           f"{sorted(p.BAR_SIZES)}")
+            return
+        if epic_broker not in self._contracts:
+            self.send_history_error(request["request_id"], f"unknown instrument {request['epic']!r} ({epic_broker}): "
+                                                           f"{self._unknown.get(epic_broker, 'not in the epic mapping')}")
+            return
+        chunks = deque(p.history_chunks(request["start"], request["end"], time_frame))
+        self._downloads.append(_Download(request, chunks, last_part=time.monotonic()))
+        self._pump_download(time.monotonic())
+
+    def _pump_download(self, now: float) -> None:
+        job = self._downloads[0]
+        if job.in_flight:
+            return
+        request = job.request
+        start, end = job.chunks[0]
+        key = (request["epicBroker"], request["time_frame"], end)
+        if self._pacer.delay(now, request["epicBroker"], key) > 0 or self.session is None:
+            if now - job.last_part >= DOWNLOAD_KEEPALIVE_S:
+                job.last_part = now
+                self.send_history(request["request_id"], [], False, start, start)
+            return
+        self._pacer.record(now, request["epicBroker"], key)
+        job.in_flight = True
+        self._ib_call(self.session.history_range, self._contracts[request["epicBroker"]], end,
+                      p.span_duration(start, end), p.BAR_SIZES[request["time_frame"]],
+                      self.settings.bars_what_to_show, self.settings.use_rth, self.settings.timeout * 3,
+                      on_result=lambda rows: self._download_part(job, rows),
+                      on_error=lambda exc: self._download_failed(job, exc))
+
+    def _download_part(self, job: _Download, rows: list[dict]) -> None:
+        request = job.request
+        start, end = job.chunks.popleft()
+        bars = [p.bar_from_ib(request["epic"], request["time_frame"], row["time_ms"], row["open"], row["high"],
+                              row["low"], row["close"], row["volume"])
+                for row in rows if start <= row["time_ms"] < end]
+        done = not job.chunks
+        job.in_flight, job.last_part = False, time.monotonic()
+        self.send_history(request["request_id"], bars, done, start, end)
+        if done:
+            self._downloads.remove(job)
+        self.wake_soon()
+
+    def _download_failed(self, job: _Download, exc: BaseException) -> None:
+        if job in self._downloads:
+            self._downloads.remove(job)
+        self.send_history_error(job.request["request_id"], f"IB history of {job.request['epic']} failed: {exc}")
+        self.wake_soon()
 
     # ------------------------------------------------------------------ helpers
     def _ib_call(self, fn: Callable, *args: Any, on_result: Optional[Callable] = None,

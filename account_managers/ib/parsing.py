@@ -281,3 +281,34 @@ def bar_from_ib(epic: str, time_frame: int, start_ms: int, open_: float, high: f
     """A normalized bar from IB numbers; IB's -1 volume (no volume for FX) becomes 0."""
     return make_bar(epic, time_frame, start_ms, open_, high, low, close, max(float(volume), 0.0),
                     completed)
+
+
+# The longest duration IB serves in one historical request, by bar size (seconds -> seconds),
+# from IB's table of valid duration and bar size combinations.
+MAX_HISTORY_SPAN_S = {1: 1800, 5: 3600, 10: 14400, 15: 14400, 30: 28800, 60: 86400, 120: 172800,
+                      180: 172800, 300: 604800, 900: 1209600, 1800: 2419200, 3600: 2592000,
+                      14400: 2592000, 86400: 31536000}
+NO_DATA_TEXT = "returned no data"  # error 162 that only means an empty span (a weekend, a holiday)
+# Errors that end a historical data request: HMDS errors and pacing (162), no security
+# definition (200), invalid request (321), no market data permissions (354), no such query (366).
+HISTORY_ERROR_CODES = frozenset({162, 200, 321, 354, 366})
+
+
+def history_chunks(start_ms: int, end_ms: int, time_frame: int) -> list[tuple[int, int]]:
+    """``[start, end)`` cut into spans IB serves in one request each (newest span last)."""
+    longest = MAX_HISTORY_SPAN_S[time_frame] * 1000
+    if longest > 86_400_000:
+        longest -= longest % 86_400_000  # durations past a day are whole days
+    out, cursor = [], start_ms
+    while cursor < end_ms:
+        out.append((cursor, min(end_ms, cursor + longest)))
+        cursor += longest
+    return out
+
+
+def span_duration(start_ms: int, end_ms: int) -> str:
+    """IB duration string reaching back from ``end`` to ``start`` (whole days past one day)."""
+    seconds = -(-(end_ms - start_ms) // 1000)
+    if seconds <= 86400:
+        return f"{max(seconds, 1)} S"
+    return f"{-(-seconds // 86400)} D"

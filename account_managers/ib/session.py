@@ -21,14 +21,19 @@ from typing import Any, Callable, Optional
 
 from ib_insync import IB, Contract, ExecutionFilter, Order
 
-from account_managers.ib.parsing import CLIENT_ID_IN_USE, ContractSpec, OrderParams
-from maotrade.errors import BrokerUnavailable, TemporaryError
+from account_managers.ib.parsing import (CLIENT_ID_IN_USE, HISTORY_ERROR_CODES, NO_DATA_TEXT, ContractSpec,
+                                         OrderParams)
+from maotrade.errors import BrokerUnavailable, MAOTradeError, TemporaryError
 
 log = logging.getLogger(__name__)
 
 
 class ClientIdInUse(TemporaryError):
     """TWS refused the clientId because another connection holds it (error 326)."""
+
+
+class HistoryRefused(MAOTradeError):
+    """IB refused a historical data request (pacing, permissions, no such data); not retried."""
 
 
 def _ms(moment) -> int:
@@ -332,6 +337,41 @@ class IBSession:
         """Historical bars, oldest first, with their start in epoch ms."""
         bars = await self.ib.reqHistoricalDataAsync(contract, "", duration, bar_size, what_to_show,
                                                     use_rth, formatDate=2, timeout=timeout)
+        out = []
+        for bar in bars:
+            date = bar.date
+            if not isinstance(date, datetime):
+                date = datetime(date.year, date.month, date.day, tzinfo=timezone.utc)
+            out.append({"time_ms": _ms(date), "open": bar.open, "high": bar.high, "low": bar.low,
+                        "close": bar.close, "volume": bar.volume})
+        return out
+
+    async def history_range(self, contract: Contract, end_ms: int, duration: str, bar_size: str,
+                            what_to_show: str, use_rth: bool, timeout: float) -> list[dict]:
+        """Historical bars reaching back ``duration`` from ``end_ms``, oldest first.
+
+        ib_insync ends a refused request with an empty list, like a request with no data;
+        IB's error for this contract tells them apart: "returned no data" is an empty
+        span, anything else (pacing, permissions) raises ``HistoryRefused``.
+        """
+        refusals: list[str] = []
+
+        def on_error(req_id, code, message, err_contract):
+            ours = err_contract is not None and err_contract.conId == contract.conId
+            if ours and code in HISTORY_ERROR_CODES and NO_DATA_TEXT not in message:
+                refusals.append(f"IB {code}: {message}")
+
+        end = datetime.fromtimestamp(end_ms / 1000, timezone.utc)
+        self.ib.errorEvent += on_error
+        try:
+            bars = await asyncio.wait_for(self.ib.reqHistoricalDataAsync(
+                contract, end, duration, bar_size, what_to_show, use_rth, formatDate=2), timeout)
+        except asyncio.TimeoutError:
+            raise HistoryRefused(f"IB sent no history within {timeout:g}s") from None
+        finally:
+            self.ib.errorEvent -= on_error
+        if refusals:
+            raise HistoryRefused(refusals[0])
         out = []
         for bar in bars:
             date = bar.date

@@ -24,6 +24,8 @@ class IGBrokerSettings(BrokerSettings):
     stream_stalled_ms: int = Field(2000, gt=0, description="silence before the stream counts as stalled")
     stream_reconnect_ms: int = Field(3000, gt=0, description="wait on a stalled stream before it counts as dropped")
     stream_connect_timeout: float = Field(10.0, gt=0, description="seconds to wait for the stream at login")
+    history_page_size: int = Field(500, ge=10, le=5000, description="bars per page of GET /prices")
+    history_wait_max: float = Field(60.0, gt=0, description="seconds a history download may wait for a request slot")
     resync_interval: float = Field(0.0, ge=0, description="seconds between background portfolio checks; 0 off")
 
 

@@ -18,7 +18,7 @@ from account_managers.ig.deals import (AMEND, CANCEL, CLOSE, OPEN_MARKET, OPEN_W
                                        DealBook)
 from account_managers.ig.rest import IGApiError, IGRestClient, IGSession
 from account_managers.ig.streaming import DISCONNECTED_PREFIX, IGStream
-from account_managers.ig.throttle import Throttle
+from account_managers.ig.throttle import NON_TRADING, Throttle
 from maotrade.account_manager import BaseAccountManager, InitResult
 from maotrade.errors import (BrokerUnavailable, InvalidOrder, MAOTradeError, OperationalError,
                              ProtocolError, RequestNotSent, TemporaryError)
@@ -62,6 +62,7 @@ class IGAccountManager(BaseAccountManager):
         self._bracket_deals: dict[str, str] = {}
         self._closing_deals: set[str] = set()
         self._next_resync = 0.0
+        self.history_allowance: Optional[dict] = None  # IG's last word on the weekly price allowance
 
     # ================================================================ lifecycle
     def on_account_manager_init(self) -> InitResult:
@@ -264,6 +265,59 @@ class IGAccountManager(BaseAccountManager):
                 if f"MARKET:{epic_broker}" not in self.stream.subscriptions:
                     self._subscribe_market(self.stream, epic_broker)
         return True
+
+    # ================================================================ history
+    def do_async_request_history(self, request: dict) -> None:
+        """Page through GET /prices/{epic} (v3) off the loop; each page becomes one part.
+
+        IG counts every price point against a weekly allowance: a page is only asked for
+        while the allowance last reported can pay for it, and each part carries what is left.
+        """
+        if request["time_frame"] not in P.PRICE_RESOLUTIONS:
+            self.send_history_error(request["request_id"], f"IG has no {request['time_frame']}s resolution; "
+                                                           f"one of {sorted(P.PRICE_RESOLUTIONS)}")
+            return
+        self.run_blocking(self._fetch_history, request,
+                          on_error=lambda exc: self._history_failed(request, exc))
+
+    def _fetch_history(self, request: dict) -> None:
+        """Runs on a worker thread; hands each page to the loop."""
+        page_size, span = self.settings.history_page_size, request["time_frame"] * 1000
+        cursor, page = request["start"], 1
+        while True:
+            allowance = self.history_allowance
+            if allowance is not None and allowance["remaining"] < page_size:
+                raise IGApiError("GET", "/prices", 403, P.HISTORY_ALLOWANCE_ERROR)
+            wait = self.throttle.delay(NON_TRADING)
+            if wait > self.settings.history_wait_max:
+                raise TemporaryError(f"IG request allowance: no slot for {wait:.0f}s")
+            time.sleep(wait)  # pacing: this thread waits, the loop does not
+            body = self.rest.get(P.prices_path(request["epicBroker"], request["time_frame"], request["start"],
+                                               request["end"], page_size, page), 3)
+            bars = [b for b in P.price_bars(request["epic"], request["time_frame"], body)
+                    if cursor <= b["date"] < request["end"]]
+            self.history_allowance = P.price_allowance(body) or self.history_allowance
+            number, pages = P.price_pages(body)
+            last = number >= pages
+            part_end = request["end"] if last else (bars[-1]["date"] + span if bars else cursor)
+            self.call_soon_threadsafe(self.send_history, request["request_id"], bars, last, cursor, part_end,
+                                      self.history_allowance)
+            if last:
+                return
+            cursor, page = part_end, page + 1
+
+    def _history_failed(self, request: dict, exc: BaseException) -> None:
+        _stop_if_operational(exc)
+        allowance = self.history_allowance
+        if isinstance(exc, IGApiError) and exc.code == P.HISTORY_ALLOWANCE_ERROR:
+            left = f"{allowance['remaining']} of {allowance['total']} points left, resets in " \
+                   f"{allowance['reset_s'] / 3600:.1f} h" if allowance else "spent"
+            reason = f"IG weekly historical data allowance: {left}; the rest was not fetched"
+        else:
+            reason = f"IG price history failed: {exc}"
+        self.send_history_error(request["request_id"], reason, allowance)
+        if isinstance(exc, BrokerUnavailable):
+            self.connection_lost(str(exc))
 
     # ================================================================ orders
     def do_async_request_order_open(self, order: BaseOrder) -> None:

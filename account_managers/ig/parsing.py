@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import datetime, timezone
 from typing import Any, Optional
+from urllib.parse import quote, urlencode
 
 from maotrade.bars import make_bar
 from maotrade.errors import ProtocolError
@@ -281,3 +283,75 @@ def close_plan(positions: list[dict], epic_broker: str, qty: float) -> list[tupl
         plan.append((deal_id, take))
         left -= take
     return plan
+
+
+# -- historical prices: GET /prices/{epic} (version 3) ------------------------------------------
+# Bar length in seconds -> IG's ``resolution``.
+PRICE_RESOLUTIONS = {1: "SECOND", 60: "MINUTE", 120: "MINUTE_2", 180: "MINUTE_3", 300: "MINUTE_5",
+                     600: "MINUTE_10", 900: "MINUTE_15", 1800: "MINUTE_30", 3600: "HOUR", 7200: "HOUR_2",
+                     10800: "HOUR_3", 14400: "HOUR_4", 86400: "DAY", 604800: "WEEK"}
+HISTORY_ALLOWANCE_ERROR = "error.public-api.exceeded-account-historical-data-allowance"
+
+
+def _ig_time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def prices_path(epic_broker: str, time_frame: int, start_ms: int, end_ms: int, page_size: int,
+                page_number: int) -> str:
+    """Path and query of one page of ``GET /prices/{epic}`` (v3) for bars in ``[start, end)``.
+
+    IG's ``from`` and ``to`` are both inclusive, in UTC without an offset; ``to`` is the
+    last second before ``end``.
+    """
+    query = urlencode({"resolution": PRICE_RESOLUTIONS[time_frame], "from": _ig_time(start_ms),
+                       "to": _ig_time(end_ms - 1000), "pageSize": page_size, "pageNumber": page_number})
+    return f"/prices/{quote(epic_broker, safe='')}?{query}"
+
+
+def _price_mid(point: Any, name: str) -> float:
+    if not isinstance(point, dict):
+        raise ProtocolError(f"IG price field {name} is not an object: {point!r}")
+    bid, ask = point.get("bid"), point.get("ask")
+    if bid is not None and ask is not None:
+        return (to_float(bid, f"{name}.bid") + to_float(ask, f"{name}.ask")) / 2
+    one = next((v for v in (bid, ask, point.get("lastTraded")) if v is not None), None)
+    return to_float(one, name)
+
+
+def price_bars(epic: str, time_frame: int, body: Any) -> list[dict]:
+    """Normalized bars (mid prices) of one page of IG's ``prices``, in date order."""
+    rows = body.get("prices") if isinstance(body, dict) else None
+    if not isinstance(rows, list):
+        raise ProtocolError("IG /prices answer has no 'prices' list")
+    bars = []
+    for row in rows:
+        stamp = row.get("snapshotTimeUTC") if isinstance(row, dict) else None
+        if not isinstance(stamp, str):
+            raise ProtocolError(f"IG price row without snapshotTimeUTC: {row!r}")
+        try:
+            moment = datetime.fromisoformat(stamp).replace(tzinfo=timezone.utc)
+        except ValueError:
+            raise ProtocolError(f"IG snapshotTimeUTC {stamp!r} is not a time") from None
+        bars.append(make_bar(epic, time_frame, int(moment.timestamp() * 1000), _price_mid(row.get("openPrice"), "openPrice"),
+                             _price_mid(row.get("highPrice"), "highPrice"), _price_mid(row.get("lowPrice"), "lowPrice"),
+                             _price_mid(row.get("closePrice"), "closePrice"),
+                             to_float(row.get("lastTradedVolume") or 0, "lastTradedVolume")))
+    bars.sort(key=lambda b: b["date"])
+    return bars
+
+
+def price_allowance(body: Any) -> Optional[dict]:
+    """IG's historical-data allowance from a prices answer: points left, total, seconds to reset."""
+    allowance = ((body or {}).get("metadata") or {}).get("allowance") if isinstance(body, dict) else None
+    if not isinstance(allowance, dict):
+        return None
+    return {"remaining": int(allowance.get("remainingAllowance") or 0),
+            "total": int(allowance.get("totalAllowance") or 0),
+            "reset_s": int(allowance.get("allowanceExpiry") or 0)}
+
+
+def price_pages(body: Any) -> tuple[int, int]:
+    """``(pageNumber, totalPages)`` of a prices answer (1, 1 when IG did not page it)."""
+    page = (((body or {}).get("metadata") or {}).get("pageData") or {}) if isinstance(body, dict) else {}
+    return int(page.get("pageNumber") or 1), int(page.get("totalPages") or 1)

@@ -65,3 +65,9 @@ class Throttle:
                                      f"next slot in {delay:.1f}s")
             self.sleep(delay)
             waited += delay
+
+    def delay(self, kind: str) -> float:
+        """Seconds until a request of ``kind`` would fit, without taking a slot."""
+        with self.lock:
+            now = self.clock()
+            return max(w.wait_time(now) for w in self.windows[kind])

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from pathlib import Path
 
 from account_managers.paper.config import PaperAccountSettings, PaperBrokerSettings
-from account_managers.paper.market import RandomWalk
+from account_managers.paper.market import RandomWalk, synthetic_bars
 from account_managers.paper.replay import ReplayFeed
 from account_managers.paper.store import PaperStore
-from maotrade.account_manager import BaseAccountManager, InitResult
+from maotrade.account_manager import HISTORY_PART_BARS, BaseAccountManager, InitResult
 from maotrade.bars import BarBook, MarketDataRequest
 from maotrade.errors import InvalidOrder
 from maotrade.matching import Event, PaperBook, Quote
@@ -49,6 +50,7 @@ class PaperAccountManager(BaseAccountManager):
         self.store: PaperStore | None = None
         self.replay: ReplayFeed | None = None
         self._next_step_ms = 0
+        self._history_jobs: deque[dict] = deque()
 
     # -- lifecycle ----------------------------------------------------------------
     def on_account_manager_init(self) -> InitResult:
@@ -133,6 +135,8 @@ class PaperAccountManager(BaseAccountManager):
             return
         if self.replay is not None:
             self._replay_step()
+        if self._history_jobs:
+            self._history_step(time_now)
         if time_now < self._next_step_ms:
             return
         self._next_step_ms = time_now + int(self.settings.price_interval * 1000)
@@ -176,6 +180,33 @@ class PaperAccountManager(BaseAccountManager):
         self.bars.subscribe(wanted.epic or self.to_maotrade_epic(wanted.epic_broker), wanted.epic_broker,
                             wanted.time_frame)
         return True
+
+    def do_async_request_history(self, request: dict) -> None:
+        """Synthesise the requested bars (deterministic: the same date, the same bar), one
+        part per loop turn so that a long history never holds up orders."""
+        if request["epicBroker"] not in self.settings.instruments:
+            self.send_history_error(request["request_id"], f"paper broker has no instrument "
+                                                           f"{request['epicBroker']!r}")
+            return
+        self._history_jobs.append({**request, "cursor": request["start"]})
+        self.wake_soon()
+
+    def _history_step(self, time_now: int) -> None:
+        job = self._history_jobs[0]
+        span = job["time_frame"] * 1000
+        # Only completed bars: the last one must have ended by now.
+        end = min(job["end"], (time_now // span) * span)
+        bars = synthetic_bars(job["epicBroker"], self.settings.instruments[job["epicBroker"]],
+                              self.settings.seed, job["time_frame"], job["cursor"], end, HISTORY_PART_BARS)
+        for bar in bars:
+            bar["epic"] = job["epic"]
+        part_end = bars[-1]["date"] + span if len(bars) == HISTORY_PART_BARS else max(end, job["cursor"])
+        done = part_end >= end
+        self.send_history(job["request_id"], bars, done=done, start=job["cursor"], end=part_end)
+        job["cursor"] = part_end
+        if done:
+            self._history_jobs.popleft()
+        self.wake_soon()
 
     def do_async_request_order_open(self, order: BaseOrder) -> None:
         """Match a new order against the current quote."""

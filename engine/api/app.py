@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.api.bridge import EngineBridge, EngineRequestError
+from engine.api.operator import operator_router
 from engine.api.webhook import SIGNATURE_HEADER, TradingViewAlert, WebhookRefused, WebhookService
 from engine.risk import RiskLimits
 from maotrade.errors import TemporaryError
@@ -99,6 +100,7 @@ def create_app(bridge: EngineBridge, token: str, webhook: Optional[WebhookServic
         return JSONResponse(status_code=503, content={"detail": str(exc)})
 
     auth = [Depends(require_token)]
+    app.include_router(operator_router(bridge, auth))
 
     def accounts() -> list[str]:
         return [a["account"] for a in bridge.call("hello", "welcome", name=bridge.name)["accounts"]]

@@ -12,7 +12,10 @@ import uvicorn
 
 from engine.api.app import create_app
 from engine.api.bridge import EngineBridge
+from engine.api.dashboard import mount_dashboard
+from engine.api.sessions import LoginManager
 from engine.api.webhook import DEFAULT_WINDOW_S, AccountWebhook, AlertStore, WebhookService
+from engine.observer import EventFeed
 from maotrade.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -59,13 +62,19 @@ class ApiServer:
     """The engine API (and webhook) on ``host:port``, served by uvicorn on a thread."""
 
     def __init__(self, engine_address: str, data_dir: Path, documents: list[dict], host: str = "127.0.0.1",
-                 port: int = 8710, webhook_window_s: float = DEFAULT_WINDOW_S):
+                 port: int = 8710, webhook_window_s: float = DEFAULT_WINDOW_S, pub_address: Optional[str] = None):
         self.host, self.port = host, port
         self.bridge = EngineBridge(engine_address, name="api")
         self.webhook = WebhookService(EngineBridge(engine_address, name="webhook"),
                                       AlertStore(Path(data_dir) / "webhook.sqlite"),
                                       webhook_accounts(documents), window_s=webhook_window_s)
-        app = create_app(self.bridge, load_or_create_api_token(Path(data_dir)), self.webhook)
+        token = load_or_create_api_token(Path(data_dir))
+        app = create_app(self.bridge, token, self.webhook)
+        # The dashboard (/ui/): its own bus connection, and the engine's events when we know its PUB.
+        self.logins = LoginManager(token)
+        self.feed = EventFeed(pub_address, name="dashboard-feed") if pub_address else None
+        self.ui_bridge = EngineBridge(engine_address, name="dashboard")
+        self.ui_streams = mount_dashboard(app, self.ui_bridge, self.logins, self.feed)
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                 lifespan="off")
         self.server = uvicorn.Server(config)
@@ -76,8 +85,14 @@ class ApiServer:
         """Base URL of the API."""
         return f"http://{self.host}:{self.port}"
 
+    def login_url(self) -> str:
+        """A dashboard URL that logs one browser in, once."""
+        return f"{self.url}/ui/#token={self.logins.new_login_token()}"
+
     def start(self, timeout: float = 10.0) -> "ApiServer":
         """Serve; return once the socket accepts connections. Pending alerts are resumed."""
+        if self.feed is not None:
+            self.feed.start()
         self.thread = threading.Thread(target=self.server.run, name="engine-api", daemon=True)
         self.thread.start()
         started = threading.Event()
@@ -97,9 +112,13 @@ class ApiServer:
 
     def stop(self) -> None:
         """Stop serving, finish queued alerts, close bus connections."""
+        self.ui_streams.close()
         self.server.should_exit = True
         if self.thread:
             self.thread.join(5)
         self.webhook.close()
         self.webhook.bridge.close()
         self.bridge.close()
+        self.ui_bridge.close()
+        if self.feed is not None:
+            self.feed.stop()

@@ -9,10 +9,15 @@ from __future__ import annotations
 from collections import deque
 
 from maotrade.examples._base import PositionTracking
+from maotrade.optimize.space import FloatRange, IntRange
 
 
 class MovingAverageCross(PositionTracking):
     """Buy when the fast average crosses above the slow one; close when it crosses below."""
+
+    #: what `maotrade optimize` may tune (fast >= slow is refused by on_start and not counted).
+    param_space = {"fast": IntRange(2, 30), "slow": IntRange(10, 120, step=5),
+                   "stop_loss": FloatRange(0.0, 0.02, step=0.005), "take_profit": FloatRange(0.0, 0.04, step=0.01)}
 
     def on_start(self) -> None:
         p = self.params

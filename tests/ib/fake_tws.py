@@ -6,7 +6,8 @@ length-prefixed, NUL-separated messages identified by their message id. It keeps
 small broker: instruments, an account with cash and positions, orders per clientId
 (market, limit, stop, parent/child brackets, OCA groups), executions with commission
 reports, account and portfolio updates, ticks, 5-second real-time bars and
-historical bars, IB's error codes (200, 201, 202, 326, 162, connectivity and farm
+historical bars (ending at ``endDateTime``, deterministic, with IB's pacing rule of six
+requests in two seconds and its "no data" answer), IB's error codes (200, 201, 202, 326, 162, connectivity and farm
 codes), dropped connections and a duplicate clientId.
 
 Tests drive it through thread-safe helpers (``set_price``, ``fill``, ``drop_clients``,
@@ -31,6 +32,7 @@ log = logging.getLogger("fake_tws")
 SERVER_VERSION = 157  # the lowest version ib_insync 0.9.86 accepts; fewest fields
 ACCOUNT = "DU123456"
 UNSET_DOUBLE = 1.7976931348623157e308
+MAX_HISTORY_BARS = 2000  # a longer request is refused as IB refuses one past its duration limits
 
 
 # Incoming message ids (client -> TWS), as sent by ib_insync's client.py.
@@ -295,6 +297,8 @@ class FakeTWS:
         self.placed: list[tuple[int, int, str]] = []  # (clientId, orderId, orderRef) of new orders
         self.historical_requests: list[float] = []
         self.pacing_violations = 0
+        self.history_since = 1_577_836_800  # 2020-01-01: no bars before it ("HMDS query returned no data")
+        self.history_queries: list[tuple[str, str, str, str]] = []  # (symbol, endDateTime, duration, bar size)
         self.realized_total = 0.0
         self._perm_ids = itertools.count(1_000_001)
         self._exec_seq = itertools.count(1)
@@ -958,16 +962,48 @@ class FakeTWS:
         if inst is None:
             conn.error(req_id, 200, "No security definition has been found for the request")
             return
-        bar_size, duration = f[16], f[17]
+        end_text, bar_size, duration = f[15], f[16], f[17]
+        self.history_queries.append((inst.symbol, end_text, duration, bar_size))
         seconds = _bar_seconds(bar_size)
-        count = min(_duration_seconds(duration) // seconds, 500)
-        end = int(time.time()) // seconds * seconds
+        try:
+            end = _parse_end_time(end_text) if end_text else time.time()
+        except ValueError:
+            conn.error(req_id, 321, f"Error validating request:-'bB' : cause - Invalid end date/time {end_text!r}")
+            return
+        span = _duration_seconds(duration)
+        if span // seconds > MAX_HISTORY_BARS:
+            conn.error(req_id, 162, "Historical Market Data Service error message:Time length exceed max.")
+            return
+        # Completed bars only, starting at whole multiples of their size, the last one ending
+        # by ``end``; none before ``history_since`` (the instrument's first day of data).
+        last_end = int(end) // seconds * seconds
+        first = max(last_end - span, self.history_since)
+        first = -(-first // seconds) * seconds
+        starts = list(range(first, last_end, seconds))
+        if not starts:
+            conn.error(req_id, 162, "Historical Market Data Service error message:HMDS query returned no data: "
+                                    f"{inst.symbol}@{inst.exchange} {_ib_time(end)}")
+            return
         rows = []
-        for i in range(count):
-            start = end - (count - i) * seconds
-            price = inst.price + inst.tick * math.sin(i)
-            rows += [start, price, price + inst.tick, price - inst.tick, price, 100, price, 5]
-        conn.send(HISTORICAL_DATA, req_id, _ib_time(end - count * seconds), _ib_time(end), count, *rows)
+        for start in starts:
+            o, c = history_price(inst, start), history_price(inst, start + seconds)
+            rows += [start, o, max(o, c) + inst.tick, min(o, c) - inst.tick, c, 100, (o + c) / 2, 5]
+        conn.send(HISTORICAL_DATA, req_id, _ib_time(starts[0]), _ib_time(end), len(starts), *rows)
+
+
+def history_price(inst: Instrument, epoch: int) -> float:
+    """The fake's deterministic historical price of ``inst`` at ``epoch`` seconds."""
+    return round(inst.price * (1 + 0.002 * math.sin(2 * math.pi * epoch / 86_400)) / inst.tick) * inst.tick
+
+
+def _parse_end_time(text: str) -> float:
+    """IB's endDateTime: ``yyyymmdd HH:MM:SS UTC`` / ``yyyymmdd-HH:MM:SS`` (UTC)."""
+    text = text.strip()
+    if text.endswith(" UTC"):
+        moment = datetime.strptime(text[:-4], "%Y%m%d %H:%M:%S")
+    else:
+        moment = datetime.strptime(text, "%Y%m%d-%H:%M:%S")
+    return moment.replace(tzinfo=timezone.utc).timestamp()
 
 
 def _bar_seconds(size: str) -> int:

@@ -2,8 +2,9 @@
 
 Enough of IG's public API for ``requests`` and ``lightstreamer-client-lib`` to work
 against it unmodified: session v2 (CST / X-SECURITY-TOKEN), account switching,
-accounts, positions, OTC deals with dealReference and confirms, working orders, and
-the MARKET / CHART / TRADE streams. Faults are injected by calling methods from the
+accounts, positions, OTC deals with dealReference and confirms, working orders, price
+history (``GET /prices/{epic}`` version 3, paged, with the weekly historical-data
+allowance in its metadata), and the MARKET / CHART / TRADE streams. Faults are injected by calling methods from the
 test (wrong credentials need nothing: just send them).
 
 Run by hand: ``python -m tests.ig.simulator --port 8800`` then point an IG account's
@@ -16,12 +17,14 @@ import asyncio
 import itertools
 import json
 import logging
+import math
 import random
 import secrets
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Optional
 
 from aiohttp import web
@@ -32,6 +35,12 @@ log = logging.getLogger(__name__)
 
 BASE = "/gateway/deal"
 CHART_SCALES = {"SECOND": 1, "1MINUTE": 60, "5MINUTE": 300, "HOUR": 3600}
+# GET /prices resolutions -> seconds.
+PRICE_RESOLUTIONS = {"SECOND": 1, "MINUTE": 60, "MINUTE_2": 120, "MINUTE_3": 180, "MINUTE_5": 300,
+                     "MINUTE_10": 600, "MINUTE_15": 900, "MINUTE_30": 1800, "HOUR": 3600, "HOUR_2": 7200,
+                     "HOUR_3": 10800, "HOUR_4": 14400, "DAY": 86400, "WEEK": 604800}
+HISTORY_ALLOWANCE = 10_000  # price points per account per week, as IG's demo accounts get
+HISTORY_ALLOWANCE_ERROR = "error.public-api.exceeded-account-historical-data-allowance"
 MARKET_FIELDS = ("BID", "OFFER", "HIGH", "LOW", "MID_OPEN", "CHANGE", "CHANGE_PCT",
                  "UPDATE_TIME", "MARKET_DELAY", "MARKET_STATE")
 TOKEN_ERRORS = "error.security.client-token-invalid"
@@ -106,6 +115,10 @@ class IGSimulator:
         self.mute_trade_stream = False
         self.trading_allowance = 0  # trading requests per account per minute; 0 unlimited
         self._trading_times: dict[str, list[float]] = {}  # True: TRADE confirms and updates are not streamed
+        self.history_allowance = HISTORY_ALLOWANCE  # weekly price points per account
+        self.history_used: Counter = Counter()  # account -> price points served this week
+        self.price_requests: list[dict] = []  # the query of every GET /prices
+        self._started = time.time()
         self.tlcp = TLCPServer(self._ls_authenticate, self._snapshot, self._valid_item, keepalive_ms)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
@@ -181,6 +194,7 @@ class IGSimulator:
         r.add_post(BASE + "/workingorders/otc/{deal_id}", self._delete_working)
         r.add_delete(BASE + "/workingorders/otc/{deal_id}", self._delete_working)
         r.add_put(BASE + "/workingorders/otc/{deal_id}", self._amend_working)
+        r.add_get(BASE + "/prices/{epic}", self._prices)
         self._released = asyncio.Event()
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
@@ -485,6 +499,42 @@ class IGSimulator:
         await self._stream_trade(account, CONFIRMS=json.dumps(_public(confirm)))
         return web.json_response({"dealReference": ref})
 
+    async def _prices(self, request: web.Request) -> web.Response:
+        """GET /prices/{epic}?resolution&from&to&pageSize&pageNumber (version 3)."""
+        if request.headers.get("Version") != "3":
+            return _error(400, "error.request.invalid.version")
+        market = self.markets.get(request.match_info["epic"])
+        if market is None:
+            return _error(404, "error.service.marketdata.instrument.epic.unavailable")
+        query = request.query
+        self.price_requests.append(dict(query))
+        span = PRICE_RESOLUTIONS.get(query.get("resolution", "MINUTE"))
+        try:
+            start = _parse_ig_time(query["from"])
+            last = _parse_ig_time(query["to"])
+            page_size = int(query.get("pageSize", 20))
+            page_number = int(query.get("pageNumber", 1))
+        except (KeyError, ValueError):
+            return _error(400, "error.malformed.date")
+        if span is None or page_size < 0 or page_number < 1:
+            return _error(400, "error.invalid.resolution" if span is None else "error.invalid.page")
+        moments = [t for t in range(-(-start // span) * span, last + 1, span) if _market_open(t)]
+        page_size = page_size or len(moments) or 1
+        pages = max(1, -(-len(moments) // page_size))
+        chosen = moments[(page_number - 1) * page_size:page_number * page_size]
+        account = request[ACCOUNT]
+        if self.history_used[account] + len(chosen) > self.history_allowance:
+            return _error(403, HISTORY_ALLOWANCE_ERROR)
+        self.history_used[account] += len(chosen)
+        half_spread = (market.offer - market.bid) / 2
+        rows = [_price_row(market.epic, market.open_mid, half_spread, t, span) for t in chosen]
+        return web.json_response({"prices": rows, "instrumentType": "CURRENCIES", "metadata": {
+            "allowance": {"remainingAllowance": self.history_allowance - self.history_used[account],
+                          "totalAllowance": self.history_allowance,
+                          "allowanceExpiry": max(0, int(7 * 86400 - (time.time() - self._started)))},
+            "size": len(chosen), "pageData": {"pageSize": page_size, "pageNumber": page_number,
+                                              "totalPages": pages}}})
+
     async def _deal_answer(self, ref: str) -> web.Response:
         if self._swallow_deals:
             self._swallow_deals -= 1
@@ -705,6 +755,37 @@ class IGSimulator:
 
 
 # ==================================================================== helpers
+def _parse_ig_time(text: str) -> int:
+    """Epoch seconds of IG's ``yyyy-MM-ddTHH:mm:ss`` (UTC)."""
+    return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp())
+
+
+def _market_open(seconds: int) -> bool:
+    """FX trades from Sunday 22:00 to Friday 22:00 UTC; the simulator keeps it simpler: not at weekends."""
+    return datetime.fromtimestamp(seconds, timezone.utc).weekday() < 5
+
+
+def history_mid(epic: str, base: float, seconds: int) -> float:
+    """The simulator's deterministic historical mid of ``epic`` at ``seconds``."""
+    phase = sum(epic.encode()) % 97
+    return base * (1 + 0.003 * math.sin(2 * math.pi * seconds / 86_400 + phase)
+                   + 0.001 * math.sin(2 * math.pi * seconds / 5_000))
+
+
+def _price_row(epic: str, base: float, half_spread: float, seconds: int, span: int) -> dict:
+    """One row of IG's v3 ``prices``: bid/ask/lastTraded for open, high, low and close."""
+    open_mid, close_mid = history_mid(epic, base, seconds), history_mid(epic, base, seconds + span)
+    high_mid, low_mid = max(open_mid, close_mid) * 1.0001, min(open_mid, close_mid) * 0.9999
+
+    def point(mid: float) -> dict:
+        return {"bid": round(mid - half_spread, 6), "ask": round(mid + half_spread, 6), "lastTraded": None}
+
+    moment = datetime.fromtimestamp(seconds, timezone.utc)
+    return {"snapshotTime": moment.strftime("%Y/%m/%d %H:%M:%S"), "snapshotTimeUTC": moment.strftime("%Y-%m-%dT%H:%M:%S"),
+            "openPrice": point(open_mid), "closePrice": point(close_mid), "highPrice": point(high_mid),
+            "lowPrice": point(low_mid), "lastTradedVolume": 100 + seconds // span % 50}
+
+
 def _error(status: int, code: str) -> web.Response:
     return web.json_response({"errorCode": code}, status=status)
 
