@@ -17,6 +17,10 @@ from tests.kit import wait_until
 NEVER_REACHED = "never reached the broker"
 
 
+# A scenario waits on a broker outage or a worker restart, then on the engine's recovery.
+pytestmark = pytest.mark.timeout(300)
+
+
 @pytest.fixture
 def trader(engine, market):
     t = Trader(engine, market)
