@@ -25,7 +25,8 @@ pytestmark = pytest.mark.timeout(300)
 def trader(engine, market):
     t = Trader(engine, market)
     yield t
-    t.rig.come_back() if t.rig.can(OUTAGE) else None
+    if t.rig.can(OUTAGE):
+        t.rig.come_back()
     t.flatten()
 
 
