@@ -13,6 +13,8 @@ import sqlite3
 from pathlib import Path
 from typing import Optional
 
+import pytest
+
 from account_managers.ig.parsing import deal_reference
 from tests.fix.proxy import TcpRelay
 from tests.fix.quickfix_acceptor import QuickFixAcceptor
@@ -450,3 +452,10 @@ RIGS = {rig.name: rig for rig in (PaperRig, IGRig, IBRig, FIXRig)}
 def wait_connected(rig: BrokerRig, timeout: float = 60) -> None:
     """Wait until the worker holds a session with the broker again."""
     wait_until(rig.connected, timeout, interval=0.05, what=f"{rig.name} worker connected to its broker")
+
+
+def require(rig: BrokerRig, *capabilities: str) -> None:
+    """Skip the scenario unless the rig's broker side can do every one of ``capabilities``."""
+    for capability in capabilities:
+        if not rig.can(capability):
+            pytest.skip(f"needs {capability}: {CAPABILITY_WHY[capability]}")

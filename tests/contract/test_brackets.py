@@ -10,8 +10,7 @@ import psutil
 import pytest
 
 from maotrade.order import OrderStatus
-from tests.contract.conftest import require
-from tests.contract.rigs import MOVE_PRICE
+from tests.contract.rigs import MOVE_PRICE, require
 from tests.contract.trader import Trader, fills_qty
 from tests.kit import wait_until
 

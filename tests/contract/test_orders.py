@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.contract.conftest import require
-from tests.contract.rigs import CANCELLED, DUPLICATE_FILL, FILLED, GARBAGE, MANUAL_FILL, MOVE_PRICE, WORKING
+from tests.contract.rigs import CANCELLED, DUPLICATE_FILL, FILLED, GARBAGE, MANUAL_FILL, MOVE_PRICE, WORKING, require
 from tests.contract.trader import Trader, fills_qty
 
 

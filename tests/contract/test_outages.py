@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.contract.conftest import require
-from tests.contract.rigs import BROKER_RESTART, CANCELLED, FILLED, OUTAGE, WORKING, wait_connected
+from tests.contract.rigs import BROKER_RESTART, CANCELLED, FILLED, OUTAGE, WORKING, require, wait_connected
 from tests.contract.trader import Trader
 from tests.kit import wait_until
 
