@@ -33,6 +33,14 @@ def run_cli(*args: str, env: Optional[dict] = None, timeout: float = 60) -> subp
                           cwd=ROOT, env={**os.environ, **(env or {})})
 
 
+def _read_json(path: Path) -> Optional[dict]:
+    """The JSON document at ``path``, or None while it is absent or still being written."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 class AdminService:
     """``maotrade admin serve`` in its own process on a free loopback port."""
 
@@ -82,8 +90,7 @@ class EngineProcess:
         self.process = subprocess.Popen(maotrade_cmd(*args, *extra), cwd=ROOT, env={**os.environ, **(env or {})},
                                         stdout=self.log, stderr=subprocess.STDOUT)
         info_path = self.data_dir / "engine.json"
-        wait_until(lambda: self._check_alive() and info_path.exists(), 60, what="engine.json")
-        self.info = json.loads(info_path.read_text())
+        self.info = wait_until(lambda: self._check_alive() and _read_json(info_path), 60, what="engine.json")
         self.client = EngineClient(self.info["client_address"], name="tester")
         self.welcome = self.client.hello(timeout=30)
         self.received: list[dict] = []

@@ -10,7 +10,7 @@ import itertools
 
 import pytest
 
-from tests.contract.rigs import CAPABILITY_WHY, RIGS, wait_connected
+from tests.contract.rigs import RIGS, wait_connected
 from tests.engine_kit import engine_on_account
 
 _ACCOUNTS = itertools.count(1)
@@ -47,10 +47,3 @@ def market(rig, engine):
     rig.reset_price()
     yield rig
     rig.reset_price()
-
-
-def require(rig, *capabilities: str) -> None:
-    """Skip the scenario unless the rig's broker side can do every one of ``capabilities``."""
-    for capability in capabilities:
-        if not rig.can(capability):
-            pytest.skip(f"needs {capability}: {CAPABILITY_WHY[capability]}")

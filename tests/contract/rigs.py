@@ -13,6 +13,8 @@ import sqlite3
 from pathlib import Path
 from typing import Optional
 
+import pytest
+
 from account_managers.ig.parsing import deal_reference
 from tests.fix.proxy import TcpRelay
 from tests.fix.quickfix_acceptor import QuickFixAcceptor
@@ -387,28 +389,22 @@ class FIXRig(BrokerRig):
         # A frame with a broken body length and checksum, then bytes that are not FIX at all.
         self.relay.inject(b"8=FIX.4.4\x019=5\x0135=8\x0111=x\x0110=000\x01" + b"\xff\x00garbage\x01\x01")
 
-    def _reports(self) -> list[dict]:
-        """Every ExecutionReport the broker sent, oldest first, as tag -> value."""
-        log_dir = self.workdir / "acceptor" / "log"
+    def _messages(self) -> list[dict]:
+        """Every message of the session as the acceptor's FileLog holds it, as tag -> value."""
         out = []
-        for path in sorted(log_dir.glob("*.messages.current.log")):
+        for path in sorted((self.workdir / "acceptor" / "log").glob("*.messages.current.log")):
             for line in path.read_text(errors="replace").splitlines():
                 _, _, raw = line.partition(" : ")
-                fields = dict(f.split("=", 1) for f in raw.split("\x01") if "=" in f)
-                if fields.get("35") == "8" and fields.get("49") == "BROKER":
-                    out.append(fields)
+                out.append(dict(f.split("=", 1) for f in raw.split("\x01") if "=" in f))
         return out
 
+    def _reports(self) -> list[dict]:
+        """Every ExecutionReport the broker sent, oldest first."""
+        return [m for m in self._messages() if m.get("35") == "8" and m.get("49") == "BROKER"]
+
     def _received(self) -> list[dict]:
-        log_dir = self.workdir / "acceptor" / "log"
-        out = []
-        for path in sorted(log_dir.glob("*.messages.current.log")):
-            for line in path.read_text(errors="replace").splitlines():
-                _, _, raw = line.partition(" : ")
-                fields = dict(f.split("=", 1) for f in raw.split("\x01") if "=" in f)
-                if fields.get("35") == "D" and fields.get("49") == "CLIENT" and fields.get("43") != "Y":
-                    out.append(fields)
-        return out
+        """Every NewOrderSingle the broker took (a session-level resend, PossDupFlag, is not a new one)."""
+        return [m for m in self._messages() if m.get("35") == "D" and m.get("49") == "CLIENT" and m.get("43") != "Y"]
 
     def _of(self, client_order_id: str) -> list[dict]:
         """Reports about one order, following cancel/replace requests (new ClOrdID, 41 = the old)."""
@@ -466,3 +462,10 @@ RIGS = {rig.name: rig for rig in (PaperRig, IGRig, IBRig, FIXRig, *_more_rigs())
 def wait_connected(rig: BrokerRig, timeout: float = 60) -> None:
     """Wait until the worker holds a session with the broker again."""
     wait_until(rig.connected, timeout, interval=0.05, what=f"{rig.name} worker connected to its broker")
+
+
+def require(rig: BrokerRig, *capabilities: str) -> None:
+    """Skip the scenario unless the rig's broker side can do every one of ``capabilities``."""
+    for capability in capabilities:
+        if not rig.can(capability):
+            pytest.skip(f"needs {capability}: {CAPABILITY_WHY[capability]}")

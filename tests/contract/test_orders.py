@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.contract.conftest import require
-from tests.contract.rigs import CANCELLED, DUPLICATE_FILL, FILLED, GARBAGE, MANUAL_FILL, MOVE_PRICE, WORKING
-from tests.contract.trader import ORDER_DEADLINE, Trader, fills_qty
+from tests.contract.rigs import CANCELLED, DUPLICATE_FILL, FILLED, GARBAGE, MANUAL_FILL, MOVE_PRICE, WORKING, require
+from tests.contract.trader import Trader, fills_qty
 from tests.kit import wait_until
 
 
@@ -121,9 +120,8 @@ def test_amend_of_stop_loss_and_take_profit_reaches_the_broker(trader, rig):
     ref = rig.reference
     cid = trader.open("amend", rig.qty, stop_loss=round(ref * 0.95, 4), take_profit=round(ref * 1.05, 4))
     assert trader.wait(cid)["status"] == "FILLED"
-    # Where the engine places the legs itself they follow the fill: wait for them at the broker.
-    wanted = (pytest.approx(round(ref * 0.95, 4)), pytest.approx(round(ref * 1.05, 4)))
-    wait_until(lambda: rig.stops(cid) == wanted, ORDER_DEADLINE, interval=0.1, what="stops at the broker")
+    wait_until(lambda: rig.stops(cid) == (pytest.approx(round(ref * 0.95, 4)), pytest.approx(round(ref * 1.05, 4))),
+               30, interval=0.05, what=f"the broker to hold the stops of {cid}")  # legs may follow the fill
     mark = trader.engine.mark()
     new_sl, new_tp = round(ref * 0.97, 4), round(ref * 1.03, 4)
     trader.engine.send("order_stop", account=rig.account, client_order_id=cid, stop_loss=new_sl, take_profit=new_tp)
@@ -132,8 +130,8 @@ def test_amend_of_stop_loss_and_take_profit_reaches_the_broker(trader, rig):
     assert (answer["stop_loss"], answer["take_profit"]) == (pytest.approx(new_sl), pytest.approx(new_tp))
     journaled = trader.journaled(cid)
     assert (journaled["stop_loss"], journaled["take_profit"]) == (pytest.approx(new_sl), pytest.approx(new_tp))
-    wanted = (pytest.approx(new_sl), pytest.approx(new_tp))
-    wait_until(lambda: rig.stops(cid) == wanted, ORDER_DEADLINE, interval=0.1, what="amended stops at the broker")
+    wait_until(lambda: rig.stops(cid) == (pytest.approx(new_sl), pytest.approx(new_tp)), 30, interval=0.05,
+               what=f"the broker to hold the amended stops of {cid}: has {rig.stops(cid)}")
 
 
 def test_the_list_form_of_orders_request_carries_every_fill_of_filled_orders(trader, rig):

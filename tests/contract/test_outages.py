@@ -11,8 +11,7 @@ import re
 
 import pytest
 
-from tests.contract.conftest import require
-from tests.contract.rigs import BROKER_RESTART, CANCELLED, FILLED, OUTAGE, WORKING, wait_connected
+from tests.contract.rigs import BROKER_RESTART, CANCELLED, FILLED, OUTAGE, WORKING, require, wait_connected
 from tests.contract.trader import Trader
 from tests.kit import wait_until
 
@@ -21,11 +20,16 @@ from tests.kit import wait_until
 NEVER_REACHED = re.compile(r"never reached the broker|not sent|no \w+ was sent")
 
 
+# A scenario waits on a broker outage or a worker restart, then on the engine's recovery.
+pytestmark = pytest.mark.timeout(300)
+
+
 @pytest.fixture
 def trader(engine, market):
     t = Trader(engine, market)
     yield t
-    t.rig.come_back() if t.rig.can(OUTAGE) else None
+    if t.rig.can(OUTAGE):
+        t.rig.come_back()
     t.flatten()
 
 

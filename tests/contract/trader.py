@@ -90,8 +90,13 @@ class Trader:
                 pass
 
     def ready(self, timeout: float = 90) -> dict:
-        """Wait until the account is ready; return its status."""
-        return self.engine.wait_ready(self.account, timeout)
+        """Wait until the account is ready; return its status (fail with the state it is stuck in)."""
+        try:
+            return self.engine.wait_ready(self.account, timeout)
+        except AssertionError:
+            status = self.engine.account_status(self.account)
+            raise AssertionError(f"account {self.account} not ready after {timeout}s: state "
+                                 f"{status['state']!r}, reason {status.get('reason')!r}") from None
 
 
 def fills_qty(order: dict) -> float:

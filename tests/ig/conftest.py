@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tests.ig.simulator import IGSimulator
-from tests.kit import WorkerHarness, ig_document
+from tests.kit import IG_EPICS as EPICS, WorkerHarness, ig_document  # EPICS: for importers of this module
 
 @pytest.fixture
 def sim():

@@ -463,7 +463,7 @@ class IGSimulator:
                      "level": float(body["level"]), "type": body["type"],
                      "timeInForce": body["timeInForce"], "stopLevel": body.get("stopLevel"),
                      "limitLevel": body.get("limitLevel"), "created": time.time(),
-                     "currency": body["currencyCode"]}
+                     "currency": body["currencyCode"], "forceOpen": bool(body.get("forceOpen", True))}
             self.working[deal_id] = order
             confirm = self._store_confirm(account, ref, body, "ACCEPTED", "SUCCESS", deal_id, "OPEN",
                                           level=order["level"])
@@ -722,7 +722,7 @@ class IGSimulator:
             await self._stream_trade(order["account"], WOU=json.dumps(_wou(order, "DELETED")))
             self._open(order["account"], order["dealReference"], epic, order["direction"], order["size"],
                        order["level"] if order["type"] == "LIMIT" else price, order["stopLevel"],
-                       order["limitLevel"], True, deal_id=order["dealId"])
+                       order["limitLevel"], order.get("forceOpen", True), deal_id=order["dealId"])
 
     async def _trigger_attached_stops(self, epic: str) -> None:
         """Close positions whose attached stop (stopLevel) or limit (limitLevel) the price
