@@ -446,17 +446,7 @@ class FIXRig(BrokerRig):
         return tuple(levels)
 
 
-def _more_rigs() -> list:
-    """The brokers whose fakes live with their own tests: ccxt (Binance spot and USD-M) and Kite."""
-    from tests.ccxt.rig import CCXTSpotRig, CCXTUsdmRig
-    from tests.kite.rig import KiteRig
-    rigs = [type(cls.__name__, (cls, BrokerRig), {}) for cls in (CCXTSpotRig, CCXTUsdmRig, KiteRig)]
-    for rig in rigs:
-        rig.name = rig.name if isinstance(rig.name, str) and rig.name else f"ccxt-{rig.venue}"
-    return rigs
-
-
-RIGS = {rig.name: rig for rig in (PaperRig, IGRig, IBRig, FIXRig, *_more_rigs())}
+RIGS = {rig.name: rig for rig in (PaperRig, IGRig, IBRig, FIXRig)}
 
 
 def wait_connected(rig: BrokerRig, timeout: float = 60) -> None:
