@@ -114,6 +114,8 @@ class Engine:
         self.subscribers: dict[tuple, list[ClientSession]] = {}
         self._next_stale_check = 0.0
         self._polled_sentinels: set = set()
+        #: more sections of ``status()`` (name -> function), e.g. the strategies of ``maotrade start``.
+        self.status_extras: dict[str, Callable[[], object]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -390,7 +392,10 @@ class Engine:
             # A fresh in_queue: requests queued for the dead worker must not reach the new one.
             self.bus.reset_worker_queue(account)
         elif event == "fatal":
-            self._set_state(runtime, AccountState.DISCONNECTED, self.supervisor.workers[account].fatal_reason)
+            fatal = self.supervisor.workers[account].fatal_reason
+            # Keep what the broker said before it gave up (bad credentials...): that is the why.
+            said = runtime.reason if runtime.state == AccountState.DISCONNECTED else ""
+            self._set_state(runtime, AccountState.DISCONNECTED, f"{said}; {fatal}" if said else fatal)
         elif event == "restarted":
             self.stale.restart(account, time.monotonic())
             self._set_state(runtime, AccountState.STARTING, "worker restarted")
@@ -700,7 +705,8 @@ class Engine:
                 "accounts": accounts,
                 "clients": [{"name": s.name, "subscriptions": len(s.subscriptions), "backlog": len(s.backlog),
                              "queued_bars": len(s.data_backlog), "conflated": s.conflated_count}
-                            for s in sorted(self.bus.sessions(), key=lambda c: c.name) if s.name]}
+                            for s in sorted(self.bus.sessions(), key=lambda c: c.name) if s.name],
+                **{name: provide() for name, provide in self.status_extras.items()}}
 
 
 def order_view(order: BaseOrder) -> dict:

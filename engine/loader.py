@@ -6,6 +6,7 @@ import inspect
 
 from maotrade.account_manager import BaseAccountManager
 from maotrade.errors import BrokerClassError
+from maotrade.strategy_loader import load_strategy
 
 BUILTIN_PACKAGE = "account_managers"
 
@@ -46,19 +47,7 @@ def load_broker_class(path: str) -> type[BaseAccountManager]:
     return cls
 
 
-def load_strategy_class(target: str):
-    """Return the ``Strategy`` subclass named ``package.module:ClassName``; one-line error if not."""
-    from maotrade.strategy import Strategy
-
-    module_name, sep, class_name = str(target).partition(":")
-    if not sep or not module_name or not class_name:
-        raise BrokerClassError(f"strategy {target!r} must look like 'package.module:ClassName'")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # report any import failure in one line
-        raise BrokerClassError(f"strategy {target!r}: cannot import {module_name}: "
-                               f"{type(exc).__name__}: {exc}") from None
-    cls = getattr(module, class_name, None)
-    if not (inspect.isclass(cls) and issubclass(cls, Strategy)):
-        raise BrokerClassError(f"strategy {target!r} is not a subclass of maotrade.strategy.Strategy")
-    return cls
+def load_strategy_class(target: str, search_path=()):
+    """Return the ``Strategy`` subclass named by ``target`` (``path/file.py:Class`` or
+    ``module:Class``, see ``maotrade.strategy_loader``); one-line error if not."""
+    return load_strategy(target, search_path)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import site
+import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -22,9 +24,20 @@ def data_dir(explicit: Optional[str] = None) -> Path:
 
 
 def conf_dir() -> Path:
-    """The folder of default settings and the demo registry."""
+    """The folder of default settings and the demo registry: ``MAOTRADE_CONF_DIR``, the
+    source checkout's ``conf/``, or where an installed copy put it (``share/maotrade/conf``
+    under the install prefix)."""
     env = os.environ.get(CONF_DIR_ENV)
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "conf"
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parent.parent / "conf"
+    if checkout.is_dir():
+        return checkout
+    for prefix in (sys.prefix, site.getuserbase()):
+        installed = Path(prefix) / "share" / "maotrade" / "conf"
+        if installed.is_dir():
+            return installed
+    return checkout  # nothing found: the error then names the expected place
 
 
 def make_run_dir(data: Path) -> Path:

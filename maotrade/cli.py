@@ -49,8 +49,16 @@ def main() -> None:
 @click.option("--config-url", envvar="MAOTRADE_CONFIG_URL", metavar="URL",
               help="Config service base URL [env MAOTRADE_CONFIG_URL]; without it an embedded "
                    "service runs on loopback, seeded from conf/ with demo account 123.")
-@click.option("--strategy", "strategies", multiple=True, metavar="MODULE:CLASS",
-              help="Strategy to run in its own process (repeatable), e.g. maotrade.examples.demo:DemoStrategy.")
+@click.option("--strategy", "strategies", multiple=True, metavar="FILE.py:CLASS|MODULE:CLASS",
+              help="Strategy to run in its own process (repeatable): a file (my_strategy.py:MyStrategy) or a "
+                   "module, also looked for in the current directory and --strategy-path "
+                   "(e.g. maotrade.examples.demo:DemoStrategy).")
+@click.option("--strategy-path", "strategy_path", multiple=True, metavar="DIR",
+              type=click.Path(file_okay=False, exists=True),
+              help="Directory to import strategy modules from (repeatable).")
+@click.option("--on-strategy-failure", type=click.Choice(["restart", "stop"]), default="restart", show_default=True,
+              help="When a strategy process dies: start it again with backoff (1 s doubling to 60 s), or stop "
+                   "the engine (exit code 1).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Parameter passed to every strategy (repeatable; values parsed as JSON when possible).")
 @click.option("--no-demo", is_flag=True, help="With the embedded config service, do not run the demo strategy.")
@@ -70,7 +78,11 @@ def main() -> None:
                    "told; the broker is asked again, the order never resent).")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-              help="Level of the log file (the console shows warnings and above).")
+              help="Level of the log file (the console has -v/-q).")
+@click.option("-v", "--verbose", count=True,
+              help="Console: also informational log lines (-vv: debug).")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Console: only warnings and errors (no bars, fills or balances).")
 @click.option("--risk-config", type=click.Path(dir_okay=False), metavar="FILE",
               help="Risk settings (defaults and limits across all accounts) [default: conf/risk.json].")
 @click.option("--api-port", type=click.IntRange(1, 65535), metavar="PORT",
@@ -80,10 +92,15 @@ def main() -> None:
 @click.option("--notify-config", type=click.Path(dir_okay=False), metavar="FILE",
               help="Notification settings (Telegram, webhooks) [default: notify.json in the data dir, if any].")
 @data_dir_option
-def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, listen, durability,
-          heartbeat_timeout, unknown_timeout, log_level, risk_config, api_port, api_host, notify_config,
-          data_dir) -> None:
-    """Run the engine for one or more accounts until Ctrl-C, SIGTERM or `maotrade stop`."""
+def start(accounts, config_url, strategies, strategy_path, on_strategy_failure, params, no_demo, duration, no_bars,
+          listen, durability, heartbeat_timeout, unknown_timeout, log_level, verbose, quiet, risk_config, api_port,
+          api_host, notify_config, data_dir) -> None:
+    """Run the engine for one or more accounts until Ctrl-C, SIGTERM or `maotrade stop`.
+
+    Exits 0 after a clean stop, 1 when a strategy failure stopped it (--on-strategy-failure
+    stop) or every account failed for good (the line before says why), 2 on bad options or
+    configuration.
+    """
     from pathlib import Path
 
     from engine.runner import start as run
@@ -94,7 +111,9 @@ def start(accounts, config_url, strategies, params, no_demo, duration, no_bars, 
                    log_level=log_level, show_bars=not no_bars, heartbeat_timeout=heartbeat_timeout, listen=listen,
                    durability=durability, echo=click.echo, unknown_timeout=unknown_timeout,
                    risk_config=Path(risk_config) if risk_config else None, api_port=api_port,
-                   api_host=api_host, notify_config=Path(notify_config) if notify_config else None)
+                   api_host=api_host, notify_config=Path(notify_config) if notify_config else None,
+                   verbosity=-1 if quiet else verbose, on_strategy_failure=on_strategy_failure,
+                   strategy_path=tuple(strategy_path))
     except MAOTradeError as exc:
         _fail(exc)
     sys.exit(code)
@@ -164,6 +183,12 @@ def status(as_json, data_dir) -> None:
             click.echo(f"  STALE market data: {stale['epic']} {stale['time_frame']}s (no data beyond tolerance)")
         if acc.get("discrepancies"):
             click.echo(f"  {acc['discrepancies']} unresolved discrepancies with the broker")
+    for strat in answer.get("strategies") or []:
+        why = f" ({strat['reason']})" if strat.get("reason") and strat["state"] != "running" else ""
+        again = f", restart in {strat['restart_in_s']:g}s" if strat.get("restart_in_s") is not None else ""
+        last = f"  last failure: {strat['reason']}" if strat.get("reason") and strat["state"] == "running" else ""
+        click.echo(f"strategy {strat['name']} [{strat['target']}] {strat['state']}{why}  pid {strat['pid'] or '-'}"
+                   f"  restarts {strat['restarts']}{again}{last}")
 
 
 @main.command(context_settings=CONTEXT)
@@ -201,21 +226,31 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 
 # -- backtest ------------------------------------------------------------------------------------
 @main.command(context_settings=CONTEXT)
-@click.option("--strategy", "target", required=True, metavar="MODULE:CLASS",
-              help="Strategy class, e.g. maotrade.examples.ma_cross:MovingAverageCross.")
-@click.option("--data", "data_files", multiple=True, metavar="FILE",
-              type=click.Path(dir_okay=False),
-              help="OHLCV bars, CSV or Parquet (repeatable; merged in time order). Columns: "
-                   "date/time/timestamp (epoch s or ms, or ISO 8601), open, high, low, close[, volume]. "
-                   "Without it, the bars come from the history store (`maotrade download`).")
+@click.option("--strategy", "target", metavar="FILE.py:CLASS|MODULE:CLASS",
+              help="Strategy class: a file (my_strategy.py:MyStrategy) or a module on the path "
+                   "(maotrade.examples.ma_cross:MovingAverageCross); modules are also looked for in "
+                   "the current directory and --strategy-path.")
+@click.option("--strategy-path", "strategy_path", multiple=True, metavar="DIR",
+              type=click.Path(file_okay=False, exists=True),
+              help="Directory to import strategy modules from (repeatable).")
+@click.option("--data", "data_files", multiple=True, metavar="[EPIC=]FILE",
+              help="OHLCV bars, CSV (optionally .gz) or Parquet (repeatable). Files of one instrument are "
+                   "merged in time order; EPIC=FILE names the instrument of each file for a run over several "
+                   "(a plain FILE is --epic's). Columns: date/time/timestamp (epoch s or ms, or ISO 8601), "
+                   "open, high, low, close[, volume]. Without --data or --sample, the bars of --epic come "
+                   "from the history store (`maotrade download`).")
 @click.option("--timerange", metavar="YYYYMMDD-YYYYMMDD", help="Only bars from the first day up to, not "
                                                                 "including, the second (either may be empty).")
 @click.option("--data-account", metavar="ID", help="With the history store: the account whose download to use "
                                                    "(needed only when several hold the instrument).")
 @data_dir_option
-@click.option("--epic", required=True, help="Instrument the strategy trades and subscribes to.")
-@click.option("--time-frame", required=True, type=click.IntRange(min=1), metavar="SECONDS",
-              help="Bar length; finer bars in the data are aggregated into it.")
+@click.option("--sample", is_flag=True,
+              help="Use the sample data shipped with MAOTrade (synthetic one-minute EURUSD and GBPUSD bars, "
+                   "two weeks; only --epic's if given).")
+@click.option("--epic", help="Instrument of plain --data files; passed to the strategy as the 'epic' parameter.")
+@click.option("--time-frame", default=60, show_default=True, type=click.IntRange(min=1), metavar="SECONDS",
+              help="Bar length of the data (finer bars are aggregated into it); passed to the strategy as "
+                   "'time_frame'. A strategy may subscribe to multiples of it.")
 @click.option("--initial-balance", default=100_000.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Starting cash.")
 @click.option("--commission", default=0.0, show_default=True, type=click.FloatRange(0, 0.1, max_open=True),
@@ -225,53 +260,80 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Strategy parameter (repeatable; values parsed as JSON when possible).")
 @click.option("--account", default="backtest", show_default=True, help="Account id the strategy sees.")
+@click.option("--keep-going", is_flag=True,
+              help="When a strategy callback raises, count it and carry on (default: print the traceback "
+                   "and stop with exit code 1).")
+@click.option("--rerun", "rerun_file", type=click.Path(dir_okay=False, exists=True), metavar="RESULTS.json",
+              help="Run again exactly what an earlier results.json records (its data files must be unchanged).")
 @click.option("--out", "out_dir", default="backtest-results", show_default=True, metavar="DIR",
-              type=click.Path(file_okay=False), help="Where trades.csv, results.json and equity.png go.")
+              type=click.Path(file_okay=False),
+              help="Where trades.csv, results.json, equity.png and report.html go.")
 @click.option("--no-chart", is_flag=True, help="Do not draw equity.png.")
+@click.option("--no-html", is_flag=True, help="Do not write report.html.")
 @click.option("--no-progress", is_flag=True, help="Never show the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of the summary.")
-def backtest(target, data_files, timerange, data_account, data_dir, epic, time_frame, initial_balance, commission,
-             slippage, params, account, out_dir, no_chart, no_progress, as_json) -> None:
+def backtest(target, strategy_path, data_files, timerange, data_account, data_dir, sample, epic, time_frame,
+             initial_balance, commission, slippage, params, account, keep_going, rerun_file, out_dir, no_chart,
+             no_html, no_progress, as_json) -> None:
     """Run a strategy unchanged on historical bars, with the paper broker's matching.
 
-    Market orders fill at the next bar's open plus slippage, limit and stop orders when a
-    bar's high/low reaches them, stop loss and take profit on the bar's range; commission
-    is charged on every fill. Prints total and annualised return, Sharpe, Sortino, max
-    drawdown and its duration, win rate, profit factor, trades, exposure and bars/second.
+    One or several instruments (bars of all merged in time order). Market orders fill at
+    the next bar's open plus slippage, limit and stop orders when a bar's high/low reaches
+    them, stop loss and take profit on the bar's range; commission is charged on every
+    fill. Prints total and annualised return, Sharpe, Sortino, max drawdown and its
+    duration, win rate, profit factor, trades, exposure, buy and hold, exits by reason and
+    bars/second. A strategy error prints its traceback and exits 1; parameters the
+    strategy refuses exit 2. Example, with no download:
+
+    \b
+    maotrade backtest --strategy maotrade.examples.ma_cross:MovingAverageCross \\
+        --sample --epic EURUSD
     """
-    from engine.loader import load_strategy_class
-    from maotrade.backtest import Backtest, BacktestConfig
-    from maotrade.backtest.report import summary_lines, to_json, write_all
+    from maotrade.backtest import command
+    from maotrade.backtest.runner import StrategyFailed
 
     try:
-        cls = load_strategy_class(target)
-        bars = _backtest_bars(data_files, epic, time_frame, timerange, data_account, data_dir)
-        config = BacktestConfig(epic=epic, time_frame=time_frame, initial_balance=initial_balance,
-                                commission=commission, slippage=slippage, account=account)
-        strategy = cls(_parse_params(params))
-        result = _run_with_progress(Backtest, strategy, bars, config, show=not no_progress and not as_json)
-        written = write_all(result, out_dir, chart=not no_chart)
-    except (MAOTradeError, ValueError, RuntimeError) as exc:
+        if rerun_file:
+            spec = command.check_rerun(json.loads(open(rerun_file).read()))
+        else:
+            if not target:
+                raise click.UsageError("give --strategy (or --rerun RESULTS.json)")
+            spec = {"strategy": target, "strategy_path": list(strategy_path),
+                    "data": command.data_sources(list(data_files), epic, sample, _history_root(data_dir),
+                                                 data_account),
+                    "timerange": timerange, "time_frame": time_frame,
+                    "params": _parse_params(params), "initial_balance": initial_balance,
+                    "commission": commission, "slippage": slippage, "account": account,
+                    "keep_going": keep_going}
+        result, info = command.execute(spec, show_progress=not no_progress and not as_json)
+        command.report(result, info, out_dir, chart=not no_chart, html_report=not no_html, as_json=as_json,
+                       echo=click.echo)
+    except StrategyFailed as exc:
+        click.echo(exc.traceback.rstrip(), err=True)
+        click.echo(f"error: {exc} (--keep-going to carry on)", err=True)
+        sys.exit(1)
+    except (MAOTradeError, ValueError, RuntimeError, OSError) as exc:
         _fail(exc)
-    if as_json:
-        click.echo(json.dumps({**to_json(result), "files": {k: str(v) for k, v in written.items()}}, indent=2))
-        return
-    for line in summary_lines(result):
-        click.echo(line)
-    click.echo("wrote " + ", ".join(str(p) for p in written.values()))
 
 
-PROGRESS_MIN_BARS = 50_000
+@main.command("new-strategy", context_settings=CONTEXT)
+@click.argument("name")
+@click.option("--out", "out_dir", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Directory to write NAME.py into.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def new_strategy(name, out_dir, force) -> None:
+    """Write NAME.py: a commented strategy template (a channel breakout) to edit.
 
+    It backtests as it is on the sample data; the command prints how.
+    """
+    from maotrade.examples.template import write_template
 
-def _run_with_progress(backtest_class, strategy, bars, config, show: bool):
-    """Run the backtest, with a progress bar on stderr for long runs at a terminal."""
-    if not show or len(bars) < PROGRESS_MIN_BARS:
-        return backtest_class(strategy, bars, config).run()
-    from tqdm import tqdm
-
-    with tqdm(total=len(bars), unit="bar", unit_scale=True, file=sys.stderr, disable=None) as bar:
-        return backtest_class(strategy, bars, config, progress=bar.update).run()
+    try:
+        path, class_name = write_template(name, out_dir, force=force)
+    except (MAOTradeError, ValueError, OSError) as exc:
+        _fail(exc)
+    click.echo(f"wrote {path} (class {class_name}); try it:")
+    click.echo(f"  maotrade backtest --strategy {path.name}:{class_name} --sample --epic EURUSD")
 
 
 @main.command(context_settings=CONTEXT)

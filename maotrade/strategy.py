@@ -41,7 +41,8 @@ class Strategy:
         self.accounts: list[str] = []
         self.account_states: dict[str, str] = {}
         self._link: Optional[StrategyLink] = None
-        self._stop_requested = False
+        #: True once ``stop()`` was called (read it; call ``stop()`` to set it).
+        self.stop_requested = False
 
     # -- callbacks (override what you need) ---------------------------------------------
     def on_start(self) -> None:
@@ -116,7 +117,7 @@ class Strategy:
 
     def stop(self) -> None:
         """End this strategy after the current callback."""
-        self._stop_requested = True
+        self.stop_requested = True
 
     # -- plumbing -------------------------------------------------------------------------------
     def attach(self, link: StrategyLink, accounts: list[dict]) -> None:
@@ -143,11 +144,6 @@ class Strategy:
             self.on_stale_data(msg)
         elif kind == "error":
             self.log.warning("engine refused %s: %s", msg.get("request"), msg.get("reason"))
-
-    @property
-    def stop_requested(self) -> bool:
-        """True once ``stop()`` was called."""
-        return self._stop_requested
 
     def _account(self, account: Optional[str]) -> str:
         if account is not None:

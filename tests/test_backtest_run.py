@@ -126,7 +126,7 @@ def test_cli_json_matches_the_api_and_writes_the_files(tmp_path):
     assert answer["metrics"]["trades"] == 1 and answer["bars"] == 6 and answer["bars_per_second"] > 0
     assert (out / "equity.png").read_bytes()[:4] == b"\x89PNG"
     rows = (out / "trades.csv").read_text().splitlines()
-    assert rows[0].startswith("epic,side,qty,entry_time") and rows[1].startswith("X,long,10.0,2024-01-01T00:01:00Z")
+    assert rows[0].startswith("epic,side,qty,entry_time") and rows[1].startswith("X,long,10,2024-01-01T00:01:00Z")
     assert json.loads((out / "results.json").read_text())["metrics"]["trades"] == 1
     bad = tmp_path / "bad.csv"
     bad.write_text("date,open\n1,2\n")

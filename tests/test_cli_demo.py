@@ -45,7 +45,14 @@ def test_demo_runs_trades_reports_status_and_stops_cleanly(tmp_path):
 def test_help_is_complete():
     for args in (["--help"], ["start", "--help"], ["status", "--help"], ["stop", "--help"],
                  ["admin", "--help"], ["admin", "broker", "add", "--help"], ["admin", "account", "add", "--help"],
-                 ["admin", "mapping", "set", "--help"], ["admin", "serve", "--help"]):
+                 ["admin", "mapping", "set", "--help"], ["admin", "serve", "--help"], ["backtest", "--help"],
+                 ["new-strategy", "--help"]):
         result = run_cli(*args)
         assert result.returncode == 0 and "Usage:" in result.stdout, args
     assert "--config-url" in run_cli("start", "--help").stdout
+    start_help = run_cli("start", "--help").stdout
+    assert all(option in start_help for option in ("--on-strategy-failure", "--strategy-path", "-v, --verbose",
+                                                   "-q, --quiet"))
+    backtest_help = run_cli("backtest", "--help").stdout
+    assert all(option in backtest_help for option in ("--sample", "--keep-going", "--rerun", "--strategy-path",
+                                                      "EPIC=FILE", "--no-html"))

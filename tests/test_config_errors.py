@@ -91,11 +91,14 @@ def test_broker_class_that_cannot_be_used(config_server, tmp_path, broker_class,
     assert expected in one_line_error(start(url, tmp_path))
 
 
-def test_broker_settings_with_a_mistyped_key_stop_the_account_not_the_engine(config_server, tmp_path):
+def test_broker_settings_with_a_mistyped_key_stop_the_account_and_an_engine_left_with_none_exits_1(
+        config_server, tmp_path):
     url, docs = config_server
     docs["7"] = {**GOOD, "brokerConfig": {"sead": 1}}
     result = run_cli("start", "--account", "7", "--config-url", url, "--data-dir", str(tmp_path / "d"),
-                     "--duration", "4", "--no-demo")
-    assert result.returncode == 0
+                     "--duration", "30", "--no-demo")
+    assert result.returncode == 1
     assert "unknown key 'sead'" in result.stdout + result.stderr
     assert "account 7 [paper]: disconnected" in result.stdout
+    assert ("stopping with exit code 1: account 7 failed for good (account 7 brokerConfig: unknown key 'sead'"
+            in result.stdout)

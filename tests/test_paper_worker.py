@@ -16,6 +16,7 @@ def test_market_order_fills_at_ask_and_moves_balance(paper_worker):
     filled = paper_worker.wait_order(order.client_order_id, "FILLED", since=mark)
     fill = filled["fill"]
     assert fill["qty"] == 1000 and fill["price"] > 0
+    assert fill["time"] >= order.created, "a fill is never timestamped before its order"
     assert filled["order"]["filled_qty"] == 1000
     close = paper_worker.order("EURUSD", -400)
     mark = paper_worker.request(In.ORDER_CLOSE, close)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import deque
 from pathlib import Path
 
@@ -269,6 +270,12 @@ class PaperAccountManager(BaseAccountManager):
         if order.epicBroker and order.epicBroker not in self.walks and order.epicBroker not in self.book.bar_epics:
             self.send_order_refused(order, f"unknown instrument {order.epic!r}")
             return
+        epic = order.epicBroker or order.epic
+        quote = self.book.quotes.get(epic)
+        if quote is not None and epic in self.walks:
+            # The latest quote still stands now: an order that trades on it trades now, never
+            # at the (earlier) moment the quote was made.
+            quote.time = max(quote.time, int(time.time() * 1000))
         try:
             events = action()
         except InvalidOrder as exc:

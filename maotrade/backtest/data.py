@@ -3,12 +3,18 @@
 A file holds one instrument's bars, one per row, with a time column (``date``, ``time``,
 ``timestamp`` or ``datetime``: epoch seconds or milliseconds, or ISO 8601 text, UTC when
 no offset is given) and ``open``, ``high``, ``low``, ``close`` (``volume`` optional);
-column names are case-insensitive. Several files are merged in time order. Bars finer
-than the requested time frame are aggregated into it.
+column names are case-insensitive; CSV may be gzip-compressed (``.csv.gz``). Several
+files are merged in time order. Bars finer than the requested time frame are aggregated
+into it.
+
+``sample_files()`` are the synthetic one-minute bars shipped with the package (EURUSD and
+GBPUSD, two weeks from 2024-01-01), so a first backtest needs no download.
 """
 from __future__ import annotations
 
 import csv
+import gzip
+import hashlib
 import math
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,7 +22,12 @@ from typing import Iterable
 
 from maotrade.bars import BarBuilder, make_bar
 from maotrade.errors import MAOTradeError
+from maotrade.messages import PROTOCOL_VERSION
 
+DEFAULT_ACCOUNT = "backtest"  # the account id a backtest's strategy sees unless told otherwise
+
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "data"
+SAMPLE_TIME_FRAME = 60
 TIME_COLUMNS = ("date", "time", "timestamp", "datetime")
 PRICE_COLUMNS = ("open", "high", "low", "close")
 # Epoch values above this are milliseconds (1e11 s is the year 5138).
@@ -27,8 +38,23 @@ class DataError(MAOTradeError, ValueError):
     """A data file is missing, unreadable or holds a bar that makes no sense."""
 
 
+def file_digest(path) -> str:
+    """SHA-256 of a file's bytes, in hex (results.json records it for every data file)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sample_files() -> dict[str, Path]:
+    """The sample data shipped with the package: epic -> file of one-minute bars."""
+    return {path.name.split("-")[0]: path for path in sorted(SAMPLE_DIR.glob("*-1m.csv.gz"))}
+
+
 def load_bars(paths: Iterable, epic: str, time_frame: int) -> list[dict]:
-    """Return the bars of every file in ``paths``, merged, as bars of ``time_frame`` seconds.
+    """Return the bars of every file in ``paths``, merged, as bars of ``time_frame`` seconds
+    (each also carries ``type``, ``v`` and ``account`` of the message a strategy receives).
 
     Raise ``DataError`` naming the file and row of the first bad value, or the date that
     appears twice.
@@ -47,14 +73,16 @@ def load_bars(paths: Iterable, epic: str, time_frame: int) -> list[dict]:
             raise DataError(f"two bars at {stamp} ({current[0]} ms): files overlap or repeat a row")
     span = int(time_frame) * 1000
     if all(r[0] % span == 0 for r in rows):
-        return [make_bar(epic, time_frame, *r) for r in rows]
-    builder = BarBuilder(epic, time_frame)
-    bars: list[dict] = []
-    for row in rows:
-        bars.extend(builder.update_bar(*row))
-    if builder.current is not None:
-        bars.append({**builder.current, "completed": True})
-    return bars
+        bars = [make_bar(epic, time_frame, *r) for r in rows]
+    else:
+        builder = BarBuilder(epic, time_frame)
+        bars = []
+        for row in rows:
+            bars.extend(builder.update_bar(*row))
+        if builder.current is not None:
+            bars.append({**builder.current, "completed": True})
+    # Shaped as the market data message a strategy gets, so a backtest need not copy them.
+    return [{"type": "market_data", "v": PROTOCOL_VERSION, "account": DEFAULT_ACCOUNT, **bar} for bar in bars]
 
 
 def _read(path: Path) -> list[tuple]:
@@ -68,7 +96,8 @@ def _read(path: Path) -> list[tuple]:
 
 
 def _csv_columns(path: Path) -> dict[str, list]:
-    with path.open(newline="") as handle:
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if not header:

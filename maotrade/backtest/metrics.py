@@ -5,6 +5,9 @@ initial balance; Sharpe and Sortino take a zero risk-free rate and are annualise
 the number of bars per year actually observed (bars / years of calendar time covered,
 a year being 365 days); drawdowns are fractions of the running peak, the initial
 balance included.
+
+The per-bar series functions take any sequence of numbers and work on numpy arrays (a
+year of one-minute bars is half a million points); they return plain Python numbers.
 """
 from __future__ import annotations
 
@@ -12,16 +15,17 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
+import numpy as np
+
 MS_PER_YEAR = 365 * 86_400 * 1000
 
 
-def bar_returns(equity: Sequence[float], initial: float) -> list[float]:
-    """Per-bar simple returns of ``equity``, the first one against ``initial``."""
-    out, previous = [], initial
-    for value in equity:
-        out.append(value / previous - 1 if previous else 0.0)
-        previous = value
-    return out
+def bar_returns(equity: Sequence[float], initial: float) -> np.ndarray:
+    """Per-bar simple returns of ``equity``, the first one against ``initial`` (0 after a zero)."""
+    values = np.asarray(equity, dtype=float)
+    previous = np.concatenate(([float(initial)], values[:-1]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(previous != 0, values / np.where(previous != 0, previous, 1.0) - 1, 0.0)
 
 
 def annualised_return(total_return: float, years: float) -> Optional[float]:
@@ -36,11 +40,12 @@ def annualised_return(total_return: float, years: float) -> Optional[float]:
 
 def sharpe(returns: Sequence[float], periods_per_year: float) -> Optional[float]:
     """Mean over sample standard deviation of ``returns``, times sqrt(periods per year)."""
-    if len(returns) < 2:
+    values = np.asarray(returns, dtype=float)
+    if len(values) < 2:
         return None
-    mean = sum(returns) / len(returns)
-    variance = sum((r - mean) ** 2 for r in returns) / (len(returns) - 1)
-    if variance <= 0:
+    mean = float(values.mean())
+    variance = float(((values - mean) ** 2).sum() / (len(values) - 1))
+    if variance <= 1e-300:
         return None
     return mean / math.sqrt(variance) * math.sqrt(periods_per_year)
 
@@ -48,12 +53,13 @@ def sharpe(returns: Sequence[float], periods_per_year: float) -> Optional[float]
 def sortino(returns: Sequence[float], periods_per_year: float) -> Optional[float]:
     """Mean over downside deviation (root mean square of the negative returns, zero for
     the others, over all periods), times sqrt(periods per year)."""
-    if not returns:
+    values = np.asarray(returns, dtype=float)
+    if not len(values):
         return None
-    downside = math.sqrt(sum(min(r, 0.0) ** 2 for r in returns) / len(returns))
+    downside = math.sqrt(float((np.minimum(values, 0.0) ** 2).sum()) / len(values))
     if downside <= 0:
         return None
-    return sum(returns) / len(returns) / downside * math.sqrt(periods_per_year)
+    return float(values.mean()) / downside * math.sqrt(periods_per_year)
 
 
 @dataclass
@@ -74,28 +80,31 @@ class Drawdown:
 
 def drawdown_series(curve: Sequence[float]) -> list[float]:
     """Drawdown (fraction below the running peak, >= 0) at every point of ``curve``."""
-    out, peak = [], -math.inf
-    for value in curve:
-        peak = max(peak, value)
-        out.append(1 - value / peak if peak > 0 else 0.0)
-    return out
+    values = np.asarray(curve, dtype=float)
+    if not len(values):
+        return []
+    peak = np.maximum.accumulate(values)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(peak > 0, 1 - values / np.where(peak > 0, peak, 1.0), 0.0).tolist()
 
 
 def max_drawdown(curve: Sequence[float]) -> Drawdown:
     """The deepest drawdown of ``curve`` and its duration from peak to recovery."""
-    best = Drawdown()
-    peak_index, peak = 0, -math.inf
-    for index, value in enumerate(curve):
-        if value > peak:
-            peak_index, peak = index, value
-        depth = 1 - value / peak if peak > 0 else 0.0
-        if depth > best.depth:
-            best = Drawdown(depth=depth, peak=peak_index, trough=index)
-    if best.depth > 0:
-        level = curve[best.peak]
-        best.recovery = next((i for i in range(best.trough + 1, len(curve)) if curve[i] >= level), None)
-        best.duration = (best.recovery if best.recovery is not None else len(curve) - 1) - best.peak
-    return best
+    values = np.asarray(curve, dtype=float)
+    if not len(values):
+        return Drawdown()
+    peaks = np.maximum.accumulate(values)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depths = np.where(peaks > 0, 1 - values / np.where(peaks > 0, peaks, 1.0), 0.0)
+    trough = int(depths.argmax())  # the first deepest point
+    depth = float(depths[trough])
+    if depth <= 0:
+        return Drawdown()
+    peak = int((values[:trough + 1] == peaks[trough]).argmax())  # where that peak was first reached
+    later = np.nonzero(values[trough + 1:] >= values[peak])[0]
+    recovery = int(later[0]) + trough + 1 if len(later) else None
+    duration = (recovery if recovery is not None else len(values) - 1) - peak
+    return Drawdown(depth=depth, peak=peak, trough=trough, recovery=recovery, duration=duration)
 
 
 def win_rate(pnls: Sequence[float]) -> Optional[float]:
@@ -133,10 +142,31 @@ def summarize(equity: Sequence[float], initial: float, first_date: int, last_dat
         "max_drawdown_recovered": drawdown.recovery is not None or drawdown.depth == 0,
         "trades": len(trade_pnls), "win_rate": win_rate(trade_pnls),
         "profit_factor": profit_factor(trade_pnls),
-        "exposure": sum(1 for e in exposed if e) / len(exposed) if exposed else 0.0,
+        "exposure": float(np.count_nonzero(exposed)) / len(exposed) if len(exposed) else 0.0,
     }
 
 
 def drawdown_dict(drawdown: Drawdown) -> dict:
     """A ``Drawdown`` as a plain dict."""
     return asdict(drawdown)
+
+
+def buy_and_hold_return(bars: Sequence[dict]) -> Optional[float]:
+    """Return of buying at the first bar's open and holding to the last bar's close."""
+    if not bars:
+        return None
+    return bars[-1]["close"] / bars[0]["open"] - 1
+
+
+def instrument_figures(trades: Sequence, bars: Sequence[dict]) -> dict:
+    """Figures of one instrument: its closed trades' count, net P&L, win rate, profit
+    factor, commission, exits by reason, and the buy-and-hold return over its bars."""
+    closed = [t for t in trades if t.is_closed]
+    pnls = [t.net_pnl for t in closed]
+    reasons: dict[str, int] = {}
+    for trade in closed:
+        reasons[trade.exit_reason] = reasons.get(trade.exit_reason, 0) + 1
+    return {"bars": len(bars), "trades": len(closed), "net_pnl": sum(pnls),
+            "commission": sum(t.commission for t in trades), "win_rate": win_rate(pnls),
+            "profit_factor": profit_factor(pnls), "exits": reasons,
+            "buy_and_hold_return": buy_and_hold_return(bars)}

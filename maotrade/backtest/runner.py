@@ -1,36 +1,63 @@
 """The backtest loop: bars in, the strategy's requests answered as the engine would,
 orders matched by the paper broker's book on bars, in one process (no bus).
 
-Each bar: first the orders placed before it are matched on it (market at its open plus
-slippage, limit/stop on its high/low, then stop loss / take profit), their updates go
-to ``on_order``; then the bar goes to ``on_market_data``. What a strategy asks for while
-handling one bar is therefore traded on the next one, as in a live run on the paper
-broker's replay mode.
+One or several instruments, each with its own bars (``data``: epic -> bars of one time
+frame, the *base* bars). Bars of every instrument are merged into one timeline, ordered
+by the time each bar ends (then by instrument, as given). At each bar: first the orders
+placed before it in its instrument are matched on it (market at its open plus slippage,
+limit/stop on its high/low, then stop loss / take profit), their updates go to
+``on_order``; then the bar goes to ``on_market_data`` of every subscription to it (a
+subscription to a longer time frame gets the aggregated bar when its last base bar is
+in). What a strategy asks for while handling one bar is therefore traded on that
+instrument's next bar, as in a live run on the paper broker's replay mode.
+
+A callback that raises stops the run with ``StrategyFailed`` (holding the traceback),
+unless ``BacktestConfig.keep_going`` is set: then errors are counted and the run goes on.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import time
+import traceback
+from datetime import datetime, timezone
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 from maotrade.backtest import metrics
-from maotrade.backtest.trades import Trade, build_trades
-from maotrade.errors import InvalidOrder
-from maotrade.matching import Event, PaperBook
+from maotrade.backtest.trades import EXIT_END, EXIT_SIGNAL, EXIT_STOP_LOSS, EXIT_TAKE_PROFIT, Trade, build_trades
+from maotrade.bars import BarBuilder
+from maotrade.errors import InvalidOrder, MAOTradeError
+from maotrade.matching import Event, PaperBook, Quote
 from maotrade.messages import ClientToEngine as C, EngineToClient as E, message
-from maotrade.order import (BaseOrder, Fill, Leg, OrderAction, OrderSource, OrderStatus, OrderType,
+from maotrade.order import (BaseOrder, split_child_id, Fill, Leg, OrderAction, OrderSource, OrderStatus, OrderType,
                             TimeInForce, bracket_legs, child_id, leg_name, new_client_order_id,
                             restate_legs)
 from maotrade.strategy import Strategy
 
 log = logging.getLogger(__name__)
 
+PROGRESS_STEP = 4096  # bars between progress callbacks
+
+
+class StrategyFailed(MAOTradeError, RuntimeError):
+    """A strategy callback raised during a backtest; ``traceback`` is its formatted trace,
+    ``where`` says which callback on which bar."""
+
+    def __init__(self, message_text: str, traceback_text: str, where: str):
+        super().__init__(message_text)
+        self.traceback = traceback_text
+        self.where = where
+
 
 @dataclass
 class BacktestConfig:
-    """What a backtest trades and at what cost."""
+    """What a backtest trades and at what cost.
+
+    ``epic`` and ``time_frame`` name the instrument of a single-instrument run (bars given
+    as a list) and the base bar length; with several instruments they are the first one's.
+    """
 
     epic: str
     time_frame: int
@@ -40,6 +67,7 @@ class BacktestConfig:
     account: str = "backtest"
     currency: str = "USD"
     margin_rate: float = 0.05
+    keep_going: bool = False  # count strategy errors and go on instead of stopping the run
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first setting out of range."""
@@ -57,7 +85,8 @@ class BacktestConfig:
 
 @dataclass
 class BacktestResult:
-    """Everything a run produced."""
+    """Everything a run produced. ``instruments`` holds per-instrument figures (trades,
+    P&L, exposure, buy-and-hold return); ``metrics`` the totals."""
 
     config: BacktestConfig
     metrics: dict
@@ -71,35 +100,122 @@ class BacktestResult:
     strategy_errors: int = 0
     account_info: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    instruments: dict = field(default_factory=dict)
+    #: per instrument: the base bars (for charts), in time order.
+    data: dict = field(default_factory=dict)
+    #: the first strategy error's traceback (with ``keep_going``), else "".
+    first_error: str = ""
+    error_counts: dict = field(default_factory=dict)  # "callback ExceptionType" -> count
+    cpu_s: float = 0.0  # CPU seconds of the run (on a shared machine, the fairer speed)
 
     @property
     def bars_per_second(self) -> float:
         """Replay speed (bars over wall-clock seconds of the run, loading excluded)."""
         return self.bars / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+    @property
+    def bars_per_cpu_second(self) -> float:
+        """Bars over CPU seconds of this process during the run."""
+        return self.bars / self.cpu_s if self.cpu_s > 0 else 0.0
 
-class Backtest:
-    """Run one strategy over ``bars`` of one instrument; ``run()`` returns the result.
 
-    The object is the strategy's link (``put``): requests queue and are answered in
-    order after each callback, exactly one callback at a time.
+class _Subscription:
+    """Bars of one instrument at one time frame for the strategy: the base bars as they
+    are, or aggregated by a ``BarBuilder``."""
+
+    __slots__ = ("epic", "time_frame", "builder", "active", "account")
+
+    def __init__(self, epic: str, time_frame: int, base_time_frame: int, account: str):
+        self.epic, self.time_frame, self.account = epic, time_frame, account
+        self.builder = BarBuilder(epic, time_frame) if time_frame != base_time_frame else None
+        self.active = True
+
+    def aggregate(self, bar: dict, base_span_ms: int) -> Optional[dict]:
+        """Feed one base bar; return the aggregated bar if this one completed it."""
+        builder = self.builder
+        builder.update_bar(bar["date"], bar["open"], bar["high"], bar["low"], bar["close"], bar["volume"])
+        done = builder.close_due(bar["date"] + base_span_ms)
+        if not done:
+            return None
+        return {"type": E.MARKET_DATA, "v": 1, "account": self.account, **done[0]}
+
+
+class Prepared:
+    """Bars made ready for replay, once for many runs (the optimiser's case): each bar as
+    the market data message a strategy gets, and all instruments merged into one
+    timeline ordered by the time each bar ends (ties in the order the instruments were
+    given). Bars from ``load_bars`` already are such messages: one instrument costs nothing
+    to prepare. Messages are shared by the runs: strategies
+    must treat bars as read-only, as they must live.
     """
 
-    def __init__(self, strategy: Strategy, bars: list[dict], config: BacktestConfig,
+    def __init__(self, data: dict, account: str = "backtest"):
+        self.data: dict[str, list[dict]] = dict(data)
+        if not self.data or not all(self.data.values()):
+            raise ValueError("a backtest needs at least one bar of every instrument")
+        self.account = account
+        self.base_time_frame = {epic: int(bars[0]["time_frame"]) for epic, bars in self.data.items()}
+        streams = []
+        for bars in self.data.values():
+            if bars[0].get("type") == E.MARKET_DATA and bars[0].get("account") == account:
+                streams.append(bars)  # load_bars made them so: nothing to copy
+            else:
+                streams.append([{**bar, "type": E.MARKET_DATA, "v": 1, "account": account} for bar in bars])
+        if len(streams) == 1:
+            self.timeline = streams[0]
+        else:
+            span = {epic: tf * 1000 for epic, tf in self.base_time_frame.items()}
+            rank = {epic: index for index, epic in enumerate(self.data)}
+            self.timeline = sorted((bar for stream in streams for bar in stream),
+                                   key=lambda bar: (bar["date"] + span[bar["epic"]], rank[bar["epic"]]))
+
+
+def prepare(data, epic: str = "", account: str = "backtest") -> Prepared:
+    """``data`` (bars of ``epic``, or epic -> bars) ready for many runs on ``account``."""
+    return data if isinstance(data, Prepared) else Prepared(data if isinstance(data, dict) else {epic: list(data)},
+                                                            account)
+
+
+BarData = Union[list, dict, Prepared]
+
+
+class Backtest:
+    """Run one strategy over the bars in ``data``; ``run()`` returns the result.
+
+    ``data`` is a list of bars of ``config.epic``, a dict epic -> list of bars (each
+    list of one time frame, in time order, as ``load_bars`` returns) or ``prepare(...)``
+    of them (for many runs over the same data; preparing is then not timed). The object is the
+    strategy's link (``put``): requests queue and are answered in order after each
+    callback, exactly one callback at a time.
+    """
+
+    def __init__(self, strategy: Strategy, data: BarData, config: BacktestConfig,
                  progress: Optional[Callable[[int], None]] = None):
         config.check()
         self.strategy = strategy
-        self.bars = bars
+        self._given = data
+        self.data: dict[str, list[dict]] = (data.data if isinstance(data, Prepared) else
+                                            dict(data) if isinstance(data, dict) else {config.epic: list(data)})
+        if not self.data or not all(self.data.values()):
+            raise ValueError("a backtest needs at least one bar of every instrument")
         self.config = config
         self.progress = progress
+        self.base_time_frame = {epic: int(bars[0]["time_frame"]) for epic, bars in self.data.items()}
+        self._base_span = {epic: tf * 1000 for epic, tf in self.base_time_frame.items()}
         self.book = PaperBook(balance=config.initial_balance, commission_rate=config.commission,
                               margin_rate=config.margin_rate, account=config.account,
-                              bar_epics={config.epic}, slippage=config.slippage)
+                              bar_epics=set(self.data), slippage=config.slippage)
         self.orders: dict[str, BaseOrder] = {}
+        self._legs: dict[str, dict[str, BaseOrder]] = {}  # epic -> legs that may still work
         self.fills: list[tuple[BaseOrder, Fill]] = []
-        self.subscribed = False
-        self.ever_subscribed = False
+        self.subscriptions: dict[tuple, _Subscription] = {}
+        self._by_epic: dict[str, list[_Subscription]] = {epic: [] for epic in self.data}
         self.errors = 0
+        self.error_counts: dict[str, int] = {}
+        self.first_error = ""
+        self._where = "on_start"
+        self._last_close: dict[str, float] = {}
+        self._last_time: dict[str, int] = {}
         self._requests: deque = deque()
         self._handlers = {
             C.SUBSCRIBE: self._subscribe, C.UNSUBSCRIBE: self._unsubscribe,
@@ -115,51 +231,157 @@ class Backtest:
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> BacktestResult:
-        """Replay every bar; return orders, fills, trades, equity and metrics."""
-        cfg, strategy, book = self.config, self.strategy, self.book
+        """Replay every bar; return orders, fills, trades, equity and metrics (bars/s
+        counts the whole run: preparing the bars, unless given prepared, to the last
+        callback; not the figures computed after)."""
+        cfg, strategy = self.config, self.strategy
+        given = self._given
+        # Preparing is part of the run, unless it was done once beforehand for many runs.
+        started, cpu_started = time.perf_counter(), time.process_time()
+        if not (isinstance(given, Prepared) and given.account == cfg.account):
+            given = Prepared(self.data, cfg.account)
+        timeline = given.timeline
         strategy.attach(self, [{"account": cfg.account, "state": "ready"}])
-        started = time.perf_counter()
+        self._call(strategy.on_start)
         dates: list[int] = []
         equity: list[float] = []
         exposed: list[bool] = []
-        self._call(strategy.on_start)
-        done = 0
-        for bar in self.bars:
-            events = book.on_bar(cfg.epic, bar, self._make_stop_close)
-            if events:
-                self._publish(events)
-            position = book.positions.get(cfg.epic)
-            held = position is not None and not position.is_flat
-            dates.append(bar["date"])
-            equity.append(book.balance + (position.unrealized_pnl(bar["close"]) if held else 0.0))
-            exposed.append(held)
-            if self.subscribed:
-                self._guarded(strategy.dispatch, {"type": E.MARKET_DATA, "v": 1, "account": cfg.account, **bar})
-            # Requests made on this bar's order updates and on the bar itself, in that order
-            # (a live strategy gets both in one batch before the engine sees its answers).
-            self._drain()
-            done += 1
-            if self.progress is not None and done % 1000 == 0:
-                self.progress(1000)
-            if strategy.stop_requested:
-                break
-        if self.progress is not None:
-            self.progress(done % 1000)
+        # The bars (hundreds of thousands of dicts) never form cycles: keep the garbage
+        # collector from walking them again and again while the run allocates.
+        gc.freeze()
+        try:
+            done = self._replay(timeline, dates, equity, exposed)
+        finally:
+            gc.unfreeze()
+        self._where = "on_stop"
         self._call(strategy.on_stop)
-        elapsed = time.perf_counter() - started
-        trades = build_trades((o.epic, f.qty if o.qty > 0 else -f.qty, f.price, f.time, f.commission)
-                              for o, f in self.fills)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        result = self._result(done, elapsed, dates, equity, exposed)
+        result.cpu_s = cpu
+        return result
+
+    def _replay(self, timeline: list[dict], dates: list, equity: list, exposed: list) -> int:
+        """The hot loop: match, mark, record equity, deliver; return the bars replayed.
+
+        Written for speed (the benchmark's do-nothing strategy spends its time here):
+        locals instead of attributes, the book only asked when it has work, progress
+        reported between slices of the timeline rather than tested on every bar.
+        """
+        book, strategy, requests = self.book, self.strategy, self._requests
+        positions, working, stops = book.positions, book.working, book.stops
+        last_close, last_time, by_epic = self._last_close, self._last_time, self._by_epic
+        base_span = self._base_span
+        make_close = self._make_stop_close
+        on_market_data = strategy.on_market_data
+        append_date, append_equity, append_exposed = dates.append, equity.append, exposed.append
+        progress = self.progress
+        step = PROGRESS_STEP if progress is not None else max(1, len(timeline))
+        held_positions: list = []
+        known_positions = 0
+        done = 0
+        previous_end = None
+        for begin in range(0, len(timeline), step):
+            chunk = timeline[begin:begin + step]
+            for msg in chunk:
+                epic = msg["epic"]
+                if working:
+                    events = book.on_bar(epic, msg, make_close)
+                    if events:
+                        self._publish(events)
+                elif epic in stops:
+                    # Most bars reach neither level: only those that do go to the book.
+                    levels = stops[epic]
+                    stop_loss, take_profit = levels.get("stop_loss"), levels.get("take_profit")
+                    if positions[epic].qty > 0:
+                        reached = ((stop_loss and msg["low"] <= stop_loss)
+                                   or (take_profit and msg["high"] >= take_profit))
+                    else:
+                        reached = ((stop_loss and msg["high"] >= stop_loss)
+                                   or (take_profit and msg["low"] <= take_profit))
+                    if reached:
+                        events = book.on_bar(epic, msg, make_close)
+                        if events:
+                            self._publish(events)
+                last_close[epic] = msg["close"]
+                last_time[epic] = msg["date"]
+                # Equity at this bar's close: cash plus open P&L of every position at its last close.
+                value = book.balance
+                held = False
+                if known_positions != len(positions):
+                    held_positions, known_positions = list(positions.items()), len(positions)
+                for position_epic, position in held_positions:
+                    if position.qty:
+                        held = True
+                        value += (last_close[position_epic] - position.avg_price) * position.qty
+                end = msg["date"] + base_span[epic]
+                if end == previous_end:  # bars of several instruments ending together: one point
+                    equity[-1], exposed[-1] = value, held or exposed[-1]
+                else:
+                    append_date(msg["date"])
+                    append_equity(value)
+                    append_exposed(held)
+                    previous_end = end
+                for subscription in by_epic[epic]:
+                    if not subscription.active:
+                        continue
+                    if subscription.builder is None:
+                        out = msg
+                    else:
+                        out = subscription.aggregate(msg, base_span[epic])
+                        if out is None:
+                            continue
+                    try:
+                        on_market_data(out)
+                    except Exception as exc:
+                        self._where = (f"on_market_data({epic} {subscription.time_frame}s bar at "
+                                       f"{_iso(out['date'])})")
+                        self._on_error(exc)
+                # Requests made on this bar's order updates and on the bar itself, in that order
+                # (a live strategy gets both in one batch before the engine sees its answers).
+                if requests:
+                    self._drain()
+                if strategy.stop_requested:
+                    done += 1
+                    break
+                done += 1
+            else:
+                if progress is not None:
+                    progress(len(chunk))
+                continue
+            if progress is not None:
+                progress(done - begin)
+            break
+        return done
+
+    def _result(self, done: int, elapsed: float, dates: list, equity: list, exposed: list) -> BacktestResult:
+        cfg, book = self.config, self.book
+        rows = [(o.epic, f.qty if o.qty > 0 else -f.qty, f.price, f.time, f.commission, _exit_reason(o))
+                for o, f in self.fills]
+        # What is still open at the end is valued at its instrument's last close (exit reason "end").
+        for epic, position in book.positions.items():
+            if not position.is_flat:
+                rows.append((epic, -position.qty, self._last_close[epic], self._last_time[epic], 0.0, EXIT_END))
+        trades = build_trades(rows)
         closed = [t.net_pnl for t in trades if t.is_closed]
+        first_span = self.base_time_frame[next(iter(self.data))]
         figures = metrics.summarize(equity, cfg.initial_balance, dates[0] if dates else 0,
-                                    dates[-1] if dates else 0, cfg.time_frame, closed, exposed)
+                                    dates[-1] if dates else 0, first_span, closed, exposed)
         figures["commission"] = book.commission_paid
         figures["bars"] = done
-        warnings = [] if self.ever_subscribed else [
-            f"the strategy never subscribed to {cfg.epic} at {cfg.time_frame}s: it saw no bars"]
-        return BacktestResult(warnings=warnings, config=cfg, metrics=figures, trades=trades, dates=dates, equity=equity,
-                              orders=list(self.orders.values()), fills=self.fills, bars=done,
+        instruments = {epic: metrics.instrument_figures(
+            [t for t in trades if t.epic == epic], bars) for epic, bars in self.data.items()}
+        figures["buy_and_hold_return"] = (sum(i["buy_and_hold_return"] for i in instruments.values())
+                                          / len(instruments))
+        warnings = []
+        subscribed = {s.epic for s in self.subscriptions.values()}
+        if not subscribed:
+            epics = ", ".join(f"{e} at {self.base_time_frame[e]}s" for e in self.data)
+            warnings.append(f"the strategy never subscribed to {epics}: it saw no bars")
+        return BacktestResult(warnings=warnings, config=cfg, metrics=figures, trades=trades, dates=dates,
+                              equity=equity, orders=list(self.orders.values()), fills=self.fills, bars=done,
                               elapsed_s=elapsed, strategy_errors=self.errors,
-                              account_info=book.account_info(cfg.currency))
+                              account_info=self._marked_account_info(), instruments=instruments,
+                              data=self.data, first_error=self.first_error, error_counts=dict(self.error_counts))
 
     # -- plumbing -----------------------------------------------------------------------------
     def _call(self, fn, *args) -> None:
@@ -182,17 +404,41 @@ class Backtest:
     def _guarded(self, fn, *args) -> None:
         try:
             fn(*args)
-        except Exception:  # as in a live run: a bug in one callback does not end the run
-            self.errors += 1
-            log.exception("event=strategy_callback_failed strategy=%s", self.strategy.name)
+        except Exception as exc:
+            self._on_error(exc)
+
+    def _on_error(self, exc: Exception) -> None:
+        """A callback raised (called inside the ``except``): stop the run, or count it."""
+        if isinstance(exc, StrategyFailed):
+            raise exc
+        if not self.config.keep_going:
+            self._failed(exc)
+        self.errors += 1
+        kind = f"{self._where.partition('(')[0]} {type(exc).__name__}"
+        self.error_counts[kind] = self.error_counts.get(kind, 0) + 1
+        if not self.first_error:
+            self.first_error = f"in {self._where}:\n{traceback.format_exc()}"
+            log.error("event=strategy_callback_failed strategy=%s where=%r", self.strategy.name, self._where)
+
+    def _failed(self, exc: Exception) -> None:
+        """Stop the run on a strategy error, carrying its traceback."""
+        raise StrategyFailed(f"strategy {self.strategy.name} raised {type(exc).__name__}: {exc} in {self._where}",
+                             traceback.format_exc(), self._where) from exc
 
     def _notify(self, order: BaseOrder, fill: Optional[Fill] = None, request: Optional[str] = None,
                 error: str = "", code: str = "") -> None:
-        view = order.to_dict()
-        view.pop("fills", None)
-        msg = message(E.ORDER, **view, request=request, error=error or None, code=code or None,
-                      fills=[fill.to_dict()] if fill else None, duplicate=None)
-        self._guarded(self.strategy.dispatch, msg)
+        msg = order.__dict__.copy()  # the fields of the dataclass, as to_dict() gives them, faster
+        del msg["fills"]
+        msg.update(type=E.ORDER, v=1, request=request, error=error or None, code=code or None,
+                   fills=[fill.to_dict()] if fill else None, duplicate=None)
+        try:
+            self.strategy.dispatch(msg)
+        except Exception as exc:
+            previous, self._where = self._where, f"on_order({order.client_order_id} {order.status})"
+            try:
+                self._on_error(exc)
+            finally:
+                self._where = previous
 
     def _publish(self, events: list[Event]) -> None:
         for event in events:
@@ -209,10 +455,17 @@ class Backtest:
                 self._end_legs(order.client_order_id, f"parent {order.status.lower()}")
             position = self.book.positions.get(order.epicBroker or order.epic)
             if event.fill is not None and (position is None or position.is_flat):
-                for other in list(self.orders.values()):
-                    if other.is_leg and not other.is_done and other.epic == order.epic:
+                legs = self._legs.get(order.epic, {})
+                for other in list(legs.values()):
+                    if not other.is_done:
                         other.set_cancelled("position closed")
                         self._notify(other)
+                    legs.pop(other.client_order_id, None)  # done: no longer looked at
+
+    def _add_leg(self, leg: BaseOrder) -> None:
+        """Record a bracket leg, and index it by instrument while it may still work."""
+        self.orders[leg.client_order_id] = leg
+        self._legs.setdefault(leg.epic, {})[leg.client_order_id] = leg
 
     def _end_legs(self, parent_id: str, reason: str) -> None:
         for leg in Leg.ALL:
@@ -230,20 +483,41 @@ class Backtest:
                          epic=epic, epicBroker=epic, qty=qty, order_type=OrderType.MARKET,
                          action=OrderAction.CLOSE, source=OrderSource.EXTERNAL, reason=reason)
 
+    def _mark(self, epic: str) -> None:
+        """Give the book the last close of ``epic`` as its price (it needs one to take orders)."""
+        if epic in self._last_close:
+            close = self._last_close[epic]
+            self.book.quotes[epic] = Quote(close, close, self._last_time[epic])
+
+    def _marked_account_info(self) -> dict:
+        for epic in self._last_close:
+            self._mark(epic)
+        return self.book.account_info(self.config.currency)
+
     # -- requests (answered as the engine and the paper broker answer them) ----------------------
-    def _check_market(self, msg: dict) -> None:
+    def _subscription_key(self, msg: dict) -> tuple:
         epic, time_frame = msg.get("epic"), msg.get("time_frame")
-        if epic != self.config.epic or time_frame != self.config.time_frame:
-            raise InvalidOrder(f"this backtest replays {self.config.epic} at {self.config.time_frame}s only, "
-                               f"not {epic} at {time_frame}s")
+        if epic not in self.data:
+            raise InvalidOrder(f"this backtest has no data for {epic!r} (it has {', '.join(self.data)})")
+        base = self.base_time_frame[epic]
+        if not isinstance(time_frame, int) or time_frame <= 0 or time_frame % base:
+            raise InvalidOrder(f"this backtest replays {epic} at {base}s: subscribe to {base}s or a multiple "
+                               f"of it, not {time_frame}s")
+        return epic, time_frame
 
     def _subscribe(self, msg: dict) -> None:
-        self._check_market(msg)
-        self.subscribed = self.ever_subscribed = True
+        key = self._subscription_key(msg)
+        subscription = self.subscriptions.get(key)
+        if subscription is None:
+            subscription = self.subscriptions[key] = _Subscription(key[0], key[1], self.base_time_frame[key[0]],
+                                                                   self.config.account)
+            self._by_epic[key[0]].append(subscription)
+        subscription.active = True
 
     def _unsubscribe(self, msg: dict) -> None:
-        self._check_market(msg)
-        self.subscribed = False
+        subscription = self.subscriptions.get(self._subscription_key(msg))
+        if subscription is not None:
+            subscription.active = False
 
     def _order_open(self, msg: dict, action: str = OrderAction.OPEN, request: str = C.ORDER_OPEN) -> None:
         order = BaseOrder(client_order_id=msg.get("client_order_id") or new_client_order_id(),
@@ -259,8 +533,8 @@ class Backtest:
         self.orders[order.client_order_id] = order
         try:
             order.validate()
-            if order.epic != self.config.epic:
-                raise InvalidOrder(f"unknown instrument {order.epic!r}: this backtest trades {self.config.epic}")
+            if order.epic not in self.data:
+                raise InvalidOrder(f"unknown instrument {order.epic!r}: this backtest trades {', '.join(self.data)}")
         except InvalidOrder as exc:
             order.set_rejected(str(exc))
             self._notify(order, error=str(exc), code="invalid_order")
@@ -268,8 +542,9 @@ class Backtest:
         order.epicBroker = order.epic
         if action == OrderAction.OPEN:
             for leg in bracket_legs(order):
-                self.orders[leg.client_order_id] = leg
+                self._add_leg(leg)
         self._notify(order)  # the engine's acknowledgement (NEW)
+        self._mark(order.epic)
         try:
             events = self.book.close(order) if action == OrderAction.CLOSE else self.book.submit(order)
         except InvalidOrder as exc:
@@ -311,8 +586,10 @@ class Backtest:
     def _order_stop(self, msg: dict) -> None:
         order = self._known(msg, "amend")
         stop_loss, take_profit = msg.get("stop_loss"), msg.get("take_profit")
+        epic = order.epicBroker or order.epic
+        self._mark(epic)
         try:
-            self.book.amend_stops(order.epicBroker or order.epic, stop_loss, take_profit, order.client_order_id)
+            self.book.amend_stops(epic, stop_loss, take_profit, order.client_order_id)
         except InvalidOrder as exc:
             self._notify(order, request=C.ORDER_STOP, error=str(exc))
             return
@@ -321,16 +598,46 @@ class Backtest:
                     if child_id(order.client_order_id, leg) in self.orders}
         new, changed = restate_legs(order, existing)
         for leg in new:
-            self.orders[leg.client_order_id] = leg
+            self._add_leg(leg)
         self._notify(order, request=C.ORDER_STOP)
         for leg in new + changed:
             self._notify(leg)
 
     def _account_info(self, msg: dict) -> None:
         self._guarded(self.strategy.dispatch, message(E.ACCOUNT_INFO, account=self.config.account,
-                                                      info=self.book.account_info(self.config.currency)))
+                                                      info=self._marked_account_info()))
 
     def _portfolio(self, msg: dict) -> None:
+        for epic in self._last_close:
+            self._mark(epic)
         portfolio = self.book.portfolio(lambda epic: epic)
         self._guarded(self.strategy.dispatch, message(E.PORTFOLIO, account=self.config.account,
                                                       portfolio=portfolio, broker=portfolio))
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _exit_reason(order: BaseOrder) -> str:
+    """Why a fill of ``order`` closed a position: a bracket leg (stop loss / take profit,
+    ``{parent}/SL`` or ``/TP``, or a close the book made without a known parent), or the
+    strategy's own decision (a signal)."""
+    _, leg = split_child_id(order.client_order_id)
+    if leg:
+        return EXIT_STOP_LOSS if leg == Leg.STOP_LOSS else EXIT_TAKE_PROFIT
+    if order.source != OrderSource.STRATEGY and order.reason in (EXIT_STOP_LOSS, EXIT_TAKE_PROFIT):
+        return order.reason
+    return EXIT_SIGNAL
+
+
+def run_backtest(strategy_class: type, params: Optional[dict], data: BarData, config: BacktestConfig,
+                 progress: Optional[Callable[[int], None]] = None) -> BacktestResult:
+    """Run ``strategy_class(params)`` over ``data`` (bars of ``config.epic``, or epic -> bars)
+    and return the result (``result.metrics`` holds the figures).
+
+    The library entry point for scripts and the optimiser: raises ``StrategyFailed`` when a
+    callback raises (unless ``config.keep_going``) and ``ValueError`` for a bad setting.
+    ``data`` is only read, so one loaded data set serves many runs.
+    """
+    return Backtest(strategy_class(dict(params or {})), data, config, progress=progress).run()

@@ -1,12 +1,20 @@
 """Round-trip trades from a run's fills: a trade opens when a position leaves zero and
 closes when it returns to zero (a fill that crosses zero closes one trade and opens the
-next). Commission is shared out in proportion to quantity."""
+next). Commission is shared out in proportion to quantity. A trade's exit reason is that
+of the fill that closed it: ``signal`` (the strategy closed or reversed), ``stop loss``,
+``take profit`` (the broker's bracket) or ``end`` (still open when the data ended, valued
+at the last close)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Iterable, Optional
 
 from maotrade.positions import EPSILON, Position
+
+EXIT_SIGNAL = "signal"
+EXIT_STOP_LOSS = "stop loss"
+EXIT_TAKE_PROFIT = "take profit"
+EXIT_END = "end"
 
 
 @dataclass
@@ -22,6 +30,7 @@ class Trade:
     exit_price: Optional[float] = None  # average of the closing fills
     pnl: float = 0.0  # realized, before commission
     commission: float = 0.0
+    exit_reason: str = ""
     _in_qty: float = 0.0
     _out_qty: float = 0.0
     _out_value: float = 0.0
@@ -44,13 +53,13 @@ class Trade:
         return data
 
 
-def build_trades(fills: Iterable[tuple[str, float, float, int, float]]) -> list[Trade]:
-    """Trades from fills ``(epic, signed qty, price, time, commission)`` in execution order;
-    the last trade of an instrument may still be open."""
+def build_trades(fills: Iterable[tuple]) -> list[Trade]:
+    """Trades from fills ``(epic, signed qty, price, time, commission[, exit reason])`` in
+    execution order; the last trade of an instrument may still be open."""
     positions: dict[str, Position] = {}
     current: dict[str, Trade] = {}
     trades: list[Trade] = []
-    for epic, qty, price, time, commission in fills:
+    for epic, qty, price, time, commission, *reason in fills:
         position = positions.setdefault(epic, Position(epic))
         closing = 0.0 if position.is_flat or (position.qty > 0) == (qty > 0) else min(abs(qty), abs(position.qty))
         opening = abs(qty) - closing
@@ -63,6 +72,7 @@ def build_trades(fills: Iterable[tuple[str, float, float, int, float]]) -> list[
             trade._out_qty += closing
             if position.is_flat or opening > EPSILON:
                 trade.exit_time, trade.exit_price = time, trade._out_value / trade._out_qty
+                trade.exit_reason = reason[0] if reason else EXIT_SIGNAL
                 del current[epic]
         if opening > EPSILON:
             trade = current.get(epic)

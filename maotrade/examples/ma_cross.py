@@ -1,8 +1,9 @@
 """Moving-average crossover: long while the fast average of closes is above the slow one.
 
-Parameters (``params``): ``epic`` (EURUSD), ``time_frame`` (60), ``qty`` (1000), ``fast``
-(10), ``slow`` (30), ``stop_loss`` and ``take_profit`` (fractions of the entry bar's
-close; 0 = none).
+Parameters (``params``): ``epic`` (EURUSD; or ``epics``, a list or comma-separated text,
+to trade several instruments, each on its own), ``time_frame`` (60), ``qty`` (1000),
+``fast`` (10), ``slow`` (30), ``stop_loss`` and ``take_profit`` (fractions of the entry
+bar's close; 0 = none).
 """
 from __future__ import annotations
 
@@ -10,6 +11,17 @@ from collections import deque
 
 from maotrade.examples._base import PositionTracking
 from maotrade.optimize.space import FloatRange, IntRange
+
+
+class _Averages:
+    """Running sums of the last ``fast`` and ``slow`` closes of one instrument."""
+
+    __slots__ = ("closes", "fast_sum", "slow_sum", "previous_diff")
+
+    def __init__(self):
+        self.closes: deque = deque()
+        self.fast_sum = self.slow_sum = 0.0
+        self.previous_diff = None
 
 
 class MovingAverageCross(PositionTracking):
@@ -21,34 +33,47 @@ class MovingAverageCross(PositionTracking):
 
     def on_start(self) -> None:
         p = self.params
-        self.epic = p.get("epic", "EURUSD")
+        epics = p.get("epics") or [p.get("epic", "EURUSD")]
+        self.epics = [e.strip() for e in epics.split(",")] if isinstance(epics, str) else list(epics)
+        self.epic = self.epics[0]
         self.qty = float(p.get("qty", 1000))
         self.fast, self.slow = int(p.get("fast", 10)), int(p.get("slow", 30))
         if not 0 < self.fast < self.slow:
             raise ValueError(f"need 0 < fast < slow, got fast={self.fast} slow={self.slow}")
         self.stop_loss = float(p.get("stop_loss", 0))
         self.take_profit = float(p.get("take_profit", 0))
-        self.closes: deque = deque(maxlen=self.slow)
-        self.fast_sum = self.slow_sum = 0.0
-        self.previous_diff = None
-        self.subscribe(self.epic, int(p.get("time_frame", 60)))
+        self.averages = {epic: _Averages() for epic in self.epics}
+        for epic in self.epics:
+            self.subscribe(epic, int(p.get("time_frame", 60)))
 
     def on_market_data(self, bar: dict) -> None:
-        if not bar.get("completed") or bar.get("epic") != self.epic:
+        state = self.averages.get(bar["epic"])
+        if state is None or not bar["completed"]:
             return
-        self.closes.append(bar["close"])
-        if len(self.closes) < self.slow:
+        # Written for speed: it runs on every bar of a backtest.
+        close = bar["close"]
+        closes = state.closes
+        closes.append(close)
+        fast, slow = self.fast, self.slow
+        count = len(closes)
+        fast_sum, slow_sum = state.fast_sum + close, state.slow_sum + close
+        if count > fast:
+            fast_sum -= closes[-fast - 1]
+        if count > slow:
+            slow_sum -= closes.popleft()
+        state.fast_sum, state.slow_sum = fast_sum, slow_sum
+        if count < slow:
             return
-        closes = list(self.closes)
-        diff = sum(closes[-self.fast:]) / self.fast - sum(closes) / self.slow
-        previous, self.previous_diff = self.previous_diff, diff
-        if previous is None or self.working:
+        diff = fast_sum / fast - slow_sum / slow
+        previous, state.previous_diff = state.previous_diff, diff
+        if previous is None:
             return
-        price = bar["close"]
-        if previous <= 0 < diff and self.position == 0:
-            self.working = self.open_order(
-                self.epic, self.qty,
-                stop_loss=price * (1 - self.stop_loss) if self.stop_loss else None,
-                take_profit=price * (1 + self.take_profit) if self.take_profit else None)
-        elif previous >= 0 > diff and self.position > 0:
-            self.working = self.close_order(self.epic)
+        epic = bar["epic"]
+        if previous <= 0 < diff:
+            if self.position_in(epic) == 0 and not self.working_in(epic):
+                self.track(epic, self.open_order(
+                    epic, self.qty,
+                    stop_loss=close * (1 - self.stop_loss) if self.stop_loss else None,
+                    take_profit=close * (1 + self.take_profit) if self.take_profit else None))
+        elif previous >= 0 > diff and self.position_in(epic) > 0 and not self.working_in(epic):
+            self.track(epic, self.close_order(epic))
