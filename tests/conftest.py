@@ -9,17 +9,7 @@ import pytest
 # tests start; tests of the allowlist itself set or clear this.
 os.environ.setdefault("MAOTRADE_ALLOW_BROKER_CLASS", "tests.brokers.*")
 
-from tests.kit import WorkerHarness
-
-
-def paper_document(account: str = "900", **broker) -> dict:
-    """A paper account document with fast prices, for tests."""
-    config = {"seed": 7, "price_interval": 0.02, "reconnect_base": 0.2, "reconnect_max": 1.0,
-              "order_timeout": 2.0}
-    config.update(broker)
-    return {"idAccount": account, "brokerName": "paper", "brokerClass": "paper.PaperAccountManager",
-            "brokerConfig": config, "accountConfig": {"initial_balance": 10000.0, "currency": "USD"},
-            "epicMapping": {"EURUSD": "EURUSD", "SPY": "SPY"}}
+from tests.kit import WorkerHarness, paper_document  # noqa: E402 - after the allowlist is set
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Run the real ``maotrade`` command in subprocesses and talk to it over its bus."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from maotrade.messages import message
 from tests.kit import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
+_REQUEST_IDS = itertools.count(1)
 
 
 def maotrade_cmd(*args: str) -> list[str]:
@@ -29,6 +31,14 @@ def run_cli(*args: str, env: Optional[dict] = None, timeout: float = 60) -> subp
     """Run ``maotrade ARGS`` to completion."""
     return subprocess.run(maotrade_cmd(*args), capture_output=True, text=True, timeout=timeout,
                           cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    """The JSON document at ``path``, or None while it is absent or still being written."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 class AdminService:
@@ -80,8 +90,7 @@ class EngineProcess:
         self.process = subprocess.Popen(maotrade_cmd(*args, *extra), cwd=ROOT, env={**os.environ, **(env or {})},
                                         stdout=self.log, stderr=subprocess.STDOUT)
         info_path = self.data_dir / "engine.json"
-        wait_until(lambda: self._check_alive() and info_path.exists(), 60, what="engine.json")
-        self.info = json.loads(info_path.read_text())
+        self.info = wait_until(lambda: self._check_alive() and _read_json(info_path), 60, what="engine.json")
         self.client = EngineClient(self.info["client_address"], name="tester")
         self.welcome = self.client.hello(timeout=30)
         self.received: list[dict] = []
@@ -113,6 +122,7 @@ class EngineProcess:
     def collect(self) -> list[dict]:
         """Receive what the engine sent this client."""
         new = self.client.receive(50)
+        self._check_alive()
         self.received.extend(new)
         return new
 
@@ -140,6 +150,32 @@ class EngineProcess:
         """Send one client message."""
         self.client.send(message(msg_type, **fields))
 
+    def orders(self, timeout: float = 10, **filters) -> list[dict]:
+        """The engine's journaled orders (``orders_request`` with ``filters``)."""
+        request_id = f"q{next(_REQUEST_IDS)}"
+        answer = self.client.request(message("orders_request", request_id=request_id, **filters), "orders",
+                                     timeout=timeout, match=lambda m: m.get("request_id") == request_id)
+        return answer["orders"]
+
+    def journaled(self, account: str, client_order_id: str) -> Optional[dict]:
+        """One journaled order, with all its fills (None if the engine has no such order)."""
+        found = self.orders(account=account, client_order_id=client_order_id)
+        return found[0] if found else None
+
+    def wait_message(self, predicate, timeout: float = 30, since: int = 0, what: str = "message") -> dict:
+        """Wait for a received message (from index ``since``) matching ``predicate``."""
+        deadline = time.monotonic() + timeout
+        seen = since
+        while True:
+            for msg in self.received[seen:]:
+                if predicate(msg):
+                    return msg
+            seen = len(self.received)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: "
+                                     f"{[m.get('type') for m in self.received[-15:]]}")
+            self.collect()
+
     def children(self) -> list[psutil.Process]:
         """Every process the engine started, recursively."""
         try:
@@ -166,3 +202,24 @@ class EngineProcess:
             self.process.kill()
             self.process.wait(10)
         self.log.close()
+
+
+def engine_on_account(document: dict, workdir: Path, *extra: str) -> tuple[AdminService, EngineProcess]:
+    """An admin service holding ``document`` as its only account, and ``maotrade start`` on it."""
+    from cryptography.fernet import Fernet
+
+    workdir = Path(workdir)
+    env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(), "MAOTRADE_ADMIN_TOKEN": "contract"}
+    admin = AdminService(workdir / "admin", env)
+    try:
+        account, broker = str(document["idAccount"]), f"{document['brokerName']}{document['idAccount']}"
+        admin.cli("broker", "add", broker, "--class", document["brokerClass"],
+                  "--config", json.dumps(document["brokerConfig"]))
+        admin.cli("account", "add", account, "--broker", broker, "--config", json.dumps(document["accountConfig"]))
+        for epic, epic_broker in document["epicMapping"].items():
+            admin.cli("mapping", "set", account, epic, epic_broker)
+        engine = EngineProcess(workdir / "engine", [account], *extra, env=env, config_url=admin.url)
+    except BaseException:
+        admin.stop()
+        raise
+    return admin, engine

@@ -214,3 +214,61 @@ def pid_alive(pid: int) -> bool:
         return True
     except OSError:
         return False
+
+
+# -- account documents of every broker, aimed at the local fakes --------------------------
+IG_EPICS = {"EURUSD": "CS.D.EURUSD.CFD.IP", "GBPUSD": "CS.D.GBPUSD.CFD.IP", "FTSE": "IX.D.FTSE.DAILY.IP"}
+IB_MAPPING = {"SPY": "SPY-USD-STK-SMART", "EURUSD": "EUR-USD-CASH-IDEALPRO",
+              "ES_FUT": "ES-USD-FUT-CME-202412", "AAPL": "AAPL-USD-STK-SMART",
+              "NOPE": "NOPE-USD-STK-SMART"}
+FIX_SYMBOL = "ES-202412-FUT-CME"
+
+
+def paper_document(account: str = "900", **broker) -> dict:
+    """A paper account document with fast prices, for tests."""
+    config = {"seed": 7, "price_interval": 0.02, "reconnect_base": 0.2, "reconnect_max": 1.0,
+              "order_timeout": 2.0}
+    config.update(broker)
+    return {"idAccount": account, "brokerName": "paper", "brokerClass": "paper.PaperAccountManager",
+            "brokerConfig": config, "accountConfig": {"initial_balance": 10000.0, "currency": "USD"},
+            "epicMapping": {"EURUSD": "EURUSD", "SPY": "SPY"}}
+
+
+def ig_document(sim, account: str = "701", ig_account: str = "XYZ02", **broker) -> dict:
+    """An IG account document aimed at the IG simulator ``sim`` with fast timeouts for tests."""
+    config = {"endpoint_demo": sim.rest_url, "endpoint_prod": "http://127.0.0.1:9/unused",
+              "timeout": 2.0, "reconnect_base": 0.2, "reconnect_max": 1.0, "max_retries": 20,
+              "order_timeout": 3.0, "stream_keepalive_ms": 300, "stream_stalled_ms": 300,
+              "stream_reconnect_ms": 300,
+              "confirm_interval": 0.05, "stream_connect_timeout": 5.0}
+    config.update(broker)
+    return {"idAccount": account, "brokerName": "ig", "brokerClass": "ig.IGAccountManager",
+            "brokerConfig": config,
+            "accountConfig": {"user": sim.user, "password": sim.password, "apiKey": sim.api_key,
+                              "accountId": ig_account, "demo": True},
+            "epicMapping": dict(IG_EPICS)}
+
+
+def ib_document(port: int, account: str = "41", client_id: int = 11, **broker) -> dict:
+    """An IB account document pointing at the fake TWS on ``port``, with fast reconnects."""
+    config = {"tws_host": "127.0.0.1", "tws_port": port, "client_id": client_id, "timeout": 3.0,
+              "reconnect_base": 0.2, "reconnect_max": 1.0, "max_retries": 20,
+              "order_timeout": 5.0, "commission_wait": 1.0}
+    config.update(broker)
+    return {"idAccount": account, "brokerName": "ib", "brokerClass": "ib.IBAccountManager",
+            "brokerConfig": config, "accountConfig": {"account": "DU123456"},
+            "epicMapping": dict(IB_MAPPING)}
+
+
+def fix_document(port: int, account: str = "501", password: str | None = None, **broker) -> dict:
+    """A FIX account document pointing at ``port`` with fast timers, for tests."""
+    config = {"host": "127.0.0.1", "port": port, "sender_comp_id": "CLIENT", "target_comp_id": "BROKER",
+              "heartbeat_interval": 1, "reconnect_base": 0.2, "reconnect_max": 0.5,
+              "order_timeout": 3.0, "timeout": 5.0}
+    config.update(broker)
+    account_config = {"account": "ACC-1", "username": "trader"}
+    if password:
+        account_config["password"] = password
+    return {"idAccount": account, "brokerName": "fixtest", "brokerClass": "fix.FIXAccountManager",
+            "brokerConfig": config, "accountConfig": account_config,
+            "epicMapping": {"ES_FUT": FIX_SYMBOL, "BAD_FUT": "BAD-SYMBOL"}}

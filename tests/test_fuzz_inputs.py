@@ -19,7 +19,7 @@ from maotrade.errors import ConfigError, ProtocolError
 from maotrade.messages import ClientToEngine, EngineToWorker, WorkerToEngine, unpack_batch
 from maotrade.queues import MessageQueue
 from tests import faultstats
-from tests.conftest import paper_document
+from tests.kit import paper_document
 
 pytestmark = pytest.mark.fault
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))

@@ -2,7 +2,7 @@
 
 from engine.replay import ReplayGate
 from maotrade.messages import EngineToWorker as In
-from tests.conftest import paper_document
+from tests.kit import paper_document
 from tests.kit import WorkerHarness
 
 T0 = 1_704_067_200

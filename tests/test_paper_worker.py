@@ -55,7 +55,7 @@ def test_bars_stream_after_subscribe(paper_worker):
 
 
 def test_status_of_filled_order_survives_a_killed_worker(tmp_path):
-    from tests.conftest import paper_document
+    from tests.kit import paper_document
     from tests.kit import WorkerHarness
     with WorkerHarness(paper_document(), tmp_path) as first:
         first.wait_type("init_result", timeout=20)

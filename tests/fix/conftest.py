@@ -5,24 +5,7 @@ import pytest
 
 from tests.fix.proxy import TcpRelay
 from tests.fix.quickfix_acceptor import QuickFixAcceptor
-from tests.kit import WorkerHarness, free_port
-
-SYMBOL = "ES-202412-FUT-CME"
-
-
-def fix_document(port: int, account: str = "501", password: str | None = None, **broker) -> dict:
-    """A FIX account document pointing at ``port`` with fast timers, for tests."""
-    config = {"host": "127.0.0.1", "port": port, "sender_comp_id": "CLIENT", "target_comp_id": "BROKER",
-              "heartbeat_interval": 1, "reconnect_base": 0.2, "reconnect_max": 0.5,
-              "order_timeout": 3.0, "timeout": 5.0}
-    config.update(broker)
-    account_config = {"account": "ACC-1", "username": "trader"}
-    if password:
-        account_config["password"] = password
-    return {"idAccount": account, "brokerName": "fixtest", "brokerClass": "fix.FIXAccountManager",
-            "brokerConfig": config, "accountConfig": account_config,
-            "epicMapping": {"ES_FUT": SYMBOL, "BAD_FUT": "BAD-SYMBOL"}}
-
+from tests.kit import WorkerHarness, fix_document, free_port
 
 @pytest.fixture
 def acceptor(tmp_path):

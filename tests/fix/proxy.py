@@ -70,6 +70,17 @@ class TcpRelay:
         """Relay again; connections cut meanwhile stay cut."""
         self.frozen.clear()
 
+    def inject(self, data: bytes) -> None:
+        """Send ``data`` to the client side of every relayed connection, as if the broker
+        had written it (garbage on the line)."""
+        with self._lock:
+            clients = self.connections[0::2]
+        for sock in clients:
+            try:
+                sock.sendall(data)
+            except OSError:
+                pass
+
     def cut(self) -> None:
         """Close every relayed connection now."""
         with self._lock:

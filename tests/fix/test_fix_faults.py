@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 
 from maotrade.messages import EngineToWorker as In
-from tests.fix.conftest import SYMBOL, fix_document
+from tests.kit import FIX_SYMBOL as SYMBOL, fix_document
 from tests.fix.quickfix_acceptor import QuickFixAcceptor
 from tests.kit import WorkerHarness, free_port
 

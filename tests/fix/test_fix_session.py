@@ -5,7 +5,7 @@ import pytest
 
 from maotrade.messages import EngineToWorker as In
 from maotrade.order import bracket_legs
-from tests.fix.conftest import SYMBOL
+from tests.kit import FIX_SYMBOL as SYMBOL
 
 
 def test_logon_reports_init_and_connected(fix_worker):
@@ -195,7 +195,7 @@ def test_close_reduces_the_position_and_overclose_is_refused(fix_worker):
 
 
 def test_positions_fall_back_to_the_session_when_the_broker_rejects_the_request(tmp_path, acceptor):
-    from tests.fix.conftest import fix_document
+    from tests.kit import fix_document
     from tests.kit import WorkerHarness
     document = fix_document(acceptor.port, request_positions=True, timeout=30.0)  # only 35=j can answer in time
     with WorkerHarness(document, tmp_path / "worker") as worker:
@@ -213,7 +213,7 @@ def test_positions_fall_back_to_the_session_when_the_broker_rejects_the_request(
 
 
 def test_engine_heartbeat_stays_fast_with_a_long_fix_heartbeat(tmp_path, acceptor):
-    from tests.fix.conftest import fix_document
+    from tests.kit import fix_document
     from tests.kit import WorkerHarness
     with WorkerHarness(fix_document(acceptor.port, heartbeat_interval=30), tmp_path / "worker") as worker:
         first = worker.wait_type("heartbeat", timeout=10)

@@ -4,23 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tests.ib.fake_tws import FakeTWS
-from tests.kit import WorkerHarness
-
-MAPPING = {"SPY": "SPY-USD-STK-SMART", "EURUSD": "EUR-USD-CASH-IDEALPRO",
-           "ES_FUT": "ES-USD-FUT-CME-202412", "AAPL": "AAPL-USD-STK-SMART",
-           "NOPE": "NOPE-USD-STK-SMART"}
-
-
-def ib_document(port: int, account: str = "41", client_id: int = 11, **broker) -> dict:
-    """An IB account document pointing at the fake TWS, with fast reconnects."""
-    config = {"tws_host": "127.0.0.1", "tws_port": port, "client_id": client_id, "timeout": 3.0,
-              "reconnect_base": 0.2, "reconnect_max": 1.0, "max_retries": 20,
-              "order_timeout": 5.0, "commission_wait": 1.0}
-    config.update(broker)
-    return {"idAccount": account, "brokerName": "ib", "brokerClass": "ib.IBAccountManager",
-            "brokerConfig": config, "accountConfig": {"account": "DU123456"},
-            "epicMapping": dict(MAPPING)}
-
+from tests.kit import WorkerHarness, ib_document
 
 @pytest.fixture
 def fake_tws():

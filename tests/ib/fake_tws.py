@@ -307,6 +307,7 @@ class FakeTWS:
         self._server: Optional[asyncio.base_events.Server] = None
         self._thread: Optional[threading.Thread] = None
         self._ready = threading.Event()
+        self.frozen = False  # True: frames are read and dropped unprocessed (a hung TWS)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "FakeTWS":
@@ -379,6 +380,34 @@ class FakeTWS:
             self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         asyncio.run_coroutine_threadsafe(reopen(), self.loop).result(10)
 
+    def freeze(self) -> None:
+        """Hang, as a frozen TWS does: connections stay open, requests are read and lost."""
+        self.call(lambda: setattr(self, "frozen", True))
+
+    def restart(self) -> None:
+        """Restart after a freeze: every client dropped, requests sent while frozen never
+        processed, orders and positions kept; listening again on the same port."""
+        self.pause()
+        self.call(lambda: setattr(self, "frozen", False))
+        self.resume()
+
+    def repeat_execution(self, order_ref: str) -> str:
+        """Send the newest execution of ``order_ref`` again, same execId (a duplicate
+        execDetails and commissionReport, as TWS sends after a reconnect); return its execId."""
+        def repeat():
+            ex = next(e for e in reversed(self.executions) if e.order.order_ref == order_ref)
+            for conn in self._conns(ex.order.client_id):
+                conn.send(EXECUTION_DATA, -1, *self._exec_fields(ex))
+                conn.send(COMMISSION_REPORT, 1, *self._commission_fields(ex))
+            return ex.exec_id
+        return self.call(repeat)
+
+    def position(self, symbol: str) -> float:
+        """The account's net position in ``symbol`` across every clientId."""
+        def net():
+            return sum(pos.qty for con_id, pos in self.positions.items() if self._inst(con_id).symbol == symbol)
+        return self.call(net)
+
     def send_raw(self, *fields) -> None:
         """Send arbitrary fields as one message to every client (garbage tests)."""
         self.call(lambda: [c.send(*fields) for c in self.connections])
@@ -424,6 +453,8 @@ class FakeTWS:
             await writer.drain()
             while not conn.closed:
                 frame = await self._read_frame(reader)
+                if self.frozen:
+                    continue
                 fields = frame.decode(errors="replace").split("\0")[:-1]
                 try:
                     self._handle(conn, fields)

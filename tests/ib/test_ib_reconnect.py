@@ -2,7 +2,7 @@
 import pytest
 
 from maotrade.messages import EngineToWorker as In
-from tests.ib.conftest import ib_document
+from tests.kit import ib_document
 from tests.kit import WorkerHarness, wait_until
 
 pytestmark = pytest.mark.fault

@@ -57,7 +57,7 @@ def test_garbage_from_tws_is_survived(ib_worker, fake_tws):
 
 
 def test_status_after_worker_restart_comes_from_ib(fake_tws, tmp_path):
-    from tests.ib.conftest import ib_document
+    from tests.kit import ib_document
     from tests.kit import WorkerHarness, wait_until
     with WorkerHarness(ib_document(fake_tws.port), tmp_path) as worker:
         worker.wait_type("connection", state="connected", timeout=20)

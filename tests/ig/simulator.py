@@ -104,6 +104,7 @@ class IGSimulator:
         self.working: dict[str, dict] = {}
         self.confirms: dict[str, dict] = {}
         self.deal_references: Counter = Counter()  # client dealReferences received for deals
+        self.deals: dict[str, dict] = {}  # client dealReference -> {"status", "size"}: the broker's record
         self.requests: list[tuple[str, str]] = []
         self.realized: dict[str, float] = {}
         self._deal_ids = itertools.count(1)
@@ -152,6 +153,13 @@ class IGSimulator:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop = None
+
+    def restart(self) -> None:
+        """Stop serving and serve again on the same port, as a restarted IG would: every
+        stream and connection drops; accounts, positions, working orders and sessions stay."""
+        self.stop()
+        self._ready.clear()
+        self.start()
 
     def __enter__(self) -> "IGSimulator":
         return self.start()
@@ -367,7 +375,9 @@ class IGSimulator:
         reason = self._deal_problem(account, body)
         if reason:
             confirm = self._store_confirm(account, ref, body, "REJECTED", reason, None, "OPEN")
+            self.deals[ref] = {"status": "rejected", "size": 0.0}
         else:
+            self.deals[ref] = {"status": "filled", "size": float(body["size"])}
             price = self._fill_price(body["epic"], body["direction"])
             deal_id = self._open(account, ref, body["epic"], body["direction"], float(body["size"]), price,
                                  body.get("stopLevel"), body.get("limitLevel"), bool(body.get("forceOpen")))
@@ -444,14 +454,16 @@ class IGSimulator:
         reason = self._deal_problem(account, body)
         if reason:
             confirm = self._store_confirm(account, ref, body, "REJECTED", reason, None, "OPEN")
+            self.deals[ref] = {"status": "rejected", "size": 0.0}
         else:
+            self.deals[ref] = {"status": "working", "size": 0.0}
             deal_id = self._new_deal_id()
             order = {"dealId": deal_id, "dealReference": ref, "account": account, "epic": body["epic"],
                      "direction": body["direction"], "size": float(body["size"]),
                      "level": float(body["level"]), "type": body["type"],
                      "timeInForce": body["timeInForce"], "stopLevel": body.get("stopLevel"),
                      "limitLevel": body.get("limitLevel"), "created": time.time(),
-                     "currency": body["currencyCode"]}
+                     "currency": body["currencyCode"], "forceOpen": bool(body.get("forceOpen", True))}
             self.working[deal_id] = order
             confirm = self._store_confirm(account, ref, body, "ACCEPTED", "SUCCESS", deal_id, "OPEN",
                                           level=order["level"])
@@ -465,6 +477,7 @@ class IGSimulator:
         if order is None or order["account"] != account:
             return _error(404, "error.service.workingorder.notfound")
         del self.working[order["dealId"]]
+        self.deals[order["dealReference"]] = {"status": "cancelled", "size": 0.0}
         confirm = self._store_confirm(account, ref, order, "ACCEPTED", "SUCCESS", order["dealId"],
                                       "DELETED", level=order["level"])
         await self._stream_trade(account, WOU=json.dumps(_wou(order, "DELETED")),)
@@ -569,7 +582,8 @@ class IGSimulator:
         asyncio.ensure_future(self._stream_trade(account, OPU=json.dumps(_opu(position, "OPEN"))))
         return deal_id
 
-    async def _reduce(self, account: str, targets: list[dict], size: float, price: float):
+    async def _reduce(self, account: str, targets: list[dict], size: float, price: float,
+                      by_ig: bool = False):
         affected, profit, left = [], 0.0, size
         for position in targets:
             if left <= 1e-9:
@@ -582,7 +596,10 @@ class IGSimulator:
             if position["size"] <= 1e-9:
                 del self.positions[position["dealId"]]
                 affected.append({"dealId": position["dealId"], "status": "FULLY_CLOSED"})
-                await self._stream_trade(account, OPU=json.dumps(_opu(position, "DELETED")))
+                opu = _opu(position, "DELETED")
+                if by_ig:  # IG closed it on its stop / limit: the update says where and how much
+                    opu.update(level=price, size=take)
+                await self._stream_trade(account, OPU=json.dumps(opu))
             else:
                 affected.append({"dealId": position["dealId"], "status": "PARTIALLY_CLOSED"})
                 await self._stream_trade(account, OPU=json.dumps(_opu(position, "UPDATED")))
@@ -687,6 +704,7 @@ class IGSimulator:
             m.bars[scale] = bar
             await self.tlcp.publish(f"CHART:{epic}:{scale}", bar)
         await self._trigger_working(epic)
+        await self._trigger_attached_stops(epic)
 
     async def _trigger_working(self, epic: str) -> None:
         m = self.markets[epic]
@@ -700,10 +718,24 @@ class IGSimulator:
             if not hit:
                 continue
             del self.working[order["dealId"]]
+            self.deals[order["dealReference"]] = {"status": "filled", "size": order["size"]}
             await self._stream_trade(order["account"], WOU=json.dumps(_wou(order, "DELETED")))
             self._open(order["account"], order["dealReference"], epic, order["direction"], order["size"],
                        order["level"] if order["type"] == "LIMIT" else price, order["stopLevel"],
-                       order["limitLevel"], True, deal_id=order["dealId"])
+                       order["limitLevel"], order.get("forceOpen", True), deal_id=order["dealId"])
+
+    async def _trigger_attached_stops(self, epic: str) -> None:
+        """Close positions whose attached stop (stopLevel) or limit (limitLevel) the price
+        reached, at the price, as IG does: the trade stream carries the position DELETED."""
+        m = self.markets[epic]
+        for position in [p for p in self.positions.values() if p["epic"] == epic]:
+            buy = position["direction"] == "BUY"
+            exit_price = m.bid if buy else m.offer
+            stop, limit = position.get("stopLevel"), position.get("limitLevel")
+            stopped = stop is not None and (exit_price <= stop if buy else exit_price >= stop)
+            limited = limit is not None and (exit_price >= limit if buy else exit_price <= limit)
+            if stopped or limited:
+                await self._reduce(position["account"], [position], position["size"], exit_price, by_ig=True)
 
     async def _stream_trade(self, account: str, **fields: str) -> None:
         if self.mute_trade_stream:

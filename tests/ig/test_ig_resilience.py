@@ -3,7 +3,7 @@ refused REST calls. Every order ends in a known state and no deal is sent twice.
 from __future__ import annotations
 
 from maotrade.messages import EngineToWorker as In
-from tests.ig.conftest import EPICS
+from tests.kit import IG_EPICS as EPICS
 from tests.kit import wait_until
 
 EURUSD = EPICS["EURUSD"]
@@ -130,7 +130,7 @@ def test_close_with_lost_answer_is_reported_unknown_and_never_resent(sim, ig_wor
 
 
 def test_deal_confirmed_while_disconnected_is_found_after_reconnect(sim, tmp_path):
-    from tests.ig.conftest import ig_document
+    from tests.kit import ig_document
     from tests.kit import WorkerHarness
     with WorkerHarness(ig_document(sim, order_timeout=15.0, timeout=1.0), tmp_path) as worker:
         worker.wait_type("connection", state="connected", timeout=20)

@@ -3,7 +3,7 @@ real ``requests`` and ``lightstreamer-client-lib`` on real sockets."""
 from __future__ import annotations
 
 from maotrade.messages import EngineToWorker as In
-from tests.ig.conftest import EPICS, ig_document
+from tests.kit import IG_EPICS as EPICS, ig_document
 from tests.kit import WorkerHarness, wait_until
 
 EURUSD = EPICS["EURUSD"]

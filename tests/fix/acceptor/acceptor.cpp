@@ -19,7 +19,7 @@
 //     the market or "fill CLORDID QTY [PX]" fills them by hand;
 //   * RequestForPositions is not offered: QuickFIX answers it with a BusinessMessageReject.
 //
-// Commands on stdin (one per line): price SYM PX | fill CLORDID QTY [PX] | disconnect |
+// Commands on stdin (one per line): price SYM PX | fill CLORDID QTY [PX] | repeat CLORDID | disconnect |
 // logout | testrequest ID | quit. Events on stdout (one per line, flushed): READY,
 // LOGON, LOGOUT, HEARTBEAT_REPLY ID, APP <MsgType> for each application message,
 // DONE <verb> when a command has been carried out, ERROR <what> when it could not be.
@@ -137,6 +137,14 @@ class Broker : public FIX::Application {
         if (!(in >> px)) px = order->ord_type == '2' ? order->price : ref(order->symbol);
         execute(*order, std::min(qty, order->leaves()), px, out);
       }
+    } else if (verb == "repeat") {
+      // The newest fill of an order sent again with the same ExecID (a broker's duplicate).
+      std::string id;
+      in >> id;
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = last_fill_.find(id);
+      if (it == last_fill_.end()) say("ERROR no fill of " + id);
+      else out.push_back(it->second);
     } else if (verb == "disconnect" && session) {
       session->disconnect();
     } else if (verb == "logout" && session) {
@@ -203,6 +211,7 @@ class Broker : public FIX::Application {
     FIX44::ExecutionReport er = report(o, 'F');
     er.set(FIX::LastQty(qty));
     er.set(FIX::LastPx(px));
+    last_fill_[o.cl_ord_id] = er;
     out.push_back(er);
   }
 
@@ -393,6 +402,7 @@ class Broker : public FIX::Application {
   std::map<std::string, double> prices_;
   std::map<std::string, std::string> subscribed_;
   long exec_id_ = 0;
+  std::map<std::string, FIX::Message> last_fill_;  // ClOrdID -> its newest fill report
 };
 
 }  // namespace
