@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from maotrade.backtest.store import parse_day
-from tests.ib.conftest import MAPPING, ib_document
 from tests.ib.fake_tws import history_price
-from tests.kit import WorkerHarness
+from tests.kit import IB_MAPPING as MAPPING, WorkerHarness, ib_document
 
 DAY_MS = 86_400_000
 MONDAY = parse_day("20240101")
