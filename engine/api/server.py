@@ -13,9 +13,11 @@ import uvicorn
 from engine.api.app import create_app
 from engine.api.bridge import EngineBridge
 from engine.api.dashboard import mount_dashboard
+from engine.api.reports import ReportIndex
 from engine.api.sessions import LoginManager
 from engine.api.webhook import DEFAULT_WINDOW_S, AccountWebhook, AlertStore, WebhookService
 from engine.observer import EventFeed
+from engine.paths import reports_dir as engine_reports_dir
 from maotrade.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,8 @@ class ApiServer:
     """The engine API (and webhook) on ``host:port``, served by uvicorn on a thread."""
 
     def __init__(self, engine_address: str, data_dir: Path, documents: list[dict], host: str = "127.0.0.1",
-                 port: int = 8710, webhook_window_s: float = DEFAULT_WINDOW_S, pub_address: Optional[str] = None):
+                 port: int = 8710, webhook_window_s: float = DEFAULT_WINDOW_S, pub_address: Optional[str] = None,
+                 reports_dir: Optional[Path] = None):
         self.host, self.port = host, port
         self.bridge = EngineBridge(engine_address, name="api")
         self.webhook = WebhookService(EngineBridge(engine_address, name="webhook"),
@@ -74,7 +77,8 @@ class ApiServer:
         self.logins = LoginManager(token)
         self.feed = EventFeed(pub_address, name="dashboard-feed") if pub_address else None
         self.ui_bridge = EngineBridge(engine_address, name="dashboard")
-        self.ui_streams = mount_dashboard(app, self.ui_bridge, self.logins, self.feed)
+        self.reports = ReportIndex(reports_dir or engine_reports_dir(Path(data_dir)))
+        self.ui_streams = mount_dashboard(app, self.ui_bridge, self.logins, self.feed, self.reports)
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                 lifespan="off")
         self.server = uvicorn.Server(config)
