@@ -57,6 +57,8 @@ class ReportIndex:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        # A results.json holds every trade (it can be large): each is read again only once changed.
+        self._summaries: dict[Path, tuple[tuple[float, int], dict]] = {}
 
     def directories(self) -> list[ReportDir]:
         """Every report directory under the root, newest record first."""
@@ -104,7 +106,22 @@ class ReportIndex:
 
     def listing(self) -> list[dict]:
         """Each report with its strategy, when it ran, its headline figures and its files."""
-        return [summary(report) for report in self.directories()]
+        listed, cache = [], {}
+        for report in self.directories():
+            try:
+                stat = report.record.stat()
+                version = (stat.st_mtime, stat.st_size)
+            except OSError:
+                version = None
+            known = self._summaries.get(report.record)
+            entry = known[1] if known is not None and version is not None and known[0] == version else summary(report)
+            if version is not None:
+                cache[report.record] = (version, entry)
+            listed.append({**entry, "files": list(report.files()),
+                           "main": next((n for n in ("report.html", "best/report.html") if n in report.files()),
+                                        None)})
+        self._summaries = cache  # reports gone from the folder are forgotten
+        return listed
 
 
 def _mtime(path: Path) -> float:

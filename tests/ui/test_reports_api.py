@@ -179,7 +179,14 @@ def test_an_unreadable_record_is_listed_with_its_error(tmp_path):
     broken.mkdir(parents=True)
     (broken / "results.json").write_text("{not json")
     (tmp_path / "reports" / "empty").mkdir()
-    listed = ReportIndex(tmp_path / "reports").listing()
+    index = ReportIndex(tmp_path / "reports")
+    listed = index.listing()
     assert [r["name"] for r in listed] == ["runs/backtest-broken"]
     assert listed[0]["error"].startswith("results.json unreadable") and listed[0]["figures"] == {}
+    # Rewritten (a rerun into the same folder): read again, not served from what was read before.
+    (broken / "results.json").write_text(json.dumps({"strategy": {"target": "a:B"}, "metrics": {"sharpe": 1.5}}))
+    (broken / "report.html").write_text("<h1>report</h1>")
+    again = index.listing()[0]
+    assert again["error"] is None and again["strategy"] == "a:B" and again["figures"] == {"sharpe": 1.5}
+    assert again["main"] == "report.html"
     assert ReportIndex(tmp_path / "missing").listing() == []
