@@ -75,3 +75,9 @@ def make_run_dir(data: Path) -> Path:
 def engine_file(data: Path) -> Path:
     """The file that tells ``maotrade status``/``stop`` where the running engine listens."""
     return Path(data) / "engine.json"
+
+
+def reports_dir(data: Path) -> Path:
+    """Where ``maotrade backtest``/``optimize`` write by default and the dashboard looks for
+    reports: ``<data dir>/reports``."""
+    return Path(data) / "reports"

@@ -274,9 +274,9 @@ def _wait_gone(pid: int, timeout: float) -> bool:
                    "and stop with exit code 1).")
 @click.option("--rerun", "rerun_file", type=click.Path(dir_okay=False, exists=True), metavar="RESULTS.json",
               help="Run again exactly what an earlier results.json records (its data files must be unchanged).")
-@click.option("--out", "out_dir", default="backtest-results", show_default=True, metavar="DIR",
-              type=click.Path(file_okay=False),
-              help="Where trades.csv, results.json, equity.png and report.html go.")
+@click.option("--out", "out_dir", metavar="DIR", type=click.Path(file_okay=False),
+              help="Where trades.csv, results.json, equity.png and report.html go [default: a new folder "
+                   "backtest-<UTC time>-<strategy> under <data dir>/reports, where the dashboard lists it].")
 @click.option("--no-chart", is_flag=True, help="Do not draw equity.png.")
 @click.option("--no-html", is_flag=True, help="Do not write report.html.")
 @click.option("--no-progress", is_flag=True, help="Never show the progress bar.")
@@ -315,6 +315,7 @@ def backtest(target, strategy_path, data_files, timerange, data_account, data_di
                     "commission": commission, "slippage": slippage, "account": account,
                     "keep_going": keep_going}
         result, info = command.execute(spec, show_progress=not no_progress and not as_json)
+        out_dir = out_dir or _new_report_dir(data_dir, "backtest", spec["strategy"])
         command.report(result, info, out_dir, chart=not no_chart, html_report=not no_html, as_json=as_json,
                        echo=click.echo)
     except StrategyFailed as exc:
@@ -709,6 +710,25 @@ def _progress_bar(total, unit: str):
     return tqdm(total=total, unit=unit, unit_scale=True, file=sys.stderr, disable=None)
 
 
+def _new_report_dir(data_dir, kind: str, target: str):
+    """A folder of its own for a run's report under ``<data dir>/reports``: ``KIND-<UTC time>-<class>``
+    (with ``-2``, ``-3``... when two runs start in the same second)."""
+    from engine.paths import reports_dir
+
+    root = reports_dir(_data_dir(data_dir))
+    strategy = target.rpartition(":")[2] or "strategy"
+    strategy = "".join(c if c.isalnum() or c in "-_" else "_" for c in strategy)[:60]
+    base = f"{kind}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{strategy}"
+    for number in range(1, 1000):
+        candidate = root / (base if number == 1 else f"{base}-{number}")
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            continue
+    raise click.ClickException(f"could not make a new report folder under {root}")
+
+
 def _history_root(data_dir):
     return _data_dir(data_dir) / "history"
 
@@ -866,9 +886,10 @@ def data_list(as_json, data_dir) -> None:
               help="Commission per fill as a fraction of notional.")
 @click.option("--slippage", default=0.0, show_default=True, type=click.FloatRange(0, 0.1, max_open=True),
               help="Fraction of price lost on market and stop fills.")
-@click.option("--out", "out_dir", default="optimize-results", show_default=True, metavar="DIR",
-              type=click.Path(file_okay=False),
-              help="Where trials.csv, optimize.json, importance.png and best/ (the best run's report) go.")
+@click.option("--out", "out_dir", metavar="DIR", type=click.Path(file_okay=False),
+              help="Where trials.csv, optimize.json, importance.png and best/ (the best run's report) go "
+                   "[default: a new folder optimize-<UTC time>-<strategy> under <data dir>/reports, where the "
+                   "dashboard lists it].")
 @click.option("--no-chart", is_flag=True, help="Draw no plots.")
 @click.option("--no-progress", is_flag=True, help="Never show the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print optimize.json instead of the summary.")
@@ -916,7 +937,8 @@ def optimize(target, epic, time_frame, data_files, timerange, data_account, name
             executor.close()
             if bar is not None:
                 bar.close()
-        written = write_all(result, context, out_dir, chart=not no_chart)
+        written = write_all(result, context, out_dir or _new_report_dir(data_dir, "optimize", target),
+                            chart=not no_chart)
     except (MAOTradeError, ValueError) as exc:
         _fail(exc)
     if as_json:

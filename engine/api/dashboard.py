@@ -7,6 +7,9 @@
   browser sends one, an ``Origin`` equal to the page's own.
 - ``/ui/api/events`` is a server-sent event stream fed from the engine's PUB socket
   (``engine.observer.EventFeed``): nothing polls.
+- ``/ui/api/reports`` lists the backtest and optimisation reports of the reports directory
+  (``engine.api.reports``) and ``/ui/reports/<id>/<file>`` serves one of a report's listed
+  files, sandboxed, to a logged-in browser.
 
 Each data request and action is one or a few bus requests through the API's
 ``EngineBridge``, the same as the REST endpoints.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -25,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.api.bridge import EngineBridge
 from engine.api.operator import ID_PATTERN, ScopeIn, balance_history, run_action
+from engine.api.reports import ReportIndex
 from engine.api.sessions import SESSION_TTL_S, LoginManager
 from engine.observer import FEED_GAP, EventFeed
 from maotrade.errors import MAOTradeError
@@ -44,6 +49,12 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+# A report is shown in a frame of the page but runs sandboxed: an opaque origin with no cookie,
+# no access to the page or the API; its scripts (plotly, embedded) may run, nothing is fetched.
+REPORT_PAGE_CSP = ("sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; "
+                   "style-src 'unsafe-inline'; img-src data: blob:; font-src data:; frame-ancestors 'self'")
+REPORT_FILE_CSP = "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'self'"
+REPORT_ID_PATTERN = r"^[0-9a-f]{16}$"
 
 
 class LoginIn(BaseModel):
@@ -127,9 +138,18 @@ class OpenStreams:
             stream.offer(None)
 
 
+def report_headers(name: str) -> dict:
+    """Headers of a served report file: framable by the page only, sandboxed, never cached."""
+    policy = REPORT_PAGE_CSP if name.endswith(".html") else REPORT_FILE_CSP
+    return {"Content-Security-Policy": policy, "X-Frame-Options": "SAMEORIGIN", "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
+
+
 def mount_dashboard(app: FastAPI, bridge: EngineBridge, logins: LoginManager,
-                    feed: Optional[EventFeed]) -> OpenStreams:
-    """Add the dashboard's routes to ``app``; return the handle that ends its live streams."""
+                    feed: Optional[EventFeed], reports: Optional[ReportIndex] = None) -> OpenStreams:
+    """Add the dashboard's routes to ``app``; return the handle that ends its live streams.
+
+    ``reports`` is the reports directory's index (none: the reports view lists nothing)."""
     router = APIRouter(prefix="/ui")
     open_streams = OpenStreams()
 
@@ -242,6 +262,20 @@ def mount_dashboard(app: FastAPI, bridge: EngineBridge, logins: LoginManager,
 
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(lines(), media_type="text/event-stream", headers=headers)
+
+    @router.get("/api/reports", dependencies=read, include_in_schema=False)
+    def report_list() -> dict:
+        if reports is None:
+            return {"root": None, "reports": []}
+        return {"root": str(reports.root), "reports": reports.listing()}
+
+    @router.get("/reports/{report}/{name:path}", dependencies=read, include_in_schema=False)
+    def report_file(report: str, name: str):
+        # The id and the name are only looked up among what the index lists, never joined to a path.
+        path = reports.file(report, name) if reports is not None and re.match(REPORT_ID_PATTERN, report) else None
+        if path is None:
+            raise HTTPException(status_code=404, detail=f"no report file {name!r} in report {report!r}")
+        return FileResponse(path, headers=report_headers(name))
 
     @router.post("/api/kill-switch", dependencies=act, include_in_schema=False)
     def kill_switch(body: KillIn) -> dict:

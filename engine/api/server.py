@@ -11,10 +11,12 @@ import uvicorn
 from engine.api.app import create_app
 from engine.api.bridge import EngineBridge
 from engine.api.dashboard import mount_dashboard
+from engine.api.reports import ReportIndex
 from engine.api.sessions import LoginManager
 from engine.api.webhook import DEFAULT_WINDOW_S, AccountWebhook, AlertStore, WebhookService
 from engine.http_guard import LIMIT_CONCURRENCY, guard, load_or_create_token
 from engine.observer import EventFeed
+from engine.paths import reports_dir as engine_reports_dir
 from maotrade.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -54,10 +56,11 @@ class ApiServer:
 
     def __init__(self, engine_address: str, data_dir: Path, documents: list[dict], host: str = "127.0.0.1",
                  port: int = 8710, webhook_window_s: float = DEFAULT_WINDOW_S, pub_address: Optional[str] = None,
-                 trusted_proxies: Optional[list[str]] = None):
+                 trusted_proxies: Optional[list[str]] = None, reports_dir: Optional[Path] = None):
         """``pub_address``: the engine's PUB socket, for the dashboard's live events;
         ``trusted_proxies``: addresses whose ``X-Forwarded-For`` names the client (default none:
-        the webhook's IP allowlist then sees the real peer address)."""
+        the webhook's IP allowlist then sees the real peer address); ``reports_dir``: where the
+        dashboard finds backtest and optimisation reports (default ``<data dir>/reports``)."""
         self.host, self.port = host, port
         self.bridge = EngineBridge(engine_address, name="api")
         self.webhook = WebhookService(EngineBridge(engine_address, name="webhook"),
@@ -69,7 +72,8 @@ class ApiServer:
         self.logins = LoginManager(token)
         self.feed = EventFeed(pub_address, name="dashboard-feed") if pub_address else None
         self.ui_bridge = EngineBridge(engine_address, name="dashboard")
-        self.ui_streams = mount_dashboard(api, self.ui_bridge, self.logins, self.feed)
+        self.reports = ReportIndex(reports_dir or engine_reports_dir(Path(data_dir)))
+        self.ui_streams = mount_dashboard(api, self.ui_bridge, self.logins, self.feed, self.reports)
         # The dashboard checks its own session cookie and CSRF token; the body cap holds for it too.
         app = guard(api, token, realm="API", open_paths=OPEN_PATHS, open_prefixes=("/docs-static/", "/ui"))
         config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -98,8 +99,12 @@ def run_info(spec: dict, cls: type, params: dict, bars: dict) -> dict:
                                       "first": bars[source["epic"]][0]["date"], "last": bars[source["epic"]][-1]["date"]}
             for source in spec["data"]]
     return {"maotrade_version": __version__, "python": sys.version.split()[0], "strategy": strategy,
-            "params": params, "data": data, "run": spec,
+            "params": params, "data": data, "run": spec, "ran_at": _now_iso(),
             "rerun": "maotrade backtest --rerun results.json"}
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def check_rerun(results: dict) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -65,7 +66,8 @@ def write_all(result: StudyResult, context: Context, out_dir, chart: bool = True
         writer.writeheader()
         writer.writerows(rows)
     written["trials"] = out / "trials.csv"
-    record = {"strategy": f"{context.strategy_class.__module__}:{context.strategy_class.__qualname__}",
+    record = {"ran_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+              "strategy": f"{context.strategy_class.__module__}:{context.strategy_class.__qualname__}",
               "epic": context.epic, "time_frame": context.time_frame, "fixed_params": context.fixed_params,
               "bars": len(context.bars), "windows": [vars(w) for w in context.windows],
               "settings": vars(result.settings), "executor": result.executor,

@@ -415,11 +415,76 @@ function wireActions() {
   $("#range-all").addEventListener("click", () => { state.range = "all"; $("#range-all").classList.add("on"); $("#range-day").classList.remove("on"); renderChart(); });
 }
 
+// -- reports -----------------------------------------------------------------------------
+// Backtest and optimisation reports of the reports directory; each opens in the frame below
+// the list (served sandboxed by the engine) or in a new tab. Files are named by the listing.
+const pct = (v) => (typeof v === "number") ? `${(100 * v).toFixed(2)}%` : (v === null || v === undefined ? "–" : String(v));
+const fixed = (v) => (typeof v === "number") ? v.toFixed(3) : (v === null || v === undefined ? "–" : String(v));
+const reportUrl = (r, name) => `/ui/reports/${encodeURIComponent(r.id)}/${name.split("/").map(encodeURIComponent).join("/")}`;
+
+async function loadReports() {
+  const body = await api("reports");
+  $("#reports-root").textContent = body.root ? `in ${body.root}` : "no reports directory";
+  const tbody = $("#reports-table tbody");
+  tbody.replaceChildren();
+  if (!body.reports.length) emptyRow(tbody, 11, "no reports yet: maotrade backtest and maotrade optimize write here by default");
+  for (const r of body.reports) tbody.append(reportRow(r));
+}
+
+function reportRow(r) {
+  const f = r.figures || {};
+  const backtest = r.kind === "backtest";
+  const cells = backtest
+    ? [numCell(pct(f.total_return), signClass(Number(f.total_return || 0))), numCell(fixed(f.sharpe)),
+       numCell(pct(f.max_drawdown)), numCell(pct(f.win_rate)), numCell(f.trades ?? "–")]
+    : [numCell(fixed(f.in_sample)), numCell(fixed(f.out_of_sample)), numCell("–"), numCell("–"),
+       numCell(f.trials ?? "–")];
+  const files = el("td", { class: "files" });
+  for (const name of r.files) {
+    if (name === r.main) continue;
+    files.append(el("a", { href: reportUrl(r, name), target: "_blank", rel: "noopener", text: name }), " ");
+  }
+  const strategy = el("td", { text: r.strategy || "?" });
+  if (r.error) strategy.append(el("div", { class: "error", text: r.error }));
+  if (!backtest && f.metric) strategy.append(el("div", { class: "muted", text: `best by ${f.metric}: ${JSON.stringify(f.best_params || {})}` }));
+  const row = el("tr", { "data-report": r.id },
+    el("td", {}, pill(backtest ? "backtest" : "optimisation", backtest ? "good" : "wait")),
+    strategy, el("td", { text: (r.instruments || []).join(", ") || "–" }),
+    el("td", { class: "num", text: (r.ran_at || "").replace("T", " ").replace("Z", "") }),
+    ...cells, el("td", { class: "muted folder", text: r.name }), files);
+  if (r.main) {
+    row.classList.add("clickable");
+    row.title = "open the report";
+    row.addEventListener("click", (ev) => { if (ev.target.tagName !== "A") openReport(r); });
+  }
+  return row;
+}
+
+function openReport(r) {
+  const url = reportUrl(r, r.main);
+  $("#report-title").textContent = `${r.kind === "backtest" ? "Backtest" : "Optimisation (best run)"}: ${r.strategy || ""} (${r.name})`;
+  $("#report-newtab").href = url;
+  $("#report-frame").src = url;
+  for (const tr of document.querySelectorAll("#reports-table tbody tr")) tr.classList.toggle("sel", tr.dataset.report === r.id);
+  $("#report-viewer").classList.remove("hidden");
+  $("#report-viewer").scrollIntoView({ block: "start" });
+}
+
+function wireReports() {
+  $("#reports-refresh").addEventListener("click", () => loadReports().catch((e) => toast(e.message, true)));
+  $("#report-close").addEventListener("click", () => {
+    $("#report-viewer").classList.add("hidden");
+    $("#report-frame").removeAttribute("src");
+  });
+}
+
 // -- start -------------------------------------------------------------------------------
 async function start() {
   start.started = true;
   $("#app").classList.remove("hidden");
   wireActions();
+  wireReports();
+  loadReports().catch((e) => toast(`reports: ${e.message}`, true));
   await loadOverview();
   await loadHistory();
   connectStream();
