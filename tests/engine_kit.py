@@ -209,7 +209,9 @@ def engine_on_account(document: dict, workdir: Path, *extra: str) -> tuple[Admin
     from cryptography.fernet import Fernet
 
     workdir = Path(workdir)
-    env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(), "MAOTRADE_ADMIN_TOKEN": "contract"}
+    env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(),
+           "MAOTRADE_ADMIN_TOKEN": "contract-admin-token-long-enough-0123456789",
+           "MAOTRADE_CONFIG_TOKEN": "contract-config-token-long-enough-0123456789"}
     admin = AdminService(workdir / "admin", env)
     try:
         account, broker = str(document["idAccount"]), f"{document['brokerName']}{document['idAccount']}"
