@@ -10,6 +10,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from account_managers.kite.session import read_token, token_path
+from maotrade.secrets import ENCRYPTED_PREFIX
 from tests.engine_kit import EngineProcess, run_cli
 from tests.kit import wait_until
 from tests.kite.conftest import always_open_zone
@@ -57,7 +58,7 @@ def test_kite_login_stores_the_token_encrypted_and_refuses_other_brokers(tmp_pat
         [(stored,)] = db.execute("SELECT account_config FROM accounts WHERE id = '801'").fetchall()
         db.close()
         token = json.loads(stored)["access_token"]
-        assert token.startswith("enc:v1:") and not any(t in stored for t in server.call(lambda: list(server.access_tokens)))
+        assert token.startswith(ENCRYPTED_PREFIX) and not any(t in stored for t in server.call(lambda: list(server.access_tokens)))
         elsewhere = tmp_path / "engine-elsewhere"
         _cli(env, "admin", "account", "kite-login", "801", "--request-token", server.issue_request_token(),
              "--engine-data-dir", str(elsewhere), "--data-dir", str(data))
