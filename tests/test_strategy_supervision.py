@@ -127,14 +127,16 @@ def test_an_engine_whose_only_account_failed_for_good_exits_1_saying_why(tmp_pat
     conf.mkdir()
     shutil.copy(ROOT / "conf" / "risk.json", conf)
     registry = json.loads((ROOT / "conf" / "demo-registry.json").read_text())
-    registry["accounts"][0]["accountConfig"]["currency"] = "US"  # a setting the broker refuses: fatal
+    # Valid as written (the registry checks settings when they are added), fatal when the
+    # broker starts: the file it must replay is not there.
+    registry["brokers"][0]["brokerConfig"].update(replay_file=str(tmp_path / "missing.csv"), replay_epic="EURUSD")
     (conf / "demo-registry.json").write_text(json.dumps(registry))
     engine = Engine(tmp_path, "--no-demo", "--duration", "60", env={"MAOTRADE_CONF_DIR": str(conf)})
     try:
         assert engine.wait() == 1
         out = engine.stdout()
-        assert re.search(r"stopping with exit code 1: account 123 failed for good \(account 123 accountConfig: "
-                         r"key 'currency': .*\); nothing left to run", out), out
+        assert re.search(r"stopping with exit code 1: account 123 failed for good \(paper replay_file: .*\); "
+                         r"nothing left to run", out), out
     finally:
         engine.close()
 
