@@ -65,6 +65,9 @@ class EngineBridge:
             for leftover in client.receive(0):
                 if leftover.get("type") == "error" and leftover.get("request") in earlier:
                     raise EngineRequestError(str(leftover.get("reason")))
+                # A refused cancel or amend of a known order comes back as that order with its error.
+                if leftover.get("type") == "order" and leftover.get("error") and leftover.get("request") in earlier:
+                    raise EngineRequestError(str(leftover.get("error")))
             return answer
 
     def close(self) -> None:
