@@ -36,6 +36,7 @@ class UiStack:
     def __init__(self, tmp: Path):
         self.tmp = tmp
         self.env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(), "MAOTRADE_ADMIN_TOKEN": "dashboard-admin-token-long-enough-0123456789",
+                    "MAOTRADE_CONFIG_TOKEN": "dashboard-config-token-long-enough-0123456789",
                     "MAOTRADE_API_TOKEN": API_TOKEN}
         self.admin = AdminService(tmp / "admin", self.env)
         self.admin.cli("broker", "add", "paper", "--class", "paper.PaperAccountManager", "--config", PAPER)

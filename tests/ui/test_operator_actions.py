@@ -21,6 +21,7 @@ TOKEN = "operator-actions-api-token-0123456789"
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("actions")
     env = {"MAOTRADE_MASTER_KEY": Fernet.generate_key().decode(), "MAOTRADE_ADMIN_TOKEN": "dashboard-admin-token-long-enough-0123456789",
+                    "MAOTRADE_CONFIG_TOKEN": "dashboard-config-token-long-enough-0123456789",
            "MAOTRADE_API_TOKEN": TOKEN}
     admin = AdminService(tmp / "admin", env)
     admin.cli("broker", "add", "paper", "--class", "paper.PaperAccountManager", "--config", PAPER)
