@@ -127,7 +127,7 @@ class Engine:
                     "out_addr": self.bus.worker_out_address, "log_level": self.log_level,
                     "log_file": self.log_file, "engine_pid": os.getpid()}
             self.supervisor.add(account, spec)
-            self._emit(message("account_status", account=account, state=AccountState.STARTING,
+            self._emit(message(ToClient.ACCOUNT_STATUS, account=account, state=AccountState.STARTING,
                                broker=runtime.document.get("brokerName")))
         self.running = True
 
@@ -275,7 +275,7 @@ class Engine:
             self._set_state(runtime, AccountState.DISCONNECTED, msg.get("reason", ""))
         elif kind == FromWorker.ERROR:
             log.warning("event=worker_error account=%s reason=%s", account, msg.get("reason"))
-            self._emit(message("worker_error", account=account, reason=msg.get("reason")))
+            self._emit(message(ToClient.WORKER_ERROR, account=account, reason=msg.get("reason")))
         elif kind in self.history.WORKER_TYPES:
             self.history.on_worker_message(runtime, msg)
         else:

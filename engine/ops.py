@@ -42,21 +42,6 @@ CREATE TABLE IF NOT EXISTS day_baseline (account TEXT NOT NULL, day TEXT NOT NUL
 """
 
 
-class OpsRequest:
-    """Bus message types this module serves (client -> engine) and their answers."""
-
-    RISK_STATUS = "risk_status"
-    RISK_SET = "risk_set"
-    KILL_SWITCH = "kill_switch"
-    ORDERS_REQUEST = "orders_request"
-    ORDER_REFRESH = "order_refresh"
-    ACCOUNT_REQUEST = "account_request"
-
-    RISK = "risk"
-    ORDERS = "orders"
-    ACCOUNT = "account"
-
-
 class RiskState:
     """Kill switch modes, overrides and daily baselines that survive a restart."""
 
@@ -182,12 +167,12 @@ class Operations:
     def client_handlers(self) -> dict:
         """Entries for the engine's client message table."""
         return {
-            OpsRequest.RISK_STATUS: self._on_risk_status,
-            OpsRequest.RISK_SET: self._on_risk_set,
-            OpsRequest.KILL_SWITCH: self._on_kill_switch,
-            OpsRequest.ORDERS_REQUEST: self._on_orders_request,
-            OpsRequest.ORDER_REFRESH: self._on_order_refresh,
-            OpsRequest.ACCOUNT_REQUEST: self._on_account_request,
+            ClientToEngine.RISK_STATUS: self._on_risk_status,
+            ClientToEngine.RISK_SET: self._on_risk_set,
+            ClientToEngine.KILL_SWITCH: self._on_kill_switch,
+            ClientToEngine.ORDERS_REQUEST: self._on_orders_request,
+            ClientToEngine.ORDER_REFRESH: self._on_order_refresh,
+            ClientToEngine.ACCOUNT_REQUEST: self._on_account_request,
             ClientToEngine.CANCEL_ALL: self._on_cancel_all,
             ClientToEngine.FLATTEN: self._on_flatten,
             ClientToEngine.BALANCE_HISTORY_REQUEST: self._on_balance_history,
@@ -210,7 +195,7 @@ class Operations:
         return account
 
     def _on_risk_status(self, session: "ClientSession", msg: dict) -> None:
-        session.put(message(OpsRequest.RISK, risk=self.snapshot()))
+        session.put(message(EngineToClient.RISK, risk=self.snapshot()))
 
     def _on_risk_set(self, session: "ClientSession", msg: dict) -> None:
         scope = self._scope(msg)
@@ -227,7 +212,7 @@ class Operations:
                                                       "by": session.name})
         log.warning("event=risk_override scope=%s limits=%s reset=%s by=%s", scope, json.dumps(limits),
                     bool(msg.get("reset")), session.name or "client")
-        session.put(message(OpsRequest.RISK, risk=self.snapshot()))
+        session.put(message(EngineToClient.RISK, risk=self.snapshot()))
 
     def _on_kill_switch(self, session: "ClientSession", msg: dict) -> None:
         scope = self._scope(msg)
@@ -235,7 +220,7 @@ class Operations:
         if mode not in KillMode.ALL:
             raise ProtocolError(f"kill_switch 'mode' must be one of {', '.join(KillMode.ORDER)}, got {mode!r}")
         self._set_kill(session, scope, mode)
-        session.put(message(OpsRequest.RISK, risk=self.snapshot()))
+        session.put(message(EngineToClient.RISK, risk=self.snapshot()))
 
     def _on_orders_request(self, session: "ClientSession", msg: dict) -> None:
         filters = {}
@@ -263,7 +248,7 @@ class Operations:
             orders = [order] if order is not None else []
         else:
             orders = self.engine.journal.list_orders(limit=limit, **filters)
-        session.put(message(OpsRequest.ORDERS, orders=[_view(o) for o in orders],
+        session.put(message(EngineToClient.ORDERS, orders=[_view(o) for o in orders],
                             request_id=msg.get("request_id")))
 
     def _on_order_refresh(self, session: "ClientSession", msg: dict) -> None:
@@ -278,11 +263,11 @@ class Operations:
         if reason:
             raise InvalidOrder(reason)
         self.engine._dispatch(self.engine.router.status_query(order))
-        session.put(message(OpsRequest.ORDERS, orders=[_view(order)], request_id=msg.get("request_id")))
+        session.put(message(EngineToClient.ORDERS, orders=[_view(order)], request_id=msg.get("request_id")))
 
     def _on_account_request(self, session: "ClientSession", msg: dict) -> None:
         runtime = self.engine._runtime(msg)
-        session.put(message(OpsRequest.ACCOUNT, account=runtime.account, state=runtime.state,
+        session.put(message(EngineToClient.ACCOUNT, account=runtime.account, state=runtime.state,
                             reason=runtime.reason, broker=runtime.document.get("brokerName"),
                             account_info=runtime.account_info, portfolio=self.engine.portfolio(runtime.account),
                             kill_switch=self.risk.mode(runtime.account),
@@ -384,7 +369,7 @@ class Operations:
         self.state.save_kill(scope, mode)
         self.engine.journal.audit(scope, "kill_switch", {"mode": mode, "by": session.name})
         log.warning("event=kill_switch scope=%s mode=%s by=%s", scope, mode, session.name or "client")
-        self.engine._emit(message("kill_switch", account=None if scope == GLOBAL else scope, mode=mode))
+        self.engine._emit(message(EngineToClient.KILL_SWITCH, account=None if scope == GLOBAL else scope, mode=mode))
 
     def _on_balance_history(self, session: "ClientSession", msg: dict) -> None:
         runtime = self.engine._runtime(msg)
