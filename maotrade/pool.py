@@ -13,7 +13,6 @@ account that is not ``ready``, since the engine could not vouch for them.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import threading
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Optional, Union
 
 import zmq
 
-from maotrade.client import EngineClient
+from maotrade.client import EngineClient, engine_address
 from maotrade.errors import ConfigError, MAOTradeError, ProtocolError
 from maotrade.messages import ClientToEngine as FromClient, EngineToClient as ToClient, message
 
@@ -103,17 +102,6 @@ class PoolAccount:
         """Close the connection."""
         with self._lock:
             self._client.close()
-
-
-def engine_address(data_dir: Union[str, Path]) -> str:
-    """The bus address of the engine running on ``data_dir`` (from its engine.json)."""
-    path = Path(data_dir).expanduser() / "engine.json"
-    if not path.exists():
-        raise ConfigError(f"no engine is running on {data_dir} (no engine.json)")
-    try:
-        return json.loads(path.read_text())["client_address"]
-    except (ValueError, KeyError):
-        raise ConfigError(f"{path} is not an engine.json written by a running engine") from None
 
 
 def split_notional(total: float, buying_power: Mapping[str, float], decimals: int = 2) -> dict[str, float]:
