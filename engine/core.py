@@ -10,13 +10,13 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 import psutil
 import zmq
 
+from engine.accounts import AccountBook, AccountRuntime, AccountState
 from engine.bus import ClientSession, EngineBus
 from engine.faults import failpoint
 from engine.history import HistoryRouter
@@ -43,37 +43,6 @@ LIVENESS_ONLY = frozenset({FromWorker.HEARTBEAT, FromWorker.SHUTDOWN_ACK})
 WORKER_BUDGET_S = 0.01  # seconds of worker messages per turn before clients are served
 
 
-class AccountState:
-    """Engine-side lifecycle of an account."""
-
-    STARTING = "starting"
-    SYNCING = "syncing"
-    READY = "ready"
-    RECONNECTING = "reconnecting"
-    RESTARTING = "restarting"
-    DISCONNECTED = "disconnected"
-    STOPPED = "stopped"
-
-
-@dataclass
-class AccountRuntime:
-    """What the engine knows of one account while it runs."""
-
-    account: str
-    document: dict
-    state: str = AccountState.STARTING
-    reason: str = ""
-    account_info: dict = field(default_factory=dict)
-    broker_portfolio: dict = field(default_factory=dict)
-    capabilities: dict = field(default_factory=dict)
-    data_frames: dict = field(default_factory=dict)
-    subscriptions: dict = field(default_factory=dict)  # (epic, time_frame) -> subscriber count
-    pending_sync: set = field(default_factory=set)
-    last_price: dict = field(default_factory=dict)  # epic -> last close
-    syncs: int = 0
-    info_due: float = 0.0  # monotonic time before which no balance refresh is asked
-
-
 class Engine:
     """Supervises account workers and serves clients over the bus."""
 
@@ -91,15 +60,11 @@ class Engine:
         self.bus = EngineBus(self.run_dir, client_address=client_address, tcp_address=tcp_address,
                              data_dir=self.data_dir)
         self.supervisor = Supervisor(heartbeat_timeout=heartbeat_timeout)
-        self.accounts: dict[str, AccountRuntime] = {}
-        for document in documents:
-            account = str(document["idAccount"])
-            self.accounts[account] = AccountRuntime(account, document)
+        self.accounts = AccountBook(documents)
         self.ops = Operations(self, risk_settings)
         self.history = HistoryRouter(self)
-        self.router = OrderRouter(self.journal, self._not_ready_reason, self._document,
-                                  capabilities=lambda account: self.accounts[account].capabilities,
-                                  risk_check=self.ops.risk_check, unknown_timeout=unknown_timeout)
+        self.router = OrderRouter(self.journal, self.accounts, risk_check=self.ops.risk_check,
+                                  unknown_timeout=unknown_timeout)
         self.replay = ReplayGate(lambda account, msg: self.bus.open_worker_queue(account).put(msg))
         self.on_event = on_event
         self.started = time.time()
@@ -294,25 +259,22 @@ class Engine:
     def _start_sync(self, runtime: AccountRuntime) -> None:
         """Re-synchronise an account: info, portfolio, open orders, subscriptions; then ready."""
         account = runtime.account
-        runtime.syncs += 1
         self._set_state(runtime, AccountState.SYNCING, "synchronising with the broker")
         queue = self.bus.open_worker_queue(account)
-        runtime.pending_sync = {"account_info", "portfolio"}
+        pending = {"account_info", "portfolio"}
         queue.put(message(ToWorker.ACCOUNT_INFO_REQUEST))
         queue.put(message(ToWorker.PORTFOLIO_REQUEST))
         for order in self.router.orders_to_query(account):
-            runtime.pending_sync.add(f"order:{order.client_order_id}")
+            pending.add(f"order:{order.client_order_id}")
             queue.put(message(ToWorker.ORDER_STATUS_REQUEST, order=order_view(order)))
         for epic, time_frame in runtime.subscriptions:
-            runtime.pending_sync.add(f"md:{epic}:{time_frame}")
+            pending.add(f"md:{epic}:{time_frame}")
             queue.put(self._market_data_request(runtime, "subscribe", epic, time_frame))
+        self.accounts.begin_sync(runtime, pending)
         queue.flush()
 
     def _sync_answered(self, runtime: AccountRuntime, item: str) -> None:
-        if runtime.state != AccountState.SYNCING or item not in runtime.pending_sync:
-            return
-        runtime.pending_sync.discard(item)
-        if not runtime.pending_sync:
+        if self.accounts.sync_answered(runtime, item):
             self._set_state(runtime, AccountState.READY, "")
 
     def _on_order_event(self, runtime: AccountRuntime, msg: dict) -> None:
@@ -335,10 +297,10 @@ class Engine:
         """Orders the broker never answered become UNKNOWN: tell their owners, ask again."""
         for order in self.router.overdue():
             self._notify_order(order, OrderOutcome(order=order, error=order.reason))
-            if not self._not_ready_reason(order.account):
+            if not self.accounts.not_ready_reason(order.account):
                 self._dispatch(self.router.status_query(order))
         for order in self.router.due_rechecks():
-            if not self._not_ready_reason(order.account):
+            if not self.accounts.not_ready_reason(order.account):
                 self._dispatch(self.router.status_query(order))
 
     def _refresh_balances(self, runtime: AccountRuntime) -> None:
@@ -401,11 +363,8 @@ class Engine:
             self._set_state(runtime, AccountState.STARTING, "worker restarted")
 
     def _set_state(self, runtime: AccountRuntime, state: str, reason: str) -> None:
-        if runtime.state == state and runtime.reason == reason:
+        if not self.accounts.set_state(runtime, state, reason):
             return
-        if runtime.state == AccountState.DISCONNECTED and state == AccountState.RECONNECTING:
-            return
-        runtime.state, runtime.reason = state, reason
         log.info("event=account_state account=%s state=%s reason=%r", runtime.account, state, reason)
         if state == AccountState.READY and runtime.capabilities.get("replay"):
             self.replay.start(runtime.account)
@@ -425,13 +384,13 @@ class Engine:
                                              kind=kind, key=key, engine=ours, broker=theirs))
 
     def _on_reconcile_request(self, session: ClientSession, msg: dict) -> None:
-        runtime = self._runtime(msg)
+        runtime = self.accounts.lookup(msg)
         session.put(message(ToClient.RECONCILE, account=runtime.account,
                             discrepancies=self.journal.discrepancies(runtime.account),
                             audit=self.journal.audit_log(runtime.account)[-50:]))
 
     def _on_reconcile_action(self, session: ClientSession, msg: dict) -> None:
-        runtime = self._runtime(msg)
+        runtime = self.accounts.lookup(msg)
         resolved = apply_action(self.journal, runtime.account, int(msg.get("id", -1)), str(msg.get("action")),
                                 by=session.name or "client", broker_portfolio=runtime.broker_portfolio)
         session.put(message(ToClient.RECONCILED, account=runtime.account, discrepancy=resolved))
@@ -462,7 +421,7 @@ class Engine:
             FromClient.RECONCILE_REQUEST: self._on_reconcile_request,
             FromClient.RECONCILE_ACTION: self._on_reconcile_action,
             FromClient.BYE: self._on_bye,
-            FromClient.BAR_ACK: lambda s, m: self.replay.on_ack(s.identity, self._runtime(m).account,
+            FromClient.BAR_ACK: lambda s, m: self.replay.on_ack(s.identity, self.accounts.lookup(m).account,
                                                                 m.get("replay_seq")),
             **self.ops.client_handlers(),
             **self.history.client_handlers(),
@@ -489,16 +448,8 @@ class Engine:
         self.replay.forget(session.identity)
         self.history.forget_session(session)
 
-    def _runtime(self, msg: dict) -> AccountRuntime:
-        account = str(msg.get("account", ""))
-        if account not in self.accounts:
-            if not account and len(self.accounts) == 1:
-                return next(iter(self.accounts.values()))
-            raise InvalidOrder(f"unknown account {account!r}")
-        return self.accounts[account]
-
     def _on_subscribe(self, session: ClientSession, msg: dict) -> None:
-        runtime = self._runtime(msg)
+        runtime = self.accounts.lookup(msg)
         epic, time_frame = msg.get("epic"), msg.get("time_frame")
         if not isinstance(epic, str) or not isinstance(time_frame, int):
             raise ProtocolError("subscribe needs 'epic' (string) and 'time_frame' (integer seconds)")
@@ -519,7 +470,7 @@ class Engine:
         session.put(message(ToClient.SUBSCRIBED, account=runtime.account, epic=epic, time_frame=time_frame))
 
     def _on_unsubscribe(self, session: ClientSession, msg: dict) -> None:
-        runtime = self._runtime(msg)
+        runtime = self.accounts.lookup(msg)
         self._unsubscribe(session, runtime.account, msg.get("epic"), msg.get("time_frame"))
 
     def _unsubscribe(self, session: ClientSession, account: str, epic, time_frame) -> None:
@@ -547,23 +498,23 @@ class Engine:
                                                              "time_frame": time_frame})
 
     def _on_order_open(self, session: ClientSession, msg: dict) -> None:
-        self._runtime(msg)
+        self.accounts.lookup(msg)
         outcome = self.router.open(msg, source=str(msg.get("source") or "strategy"), strategy=session.name)
         self._after_request(session, outcome)
 
     def _on_order_close(self, session: ClientSession, msg: dict) -> None:
-        self._runtime(msg)
+        self.accounts.lookup(msg)
         outcome = self.router.close(msg, source=str(msg.get("source") or "strategy"), strategy=session.name)
         self._after_request(session, outcome)
 
     def _on_order_cancel(self, session: ClientSession, msg: dict) -> None:
-        runtime = self._runtime(msg)
+        runtime = self.accounts.lookup(msg)
         key = str(msg.get("client_order_id"))
         self._order_request(session, runtime, key, FromClient.ORDER_CANCEL,
                             lambda: self.router.cancel(runtime.account, key))
 
     def _on_order_stop(self, session: ClientSession, msg: dict) -> None:
-        runtime = self._runtime(msg)
+        runtime = self.accounts.lookup(msg)
         key = str(msg.get("client_order_id"))
         self._order_request(session, runtime, key, FromClient.ORDER_STOP, lambda: self.router.amend_stops(
             runtime.account, key, msg.get("stop_loss"), msg.get("take_profit")))
@@ -585,7 +536,7 @@ class Engine:
     def _after_request(self, session: ClientSession, outcome: OrderOutcome) -> None:
         creates = outcome.dispatch is not None and outcome.dispatch.kind in CREATING_REQUESTS
         if outcome.dispatch is not None and not creates:
-            reason = self._not_ready_reason(outcome.dispatch.account)
+            reason = self.accounts.not_ready_reason(outcome.dispatch.account)
             if reason:
                 raise InvalidOrder(reason)
         for dispatch in outcome.dispatches:
@@ -601,13 +552,13 @@ class Engine:
             failpoint("after_dispatch")
 
     def _on_account_info_request(self, session: ClientSession, msg: dict) -> None:
-        runtime = self._runtime(msg)
+        runtime = self.accounts.lookup(msg)
         if runtime.state == AccountState.READY:
             self.bus.open_worker_queue(runtime.account).put(message(ToWorker.ACCOUNT_INFO_REQUEST))
         session.put(message(ToClient.ACCOUNT_INFO, account=runtime.account, info=runtime.account_info))
 
     def _on_portfolio_request(self, session: ClientSession, msg: dict) -> None:
-        runtime = self._runtime(msg)
+        runtime = self.accounts.lookup(msg)
         session.put(message(ToClient.PORTFOLIO, account=runtime.account, portfolio=self.portfolio(runtime.account),
                             broker=runtime.broker_portfolio))
 
@@ -652,18 +603,6 @@ class Engine:
                 log.exception("event=observer_failed")
 
     # -- views --------------------------------------------------------------------------------------------
-    def _not_ready_reason(self, account: str) -> str:
-        runtime = self.accounts.get(account)
-        if runtime is None:
-            return f"unknown account {account!r}"
-        if runtime.state != AccountState.READY:
-            detail = f" ({runtime.reason})" if runtime.reason else ""
-            return f"account {account} is {runtime.state}{detail}; order not sent"
-        return ""
-
-    def _document(self, account: str) -> dict:
-        return self.accounts[account].document
-
     def portfolio(self, account: str) -> dict:
         """The engine's positions of ``account`` with open P&L at the last known price."""
         runtime = self.accounts[account]

@@ -15,13 +15,14 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from engine.accounts import AccountRuntime, AccountState
 from maotrade.errors import InvalidOrder, ProtocolError
 from maotrade.messages import (ClientToEngine as FromClient, EngineToClient as ToClient,
                                EngineToWorker as ToWorker, WorkerToEngine as FromWorker, message)
 
 if TYPE_CHECKING:  # the engine imports this module; no cycle at run time
     from engine.bus import ClientSession
-    from engine.core import AccountRuntime, Engine
+    from engine.core import Engine
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class HistoryRouter:
         return {FromClient.HISTORY_REQUEST: self._on_request}
 
     def _on_request(self, session: "ClientSession", msg: dict) -> None:
-        runtime = self.engine._runtime(msg)
+        runtime = self.engine.accounts.lookup(msg)
         client_request_id = msg.get("request_id")
         if not isinstance(client_request_id, str) or not client_request_id:
             raise ProtocolError("history_request needs a string 'request_id'")
@@ -63,8 +64,6 @@ class HistoryRouter:
             raise InvalidOrder(f"unknown instrument {epic!r} for account {runtime.account}")
         if sum(1 for p in self.pending.values() if p.session is session) >= MAX_PENDING_PER_CLIENT:
             raise InvalidOrder(f"{MAX_PENDING_PER_CLIENT} history requests already in flight")
-        from engine.core import AccountState  # engine.core imports this module: import on use
-
         if runtime.state != AccountState.READY:
             detail = f" ({runtime.reason})" if runtime.reason else ""
             raise InvalidOrder(f"account {runtime.account} is {runtime.state}{detail}")
@@ -76,7 +75,7 @@ class HistoryRouter:
         log.info("event=history_request account=%s epic=%s time_frame=%s start=%s end=%s client=%s",
                  runtime.account, epic, request["time_frame"], request["start"], request["end"], session.name)
 
-    def on_worker_message(self, runtime: "AccountRuntime", msg: dict) -> None:
+    def on_worker_message(self, runtime: AccountRuntime, msg: dict) -> None:
         """Pass one ``history_data`` part to the client that asked for it."""
         pending = self.pending.get(str(msg.get("request_id")))
         if pending is None or pending.account != runtime.account:

@@ -252,21 +252,21 @@ class Operations:
                             request_id=msg.get("request_id")))
 
     def _on_order_refresh(self, session: "ClientSession", msg: dict) -> None:
-        runtime = self.engine._runtime(msg)
+        runtime = self.engine.accounts.lookup(msg)
         key = msg.get("client_order_id")
         if not isinstance(key, str) or not key:
             raise ProtocolError("order_refresh needs 'client_order_id'")
         order = self.engine.router.get(runtime.account, key)
         if order is None:
             raise InvalidOrder(f"unknown order {key} on account {runtime.account}")
-        reason = self.engine._not_ready_reason(runtime.account)
+        reason = self.engine.accounts.not_ready_reason(runtime.account)
         if reason:
             raise InvalidOrder(reason)
         self.engine._dispatch(self.engine.router.status_query(order))
         session.put(message(EngineToClient.ORDERS, orders=[_view(order)], request_id=msg.get("request_id")))
 
     def _on_account_request(self, session: "ClientSession", msg: dict) -> None:
-        runtime = self.engine._runtime(msg)
+        runtime = self.engine.accounts.lookup(msg)
         session.put(message(EngineToClient.ACCOUNT, account=runtime.account, state=runtime.state,
                             reason=runtime.reason, broker=runtime.document.get("brokerName"),
                             account_info=runtime.account_info, portfolio=self.engine.portfolio(runtime.account),
@@ -372,7 +372,7 @@ class Operations:
         self.engine._emit(message(EngineToClient.KILL_SWITCH, account=None if scope == GLOBAL else scope, mode=mode))
 
     def _on_balance_history(self, session: "ClientSession", msg: dict) -> None:
-        runtime = self.engine._runtime(msg)
+        runtime = self.engine.accounts.lookup(msg)
         since = msg.get("since", 0)
         if isinstance(since, bool) or not isinstance(since, int) or since < 0:
             raise ProtocolError("balance_history_request 'since' must be epoch milliseconds (integer)")
