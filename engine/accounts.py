@@ -40,7 +40,6 @@ class AccountRuntime:
     broker_portfolio: dict = field(default_factory=dict)
     capabilities: dict = field(default_factory=dict)
     data_frames: dict = field(default_factory=dict)
-    subscriptions: dict = field(default_factory=dict)  # (epic, time_frame) -> subscriber count
     pending_sync: set = field(default_factory=set)
     last_price: dict = field(default_factory=dict)  # epic -> last close
     syncs: int = 0

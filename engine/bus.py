@@ -41,13 +41,12 @@ MARKET_DATA = "market_data"
 
 
 class ClientSession:
-    """One connected client: identity, name, subscriptions and what waits to be sent."""
+    """One connected client: identity, name and what waits to be sent (its subscriptions: ``engine.market_data``)."""
 
     def __init__(self, identity: bytes, name: str = "", socket=None):
         self.identity = identity
         self.socket = socket
         self.name = name
-        self.subscriptions: set[tuple[str, str, int]] = set()
         self.outbox: list[dict] = []
         self.data_outbox: list[dict] = []
         self.data_backlog: deque[dict] = deque()

@@ -78,6 +78,12 @@ class OrderOutcome:
         """The first request to send (most outcomes have at most one)."""
         return self.dispatches[0] if self.dispatches else None
 
+    @property
+    def told_now(self) -> bool:
+        """Whether the client hears of the order at once: nothing goes to the broker, or
+        what goes creates the order. A cancel's or amend's answer is the broker's event."""
+        return self.order is not None and (self.dispatch is None or self.dispatch.kind in CREATING_REQUESTS)
+
 
 class OrderRouter:
     """Orders of every account: creation, routing, brackets and application of broker events.
@@ -203,6 +209,16 @@ class OrderRouter:
                                f"its parent {order.parent}")
         self._require_capability(account, "cancel", "cancel orders")
         return OrderOutcome(order=order, dispatches=[Dispatch(account, ToWorker.ORDER_CANCEL, order)])
+
+    def require_sendable(self, outcome: OrderOutcome) -> None:
+        """Raise ``InvalidOrder`` when a request about an existing order (cancel, amend)
+        would go to an account that cannot take it now; new orders are journaled and
+        answered whatever the account's state."""
+        first = outcome.dispatch
+        if first is not None and first.kind not in CREATING_REQUESTS:
+            reason = self.accounts.not_ready_reason(first.account)
+            if reason:
+                raise InvalidOrder(reason)
 
     def amend_stops(self, account: str, client_order_id: str, stop_loss, take_profit) -> OrderOutcome:
         """Route a stop loss / take profit amendment if the engine's state makes it legal.
