@@ -24,7 +24,7 @@ import zmq
 
 from maotrade.errors import ProtocolError
 from maotrade.log import redact_account_reports
-from maotrade.messages import pack_batch, unpack_batch
+from maotrade.messages import EngineToClient, message, pack_batch, unpack_batch
 from maotrade.queues import ZMQ_EVENTS, ZMQ_POLLIN, MessageQueue, limit_frame_size
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,12 @@ MARKET_DATA = "market_data"
 
 
 class ClientSession:
-    """One connected client: identity, name, subscriptions and what waits to be sent."""
+    """One connected client: identity, name and what waits to be sent (its subscriptions: ``engine.market_data``)."""
 
     def __init__(self, identity: bytes, name: str = "", socket=None):
         self.identity = identity
         self.socket = socket
         self.name = name
-        self.subscriptions: set[tuple[str, str, int]] = set()
         self.outbox: list[dict] = []
         self.data_outbox: list[dict] = []
         self.data_backlog: deque[dict] = deque()
@@ -207,7 +206,7 @@ class EngineBus:
                     self.malformed_client_frames += 1
                     log.warning("event=malformed_client_frame client=%s reason=%s",
                                 session.name or identity.hex(), exc)
-                    session.put({"type": "error", "v": 1, "reason": f"malformed frame: {exc}"})
+                    session.put(message(EngineToClient.ERROR, reason=f"malformed frame: {exc}"))
         return out
 
     def flush_clients(self) -> None:

@@ -6,16 +6,42 @@ One DEALER socket. Outgoing messages queue with ``put`` and leave as one frame o
 from __future__ import annotations
 
 import contextlib
+import json
 import time
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Callable, Optional, Union
 
 import zmq
 
-from maotrade.errors import ProtocolError, TemporaryError
+from maotrade.errors import ConfigError, ProtocolError, TemporaryError
 from maotrade.messages import MAX_FRAME_BYTES, ClientToEngine, message, pack_batch, unpack_batch
 
 
 CLIENT_RCVHWM = 8  # frames (of at most a few thousand messages each)
+ENGINE_FILE = "engine.json"  # written by a running engine into its data directory
+
+
+def engine_info(data_dir: Union[str, Path]) -> dict:
+    """What the engine running on ``data_dir`` wrote into its engine.json (address, pid, accounts).
+
+    Raises ``ConfigError`` naming the directory when no engine runs there, or the file
+    when it is not an engine.json.
+    """
+    path = Path(data_dir).expanduser() / ENGINE_FILE
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no engine is running on {data_dir} (no {ENGINE_FILE})") from None
+    except (OSError, ValueError):
+        raise ConfigError(f"{path} is not an {ENGINE_FILE} written by a running engine") from None
+    if not isinstance(info, dict) or not isinstance(info.get("client_address"), str):
+        raise ConfigError(f"{path} is not an {ENGINE_FILE} written by a running engine")
+    return info
+
+
+def engine_address(data_dir: Union[str, Path]) -> str:
+    """The bus address of the engine running on ``data_dir``."""
+    return engine_info(data_dir)["client_address"]
 
 
 class EngineClient:

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 from maotrade.client import EngineClient
 from maotrade.errors import MAOTradeError, ProtocolError
-from maotrade.messages import message
+from maotrade.messages import EngineToClient as ToClient, message
 
 
 class EngineRequestError(MAOTradeError):
@@ -51,7 +51,7 @@ class EngineBridge:
             client = self._connected()
             client.receive(0)  # drop broadcasts and late answers nobody waits for
             request_id = next(self._ids)
-            if answer_type == "orders":
+            if answer_type == ToClient.ORDERS:
                 fields["request_id"] = request_id
                 match = match or (lambda m: m.get("request_id") == request_id)
             for extra in before:
@@ -63,7 +63,7 @@ class EngineBridge:
                 raise EngineRequestError(str(exc).split(": ", 1)[-1]) from None
             earlier = {m.get("type") for m in before}
             for leftover in client.receive(0):
-                if leftover.get("type") == "error" and leftover.get("request") in earlier:
+                if leftover.get("type") == ToClient.ERROR and leftover.get("request") in earlier:
                     raise EngineRequestError(str(leftover.get("reason")))
                 # A refused cancel or amend of a known order comes back as that order with its error.
                 if leftover.get("type") == "order" and leftover.get("error") and leftover.get("request") in earlier:

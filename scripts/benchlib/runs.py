@@ -17,7 +17,7 @@ import zmq
 
 from maotrade.client import EngineClient
 from maotrade.log import setup_logging
-from maotrade.messages import message, pack_batch, unpack_batch
+from maotrade.messages import PROTOCOL_VERSION, message, pack_batch, unpack_batch
 
 CTX = mp.get_context("forkserver")
 FLOOD_CLASS = "tests.brokers.flood.FloodAccountManager"
@@ -142,7 +142,7 @@ def engine_market_data(accounts: int, bars: int) -> dict:
 
 # -- baselines -------------------------------------------------------------------------------
 def _bars(start: int, end: int, account: str) -> list[dict]:
-    return [{"type": "market_data", "v": 1, "account": account, "epic": "FLOOD", "time_frame": 1, "date": i,
+    return [{"type": "market_data", "v": PROTOCOL_VERSION, "account": account, "epic": "FLOOD", "time_frame": 1, "date": i,
              "open": 1.0, "high": 1.5, "low": 0.5, "close": 1.25, "volume": 10.0, "completed": True}
             for i in range(start, end)]
 
