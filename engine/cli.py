@@ -1176,9 +1176,6 @@ def account_kite_login(account_id, request_token, engine_dirs, data_dir) -> None
     # The registry encrypts the secrets again, bound to this account, as it stores them.
     config = {**plain["accountConfig"], "access_token": session["access_token"]}
     _run_admin(lambda: store.put_account(account_id, document["brokerName"], config, _actor()))
-    # Replacing an account row cascades to its epic mappings: put them back.
-    for epic, epic_broker in document["epicMapping"].items():
-        _run_admin(lambda: store.set_mapping(account_id, epic, epic_broker, _actor()))
     click.echo(f"account {account_id}: Kite session of user {session.get('user_id') or '?'} stored encrypted; "
                "valid until about 06:00 IST tomorrow")
 
