@@ -30,6 +30,7 @@ from engine.history import HistoryRouter
 from engine.journal import Journal
 from engine.market_data import MarketData
 from engine.ops import Handler, Operations
+from engine.options import EngineOptions
 from engine.orders import CREATING_REQUESTS, Dispatch, OrderOutcome, OrderRouter
 from engine.reconcile import apply_action, find_differences
 from engine.risk import RiskSettings
@@ -53,26 +54,26 @@ WORKER_BUDGET_S = 0.01  # seconds of worker messages per turn before clients are
 class Engine:
     """Supervises account workers and serves clients over the bus."""
 
-    def __init__(self, documents: list[dict], data_dir: Path, run_dir: Path,
-                 log_level: str = "INFO", heartbeat_timeout: float = 15.0,
-                 journal_durability: str = "normal", client_address: Optional[str] = None,
-                 log_file: Optional[str] = None, tcp_address: Optional[str] = None,
-                 on_event: Optional[Callable[[dict], None]] = None,
-                 risk_settings: Optional[RiskSettings] = None, unknown_timeout: float = 60.0):
-        self.data_dir = Path(data_dir)
+    def __init__(self, documents: list[dict], options: EngineOptions, run_dir: Path,
+                 log_file: Optional[str] = None, on_event: Optional[Callable[[dict], None]] = None,
+                 risk_settings: Optional[RiskSettings] = None):
+        """``documents`` are the accounts' configurations; ``options`` how the engine runs
+        (data directory, timeouts, durability, tcp address); ``run_dir`` holds its ipc
+        sockets; ``on_event`` sees every published message (the console)."""
+        self.options = options
+        self.data_dir = options.data_dir
         self.run_dir = Path(run_dir)
-        self.log_level = log_level
+        self.log_level = options.log_level
         self.log_file = log_file
-        self.journal = Journal(self.data_dir / "journal.sqlite", durability=journal_durability)
-        self.bus = EngineBus(self.run_dir, client_address=client_address, tcp_address=tcp_address,
-                             data_dir=self.data_dir)
-        self.supervisor = Supervisor(heartbeat_timeout=heartbeat_timeout)
+        self.journal = Journal(self.data_dir / "journal.sqlite", durability=options.durability)
+        self.bus = EngineBus(self.run_dir, tcp_address=options.listen, data_dir=self.data_dir)
+        self.supervisor = Supervisor(heartbeat_timeout=options.heartbeat_timeout)
         self.accounts = AccountBook(documents)
         self.market_data = MarketData(self.accounts, lambda account, msg: self.bus.open_worker_queue(account).put(msg))
         self.ops = Operations(self.accounts, self.journal, self.data_dir, self.supervisor, self.market_data,
                               risk_settings)
         self.router = OrderRouter(self.journal, self.accounts, risk_check=self.ops.risk_check,
-                                  unknown_timeout=unknown_timeout)
+                                  unknown_timeout=options.unknown_timeout)
         self.ops.attach(self.router)
         self.history = HistoryRouter(self.accounts, self.bus)
         self.on_event = on_event
