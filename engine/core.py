@@ -191,7 +191,10 @@ class Engine:
         reason = str(exc) if isinstance(exc, MAOTradeError) else f"malformed message ({type(exc).__name__}: {exc})"
         log.warning("event=message_rejected type=%s reason=%s", msg.get("type"), reason)
         if args and isinstance(args[0], ClientSession):
-            args[0].put(message(ToClient.ERROR, reason=reason, request=msg.get("type")))
+            refusal = message(ToClient.ERROR, reason=reason, request=msg.get("type"))
+            if msg.get("request_id") is not None:
+                refusal["request_id"] = msg["request_id"]
+            args[0].put(refusal)
 
     # -- workers ----
     def _on_worker_batch(self, batch: list[dict]) -> None:
@@ -398,7 +401,11 @@ class Engine:
         handler = self._client_table.get(kind)
         if handler is None:
             raise ProtocolError(f"unknown client message type {kind!r}")
-        handler(session, msg)
+        session.answering = msg.get("request_id")
+        try:
+            handler(session, msg)
+        finally:
+            session.answering = None
 
     def _client_handlers(self) -> dict:
         """The client message table (type -> handler), built once."""
