@@ -54,9 +54,17 @@ class ClientSession:
         self.conflated: dict[tuple, dict] = {}
         self.conflated_count = 0
         self.blocked = False
+        self.answering = None  # request_id of the request being handled, echoed in its answers
 
     def put(self, msg: dict) -> None:
-        """Queue an order, account or control message: delivered in order, never dropped."""
+        """Queue an order, account or control message: delivered in order, never dropped.
+
+        While the engine handles a request that carried a ``request_id``, what it sends to
+        the asking client carries the same ``request_id`` (``EngineClient.request``
+        correlates by it).
+        """
+        if self.answering is not None and "request_id" not in msg:
+            msg = {**msg, "request_id": self.answering}
         self.outbox.append(msg)
 
     def put_data(self, msg: dict) -> None:

@@ -110,20 +110,19 @@ def start(accounts, config_url, strategies, strategy_path, on_strategy_failure, 
     stop) or every account failed for good (the line before says why), 2 on bad options or
     configuration.
     """
-    from pathlib import Path
-
+    from engine.options import EngineOptions
     from engine.runner import start as run
 
     try:
-        code = run(list(accounts), _data_dir(data_dir), config_url=config_url, strategies=list(strategies),
-                   strategy_params=_parse_params(params), no_demo=no_demo, duration=duration,
-                   log_level=log_level, show_bars=not no_bars, heartbeat_timeout=heartbeat_timeout, listen=listen,
-                   durability=durability, echo=click.echo, unknown_timeout=unknown_timeout,
-                   risk_config=Path(risk_config) if risk_config else None, api_port=api_port,
-                   api_host=api_host, notify_config=Path(notify_config) if notify_config else None,
-                   verbosity=-1 if quiet else verbose, on_strategy_failure=on_strategy_failure,
-                   strategy_path=tuple(strategy_path), trusted_proxies=tuple(trusted_proxies),
-                   allow_broker_classes=tuple(allow_broker_classes), config_ca_file=config_ca_file)
+        options = EngineOptions(
+            data_dir=_data_dir(data_dir), accounts=accounts, config_url=config_url, config_ca_file=config_ca_file,
+            strategies=strategies, strategy_path=strategy_path, strategy_params=_parse_params(params),
+            on_strategy_failure=on_strategy_failure, no_demo=no_demo, duration=duration, log_level=log_level,
+            verbosity=-1 if quiet else verbose, show_bars=not no_bars, heartbeat_timeout=heartbeat_timeout,
+            unknown_timeout=unknown_timeout, listen=listen, durability=durability, risk_config=risk_config,
+            notify_config=notify_config, api_port=api_port, api_host=api_host, trusted_proxies=trusted_proxies,
+            allow_broker_classes=allow_broker_classes)
+        code = run(options, echo=click.echo)
     except MAOTradeError as exc:
         _fail(exc)
     sys.exit(code)

@@ -1,8 +1,16 @@
 """The engine: one loop that routes between clients, the journal and account workers.
 
 Each turn: wait (up to ``TURN_MS``) for worker messages, client messages or a worker
-exit; apply what arrived; run the supervisor; flush every socket. The engine is the only
-writer of account state (journal) and never blocks on a worker or a client.
+exit; apply what arrived through two dispatch tables built once (worker messages by
+type, client messages by type); run the supervisor; flush every socket. The engine is
+the only writer of account state (journal) and never blocks on a worker or a client.
+
+The loop owns the sockets and does all the sending; the state lives with its owners:
+``engine.accounts`` (the account book and its sync state machine), ``engine.orders``
+(every order), ``engine.market_data`` (subscriptions, fan-out, staleness, replay),
+``engine.clients`` (named sessions, who hears of an order), ``engine.ops`` (operator
+requests, which return what to send), ``engine.history`` (historical data requests) and
+``engine.views`` (status documents).
 """
 from __future__ import annotations
 
@@ -16,11 +24,13 @@ import zmq
 
 from engine.accounts import AccountBook, AccountRuntime, AccountState
 from engine.bus import ClientSession, EngineBus
+from engine.clients import Clients
 from engine.faults import failpoint
 from engine.history import HistoryRouter
 from engine.journal import Journal
 from engine.market_data import MarketData
 from engine.ops import Handler, Operations
+from engine.options import EngineOptions
 from engine.orders import CREATING_REQUESTS, Dispatch, OrderOutcome, OrderRouter
 from engine.reconcile import apply_action, find_differences
 from engine.risk import RiskSettings
@@ -44,26 +54,26 @@ WORKER_BUDGET_S = 0.01  # seconds of worker messages per turn before clients are
 class Engine:
     """Supervises account workers and serves clients over the bus."""
 
-    def __init__(self, documents: list[dict], data_dir: Path, run_dir: Path,
-                 log_level: str = "INFO", heartbeat_timeout: float = 15.0,
-                 journal_durability: str = "normal", client_address: Optional[str] = None,
-                 log_file: Optional[str] = None, tcp_address: Optional[str] = None,
-                 on_event: Optional[Callable[[dict], None]] = None,
-                 risk_settings: Optional[RiskSettings] = None, unknown_timeout: float = 60.0):
-        self.data_dir = Path(data_dir)
+    def __init__(self, documents: list[dict], options: EngineOptions, run_dir: Path,
+                 log_file: Optional[str] = None, on_event: Optional[Callable[[dict], None]] = None,
+                 risk_settings: Optional[RiskSettings] = None):
+        """``documents`` are the accounts' configurations; ``options`` how the engine runs
+        (data directory, timeouts, durability, tcp address); ``run_dir`` holds its ipc
+        sockets; ``on_event`` sees every published message (the console)."""
+        self.options = options
+        self.data_dir = options.data_dir
         self.run_dir = Path(run_dir)
-        self.log_level = log_level
+        self.log_level = options.log_level
         self.log_file = log_file
-        self.journal = Journal(self.data_dir / "journal.sqlite", durability=journal_durability)
-        self.bus = EngineBus(self.run_dir, client_address=client_address, tcp_address=tcp_address,
-                             data_dir=self.data_dir)
-        self.supervisor = Supervisor(heartbeat_timeout=heartbeat_timeout)
+        self.journal = Journal(self.data_dir / "journal.sqlite", durability=options.durability)
+        self.bus = EngineBus(self.run_dir, tcp_address=options.listen, data_dir=self.data_dir)
+        self.supervisor = Supervisor(heartbeat_timeout=options.heartbeat_timeout)
         self.accounts = AccountBook(documents)
         self.market_data = MarketData(self.accounts, lambda account, msg: self.bus.open_worker_queue(account).put(msg))
         self.ops = Operations(self.accounts, self.journal, self.data_dir, self.supervisor, self.market_data,
                               risk_settings)
         self.router = OrderRouter(self.journal, self.accounts, risk_check=self.ops.risk_check,
-                                  unknown_timeout=unknown_timeout)
+                                  unknown_timeout=options.unknown_timeout)
         self.ops.attach(self.router)
         self.history = HistoryRouter(self.accounts, self.bus)
         self.on_event = on_event
@@ -71,13 +81,14 @@ class Engine:
         self.running = False
         self.stop_requested = False
         self.malformed_worker_messages = 0
-        self._strategy_names: dict[str, bytes] = {}
         self._poller: Optional[zmq.Poller] = None
         self._next_supervision = 0.0
         self._polled_sentinels: set = set()
         #: more sections of ``status()`` (name -> function), e.g. the strategies of ``maotrade start``.
         self.status_extras: dict[str, Callable[[], object]] = {}
+        self.clients = Clients(self.bus, self.accounts, self.market_data)
         self._client_table = self._client_handlers()
+        self._worker_table = self._worker_handlers()
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -180,7 +191,10 @@ class Engine:
         reason = str(exc) if isinstance(exc, MAOTradeError) else f"malformed message ({type(exc).__name__}: {exc})"
         log.warning("event=message_rejected type=%s reason=%s", msg.get("type"), reason)
         if args and isinstance(args[0], ClientSession):
-            args[0].put(message(ToClient.ERROR, reason=reason, request=msg.get("type")))
+            refusal = message(ToClient.ERROR, reason=reason, request=msg.get("type"))
+            if msg.get("request_id") is not None:
+                refusal["request_id"] = msg["request_id"]
+            args[0].put(refusal)
 
     # -- workers ----
     def _on_worker_batch(self, batch: list[dict]) -> None:
@@ -209,40 +223,54 @@ class Engine:
         kind = msg["type"]
         if kind in LIVENESS_ONLY:
             return  # any message counts as a heartbeat: heard_from above was the point
-        if kind == FromWorker.ORDER_EVENT:
-            self._on_order_event(runtime, msg)
-        elif kind == FromWorker.INIT_RESULT:
-            runtime.capabilities = msg.get("capabilities") or {}
-            runtime.data_frames = msg.get("data_frames") or {}
-            self._start_sync(runtime)
-        elif kind == FromWorker.CONNECTION:
-            self._on_connection(runtime, msg)
-        elif kind == FromWorker.ACCOUNT_INFO:
-            runtime.account_info = msg.get("info") or {}
-            self.journal.record_balance(account, runtime.account_info)
-            self._sync_answered(runtime, "account_info")
-            self._broadcast(runtime, message(ToClient.ACCOUNT_INFO, account=account, info=runtime.account_info))
-        elif kind == FromWorker.PORTFOLIO:
-            runtime.broker_portfolio = msg.get("portfolio") or {}
-            for position in runtime.broker_portfolio.get("positions", []):
-                if position.get("market_price"):
-                    runtime.last_price.setdefault(position.get("epic"), position["market_price"])
-            self._reconcile(runtime)
-            self._sync_answered(runtime, "portfolio")
-            self._broadcast(runtime, message(ToClient.PORTFOLIO, account=account, portfolio=self.portfolio(account),
-                                             broker=runtime.broker_portfolio))
-        elif kind == FromWorker.MARKET_DATA_RESPONSE:
-            request = msg.get("request") or {}
-            self._sync_answered(runtime, f"md:{request.get('epic')}:{request.get('time_frame')}")
-        elif kind == FromWorker.ACCOUNT_DISCONNECTED:
-            self._set_state(runtime, AccountState.DISCONNECTED, msg.get("reason", ""))
-        elif kind == FromWorker.ERROR:
-            log.warning("event=worker_error account=%s reason=%s", account, msg.get("reason"))
-            self._emit(message(ToClient.WORKER_ERROR, account=account, reason=msg.get("reason")))
-        elif kind in self.history.WORKER_TYPES:
-            self.history.on_worker_message(runtime, msg)
-        else:
+        handler = self._worker_table.get(kind)
+        if handler is None:
             raise ProtocolError(f"unknown worker message type {kind!r}")
+        handler(runtime, msg)
+
+    def _worker_handlers(self) -> dict:
+        """Worker message type -> ``handler(runtime, msg)``, built once (bars take the fast path instead)."""
+        return {
+            FromWorker.ORDER_EVENT: self._on_order_event,
+            FromWorker.INIT_RESULT: self._on_init_result,
+            FromWorker.CONNECTION: self._on_connection,
+            FromWorker.ACCOUNT_INFO: self._on_account_info,
+            FromWorker.PORTFOLIO: self._on_portfolio,
+            FromWorker.MARKET_DATA_RESPONSE: self._on_market_data_response,
+            FromWorker.ACCOUNT_DISCONNECTED:
+                lambda runtime, msg: self._set_state(runtime, AccountState.DISCONNECTED, msg.get("reason", "")),
+            FromWorker.ERROR: self._on_worker_error,
+            **{kind: self.history.on_worker_message for kind in self.history.WORKER_TYPES},
+        }
+
+    def _on_init_result(self, runtime: AccountRuntime, msg: dict) -> None:
+        runtime.capabilities = msg.get("capabilities") or {}
+        runtime.data_frames = msg.get("data_frames") or {}
+        self._start_sync(runtime)
+
+    def _on_account_info(self, runtime: AccountRuntime, msg: dict) -> None:
+        runtime.account_info = msg.get("info") or {}
+        self.journal.record_balance(runtime.account, runtime.account_info)
+        self._sync_answered(runtime, "account_info")
+        self._broadcast(runtime, message(ToClient.ACCOUNT_INFO, account=runtime.account, info=runtime.account_info))
+
+    def _on_portfolio(self, runtime: AccountRuntime, msg: dict) -> None:
+        runtime.broker_portfolio = msg.get("portfolio") or {}
+        for position in runtime.broker_portfolio.get("positions", []):
+            if position.get("market_price"):
+                runtime.last_price.setdefault(position.get("epic"), position["market_price"])
+        self._reconcile(runtime)
+        self._sync_answered(runtime, "portfolio")
+        self._broadcast(runtime, message(ToClient.PORTFOLIO, account=runtime.account,
+                                         portfolio=self.portfolio(runtime.account), broker=runtime.broker_portfolio))
+
+    def _on_market_data_response(self, runtime: AccountRuntime, msg: dict) -> None:
+        request = msg.get("request") or {}
+        self._sync_answered(runtime, f"md:{request.get('epic')}:{request.get('time_frame')}")
+
+    def _on_worker_error(self, runtime: AccountRuntime, msg: dict) -> None:
+        log.warning("event=worker_error account=%s reason=%s", runtime.account, msg.get("reason"))
+        self._emit(message(ToClient.WORKER_ERROR, account=runtime.account, reason=msg.get("reason")))
 
     def _on_connection(self, runtime: AccountRuntime, msg: dict) -> None:
         state = msg.get("state")
@@ -373,7 +401,11 @@ class Engine:
         handler = self._client_table.get(kind)
         if handler is None:
             raise ProtocolError(f"unknown client message type {kind!r}")
-        handler(session, msg)
+        session.answering = msg.get("request_id")
+        try:
+            handler(session, msg)
+        finally:
+            session.answering = None
 
     def _client_handlers(self) -> dict:
         """The client message table (type -> handler), built once."""
@@ -413,22 +445,14 @@ class Engine:
         return handle
 
     def _on_hello(self, session: ClientSession, msg: dict) -> None:
-        session.name = str(msg.get("name") or session.identity.hex())
-        self._strategy_names[session.name] = session.identity
-        self.market_data.replay.hello(session.identity, msg)
-        accounts = [{"account": a, "state": r.state, "broker": r.document.get("brokerName"),
-                     "data_frames": r.data_frames, "epics": sorted((r.document.get("epicMapping") or {}))}
-                    for a, r in self.accounts.items()]
-        session.put(message(ToClient.WELCOME, accounts=accounts, engine_pid=os.getpid()))
-        log.info("event=client_hello name=%s", session.name)
+        session.put(self.clients.hello(session, msg))
 
     def _on_bye(self, session: ClientSession, msg: dict) -> None:
         self._drop_session(session)
 
     def _drop_session(self, session: ClientSession) -> None:
-        """Forget a client that said goodbye or vanished: its subscriptions end."""
-        self.market_data.drop(session)
-        self.bus.clients.pop(session.identity, None)
+        """Forget a client that said goodbye or vanished: its subscriptions and history requests end."""
+        self.clients.drop(session)
         self.history.forget_session(session)
 
     def _on_subscribe(self, session: ClientSession, msg: dict) -> None:
@@ -512,25 +536,13 @@ class Engine:
         update = message(ToClient.ORDER, **order_view(order), request=request,
                          error=outcome.error or None, code=outcome.code or None,
                          fills=outcome.fills or None, duplicate=outcome.duplicate or None)
-        targets = {}
-        if session is not None:
-            targets[session.identity] = session
-        owner = self.router.owner(order)
-        identity = self._strategy_names.get(owner)
-        if identity is not None and identity in self.bus.clients:
-            targets[identity] = self.bus.clients[identity]
-        elif not owner and session is None:
-            # No client placed it (a broker's stop loss / take profit close): the account's
-            # positions changed under every strategy, so every strategy is told.
-            targets.update((s.identity, s) for s in self.bus.sessions() if s.name)
-        for target in targets.values():
+        for target in self.clients.order_targets(self.router.owner(order), session):
             target.put(update)
         self._emit(update)
 
     def _broadcast(self, runtime: AccountRuntime, msg: dict) -> None:
-        for session in self.bus.sessions():
-            if session.name:
-                session.put(msg)
+        for session in self.clients.named():
+            session.put(msg)
         self._emit(msg)
 
     def _emit(self, msg: dict) -> None:

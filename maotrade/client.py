@@ -6,15 +6,16 @@ One DEALER socket. Outgoing messages queue with ``put`` and leave as one frame o
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import time
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Iterable, Optional, Union
 
 import zmq
 
 from maotrade.errors import ConfigError, ProtocolError, TemporaryError
-from maotrade.messages import MAX_FRAME_BYTES, ClientToEngine, message, pack_batch, unpack_batch
+from maotrade.messages import MAX_FRAME_BYTES, ClientToEngine, EngineToClient, message, pack_batch, unpack_batch
 
 
 CLIENT_RCVHWM = 8  # frames (of at most a few thousand messages each)
@@ -69,6 +70,7 @@ class EngineClient:
         self._outbox: list[dict] = []
         self._inbox: list[dict] = []
         self.malformed = 0
+        self._request_ids = itertools.count(1)
 
     def put(self, msg: dict) -> None:
         """Queue a message for the next flush."""
@@ -102,8 +104,25 @@ class EngineClient:
                 self.malformed += 1
 
     def request(self, msg: dict, answer_type: str, timeout: float = 5.0,
-                match: Optional[Callable[[dict], bool]] = None) -> dict:
-        """Send ``msg`` and return the first answer of ``answer_type``; other messages are kept."""
+                match: Optional[Callable[[dict], bool]] = None, before: Iterable[dict] = ()) -> dict:
+        """Send ``before`` and then ``msg``; return the engine's answer of ``answer_type`` to ``msg``.
+
+        Each message gets a fresh ``request_id`` (unless it has one), which the engine
+        echoes in what it sends while handling it. The answer is the first message of
+        ``answer_type`` carrying ``msg``'s id (and passing ``match``, when given), so a late
+        answer to an earlier request that timed out never passes for this one. Everything
+        else received meanwhile is kept for ``receive``. Raises ``ProtocolError`` with the
+        engine's reason when it refused ``msg`` or any of ``before`` (an ``error``, or for a
+        request about an order, that order with ``error``), ``TemporaryError`` when no
+        answer came within ``timeout`` seconds.
+        """
+        earlier = set()
+        for extra in before:
+            extra = self._numbered(extra)
+            earlier.add(extra["request_id"])
+            self.put(extra)
+        msg = self._numbered(msg)
+        request_id, kind = msg["request_id"], msg.get("type")
         self.send(msg)
         deadline = time.monotonic() + timeout
         kept: list[dict] = []
@@ -111,21 +130,29 @@ class EngineClient:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TemporaryError(f"engine at {self.address} did not answer {msg.get('type')} "
-                                         f"within {timeout:g}s")
+                    raise TemporaryError(f"engine at {self.address} did not answer {kind} within {timeout:g}s")
                 for item in self.receive(int(remaining * 1000) or 1):
-                    if item.get("type") == answer_type and (match is None or match(item)):
+                    answers = item.get("request_id")
+                    if answers == request_id and item.get("type") == answer_type and (match is None or match(item)):
                         return item
-                    if item.get("type") == "error" and item.get("request") == msg.get("type"):
-                        raise ProtocolError(f"engine refused {msg.get('type')}: {item.get('reason')}")
+                    if item.get("type") == EngineToClient.ERROR and (answers == request_id or answers in earlier):
+                        raise ProtocolError(f"engine refused {item.get('request')}: {item.get('reason')}")
+                    if item.get("type") == EngineToClient.ORDER and item.get("error") and answers in earlier:
+                        raise ProtocolError(f"engine refused {item.get('request')}: {item.get('error')}")
                     kept.append(item)
         finally:
             self._inbox = kept + self._inbox
 
+    def _numbered(self, msg: dict) -> dict:
+        """``msg`` with a ``request_id`` of its own (a copy when one is added)."""
+        if msg.get("request_id") is None:
+            return {**msg, "request_id": next(self._request_ids)}
+        return msg
+
     def hello(self, timeout: float = 30.0, **fields) -> dict:
         """Introduce this client (``fields`` add to the hello message, e.g. ``acks_replay``);
         return the engine's welcome (accounts and their states)."""
-        return self.request(message(ClientToEngine.HELLO, name=self.name, **fields), "welcome", timeout)
+        return self.request(message(ClientToEngine.HELLO, name=self.name, **fields), EngineToClient.WELCOME, timeout)
 
     def close(self, linger_ms: int = 1000) -> None:
         """Say goodbye and close the socket (idempotent).

@@ -47,7 +47,6 @@ class PoolAccount:
         self.timeout = timeout
         self._client = EngineClient(address, name=f"pool-{account_id}", ctx=ctx)
         self._lock = threading.Lock()
-        self._serial = 0
 
     def request(self, msg_type: str, answer_type: str, before: Iterable[dict] = (),
                 match: Optional[Callable[[dict], bool]] = None, **fields) -> dict:
@@ -55,23 +54,10 @@ class PoolAccount:
 
         Raises ``ProtocolError`` with the engine's reason if it refused any of them.
         """
-        before = list(before)
         with self._lock:
-            if answer_type == ToClient.ORDERS and match is None:
-                # A late answer to an earlier, timed-out request must not pass for this one.
-                self._serial += 1
-                serial = fields["request_id"] = self._serial
-                match = lambda m: m.get("request_id") == serial  # noqa: E731
             self._client.receive(0)  # drop what nobody waits for
-            for extra in before:
-                self._client.put(extra)
-            answer = self._client.request(message(msg_type, **fields), answer_type, timeout=self.timeout,
-                                          match=match)
-            earlier = {m.get("type") for m in before}
-            for leftover in self._client.receive(0):
-                if leftover.get("type") == ToClient.ERROR and leftover.get("request") in earlier:
-                    raise ProtocolError(f"engine refused {leftover.get('request')}: {leftover.get('reason')}")
-            return answer
+            return self._client.request(message(msg_type, **fields), answer_type, timeout=self.timeout,
+                                        match=match, before=before)
 
     def state(self) -> dict:
         """The engine's view of this account (``account`` answer)."""

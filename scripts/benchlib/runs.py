@@ -41,9 +41,10 @@ def paper_document(account: str, price_interval: float = 0.25) -> dict:
 # -- the engine ----------------------------------------------------------------------------
 def _engine_main(documents: list[dict], data_dir: str, conn) -> None:
     from engine.core import Engine
+    from engine.options import EngineOptions
     setup_logging("WARNING")
     run_dir = Path(tempfile.mkdtemp(prefix="mtb-"))
-    engine = Engine(documents, Path(data_dir), run_dir, log_level="WARNING")
+    engine = Engine(documents, EngineOptions(data_dir=Path(data_dir), log_level="WARNING"), run_dir)
     engine.start()
     conn.send(engine.bus.client_address)
     engine.run()
