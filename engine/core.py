@@ -187,7 +187,10 @@ class Engine:
             self._refuse(msg, exc, args)
 
     def _refuse(self, msg: dict, exc: Exception, args: tuple) -> None:
-        self.malformed_worker_messages += 1
+        # A well-formed request the engine says no to (an unknown account, say) is refused,
+        # not malformed: only broken shapes count against the sender.
+        if isinstance(exc, ProtocolError) or not isinstance(exc, MAOTradeError):
+            self.malformed_worker_messages += 1
         reason = str(exc) if isinstance(exc, MAOTradeError) else f"malformed message ({type(exc).__name__}: {exc})"
         log.warning("event=message_rejected type=%s reason=%s", msg.get("type"), reason)
         if args and isinstance(args[0], ClientSession):
