@@ -445,20 +445,39 @@ class KiteAccountManager(BaseAccountManager):
             tick = (self.instruments.get(epic_broker) or {}).get("tick_size", 0.05)
             params = P.order_params(order, epic_broker, self.settings.products.get(epic_broker, self.settings.product),
                                     variety, self.settings.stop_limit_offset, tick)
-            if self.store.owner_of_tag(params["tag"]) == order.client_order_id:
-                # Sent before (by an earlier worker process): never twice; tell what Kite knows.
-                log.warning("event=kite_duplicate_open account=%s order=%s", self.account_id, order.client_order_id)
-                self.do_async_request_order_status(self.orders.get(order.client_order_id, order))
-                return
-            self.store.link_tag(params["tag"], order.client_order_id, variety)
+            recorded = self.store.owner_of_tag(params["tag"]) == order.client_order_id
+            if not recorded:
+                self.store.link_tag(params["tag"], order.client_order_id, variety)
         except (InvalidOrder, ValueError) as exc:
             self._refuse(order, str(exc), request)
             return
         order.epicBroker = epic_broker
+        if recorded:
+            # An earlier worker process recorded this order and may have placed it: Kite's
+            # order book decides. Found there, it is answered from there, never placed twice.
+            log.warning("event=kite_duplicate_open account=%s order=%s", self.account_id, order.client_order_id)
+            self.run_blocking(self._lookup, params["tag"],
+                              on_result=lambda found: self._place_unless_at_kite(order, params, request, found),
+                              on_error=lambda exc: self.send_order_unknown(order, f"Kite could not be asked: {exc}"))
+            return
+        self._send_place(order, params, request)
+
+    def _place_unless_at_kite(self, order: BaseOrder, params: dict, request: str,
+                              found: tuple[Optional[dict], list]) -> None:
+        if found[0] is not None:
+            self._status_answer(self.orders.setdefault(order.client_order_id, order), found)
+            return
+        # Recorded by a worker that died before its request reached Kite: not a repeat.
+        log.warning("event=kite_recorded_open_not_at_kite account=%s order=%s tag=%s", self.account_id,
+                    order.client_order_id, params["tag"])
+        self.store.link_tag(params["tag"], order.client_order_id, params["variety"])
+        self._send_place(order, params, request)
+
+    def _send_place(self, order: BaseOrder, params: dict, request: str) -> None:
         self.orders[order.client_order_id] = order
         self.store.save_order(order)
         log.info("event=kite_order_send account=%s order=%s tag=%s variety=%s type=%s", self.account_id,
-                 order.client_order_id, params["tag"], variety, params["order_type"])
+                 order.client_order_id, params["tag"], params["variety"], params["order_type"])
         self.run_blocking(partial(self._call, ORDERS, f"Kite place {order.client_order_id}", self.kite.place_order,
                                   **params),
                           on_result=lambda order_id: self._placed(order, params["tag"], order_id),

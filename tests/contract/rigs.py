@@ -446,7 +446,13 @@ class FIXRig(BrokerRig):
         return tuple(levels)
 
 
-RIGS = {rig.name: rig for rig in (PaperRig, IGRig, IBRig, FIXRig)}
+def _kite_rig() -> type:
+    """The Kite rig, whose local Kite Connect lives with the Kite tests."""
+    from tests.kite.rig import KiteRig
+    return type("KiteRig", (KiteRig, BrokerRig), {})
+
+
+RIGS = {rig.name: rig for rig in (PaperRig, IGRig, IBRig, FIXRig, _kite_rig())}
 
 
 def wait_connected(rig: BrokerRig, timeout: float = 60) -> None:
