@@ -442,9 +442,8 @@ class KiteAccountManager(BaseAccountManager):
                                    "is False); stop loss and take profit go as separate close orders")
             epic_broker = order.epicBroker or self.to_broker_epic(order.epic)
             variety = self._variety_now(order)
-            tick = (self.instruments.get(epic_broker) or {}).get("tick_size", 0.05)
             params = P.order_params(order, epic_broker, self.settings.products.get(epic_broker, self.settings.product),
-                                    variety, self.settings.stop_limit_offset, tick)
+                                    variety, self.settings.stop_limit_offset, self._tick_size(epic_broker))
             recorded = self.store.owner_of_tag(params["tag"]) == order.client_order_id
             if not recorded:
                 self.store.link_tag(params["tag"], order.client_order_id, variety)
@@ -482,6 +481,10 @@ class KiteAccountManager(BaseAccountManager):
                                   **params),
                           on_result=lambda order_id: self._placed(order, params["tag"], order_id),
                           on_error=lambda exc: self._place_failed(order, exc, request))
+
+    def _tick_size(self, epic_broker: str) -> float:
+        """The instrument's tick size from the instruments dump (Kite's equity tick if absent)."""
+        return (self.instruments.get(epic_broker) or {}).get("tick_size") or 0.05
 
     def _variety_now(self, order: BaseOrder) -> str:
         closed = self.hours.closed_reason()
@@ -545,7 +548,7 @@ class KiteAccountManager(BaseAccountManager):
             if not working:
                 raise InvalidOrder(f"order {order.client_order_id} is not working at Kite ({order.status}); "
                                    "Kite has no stops on positions: amend the engine's stop-loss or take-profit order")
-            changes = P.modify_params(order)
+            changes = P.modify_params(order, self._tick_size(order.epicBroker))
         except InvalidOrder as exc:
             self.send_order_refused(order, str(exc), kind=In.ORDER_STOP)
             return

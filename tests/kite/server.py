@@ -33,6 +33,7 @@ ERROR_STATUS = {"TokenException": 403, "PermissionException": 403, "InputExcepti
 # Instruments of the dump: (exchange, tradingsymbol, instrument_token, last price, segment).
 INSTRUMENTS = [("NSE", "INFY", 408065, 1500.0, "NSE"), ("NSE", "RELIANCE", 738561, 2500.0, "NSE"),
                ("NSE", "SBIN", 779521, 600.0, "NSE"), ("MCX", "CRUDEOIL24JANFUT", 53490439, 6000.0, "MCX-FUT")]
+TICK_SIZE = 0.05  # of every instrument of the dump
 VARIETIES = {"regular", "amo"}
 ORDER_TYPES = {"MARKET", "LIMIT", "SL", "SL-M"}
 PRODUCTS = {"CNC", "MIS", "NRML"}
@@ -393,6 +394,7 @@ class KiteServer:
         trigger = float(body.get("trigger_price") or 0)
         if body["order_type"] in ("SL", "SL-M") and trigger <= 0:
             raise KiteError("InputException", "Trigger price is required for SL orders.")
+        _check_ticks(price, trigger)
         order = {"order_id": order_id, "exchange_order_id": None, "parent_order_id": None,
                  "status": "PUT ORDER REQ RECEIVED", "status_message": None, "order_timestamp": _now(),
                  "exchange_timestamp": None, "variety": variety, "exchange": body["exchange"],
@@ -424,6 +426,7 @@ class KiteServer:
         if order["status"] not in ("OPEN", "TRIGGER PENDING", "AMO REQ RECEIVED"):
             raise KiteError("OrderException", f"Order cannot be modified as it is {order['status'].lower()}.")
         changes = {k: float(body[k]) for k in ("price", "trigger_price") if body.get(k)}
+        _check_ticks(*changes.values())
         if body.get("quantity"):
             changes["quantity"] = int(body["quantity"])
             changes["pending_quantity"] = changes["quantity"] - order["filled_quantity"]
@@ -561,7 +564,7 @@ class KiteServer:
             ex, symbol = key.split(":")
             if exchange and ex != exchange:
                 continue
-            lines.append(f"{inst['token']},{inst['token'] >> 8},{symbol},{symbol},{inst['price']},,0,0.05,1,"
+            lines.append(f"{inst['token']},{inst['token'] >> 8},{symbol},{symbol},{inst['price']},,0,{TICK_SIZE},1,"
                          f"EQ,{inst['segment']},{ex}")
         return ("\n".join(lines) + "\n").encode()
 
@@ -664,6 +667,15 @@ class KiteServer:
     def _close_all_ws(self) -> None:
         for ws in list(self._ws):
             asyncio.ensure_future(ws.close(code=1000, message=b"session expired"))
+
+
+def _check_ticks(*prices: float) -> None:
+    """Refuse a price or trigger off the tick (every instrument here trades in 0.05)."""
+    for price in prices:
+        paise = price * 100
+        if abs(paise - round(paise)) > 1e-6 or round(paise) % round(TICK_SIZE * 100):
+            raise KiteError("InputException", f"Tick size for this script is {TICK_SIZE:.2f}. Kindly enter "
+                                              "price in the multiple of tick size for this script.")
 
 
 def _ok(data: Any) -> web.Response:

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 import requests
-from kiteconnect import KiteTicker
+from kiteconnect import KiteConnect, KiteTicker
 from kiteconnect import exceptions as kex
 
 from account_managers.kite import KiteAccountManager
@@ -65,6 +65,23 @@ def test_order_types_map_to_kite():
     stop_limit = P.order_params(_order(qty=-5, order_type="STOP", price=1480.0), "NSE:INFY", "MIS", "regular",
                                 stop_limit_offset=0.01)
     assert (stop_limit["order_type"], stop_limit["trigger_price"], stop_limit["price"]) == ("SL", 1480.0, 1465.2)
+
+
+def test_prices_and_triggers_go_on_the_tick():
+    limit = P.order_params(_order(qty=-5, order_type="LIMIT", price=1496.997), "NSE:INFY", "MIS", "regular")
+    stop = P.order_params(_order(order_type="STOP", price=1503.02), "NSE:INFY", "MIS", "regular")
+    assert (limit["price"], stop["trigger_price"]) == (1497.0, 1503.0)
+    assert P.modify_params(_order(order_type="LIMIT", price=1499.93)) == {"price": 1499.95}
+    assert P.modify_params(_order(order_type="STOP", price=60.12), tick_size=0.1) == {"trigger_price": 60.1}
+
+
+def test_server_refuses_a_price_off_the_tick_as_kite_does(kite_server):
+    kite = KiteConnect(kite_server.api_key, access_token=kite_server.issue_access_token(), root=kite_server.api_root)
+    with pytest.raises(kex.InputException, match="multiple of tick size"):
+        kite.place_order("regular", "NSE", "INFY", "BUY", 1, "MIS", "LIMIT", price=1496.997)
+    order_id = kite.place_order("regular", "NSE", "INFY", "BUY", 1, "MIS", "LIMIT", price=1400.05)
+    with pytest.raises(kex.InputException, match="multiple of tick size"):
+        kite.modify_order("regular", order_id, price=1400.02)
 
 
 @pytest.mark.parametrize("fields, message", [
