@@ -4,6 +4,7 @@ historical API through the real kiteconnect against the local server."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 import struct
 
 import pytest
@@ -246,3 +247,10 @@ def test_history_pages_respect_kites_span_per_interval():
     pages = P.history_pages(start, end, "minute")
     assert [(b - a).days for a, b in pages] == [60, 60, 30]
     assert pages[0][0] == dt.datetime(2024, 1, 1) and P.history_interval(86400) == "day"
+
+
+def test_every_setting_is_documented():
+    page = (Path(__file__).resolve().parents[2] / "docs" / "brokers" / "kite.md").read_text()
+    fields = {**KiteAccountManager.settings_model.model_fields, **KiteAccountManager.account_settings_model.model_fields}
+    missing = [name for name in fields if f"`{name}`" not in page]
+    assert not missing, f"docs/brokers/kite.md does not describe {missing}"
