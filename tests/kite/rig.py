@@ -1,8 +1,8 @@
 """The Kite broker as the contract suite drives a broker: the local Kite Connect, an
 account document for it, the faults it can be made to produce, and its own record.
 
-``KiteRig`` has the method set of the contract suite's broker rig; plug it in with
-``class KiteRig(tests.kite.rig.KiteRig, BrokerRig)`` (or register it as it is).
+``KiteRig`` has the method set of the contract suite's broker rig; ``tests/contract/rigs.py``
+registers it as ``kite`` (mixed with ``BrokerRig``), so every contract scenario runs on Kite.
 """
 from __future__ import annotations
 

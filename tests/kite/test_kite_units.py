@@ -217,7 +217,8 @@ def test_historical_candles_become_bars(kite_server, tmp_path):
 @pytest.mark.parametrize("mode, size", [("ltp", 8), ("quote", 44), ("full", 184)])
 def test_server_tick_packets_parse_in_the_real_kiteticker(kite_server, mode, size):
     kite_server.set_price("NSE:INFY", 1512.35, volume=40)
-    packet = kite_server.call(kite_server._packet, 408065, mode)
+    stamp = 1_796_000_000
+    packet = kite_server.call(kite_server._packet, 408065, mode, stamp)
     assert len(packet) == size
     frame = struct.pack(">HH", 1, len(packet)) + packet
     [tick] = KiteTicker("k", "t")._parse_binary(frame)
@@ -225,7 +226,7 @@ def test_server_tick_packets_parse_in_the_real_kiteticker(kite_server, mode, siz
     if mode != "ltp":
         assert tick["volume_traded"] == 40
     if mode == "full":
-        assert len(tick["depth"]["buy"]) == 5 and P.tick_price(tick)[2] is not None
+        assert len(tick["depth"]["buy"]) == 5 and P.tick_price(tick)[2] == stamp * 1000
 
 
 def test_instruments_are_fetched_once_a_day(tmp_path):
