@@ -1,6 +1,6 @@
 """The whole engine on a Kite account: the registry and the daily login through the real
-CLI, ``maotrade start`` running the demo strategy against the local Kite, and the
-engine's journal agreeing with the broker's record."""
+CLI, ``maotrade start`` running the demo strategy against the local Kite, and the bars,
+the engine's journal and its position agreeing with the broker's record."""
 from __future__ import annotations
 
 import json
