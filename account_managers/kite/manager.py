@@ -49,7 +49,7 @@ class KiteAccountManager(BaseAccountManager):
     settings_model = KiteBrokerSettings
     account_settings_model = KiteAccountSettings
     CAPABILITIES = {"order_types": ["MARKET", "LIMIT", "STOP"], "cancel": True, "stop_amend": True,
-                    "amend": True, "partial_close": True, "market_data": True, "brackets": False,
+                    "amend": True, "partial_close": True, "market_data": True, "bracket": False,
                     "history": True}
 
     def __init__(self, config, in_queue, out_queue, clock: Callable[[], float] = time.time):
@@ -438,7 +438,7 @@ class KiteAccountManager(BaseAccountManager):
             if order.stop_loss is not None or order.take_profit is not None:
                 # Never drop a protective stop silently: without native brackets the
                 # engine places the legs itself, as separate close orders.
-                raise InvalidOrder(f"order {order.client_order_id}: Kite has no brackets (capability brackets "
+                raise InvalidOrder(f"order {order.client_order_id}: Kite has no brackets (capability bracket "
                                    "is False); stop loss and take profit go as separate close orders")
             epic_broker = order.epicBroker or self.to_broker_epic(order.epic)
             variety = self._variety_now(order)
@@ -541,7 +541,7 @@ class KiteAccountManager(BaseAccountManager):
         """Amend the price (LIMIT) or trigger (STOP) of a working order.
 
         Kite keeps no stop loss or take profit on a position: the engine places those as
-        separate orders (``brackets`` is False), and amends them through this call.
+        separate orders (``bracket`` is False), and amends them through this call.
         """
         working = order.status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED) and order.broker_ref
         try:
