@@ -52,7 +52,7 @@ class Columns:
         self.epics = list(base_span_ms)
         code = {epic: index for index, epic in enumerate(self.epics)}
         self.dates = [bar["date"] for bar in timeline]
-        self.closes = np.fromiter((bar["close"] for bar in timeline), dtype=float, count=count)
+        self.closes = np.array([bar["close"] for bar in timeline], dtype=float)
         if len(self.epics) == 1:
             self.codes = np.zeros(count, dtype=np.intp)
             self.ends = np.asarray(self.dates, dtype=np.int64) + base_span_ms[self.epics[0]]

@@ -37,6 +37,22 @@ class Context:
     slippage: float = 0.0
     metric: str = "sharpe"
 
+    def window_bars(self, start: int, end: int):
+        """``bars[start:end]`` prepared for replay, made once per process for all its trials."""
+        cache = self.__dict__.setdefault("_prepared", {})
+        prepared = cache.get((start, end))
+        if prepared is None:
+            from maotrade.backtest import prepare
+
+            prepared = cache[(start, end)] = prepare(self.bars[start:end], self.epic)
+        return prepared
+
+    def __getstate__(self) -> dict:
+        # What is prepared here stays here: workers prepare their own.
+        state = dict(self.__dict__)
+        state.pop("_prepared", None)
+        return state
+
 
 @dataclass
 class TrialResult:
@@ -62,8 +78,8 @@ class TrialResult:
         return sum(int(m.get("trades") or 0) for m in getattr(self, part))
 
 
-def run_backtest(context: Context, params: dict, bars: list[dict]):
-    """Run one backtest of ``params`` on ``bars``; return the runner's result.
+def run_backtest(context: Context, params: dict, bars):
+    """Run one backtest of ``params`` on ``bars`` (a list, or prepared); return the runner's result.
 
     With ``write_backtest_report`` below, the only use of the backtest runner in the
     optimiser: if its signature changes, these are the places to follow it.
@@ -94,7 +110,7 @@ def evaluate(number: int, params: dict, context: Context) -> TrialResult:
         for window in context.windows:
             for part, start, end in (("in_sample", window.start, window.split),
                                      ("out_of_sample", window.split, window.end)):
-                run = run_backtest(context, params, context.bars[start:end])
+                run = run_backtest(context, params, context.window_bars(start, end))
                 result.backtests += 1
                 if run.strategy_errors:
                     result.error = f"the strategy raised {run.strategy_errors} time(s) with these parameters"
