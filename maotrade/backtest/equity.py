@@ -14,6 +14,7 @@ point, dated by the first of them, valued after the last, exposed if any was.
 """
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Sequence
 
 import numpy as np
@@ -51,15 +52,17 @@ class Columns:
         count = len(timeline)
         self.epics = list(base_span_ms)
         code = {epic: index for index, epic in enumerate(self.epics)}
-        self.dates = [bar["date"] for bar in timeline]
-        self.closes = np.array([bar["close"] for bar in timeline], dtype=float)
+        self.dates = list(map(itemgetter("date"), timeline))
+        self.closes = np.fromiter(map(itemgetter("close"), timeline), dtype=float, count=count)
+        starts = np.fromiter(self.dates, dtype=np.int64, count=count)
         if len(self.epics) == 1:
             self.codes = np.zeros(count, dtype=np.intp)
-            self.ends = np.asarray(self.dates, dtype=np.int64) + base_span_ms[self.epics[0]]
+            self.ends = starts + base_span_ms[self.epics[0]]
         else:
-            self.codes = np.fromiter((code[bar["epic"]] for bar in timeline), dtype=np.intp, count=count)
+            self.codes = np.fromiter(map(code.__getitem__, map(itemgetter("epic"), timeline)), dtype=np.intp,
+                                     count=count)
             spans = np.asarray([base_span_ms[epic] for epic in self.epics], dtype=np.int64)
-            self.ends = np.asarray(self.dates, dtype=np.int64) + spans[self.codes]
+            self.ends = starts + spans[self.codes]
 
 
 def equity_curve(columns: Columns, done: int, changes: BookChanges) -> tuple[list, list, list]:
