@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import socket
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Optional
@@ -65,6 +66,7 @@ class TrialResult:
     error: str = ""
     backtests: int = 0
     worker: str = ""  # host:pid of the process that ran it
+    cpu_s: float = 0.0  # CPU seconds its process spent on it (all threads: a worker's own included)
 
     def value(self, metric: str, part: str = "in_sample") -> Optional[float]:
         """Mean of ``metric`` over the windows (None if any window lacks it)."""
@@ -103,7 +105,16 @@ def write_backtest_report(context: Context, params: dict, out_dir, chart: bool) 
 
 def evaluate(number: int, params: dict, context: Context) -> TrialResult:
     """Backtest ``params`` in and out of sample on every window of ``context``."""
+    started = time.process_time()
     result = TrialResult(number=number, params=dict(params), worker=f"{socket.gethostname()}:{os.getpid()}")
+    try:
+        _evaluate_windows(result, params, context)
+    finally:
+        result.cpu_s = time.process_time() - started
+    return result
+
+
+def _evaluate_windows(result: TrialResult, params: dict, context: Context) -> None:
     # The strategy's own log lines would repeat for every backtest of a sweep.
     logging.getLogger("maotrade.backtest").setLevel(logging.CRITICAL)
     try:
@@ -114,9 +125,8 @@ def evaluate(number: int, params: dict, context: Context) -> TrialResult:
                 result.backtests += 1
                 if run.strategy_errors:
                     result.error = f"the strategy raised {run.strategy_errors} time(s) with these parameters"
-                    return result
+                    return
                 getattr(result, part).append(run.metrics)
     except Exception as exc:  # a trial reports its failure; it never ends the study
         result.error = f"{type(exc).__name__}: {exc}"
-        log.debug("event=trial_failed number=%d\n%s", number, traceback.format_exc())
-    return result
+        log.debug("event=trial_failed number=%d\n%s", result.number, traceback.format_exc())
