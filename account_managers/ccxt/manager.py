@@ -27,6 +27,10 @@ from maotrade.order import BaseOrder, OrderStatus, OrderType
 
 log = logging.getLogger(__name__)
 
+
+class StopWithdrawn(Exception):
+    """An amend withdrew a stop and could not place it again: the order is gone."""
+
 #: ccxt fetchMarkets types per exchange id when ``market_types`` is not given.
 DEFAULT_MARKET_TYPES = {"binance": ["spot"], "binanceusdm": ["linear"]}
 HISTORY_FRAMES: dict = {}
@@ -42,8 +46,10 @@ class CCXTAccountManager(BaseAccountManager):
 
     settings_model = CCXTBrokerSettings
     account_settings_model = CCXTAccountSettings
+    # No native brackets: the engine places stop loss and take profit as orders of their own
+    # and amends them through ``do_async_request_stop_order``.
     CAPABILITIES = {"order_types": ["MARKET", "LIMIT", "STOP"], "cancel": True, "amend": True,
-                    "stop_amend": False, "partial_close": True, "market_data": True, "brackets": False}
+                    "stop_amend": True, "partial_close": True, "market_data": True}
 
     def __init__(self, config, in_queue, out_queue):
         super().__init__(config, in_queue, out_queue)
@@ -60,6 +66,8 @@ class CCXTAccountManager(BaseAccountManager):
         self.actual_of: dict[str, str] = {}  # client id of a futures stop -> the order it placed
         self._orphans: dict[str, list] = {}  # exchange order id -> trades seen before the order
         self._replaced: set[str] = set()  # exchange ids of orders cancel-replaced by an amend
+        self.price_at_exchange: dict[str, float] = {}  # client id -> limit or stop price sent
+        self._probing = False  # a REST probe after a user stream dropped is under way
 
     # ================================================================ lifecycle
     def on_account_manager_init(self) -> InitResult:
@@ -129,6 +137,17 @@ class CCXTAccountManager(BaseAccountManager):
     def _on_stream_error(self, key: str, exc: BaseException) -> None:
         log.warning("event=ccxt_stream_dropped account=%s stream=%s reason=%s", self.account_id, key, exc)
         self.streams_down.add(key)
+        if not key.startswith("trades:") and not self._probing and self.is_connected:
+            # A user stream dropped: if REST is gone too the exchange is down, and the account
+            # must show it (orders are refused, not sent into a void); else REST covers it.
+            self._probing = True
+            self.session.call(lambda c: c.fetch_time(), on_result=self._probe_answered,
+                              on_error=self._probe_answered)
+
+    def _probe_answered(self, result) -> None:
+        self._probing = False
+        if isinstance(result, ccxt.NetworkError):
+            self.connection_lost(f"{self.settings.exchange} unreachable: {result}")
 
     def _stream_alive(self, key: str) -> None:
         if key in self.streams_down:
@@ -291,46 +310,83 @@ class CCXTAccountManager(BaseAccountManager):
                           on_error=lambda exc: self._cancel_failed(order, exc))
 
     def do_async_request_stop_order(self, order: BaseOrder) -> None:
-        """Amend a working LIMIT order's price: cancel-replace on spot, modify on futures.
+        """Amend a working order: move a LIMIT's price or a STOP's trigger.
 
-        The replacement keeps the client order id (Binance needs it unique among open
-        orders only) and the quantity still to fill; the replaced order's cancel report
-        is not the order's end.
+        Spot cancel-replaces (one request, ``STOP_ON_FAILURE``); USD-M modifies a limit in
+        place and withdraws and places again a stop (its Algo Service has no amend). The
+        replacement keeps the client order id (Binance needs it unique among open orders
+        only) and the quantity still to fill; the replaced order's cancel report is not the
+        order's end. An order whose price did not change (its stop loss / take profit are
+        the engine's legs) is answered at once.
         """
         market = self._market_of(order)
-        if order.order_type != OrderType.LIMIT or order.is_done or market is None or not order.broker_ref:
-            self.send_order_refused(order, f"{self.settings.exchange}: only a working LIMIT order's price "
+        movable = order.order_type in (OrderType.LIMIT, OrderType.STOP)
+        if not movable or order.is_done or market is None or not order.broker_ref:
+            self.send_order_refused(order, f"{self.settings.exchange}: only a working LIMIT or STOP order "
                                            f"can be amended ({order.client_order_id} is {order.status} "
                                            f"{order.order_type})", kind=In.ORDER_STOP)
+            return
+        if self.price_at_exchange.get(order.client_order_id) == order.price:
+            self.send_request_order_response(order, kind=In.ORDER_STOP)
             return
         problem = P.filter_violation(order, market, self.last_price.get(market["symbol"]))
         if problem:
             self.send_order_refused(order, problem, kind=In.ORDER_STOP)
             return
+        log.info("event=ccxt_order_amend account=%s order=%s type=%s price=%s", self.account_id,
+                 order.client_order_id, order.order_type, order.price)
+        if self._conditional(order):
+            self._replaced.add(order.broker_ref)
+            self.session.call(self._replace_conditional, order, market, retry_reads=False,
+                              on_result=lambda raw: self._amended(order, raw),
+                              on_error=lambda exc: self._amend_failed(order, exc))
+            return
         symbol, side = market["symbol"], "buy" if order.qty > 0 else "sell"
+        kind = "limit" if order.order_type == OrderType.LIMIT else "market"
+        price = order.price if order.order_type == OrderType.LIMIT else None
         if market.get("contract"):
             amount = abs(order.qty)
             params = {"origClientOrderId": order.client_order_id}
         else:
             amount = abs(order.remaining_qty)
             params = {"newClientOrderId": order.client_order_id,
-                      "cancelOrigClientOrderId": order.client_order_id,
-                      "timeInForce": P.TIME_IN_FORCE.get(order.time_in_force, "GTC")}
+                      "cancelOrigClientOrderId": order.client_order_id}
+            if order.order_type == OrderType.LIMIT:
+                params["timeInForce"] = P.TIME_IN_FORCE.get(order.time_in_force, "GTC")
+            else:
+                params["stopPrice"] = order.price  # a market stop: STOP_LOSS at this trigger
             self._replaced.add(order.broker_ref)
-        log.info("event=ccxt_order_amend account=%s order=%s price=%s", self.account_id,
-                 order.client_order_id, order.price)
-        self.session.call(lambda c: c.edit_order(order.broker_ref, symbol, "limit", side, amount,
-                                                 order.price, params),
+        self.session.call(lambda c: c.edit_order(order.broker_ref, symbol, kind, side, amount, price, params),
                           retry_reads=False, on_result=lambda raw: self._amended(order, raw),
-                          on_error=lambda exc: self.send_order_refused(
-                              order, f"{self.settings.exchange} amend of {order.client_order_id} failed: {exc}",
-                              kind=In.ORDER_STOP))
+                          on_error=lambda exc: self._amend_failed(order, exc))
+
+    async def _replace_conditional(self, client, order: BaseOrder, market: dict) -> dict:
+        """Withdraw a USD-M stop and place it again at its new trigger, same client id."""
+        symbol = market["symbol"]
+        await client.cancel_order(None, symbol, {"origClientOrderId": order.client_order_id, "trigger": True})
+        symbol, kind, side, _, price, params = P.order_request(order, market)
+        try:
+            return await client.create_order(symbol, kind, side, abs(order.remaining_qty), price, params)
+        except Exception as exc:
+            raise StopWithdrawn(f"the stop was withdrawn but not placed again: {exc}") from exc
+
+    def _amend_failed(self, order: BaseOrder, exc: BaseException) -> None:
+        self._replaced.discard(order.broker_ref)
+        self.send_order_refused(order, f"{self.settings.exchange} amend of {order.client_order_id} failed: {exc}",
+                                kind=In.ORDER_STOP)
+        if isinstance(exc, StopWithdrawn) and not order.is_done:
+            # Never leave the engine believing a stop works that the exchange no longer holds.
+            log.error("event=ccxt_stop_withdrawn account=%s order=%s reason=%s", self.account_id,
+                      order.client_order_id, exc)
+            order.set_cancelled("withdrawn by an amend that could not place it again")
+            self.send_request_order_response(order)
 
     def _amended(self, order: BaseOrder, raw: dict) -> None:
         new_id = str(raw.get("id") or "")
         if new_id:
             self.by_exchange_id[new_id] = order.client_order_id
             order.broker_ref = new_id
+        self.price_at_exchange[order.client_order_id] = order.price
         self.send_request_order_response(order, kind=In.ORDER_STOP)
         self._apply_order_state(raw)
 
@@ -362,11 +418,13 @@ class CCXTAccountManager(BaseAccountManager):
     # ---------------------------------------------------------------- answers
     def _order_answered(self, order: BaseOrder, raw: dict) -> None:
         self.by_exchange_id[str(raw.get("id"))] = order.client_order_id
+        self.price_at_exchange[order.client_order_id] = order.price
         if order.status == OrderStatus.NEW:
             order.set_accepted(str(raw.get("id") or ""))
             self.send_request_order_response(order)
-        if raw.get("filled"):
-            self._fetch_trades_of(order)
+        for trade in raw.get("trades") or []:
+            if trade.get("id") is not None:
+                self._apply_trade({**trade, "symbol": trade.get("symbol") or order.epicBroker}, order)
         self._apply_order_state(raw)
 
     def _order_failed(self, order: BaseOrder, exc: BaseException, kind: str) -> None:
@@ -413,6 +471,7 @@ class CCXTAccountManager(BaseAccountManager):
 
     def _order_answered_quietly(self, order: BaseOrder, raw: dict, trades: list) -> None:
         self.by_exchange_id[str(raw.get("id"))] = order.client_order_id
+        self.price_at_exchange.setdefault(order.client_order_id, order.price)
         if order.status == OrderStatus.NEW and raw.get("status") in ("open", "closed", "canceled"):
             order.set_accepted(str(raw.get("id") or ""))
         for trade in trades:
@@ -423,7 +482,16 @@ class CCXTAccountManager(BaseAccountManager):
         self._apply_order_state(raw)
 
     def _cancel_answered(self, order: BaseOrder, raw: dict) -> None:
-        self._fetch_trades_of(order, then=lambda: self._finish_cancel(order))
+        if self._fills_missing(order, raw):
+            self._fetch_trades_of(order, then=lambda: self._finish_cancel(order))
+        else:
+            self._finish_cancel(order)
+
+    @staticmethod
+    def _fills_missing(order: BaseOrder, raw: dict) -> bool:
+        """True if the exchange reports more filled than the fills ``order`` holds (or cannot say)."""
+        filled = raw.get("filled")
+        return filled is None or abs(order.filled_qty) < float(filled) - 1e-12
 
     def _finish_cancel(self, order: BaseOrder) -> None:
         if order.can_move_to(OrderStatus.CANCELLED) and not order.is_done:
@@ -500,14 +568,23 @@ class CCXTAccountManager(BaseAccountManager):
             self.send_request_order_response(order)
         elif status in ("CANCELLED", "EXPIRED") and not order.is_done:
             order.broker_ref = order.broker_ref or str(raw.get("id") or "")
-            self._fetch_trades_of(order, then=lambda: self._end(order, status))
+            if self._fills_missing(order, raw):
+                self._fetch_trades_of(order, then=lambda: self._end(order, status))
+            else:
+                self._end(order, status)
         elif status == "REJECTED" and order.can_move_to(OrderStatus.REJECTED):
             order.set_rejected(f"{self.settings.exchange} rejected the order")
             self.send_request_order_response(order)
         elif status == "FILLED" and not order.is_done and raw.get("filled"):
             order.broker_ref = order.broker_ref or str(raw.get("id") or "")
-            if abs(order.filled_qty) < float(raw["filled"]) - 1e-12:
-                self._fetch_trades_of(order)
+            if self._fills_missing(order, raw):
+                # The trades normally follow on the stream at once; REST only for what it missed
+                # (every REST call spends the exchange's request weight and queues the next ones).
+                self.session.after(self.settings.status_delay, lambda: self._trades_still_missing(order, raw))
+
+    def _trades_still_missing(self, order: BaseOrder, raw: dict) -> None:
+        if not order.is_done and self._fills_missing(order, raw):
+            self._fetch_trades_of(order)
 
     def _end(self, order: BaseOrder, status: str) -> None:
         if order.is_done:

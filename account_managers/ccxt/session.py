@@ -153,6 +153,13 @@ class ExchangeSession:
                 offset = await self.client.load_time_difference()
                 log.warning("event=clock_resync exchange=%s offset_ms=%s", self.exchange_id, offset)
 
+    def after(self, delay: float, callback: Callable[[], None]) -> None:
+        """Hand ``callback`` to ``deliver`` after ``delay`` seconds (a timer off the manager's loop)."""
+        async def later():
+            await asyncio.sleep(delay)
+            self._deliver(callback)
+        asyncio.run_coroutine_threadsafe(later(), self.loop)
+
     # ------------------------------------------------------------------ streams
     def watch(self, key: str, coro_fn: Callable, on_items: Callable, on_error: Callable,
               retry: float) -> None:

@@ -125,6 +125,7 @@ class ExchangeServer:
         self._market_sockets: dict = {}  # ws -> set of stream names
         self.listen_keys: set[str] = set()
         self.user_subscriptions = 0
+        self.down = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._runner: Optional[web.AppRunner] = None
         self._thread: Optional[threading.Thread] = None
@@ -278,7 +279,11 @@ class ExchangeServer:
             for ws in list(self._user_sockets) + list(self._market_sockets):
                 await ws.close(code=1006)
             await self._site.stop()
+            # Kept-alive HTTP connections go too: nothing gets through while down.
+            for connection in list(self._runner.server.connections):
+                connection.force_close()
         asyncio.run_coroutine_threadsafe(down(), self._loop).result(10)
+        self.down = True
 
     def come_back(self) -> None:
         """Listen again on the same port (after ``go_down``), orders and balances kept."""
@@ -286,6 +291,7 @@ class ExchangeServer:
             self._site = web.TCPSite(self._runner, "127.0.0.1", self.port)
             await self._site.start()
         asyncio.run_coroutine_threadsafe(up(), self._loop).result(10)
+        self.down = False
 
     def restart(self) -> None:
         """Drop every connection and forget every listenKey, keeping the book."""
@@ -305,9 +311,33 @@ class ExchangeServer:
         return int(time.time() * 1000) + self.clock_offset_ms
 
     def order_by_client_id(self, client_id: str) -> Optional[Order]:
-        """The server's order with this client order id, if any."""
+        """The server's newest order with this client order id (a cancel-replace reuses it), if any."""
         with self._lock:
-            return next((o for o in self.orders.values() if o.client_id == client_id), None)
+            return max((o for o in self.orders.values() if o.client_id == client_id),
+                       key=lambda o: o.order_id, default=None)
+
+    def algo_by_client_id(self, client_id: str) -> Optional[dict]:
+        """The newest USD-M conditional order with this ``clientAlgoId``, if any."""
+        with self._lock:
+            return max((a for a in self.algos.values() if a["clientAlgoId"] == client_id),
+                       key=lambda a: a["algoId"], default=None)
+
+    def working_level(self, client_id: str) -> Optional[float]:
+        """The price a working order (or conditional) ``client_id`` waits for: its stop
+        price for a stop, its limit price for a limit; None when none is working."""
+        with self._lock:
+            algo = self.algo_by_client_id(client_id)
+            if algo is not None and algo["algoStatus"] == "NEW":
+                return float(algo["triggerPrice"])
+            order = self.order_by_client_id(client_id)
+            if order is None or order.status not in ("NEW", "PARTIALLY_FILLED"):
+                return None
+            return float(order.stop_price or order.price)
+
+    def user_stream_open(self) -> bool:
+        """True while some client holds a user data stream."""
+        with self._lock:
+            return bool(self._user_sockets)
 
     def streams_subscribed(self) -> set:
         """Names of the market streams some client subscribes to now."""
@@ -328,7 +358,7 @@ class ExchangeServer:
                 self._faults.remove(fault)
         if fault is not None and not fault.after:
             return web.json_response(fault.body, status=fault.status, headers=fault.headers)
-        params = dict(parse_qsl(request.query_string, keep_blank_values=True))
+        params = dict(parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True))
         params.update(dict(parse_qsl(body, keep_blank_values=True)))
         name = path.rsplit("/", 1)[-1]
         handler = self._route(request.method, path, name)
@@ -383,7 +413,7 @@ class ExchangeServer:
     def _check_signature(self, request: web.Request, body: str) -> Optional[web.Response]:
         if request.headers.get("X-MBX-APIKEY") != self.api_key:
             return _error(401, -2015, "Invalid API-key, IP, or permissions for action.")
-        payload = request.query_string if request.method in ("GET", "DELETE") else body
+        payload = request.rel_url.raw_query_string if request.method in ("GET", "DELETE") else body
         signed, _, signature = payload.rpartition("&signature=")
         expected = hmac.new(self.secret.encode(), signed.encode(), hashlib.sha256).hexdigest()
         if not signed or not hmac.compare_digest(signature, expected):
@@ -530,6 +560,10 @@ class ExchangeServer:
             cost = qty * (stop or self.price)
             if cost > self.balances.get("USDT", 0) - self._locked().get("USDT", 0):
                 return _error(400, -2010, "Account has insufficient balance for requested action.")
+        if self.venue == SPOT and params["side"] == "SELL":
+            # Spot sells only what the account holds and has not committed to other orders.
+            if qty > self.balances.get("BTC", 0) - self._locked().get("BTC", 0):
+                return _error(400, -2010, "Account has insufficient balance for requested action.")
         now = self.now_ms()
         order = Order(next(self._ids), client_id, params["symbol"], params["side"], kind, qty, price, stop,
                       params.get("timeInForce", "GTC"), reduce_only, time=now, update=now)
@@ -611,7 +645,7 @@ class ExchangeServer:
     def _find(self, params: dict) -> Optional[Order]:
         client_id = params.get("origClientOrderId")
         if client_id:
-            return next((o for o in self.orders.values() if o.client_id == client_id), None)
+            return self.order_by_client_id(client_id)
         if params.get("orderId"):
             return self.orders.get(int(params["orderId"]))
         return None
@@ -738,7 +772,7 @@ class ExchangeServer:
 
     def _find_algo(self, params: dict) -> Optional[dict]:
         if params.get("clientAlgoId"):
-            return next((a for a in self.algos.values() if a["clientAlgoId"] == params["clientAlgoId"]), None)
+            return self.algo_by_client_id(params["clientAlgoId"])
         return self.algos.get(int(params.get("algoId") or 0))
 
     def _query_algo(self, params: dict) -> web.Response:
