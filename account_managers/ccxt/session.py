@@ -161,6 +161,14 @@ class ExchangeSession:
         asyncio.run_coroutine_threadsafe(later(), self.loop)
 
     # ------------------------------------------------------------------ streams
+    def renew_stream_auth(self) -> None:
+        """Make ccxt ask for a user data stream key (listenKey) again on its next subscription."""
+        def renew():
+            for value in (self.client.options if self.client is not None else {}).values():
+                if isinstance(value, dict) and "listenKey" in value:
+                    value["lastAuthenticatedTime"] = 0
+        self.loop.call_soon_threadsafe(renew)
+
     def watch(self, key: str, coro_fn: Callable, on_items: Callable, on_error: Callable,
               retry: float) -> None:
         """Keep ``coro_fn(client)`` (a ``watch_*`` call) running under ``key``."""

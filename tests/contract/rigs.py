@@ -17,7 +17,8 @@ import pytest
 
 from account_managers.ig.parsing import deal_reference
 from tests.ccxt.accounts import EPICS, ccxt_document
-from tests.ccxt.exchange_server import SPOT, USDM, ExchangeServer
+from tests.ccxt.aster_server import AsterExchangeServer
+from tests.ccxt.exchange_server import ASTER, SPOT, USDM, ExchangeServer
 from tests.fix.proxy import TcpRelay
 from tests.fix.quickfix_acceptor import QuickFixAcceptor
 from tests.ib.fake_tws import FakeTWS
@@ -520,7 +521,7 @@ class CCXTRig(BrokerRig):
         return sum(self.server.order_posts.values())
 
     def position(self) -> float:
-        if self.venue == USDM:
+        if self.venue != SPOT:
             return float(self.server.position_qty)
         # Spot has no positions: the account's is the coin it bought less what it sold.
         return float(self.server.balances.get("BTC", 0)) - self.SPOT_HOLDING
@@ -545,6 +546,32 @@ class CCXTUsdmRig(CCXTRig):
     venue = USDM
 
 
+class CCXTAsterRig(CCXTRig):
+    """Aster perpetual futures through ccxt: EIP-712-signed REST, polled (the installed ccxt
+    cannot watch Aster's user data stream)."""
+
+    name = "ccxt-aster"
+    venue = ASTER
+    # Polled by REST, a fill of a finished order is never asked for again: no wire could
+    # bring it twice. Garbage comes on the REST answers the worker polls.
+    FAKE_CAN = CCXTRig.FAKE_CAN - {DUPLICATE_FILL}
+
+    def start(self) -> "CCXTAsterRig":
+        self.server = AsterExchangeServer(price=self.reference).start()
+        return self
+
+    def connected(self) -> bool:
+        return self.server.session_alive()
+
+    def send_garbage(self) -> None:
+        for path in ("/openOrders", "/userTrades", "/order"):
+            self.server.garble_next("GET", path, '{"orderId": 1, "status": ')
+
+
+# CCXTAsterRig is not registered yet: its REST round trips (ccxt signs each Aster request
+# with a pure-Python keccak) lose test_brackets.py's race between placing the legs after
+# the parent's fill and the scenario moving the price (it does not wait for the legs to be
+# at the broker); with that wait it passes every scenario but the duplicate fill (skipped).
 RIGS = {rig.name: rig for rig in (PaperRig, IGRig, IBRig, FIXRig, CCXTSpotRig, CCXTUsdmRig)}
 
 
