@@ -45,6 +45,12 @@ EVENT_STATUS = {OrderEvent.SUBMITTED: OrderStatus.SUBMITTED, OrderEvent.ACCEPTED
                 OrderEvent.EXPIRED: OrderStatus.EXPIRED}
 
 
+#: what answers each request sent to move a bracket's legs (a refusal answers any of them).
+AMEND_ANSWERS = {ToWorker.ORDER_OPEN: {OrderEvent.SUBMITTED, OrderEvent.ACCEPTED},
+                 ToWorker.ORDER_CANCEL: {OrderEvent.CANCELLED},
+                 ToWorker.ORDER_STOP: {OrderEvent.AMENDED}}
+
+
 @dataclass
 class Dispatch:
     """A request to send to an account's worker."""
@@ -108,8 +114,9 @@ class OrderRouter:
         # and (when, interval) to ask the broker again about orders whose outcome it could not tell.
         self._awaiting: dict[tuple[str, str], float] = {}
         self._recheck: dict[tuple[str, str], tuple[float, float]] = {}
-        # parent (account, id) -> legs whose amend the broker has not answered yet, and why any failed.
-        self._amending: dict[tuple[str, str], set] = {}
+        # parent (account, id) -> {leg id: request sent} for the legs whose amend the broker has
+        # not answered yet, and why any failed.
+        self._amending: dict[tuple[str, str], dict] = {}
         self._amend_errors: dict[tuple[str, str], list] = {}
         self.rejected_count = 0
         for order in journal.open_orders():
@@ -275,17 +282,23 @@ class OrderRouter:
         if not dispatches:
             raise InvalidOrder(f"order {parent.client_order_id} already has those levels; nothing was sent")
         key = (parent.account, parent.client_order_id)
-        self._amending[key] = {d.order.client_order_id for d in dispatches}
+        self._amending[key] = {d.order.client_order_id: d.kind for d in dispatches}
         self._amend_errors[key] = []
         return dispatches
 
-    def _leg_answered(self, leg: BaseOrder, outcome: OrderOutcome, error: str = "") -> None:
-        """One leg answered its part of a bracket amend; the last answer answers the parent."""
+    def _leg_answered(self, leg: BaseOrder, outcome: OrderOutcome, error: str = "", event: str = "") -> None:
+        """One leg answered its part of a bracket amend; the last answer answers the parent.
+
+        Only the answer to what the amend asked counts (``event``, when given, must be the one
+        that request brings): a leg still being placed when the amend came reports its
+        placement too, which says nothing of the amend."""
         key = (leg.account, leg.parent)
         waiting = self._amending.get(key)
         if waiting is None or leg.client_order_id not in waiting:
             return
-        waiting.discard(leg.client_order_id)
+        if event and event not in AMEND_ANSWERS[waiting[leg.client_order_id]]:
+            return
+        del waiting[leg.client_order_id]
         if error:
             self._amend_errors[key].append(f"{leg_name(leg.leg)}: {error}")
         if not waiting:
@@ -341,7 +354,7 @@ class OrderRouter:
             status = EVENT_STATUS.get(event) or (msg.get("status") if event == OrderEvent.STATUS else None)
             self._take_status(order, status, reason)
             if order.is_leg and event in (OrderEvent.SUBMITTED, OrderEvent.ACCEPTED, OrderEvent.CANCELLED):
-                self._leg_answered(order, outcome)
+                self._leg_answered(order, outcome, event=event)
         if msg.get("broker_ref") and not order.broker_ref:
             order.broker_ref = str(msg["broker_ref"])
         if order.is_leg and order.status == OrderStatus.FILLED:
@@ -466,7 +479,7 @@ class OrderRouter:
             if parent is not None:
                 setattr(parent, LEG_SHAPE[order.leg][1], order.price)
                 self._save(parent)
-            self._leg_answered(order, outcome)
+            self._leg_answered(order, outcome, event=OrderEvent.AMENDED)
             return
         order.stop_loss, order.take_profit = msg.get("stop_loss"), msg.get("take_profit")
         if msg.get("price") is not None and order.order_type != OrderType.MARKET:

@@ -1,7 +1,7 @@
 """Settings of the ccxt broker (its ``brokerConfig`` and ``accountConfig`` keys)."""
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Literal, Optional
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -24,10 +24,18 @@ class CCXTBrokerSettings(BrokerSettings):
     poll_interval: float = Field(2.0, gt=0, description="seconds between REST polls while a stream is down")
     stream_retry: float = Field(1.0, gt=0, description="seconds before a dropped stream is watched again")
     status_delay: float = Field(0.5, ge=0, description="seconds before an order of unknown outcome is queried")
+    rate_limiter: Literal["rolling_window", "leaky_bucket"] = Field(
+        "rolling_window", description="ccxt's limiter: weight per minute as Binance counts it (bursts "
+                                      "allowed), or one request per rate-limit interval")
     rate_limit_wait_max: float = Field(120.0, gt=0, description="longest pause honoured on 429/418, seconds")
     balance_assets: List[str] = Field(default_factory=list,
                                       description="assets shown in account info; empty: every non-zero one")
     currency: str = Field("USDT", min_length=2, description="asset the balance and equity are reported in")
+    user_streams: bool = Field(True, description="watch orders and trades by websocket; false: REST "
+                                                 "polling every poll_interval only")
+    builder_fee: bool = Field(False, description="Aster: let ccxt approve and charge its builder fee on orders")
+    signer_address: str = Field("", description="Aster: the API signer's address when it is not the wallet's "
+                                                "own (ccxt options.signerAddress)")
     # A local exchange session: reconnect faster than a broker with a login.
     reconnect_base: float = Field(2.0, gt=0)
     reconnect_max: float = Field(60.0, gt=0)
@@ -41,7 +49,12 @@ class CCXTBrokerSettings(BrokerSettings):
 
 
 class CCXTAccountSettings(AccountSettings):
-    """accountConfig of the ccxt broker: the API key pair (both secret)."""
+    """accountConfig of the ccxt broker: the exchange's credentials, every one secret.
 
-    apiKey: SecretStr = Field(description="exchange API key")
-    secret: SecretStr = Field(description="exchange API secret")
+    Which are needed is the exchange's (ccxt ``requiredCredentials``): Binance an API key
+    and secret, Aster the private key that signs its v3 requests (EIP-712).
+    """
+
+    apiKey: Optional[SecretStr] = Field(None, description="exchange API key (Binance)")
+    secret: Optional[SecretStr] = Field(None, description="exchange API secret (Binance)")
+    privateKey: Optional[SecretStr] = Field(None, description="wallet private key, hex (Aster)")

@@ -27,6 +27,10 @@ from maotrade.order import BaseOrder, OrderStatus, OrderType
 
 log = logging.getLogger(__name__)
 
+
+class StopWithdrawn(Exception):
+    """An amend withdrew a stop and could not place it again: the order is gone."""
+
 #: ccxt fetchMarkets types per exchange id when ``market_types`` is not given.
 DEFAULT_MARKET_TYPES = {"binance": ["spot"], "binanceusdm": ["linear"]}
 HISTORY_FRAMES: dict = {}
@@ -35,6 +39,16 @@ DOUBTFUL = (ccxt.RequestTimeout, ccxt.NetworkError, ccxt.ExchangeNotAvailable, c
 ORDER_TEMPLATE = {"order_types": ["MARKET", "LIMIT", "STOP"], "time_in_force": ["GTC", "IOC", "FOK"],
                   "stop_loss": False, "take_profit": False, "partial_close": True}
 FRAME_NAMES = {60: "1m", 300: "5m", 900: "15m", 3600: "1h"}
+#: Exchanges that keep futures stops apart from orders (Binance's Algo Service).
+ALGO_STOP_EXCHANGES = frozenset({"binanceusdm"})
+#: The fetch_order parameter naming a client order id, where it is not ``origClientOrderId``.
+LOOKUP_PARAM = {"aster": "clientOrderId"}
+#: Stream errors that no retry mends (the installed ccxt cannot watch it): poll by REST.
+STREAM_UNAVAILABLE = (ccxt.NotSupported, ccxt.ArgumentsRequired)
+#: Exchanges whose ccxt client sends a boolean parameter as Python spells it ("True").
+WIRE_BOOLEANS = frozenset({"aster"})
+#: brokerConfig ``rate_limiter`` -> ccxt's ``rateLimiterAlgorithm``.
+RATE_LIMITERS = {"rolling_window": "rollingWindow", "leaky_bucket": "leakyBucket"}
 
 
 class CCXTAccountManager(BaseAccountManager):
@@ -42,8 +56,10 @@ class CCXTAccountManager(BaseAccountManager):
 
     settings_model = CCXTBrokerSettings
     account_settings_model = CCXTAccountSettings
+    # No native brackets: the engine places stop loss and take profit as orders of their own
+    # and amends them through ``do_async_request_stop_order``.
     CAPABILITIES = {"order_types": ["MARKET", "LIMIT", "STOP"], "cancel": True, "amend": True,
-                    "stop_amend": False, "partial_close": True, "market_data": True, "brackets": False}
+                    "stop_amend": True, "partial_close": True, "market_data": True}
 
     def __init__(self, config, in_queue, out_queue):
         super().__init__(config, in_queue, out_queue)
@@ -60,19 +76,25 @@ class CCXTAccountManager(BaseAccountManager):
         self.actual_of: dict[str, str] = {}  # client id of a futures stop -> the order it placed
         self._orphans: dict[str, list] = {}  # exchange order id -> trades seen before the order
         self._replaced: set[str] = set()  # exchange ids of orders cancel-replaced by an amend
+        self.price_at_exchange: dict[str, float] = {}  # client id -> limit or stop price sent
+        self._probing = False  # a REST probe after a user stream dropped is under way
+        self._polls_out = 0  # open-orders polls not answered yet (never more than one round)
+        self._placing: set[str] = set()  # client ids whose placement the exchange has not answered
+        self._amend_waiting: set[str] = set()  # ...and of those, the ones an amend waits for
 
     # ================================================================ lifecycle
     def on_account_manager_init(self) -> InitResult:
         """Create the ccxt client, load markets, fetch account and portfolio, start streams."""
         s, a = self.settings, self.account_settings
         self._close_session()
+        self._polls_out = 0  # calls of a closed session never answer
         options = {"fetchCurrencies": False, "fetchMargins": False, "recvWindow": s.recv_window,
                    "adjustForTimeDifference": False,
                    "fetchMarkets": {"types": s.market_types or DEFAULT_MARKET_TYPES.get(s.exchange, ["spot"])},
                    "warnOnFetchOpenOrdersWithoutSymbol": False}
-        client_config = {"apiKey": a.apiKey.get_secret_value(), "secret": a.secret.get_secret_value(),
-                    "enableRateLimit": True, "timeout": int(s.timeout * 1000),
-                    "options": {**options, **s.options}}
+        client_config = {**self._credentials(), "enableRateLimit": True, "timeout": int(s.timeout * 1000),
+                    "rateLimiterAlgorithm": RATE_LIMITERS[s.rate_limiter],
+                    "options": {**options, **self._exchange_options(), **s.options}}
         try:
             self.session = ExchangeSession(s.exchange, client_config, s.urls, self.call_soon_threadsafe,
                                            s.rate_limit_wait_max)
@@ -96,6 +118,33 @@ class CCXTAccountManager(BaseAccountManager):
                  s.exchange, len(self.markets))
         return True, info, portfolio, ORDER_TEMPLATE, HISTORY_FRAMES, frames
 
+    def _credentials(self) -> dict:
+        """The ccxt credentials of this account, checked against what the exchange requires."""
+        a, exchange = self.account_settings, self.settings.exchange
+        given = {name: getattr(a, name).get_secret_value() for name in ("apiKey", "secret", "privateKey")
+                 if getattr(a, name) is not None}
+        exchange_class = getattr(ccxt, exchange, None)
+        if exchange_class is None:  # an unknown id is refused by the session with its own message
+            return given
+        required = exchange_class().requiredCredentials
+        missing = [name for name in ("apiKey", "secret", "privateKey") if required.get(name) and name not in given]
+        if missing:
+            raise OperationalError(f"account {self.account_id}: {exchange} needs accountConfig "
+                                   f"{', '.join(missing)}")
+        return given
+
+    def _exchange_options(self) -> dict:
+        """ccxt options this broker sets per exchange before the user's ``options``."""
+        s = self.settings
+        if s.exchange != "aster":
+            return {}
+        # ccxt's Aster client otherwise approves, and charges on every order, a builder fee
+        # paid to ccxt's own address: never without the account owner's word.
+        options = {"builderFee": s.builder_fee, "defaultType": "swap"}
+        if s.signer_address:
+            options["signerAddress"] = s.signer_address
+        return options
+
     def on_account_manager_shutdown(self) -> None:
         """Close the streams and the client."""
         self._close_session()
@@ -110,13 +159,16 @@ class CCXTAccountManager(BaseAccountManager):
         for builder in self.builders.values():
             for bar in builder.close_due(time_now):
                 self.send_realtime_data(bar)
-        if self.streams_down and time.monotonic() >= self._next_poll:
+        if self.streams_down and not self._polls_out and time.monotonic() >= self._next_poll:
             self._next_poll = time.monotonic() + self.settings.poll_interval
-            self._catch_up()
+            self._poll()
 
     # ================================================================ streams
     def _start_user_streams(self) -> None:
         retry = self.settings.stream_retry
+        if not self.settings.user_streams:
+            self.streams_down |= {"my_trades", "orders"}  # REST polling only
+            return
         self.session.watch("my_trades", lambda c: c.watch_my_trades(), self._on_stream_trades,
                            self._on_stream_error, retry)
         self.session.watch("orders", lambda c: c.watch_orders(), self._on_stream_orders,
@@ -129,6 +181,27 @@ class CCXTAccountManager(BaseAccountManager):
     def _on_stream_error(self, key: str, exc: BaseException) -> None:
         log.warning("event=ccxt_stream_dropped account=%s stream=%s reason=%s", self.account_id, key, exc)
         self.streams_down.add(key)
+        if isinstance(exc, STREAM_UNAVAILABLE):
+            # This client cannot watch it at all: REST polling takes its place for good.
+            log.warning("event=ccxt_stream_unavailable account=%s stream=%s polling_s=%s", self.account_id,
+                        key, self.settings.poll_interval)
+            self.session.unwatch(key)
+            return
+        if not key.startswith("trades:"):
+            # The exchange may have dropped the listenKey with the connection: the next
+            # subscription asks for a key again (Binance returns the same one while it lives).
+            self.session.renew_stream_auth()
+        if not key.startswith("trades:") and not self._probing and self.is_connected:
+            # A user stream dropped: if REST is gone too the exchange is down, and the account
+            # must show it (orders are refused, not sent into a void); else REST covers it.
+            self._probing = True
+            self.session.call(lambda c: c.fetch_time(), on_result=self._probe_answered,
+                              on_error=self._probe_answered)
+
+    def _probe_answered(self, result) -> None:
+        self._probing = False
+        if isinstance(result, ccxt.NetworkError):
+            self.connection_lost(f"{self.settings.exchange} unreachable: {result}")
 
     def _stream_alive(self, key: str) -> None:
         if key in self.streams_down:
@@ -267,8 +340,10 @@ class CCXTAccountManager(BaseAccountManager):
                      order.client_order_id, problem)
             self.send_order_refused(order, problem)
             return
-        args = P.order_request(order, market)
+        args = P.order_request(order, market, self.settings.exchange in WIRE_BOOLEANS)
         order.epicBroker = market["symbol"]
+        self.price_at_exchange[order.client_order_id] = order.price
+        self._placing.add(order.client_order_id)
         log.info("event=ccxt_order_send account=%s order=%s symbol=%s type=%s qty=%s", self.account_id,
                  order.client_order_id, market["symbol"], order.order_type, order.qty)
         self.session.call(lambda c: c.create_order(*args), retry_reads=False,
@@ -285,52 +360,96 @@ class CCXTAccountManager(BaseAccountManager):
         symbol = order.epicBroker or self.to_broker_epic(order.epic)
         params = {"origClientOrderId": order.client_order_id,
                   **({"trigger": True} if self._conditional(order) else {})}
+        self.price_at_exchange.pop(order.client_order_id, None)
         self.session.call(lambda c: c.cancel_order(None, symbol, params),
                           retry_reads=False,
                           on_result=lambda raw: self._cancel_answered(order, raw),
                           on_error=lambda exc: self._cancel_failed(order, exc))
 
     def do_async_request_stop_order(self, order: BaseOrder) -> None:
-        """Amend a working LIMIT order's price: cancel-replace on spot, modify on futures.
+        """Amend a working order: move a LIMIT's price or a STOP's trigger.
 
-        The replacement keeps the client order id (Binance needs it unique among open
-        orders only) and the quantity still to fill; the replaced order's cancel report
-        is not the order's end.
+        Spot cancel-replaces (one request, ``STOP_ON_FAILURE``); USD-M modifies a limit in
+        place and withdraws and places again a stop (its Algo Service has no amend). The
+        replacement keeps the client order id (Binance needs it unique among open orders
+        only) and the quantity still to fill; the replaced order's cancel report is not the
+        order's end. An order whose price did not change (its stop loss / take profit are
+        the engine's legs) is answered at once.
         """
+        if order.client_order_id in self._placing:
+            # Amended before the exchange answered its placement: moved once it has.
+            self._amend_waiting.add(order.client_order_id)
+            return
         market = self._market_of(order)
-        if order.order_type != OrderType.LIMIT or order.is_done or market is None or not order.broker_ref:
-            self.send_order_refused(order, f"{self.settings.exchange}: only a working LIMIT order's price "
+        movable = order.order_type in (OrderType.LIMIT, OrderType.STOP)
+        if not movable or order.is_done or market is None or not order.broker_ref:
+            self.send_order_refused(order, f"{self.settings.exchange}: only a working LIMIT or STOP order "
                                            f"can be amended ({order.client_order_id} is {order.status} "
                                            f"{order.order_type})", kind=In.ORDER_STOP)
+            return
+        if self.price_at_exchange.get(order.client_order_id) == order.price:
+            self.send_request_order_response(order, kind=In.ORDER_STOP)
             return
         problem = P.filter_violation(order, market, self.last_price.get(market["symbol"]))
         if problem:
             self.send_order_refused(order, problem, kind=In.ORDER_STOP)
             return
+        log.info("event=ccxt_order_amend account=%s order=%s type=%s price=%s", self.account_id,
+                 order.client_order_id, order.order_type, order.price)
+        if self._conditional(order) or not self.session.client.has.get("editOrder"):
+            self._replaced.add(order.broker_ref)
+            self.session.call(self._replace_conditional, order, market, retry_reads=False,
+                              on_result=lambda raw: self._amended(order, raw),
+                              on_error=lambda exc: self._amend_failed(order, exc))
+            return
         symbol, side = market["symbol"], "buy" if order.qty > 0 else "sell"
+        kind = "limit" if order.order_type == OrderType.LIMIT else "market"
+        price = order.price if order.order_type == OrderType.LIMIT else None
         if market.get("contract"):
             amount = abs(order.qty)
             params = {"origClientOrderId": order.client_order_id}
         else:
             amount = abs(order.remaining_qty)
             params = {"newClientOrderId": order.client_order_id,
-                      "cancelOrigClientOrderId": order.client_order_id,
-                      "timeInForce": P.TIME_IN_FORCE.get(order.time_in_force, "GTC")}
+                      "cancelOrigClientOrderId": order.client_order_id}
+            if order.order_type == OrderType.LIMIT:
+                params["timeInForce"] = P.TIME_IN_FORCE.get(order.time_in_force, "GTC")
+            else:
+                params["stopPrice"] = order.price  # a market stop: STOP_LOSS at this trigger
             self._replaced.add(order.broker_ref)
-        log.info("event=ccxt_order_amend account=%s order=%s price=%s", self.account_id,
-                 order.client_order_id, order.price)
-        self.session.call(lambda c: c.edit_order(order.broker_ref, symbol, "limit", side, amount,
-                                                 order.price, params),
+        self.session.call(lambda c: c.edit_order(order.broker_ref, symbol, kind, side, amount, price, params),
                           retry_reads=False, on_result=lambda raw: self._amended(order, raw),
-                          on_error=lambda exc: self.send_order_refused(
-                              order, f"{self.settings.exchange} amend of {order.client_order_id} failed: {exc}",
-                              kind=In.ORDER_STOP))
+                          on_error=lambda exc: self._amend_failed(order, exc))
+
+    async def _replace_conditional(self, client, order: BaseOrder, market: dict) -> dict:
+        """Withdraw an order and place it again at its new price, same client id (a USD-M stop,
+        or any order where the exchange has no amend)."""
+        symbol = market["symbol"]
+        await client.cancel_order(None, symbol, {"origClientOrderId": order.client_order_id,
+                                                 **({"trigger": True} if self._conditional(order) else {})})
+        symbol, kind, side, _, price, params = P.order_request(order, market, self.settings.exchange in WIRE_BOOLEANS)
+        try:
+            return await client.create_order(symbol, kind, side, abs(order.remaining_qty), price, params)
+        except Exception as exc:
+            raise StopWithdrawn(f"the stop was withdrawn but not placed again: {exc}") from exc
+
+    def _amend_failed(self, order: BaseOrder, exc: BaseException) -> None:
+        self._replaced.discard(order.broker_ref)
+        self.send_order_refused(order, f"{self.settings.exchange} amend of {order.client_order_id} failed: {exc}",
+                                kind=In.ORDER_STOP)
+        if isinstance(exc, StopWithdrawn) and not order.is_done:
+            # Never leave the engine believing a stop works that the exchange no longer holds.
+            log.error("event=ccxt_stop_withdrawn account=%s order=%s reason=%s", self.account_id,
+                      order.client_order_id, exc)
+            order.set_cancelled("withdrawn by an amend that could not place it again")
+            self.send_request_order_response(order)
 
     def _amended(self, order: BaseOrder, raw: dict) -> None:
         new_id = str(raw.get("id") or "")
         if new_id:
             self.by_exchange_id[new_id] = order.client_order_id
             order.broker_ref = new_id
+        self.price_at_exchange[order.client_order_id] = order.price
         self.send_request_order_response(order, kind=In.ORDER_STOP)
         self._apply_order_state(raw)
 
@@ -344,13 +463,15 @@ class CCXTAccountManager(BaseAccountManager):
                               order, f"{self.settings.exchange} could not be asked: {exc}"))
 
     def _conditional(self, order: BaseOrder) -> bool:
-        """True for a futures stop: Binance keeps those in its Algo Service, apart from orders."""
+        """True for a futures stop Binance keeps in its Algo Service, apart from orders."""
+        if self.settings.exchange not in ALGO_STOP_EXCHANGES:
+            return False
         market = self.markets.get(order.epicBroker) or {}
         return order.order_type == OrderType.STOP and bool(market.get("contract"))
 
-    @staticmethod
-    async def _lookup(client, symbol: str, client_id: str, conditional: bool = False) -> Optional[tuple]:
-        params = {"origClientOrderId": client_id, **({"trigger": True} if conditional else {})}
+    async def _lookup(self, client, symbol: str, client_id: str, conditional: bool = False) -> Optional[tuple]:
+        params = {LOOKUP_PARAM.get(self.settings.exchange, "origClientOrderId"): client_id,
+                  **({"trigger": True} if conditional else {})}
         try:
             raw = await client.fetch_order(None, symbol, params)
         except ccxt.OrderNotFound:
@@ -365,9 +486,18 @@ class CCXTAccountManager(BaseAccountManager):
         if order.status == OrderStatus.NEW:
             order.set_accepted(str(raw.get("id") or ""))
             self.send_request_order_response(order)
-        if raw.get("filled"):
-            self._fetch_trades_of(order)
+        for trade in raw.get("trades") or []:
+            if trade.get("id") is not None:
+                self._apply_trade({**trade, "symbol": trade.get("symbol") or order.epicBroker}, order)
         self._apply_order_state(raw)
+        self._placement_settled(order)
+
+    def _placement_settled(self, order: BaseOrder) -> None:
+        """The exchange answered a placement: an amend that waited for it goes now."""
+        self._placing.discard(order.client_order_id)
+        if order.client_order_id in self._amend_waiting:
+            self._amend_waiting.discard(order.client_order_id)
+            self.do_async_request_stop_order(order)
 
     def _order_failed(self, order: BaseOrder, exc: BaseException, kind: str) -> None:
         if isinstance(exc, (ccxt.DDoSProtection, ccxt.RateLimitExceeded)):
@@ -377,9 +507,11 @@ class CCXTAccountManager(BaseAccountManager):
             log.warning("event=ccxt_order_outcome_unknown account=%s order=%s reason=%s",
                         self.account_id, order.client_order_id, exc)
             self.session.call(self._delayed_lookup, order,
-                              on_result=lambda found: self._doubt_resolved(order, found),
-                              on_error=lambda e: self.send_order_unknown(
-                                  order, f"outcome unknown after {exc}; lookup failed: {e}"))
+                              on_result=lambda found: (self._doubt_resolved(order, found),
+                                                       self._placement_settled(order)),
+                              on_error=lambda e: (self.send_order_unknown(
+                                  order, f"outcome unknown after {exc}; lookup failed: {e}"),
+                                  self._placement_settled(order)))
             return
         else:
             reason = f"{self.settings.exchange} refused {order.client_order_id}: {exc}"
@@ -390,6 +522,7 @@ class CCXTAccountManager(BaseAccountManager):
             self.send_request_order_response(order, kind=kind)
         else:
             self.send_order_refused(order, reason, kind=kind)
+        self._placement_settled(order)
 
     async def _delayed_lookup(self, client, order: BaseOrder):
         await asyncio.sleep(self.settings.status_delay)
@@ -413,6 +546,7 @@ class CCXTAccountManager(BaseAccountManager):
 
     def _order_answered_quietly(self, order: BaseOrder, raw: dict, trades: list) -> None:
         self.by_exchange_id[str(raw.get("id"))] = order.client_order_id
+        self.price_at_exchange.setdefault(order.client_order_id, order.price)
         if order.status == OrderStatus.NEW and raw.get("status") in ("open", "closed", "canceled"):
             order.set_accepted(str(raw.get("id") or ""))
         for trade in trades:
@@ -423,7 +557,16 @@ class CCXTAccountManager(BaseAccountManager):
         self._apply_order_state(raw)
 
     def _cancel_answered(self, order: BaseOrder, raw: dict) -> None:
-        self._fetch_trades_of(order, then=lambda: self._finish_cancel(order))
+        if self._fills_missing(order, raw):
+            self._fetch_trades_of(order, then=lambda: self._finish_cancel(order))
+        else:
+            self._finish_cancel(order)
+
+    @staticmethod
+    def _fills_missing(order: BaseOrder, raw: dict) -> bool:
+        """True if the exchange reports more filled than the fills ``order`` holds (or cannot say)."""
+        filled = raw.get("filled")
+        return filled is None or abs(order.filled_qty) < float(filled) - 1e-12
 
     def _finish_cancel(self, order: BaseOrder) -> None:
         if order.can_move_to(OrderStatus.CANCELLED) and not order.is_done:
@@ -500,14 +643,23 @@ class CCXTAccountManager(BaseAccountManager):
             self.send_request_order_response(order)
         elif status in ("CANCELLED", "EXPIRED") and not order.is_done:
             order.broker_ref = order.broker_ref or str(raw.get("id") or "")
-            self._fetch_trades_of(order, then=lambda: self._end(order, status))
+            if self._fills_missing(order, raw):
+                self._fetch_trades_of(order, then=lambda: self._end(order, status))
+            else:
+                self._end(order, status)
         elif status == "REJECTED" and order.can_move_to(OrderStatus.REJECTED):
             order.set_rejected(f"{self.settings.exchange} rejected the order")
             self.send_request_order_response(order)
         elif status == "FILLED" and not order.is_done and raw.get("filled"):
             order.broker_ref = order.broker_ref or str(raw.get("id") or "")
-            if abs(order.filled_qty) < float(raw["filled"]) - 1e-12:
-                self._fetch_trades_of(order)
+            if self._fills_missing(order, raw):
+                # The trades normally follow on the stream at once; REST only for what it missed
+                # (every REST call spends the exchange's request weight and queues the next ones).
+                self.session.after(self.settings.status_delay, lambda: self._trades_still_missing(order, raw))
+
+    def _trades_still_missing(self, order: BaseOrder, raw: dict) -> None:
+        if not order.is_done and self._fills_missing(order, raw):
+            self._fetch_trades_of(order)
 
     def _end(self, order: BaseOrder, status: str) -> None:
         if order.is_done:
@@ -518,12 +670,43 @@ class CCXTAccountManager(BaseAccountManager):
             order.set_expired("expired at the exchange")
         self.send_request_order_response(order)
 
+    def _active_orders(self) -> list:
+        return [o for o in self.orders.values() if not o.is_done and o.status != OrderStatus.NEW and o.epicBroker]
+
     def _catch_up(self) -> None:
         """Ask by REST for the trades and states of every order still working here."""
-        active = [o for o in self.orders.values() if not o.is_done and o.status != OrderStatus.NEW]
-        for order in active:
-            if order.epicBroker:
-                self.session.call(self._lookup, order.epicBroker, order.client_order_id,
-                                  self._conditional(order), on_result=lambda found, o=order: found and self._order_answered_quietly(o, *found),
-                                  on_error=lambda exc: log.warning("event=ccxt_catch_up_failed account=%s "
-                                                                   "reason=%s", self.account_id, exc))
+        for order in self._active_orders():
+            self._look_up(order)
+
+    def _look_up(self, order: BaseOrder) -> None:
+        self.session.call(self._lookup, order.epicBroker, order.client_order_id, self._conditional(order),
+                          on_result=lambda found: found and self._order_answered_quietly(order, *found),
+                          on_error=self._rest_failed)
+
+    def _poll(self) -> None:
+        """While a user stream is down: one open-orders request per market, and a lookup of
+        only the orders it shows ended or further filled (REST weight is the exchange's
+        limit, and ccxt's limiter would hold every request, orders too, once it is spent).
+        A network failure here means the exchange is gone."""
+        for symbol in self._symbols():
+            self._polls_out += 1
+            self.session.call(lambda c, symbol=symbol: c.fetch_open_orders(symbol),
+                              on_result=lambda rows, symbol=symbol: self._polled(symbol, rows),
+                              on_error=self._poll_failed)
+
+    def _polled(self, symbol: str, rows: list) -> None:
+        self._polls_out = max(0, self._polls_out - 1)
+        working = {str(r.get("clientOrderId") or ""): r for r in rows}
+        for order in self._active_orders():
+            row = working.get(order.client_order_id)
+            if order.epicBroker == symbol and (row is None or self._fills_missing(order, row)):
+                self._look_up(order)
+
+    def _poll_failed(self, exc: BaseException) -> None:
+        self._polls_out = max(0, self._polls_out - 1)
+        self._rest_failed(exc)
+
+    def _rest_failed(self, exc: BaseException) -> None:
+        log.warning("event=ccxt_catch_up_failed account=%s reason=%s", self.account_id, exc)
+        if isinstance(exc, ccxt.NetworkError) and self.is_connected:
+            self.connection_lost(f"{self.settings.exchange} unreachable: {exc}")

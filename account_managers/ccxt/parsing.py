@@ -80,8 +80,9 @@ def client_id_problem(client_order_id: str) -> str:
     return ""
 
 
-def order_request(order: BaseOrder, market: dict) -> tuple:
-    """Return ccxt ``create_order`` arguments ``(symbol, type, side, amount, price, params)``."""
+def order_request(order: BaseOrder, market: dict, wire_booleans: bool = False) -> tuple:
+    """Return ccxt ``create_order`` arguments ``(symbol, type, side, amount, price, params)``;
+    ``wire_booleans`` spells flags as the exchange's strings (``"true"``)."""
     side = "buy" if order.qty > 0 else "sell"
     params: dict = {"newClientOrderId": order.client_order_id}
     if order.order_type != OrderType.MARKET:
@@ -95,7 +96,8 @@ def order_request(order: BaseOrder, market: dict) -> tuple:
     elif order.order_type == OrderType.STOP:
         params["stopLossPrice"] = order.price
     if order.action == OrderAction.CLOSE and market.get("contract"):
-        params["reduceOnly"] = True
+        # As the wire spells it: some ccxt clients (Aster's) send a Python True as "True".
+        params["reduceOnly"] = "true" if wire_booleans else True
     return market["symbol"], kind, side, abs(order.qty), price, params
 
 

@@ -153,7 +153,22 @@ class ExchangeSession:
                 offset = await self.client.load_time_difference()
                 log.warning("event=clock_resync exchange=%s offset_ms=%s", self.exchange_id, offset)
 
+    def after(self, delay: float, callback: Callable[[], None]) -> None:
+        """Hand ``callback`` to ``deliver`` after ``delay`` seconds (a timer off the manager's loop)."""
+        async def later():
+            await asyncio.sleep(delay)
+            self._deliver(callback)
+        asyncio.run_coroutine_threadsafe(later(), self.loop)
+
     # ------------------------------------------------------------------ streams
+    def renew_stream_auth(self) -> None:
+        """Make ccxt ask for a user data stream key (listenKey) again on its next subscription."""
+        def renew():
+            for value in (self.client.options if self.client is not None else {}).values():
+                if isinstance(value, dict) and "listenKey" in value:
+                    value["lastAuthenticatedTime"] = 0
+        self.loop.call_soon_threadsafe(renew)
+
     def watch(self, key: str, coro_fn: Callable, on_items: Callable, on_error: Callable,
               retry: float) -> None:
         """Keep ``coro_fn(client)`` (a ``watch_*`` call) running under ``key``."""

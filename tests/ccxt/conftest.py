@@ -3,7 +3,7 @@
 ``exchange`` starts a server (spot by default, USD-M with
 ``@pytest.mark.parametrize("exchange", ["usdm"], indirect=True)``);
 ``tests.ccxt.accounts.ccxt_document(server)`` is the account document of a worker on it,
-and ``tests.ccxt.rig`` the contract suite's rig.
+and ``tests.contract.rigs.CCXTRig`` the contract suite's rig.
 """
 from __future__ import annotations
 

@@ -35,7 +35,9 @@ from urllib.parse import parse_qsl
 
 from aiohttp import WSMsgType, web
 
-SPOT, USDM = "spot", "usdm"
+SPOT, USDM, ASTER = "spot", "usdm", "aster"
+#: Venues a server can play (Aster's futures API is Binance USD-M's, signed otherwise: aster_server.py).
+VENUES = (SPOT, USDM, ASTER)
 
 #: Filters of the one market each test server lists, as Binance publishes them.
 MARKET_RULES = {"tick": "0.10", "step": "0.00010", "min_qty": "0.00010", "max_qty": "9000",
@@ -61,6 +63,7 @@ class Fault:
     body: dict = field(default_factory=dict)
     headers: dict = field(default_factory=dict)
     after: bool = False
+    raw: str = ""  # sent as the body instead of ``body`` (malformed data)
 
 
 @dataclass
@@ -94,8 +97,8 @@ class ExchangeServer:
     def __init__(self, venue: str = SPOT, api_key: str = "test-api-key-1234",
                  secret: str = "test-secret-abcdef", price: float = 50000.0,
                  balances: Optional[dict] = None, leverage: int = 10):
-        if venue not in (SPOT, USDM):
-            raise ValueError(f"venue must be {SPOT!r} or {USDM!r}, got {venue!r}")
+        if venue not in VENUES:
+            raise ValueError(f"venue must be one of {', '.join(VENUES)}, got {venue!r}")
         self.venue = venue
         self.api_key, self.secret = api_key, secret
         self.symbol = "BTCUSDT"
@@ -125,6 +128,7 @@ class ExchangeServer:
         self._market_sockets: dict = {}  # ws -> set of stream names
         self.listen_keys: set[str] = set()
         self.user_subscriptions = 0
+        self.down = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._runner: Optional[web.AppRunner] = None
         self._thread: Optional[threading.Thread] = None
@@ -203,6 +207,11 @@ class ExchangeServer:
         with self._lock:
             self._faults.append(Fault(method, path, status, body, dict(headers or {}), after))
 
+    def garble_next(self, method: str, path: str, text: str) -> None:
+        """Answer the next ``method path`` 200 with ``text`` as its body (malformed JSON, say)."""
+        with self._lock:
+            self._faults.append(Fault(method, path, 200, raw=text))
+
     def partial_next(self, *fractions: float) -> None:
         """Fill the next crossing orders in these fractions of their quantity, one per price move."""
         with self._lock:
@@ -213,17 +222,21 @@ class ExchangeServer:
         with self._lock:
             self.price = _dec(price)
             now = self.now_ms()
-            event = {"e": "trade", "E": now, "s": self.symbol, "t": next(self._market_trade_ids),
-                     "p": _fmt(self.price), "q": _fmt(qty), "T": now, "m": False, "M": True}
-            if self.venue == USDM:
-                event["X"] = "MARKET"
-            self._publish_market(f"{self.symbol.lower()}@trade", event)
+            self._publish_market(*self._market_trade(now, _dec(qty)))
             for order in list(self.orders.values()):
                 if order.status in ("NEW", "PARTIALLY_FILLED"):
                     self._match(order)
             for algo in list(self.algos.values()):
                 if algo["algoStatus"] == "NEW":
                     self._maybe_trigger(algo)
+
+    def _market_trade(self, now: int, qty: Decimal) -> tuple[str, dict]:
+        """The market stream name and event of one trade at the last price."""
+        event = {"e": "trade", "E": now, "s": self.symbol, "t": next(self._market_trade_ids),
+                 "p": _fmt(self.price), "q": _fmt(qty), "T": now, "m": False, "M": True}
+        if self.venue != SPOT:
+            event["X"] = "MARKET"
+        return f"{self.symbol.lower()}@trade", event
 
     def start_walk(self, interval: float = 0.1, step: float = 0.0008, seed: int = 7) -> None:
         """Move the price by a seeded random walk every ``interval`` seconds (for live runs)."""
@@ -244,7 +257,7 @@ class ExchangeServer:
             return {"venue": self.venue, "price": float(self.price),
                     "balances": {a: float(v) for a, v in self.balances.items()},
                     "position": {"qty": float(self.position_qty), "entry_price": float(self.entry_price),
-                                 "realized_pnl": float(self.realized)} if self.venue == USDM else None,
+                                 "realized_pnl": float(self.realized)} if self.venue != SPOT else None,
                     "orders": [{"client_order_id": o.client_id, "orderId": o.order_id, "side": o.side,
                                 "type": o.type, "qty": float(o.qty), "executed": float(o.executed),
                                 "avg_price": float(o.avg), "status": o.status, "reduce_only": o.reduce_only}
@@ -278,7 +291,11 @@ class ExchangeServer:
             for ws in list(self._user_sockets) + list(self._market_sockets):
                 await ws.close(code=1006)
             await self._site.stop()
+            # Kept-alive HTTP connections go too: nothing gets through while down.
+            for connection in list(self._runner.server.connections):
+                connection.force_close()
         asyncio.run_coroutine_threadsafe(down(), self._loop).result(10)
+        self.down = True
 
     def come_back(self) -> None:
         """Listen again on the same port (after ``go_down``), orders and balances kept."""
@@ -286,6 +303,7 @@ class ExchangeServer:
             self._site = web.TCPSite(self._runner, "127.0.0.1", self.port)
             await self._site.start()
         asyncio.run_coroutine_threadsafe(up(), self._loop).result(10)
+        self.down = False
 
     def restart(self) -> None:
         """Drop every connection and forget every listenKey, keeping the book."""
@@ -305,9 +323,33 @@ class ExchangeServer:
         return int(time.time() * 1000) + self.clock_offset_ms
 
     def order_by_client_id(self, client_id: str) -> Optional[Order]:
-        """The server's order with this client order id, if any."""
+        """The server's newest order with this client order id (a cancel-replace reuses it), if any."""
         with self._lock:
-            return next((o for o in self.orders.values() if o.client_id == client_id), None)
+            return max((o for o in self.orders.values() if o.client_id == client_id),
+                       key=lambda o: o.order_id, default=None)
+
+    def algo_by_client_id(self, client_id: str) -> Optional[dict]:
+        """The newest USD-M conditional order with this ``clientAlgoId``, if any."""
+        with self._lock:
+            return max((a for a in self.algos.values() if a["clientAlgoId"] == client_id),
+                       key=lambda a: a["algoId"], default=None)
+
+    def working_level(self, client_id: str) -> Optional[float]:
+        """The price a working order (or conditional) ``client_id`` waits for: its stop
+        price for a stop, its limit price for a limit; None when none is working."""
+        with self._lock:
+            algo = self.algo_by_client_id(client_id)
+            if algo is not None and algo["algoStatus"] == "NEW":
+                return float(algo["triggerPrice"])
+            order = self.order_by_client_id(client_id)
+            if order is None or order.status not in ("NEW", "PARTIALLY_FILLED"):
+                return None
+            return float(order.stop_price or order.price)
+
+    def user_stream_open(self) -> bool:
+        """True while some client holds a user data stream."""
+        with self._lock:
+            return bool(self._user_sockets)
 
     def streams_subscribed(self) -> set:
         """Names of the market streams some client subscribes to now."""
@@ -326,9 +368,11 @@ class ExchangeServer:
                           and path.endswith(f.path)), None)
             if fault is not None:
                 self._faults.remove(fault)
+        if fault is not None and fault.raw:
+            return web.Response(text=fault.raw, status=fault.status, content_type="application/json")
         if fault is not None and not fault.after:
             return web.json_response(fault.body, status=fault.status, headers=fault.headers)
-        params = dict(parse_qsl(request.query_string, keep_blank_values=True))
+        params = dict(parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True))
         params.update(dict(parse_qsl(body, keep_blank_values=True)))
         name = path.rsplit("/", 1)[-1]
         handler = self._route(request.method, path, name)
@@ -383,7 +427,7 @@ class ExchangeServer:
     def _check_signature(self, request: web.Request, body: str) -> Optional[web.Response]:
         if request.headers.get("X-MBX-APIKEY") != self.api_key:
             return _error(401, -2015, "Invalid API-key, IP, or permissions for action.")
-        payload = request.query_string if request.method in ("GET", "DELETE") else body
+        payload = _signed_payload(request, body)
         signed, _, signature = payload.rpartition("&signature=")
         expected = hmac.new(self.secret.encode(), signed.encode(), hashlib.sha256).hexdigest()
         if not signed or not hmac.compare_digest(signature, expected):
@@ -521,14 +565,20 @@ class ExchangeServer:
         refusal = self._filter_failure(qty, price or stop, self.price)
         if refusal:
             return _error(400, -1013, f"Filter failure: {refusal}")
+        if params.get("reduceOnly", "false") not in ("true", "false"):
+            return _error(400, -1130, "Data sent for parameter 'reduceOnly' is not valid.")
         reduce_only = params.get("reduceOnly") == "true"
-        if reduce_only and self.venue == USDM:
+        if reduce_only and self.venue != SPOT:
             closing = -1 if params["side"] == "SELL" else 1
             if self.position_qty * closing >= 0 or qty > abs(self.position_qty):
                 return _error(400, -2022, "ReduceOnly Order is rejected.")
         if self.venue == SPOT and kind in ("MARKET", "STOP_LOSS") and params["side"] == "BUY":
             cost = qty * (stop or self.price)
             if cost > self.balances.get("USDT", 0) - self._locked().get("USDT", 0):
+                return _error(400, -2010, "Account has insufficient balance for requested action.")
+        if self.venue == SPOT and params["side"] == "SELL":
+            # Spot sells only what the account holds and has not committed to other orders.
+            if qty > self.balances.get("BTC", 0) - self._locked().get("BTC", 0):
                 return _error(400, -2010, "Account has insufficient balance for requested action.")
         now = self.now_ms()
         order = Order(next(self._ids), client_id, params["symbol"], params["side"], kind, qty, price, stop,
@@ -611,7 +661,7 @@ class ExchangeServer:
     def _find(self, params: dict) -> Optional[Order]:
         client_id = params.get("origClientOrderId")
         if client_id:
-            return next((o for o in self.orders.values() if o.client_id == client_id), None)
+            return self.order_by_client_id(client_id)
         if params.get("orderId"):
             return self.orders.get(int(params["orderId"]))
         return None
@@ -738,7 +788,7 @@ class ExchangeServer:
 
     def _find_algo(self, params: dict) -> Optional[dict]:
         if params.get("clientAlgoId"):
-            return next((a for a in self.algos.values() if a["clientAlgoId"] == params["clientAlgoId"]), None)
+            return self.algo_by_client_id(params["clientAlgoId"])
         return self.algos.get(int(params.get("algoId") or 0))
 
     def _query_algo(self, params: dict) -> web.Response:
@@ -839,11 +889,12 @@ class ExchangeServer:
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
         path = request.path
         ws = web.WebSocketResponse(heartbeat=None)
-        if path.startswith("/private/ws") and request.query.get("listenKey") not in self.listen_keys:
+        listen_key = self._user_stream_key(request)
+        if listen_key is not None and listen_key not in self.listen_keys:
             return _error(400, -1125, "This listenKey does not exist.")
         await ws.prepare(request)
         try:
-            if path.startswith("/private/ws"):
+            if listen_key is not None:
                 with self._lock:
                     self._user_sockets.add(ws)
                     self.user_subscriptions += 1
@@ -858,6 +909,12 @@ class ExchangeServer:
                 self._user_sockets.discard(ws)
                 self._market_sockets.pop(ws, None)
         return ws
+
+    def _user_stream_key(self, request: web.Request) -> Optional[str]:
+        """The listenKey of a user data stream connection (None: not a user data stream)."""
+        if request.path.startswith("/private/ws"):
+            return request.query.get("listenKey", "")
+        return None
 
     async def _ws_api(self, ws: web.WebSocketResponse) -> None:
         async for msg in ws:
@@ -910,6 +967,13 @@ async def _send(ws: web.WebSocketResponse, text: str) -> None:
             pass  # the socket closed between the check and the send
 
 
+def _signed_payload(request: web.Request, body: str) -> str:
+    """The signed parameter string: the query's when it carries the signature, else the
+    body's (both venues take parameters in either, whatever the method)."""
+    query = request.rel_url.raw_query_string
+    return query if "signature=" in query else body
+
+
 def _error(status: int, code: int, msg: str) -> web.Response:
     return web.json_response({"code": code, "msg": msg}, status=status)
 
@@ -919,13 +983,18 @@ def main(argv=None) -> int:
     import argparse
     import signal
     parser = argparse.ArgumentParser(description="Local Binance-protocol exchange for MAOTrade's ccxt broker")
-    parser.add_argument("--venue", choices=[SPOT, USDM], default=SPOT)
+    parser.add_argument("--venue", choices=list(VENUES), default=SPOT,
+                        help="aster: signed by the fixed test wallet key of tests.ccxt.aster_server")
     parser.add_argument("--price", type=float, default=50000.0)
     parser.add_argument("--walk", type=float, default=0.1, help="seconds between price moves")
     parser.add_argument("--record", help="write the exchange's record (JSON) here on exit")
     parser.add_argument("--urls", help="write the ccxt urls (JSON) here once listening")
     args = parser.parse_args(argv)
-    server = ExchangeServer(args.venue, price=args.price).start()
+    if args.venue == ASTER:
+        from tests.ccxt.aster_server import AsterExchangeServer
+        server = AsterExchangeServer(price=args.price).start()
+    else:
+        server = ExchangeServer(args.venue, price=args.price).start()
     server.start_walk(args.walk)
     urls = json.dumps(server.urls())
     if args.urls:

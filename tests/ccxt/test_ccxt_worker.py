@@ -23,7 +23,8 @@ def test_connects_with_balances_and_time_frames(exchange, ccxt_worker):
     assert info["currency"] == "USDT" and info["balance"] == 10000.0
     assert info["assets"]["USDT"]["total"] == 10000.0
     assert init["data_frames"] == {1: "1s", 60: "1m"}
-    assert init["capabilities"]["brackets"] is False
+    # No native brackets: the engine places stop loss and take profit, amended as orders.
+    assert not init["capabilities"].get("bracket") and init["capabilities"]["stop_amend"] is True
 
 
 @BOTH

@@ -16,6 +16,9 @@ from typing import Optional
 import pytest
 
 from account_managers.ig.parsing import deal_reference
+from tests.ccxt.accounts import EPICS, ccxt_document
+from tests.ccxt.aster_server import AsterExchangeServer
+from tests.ccxt.exchange_server import ASTER, SPOT, USDM, ExchangeServer
 from tests.fix.proxy import TcpRelay
 from tests.fix.quickfix_acceptor import QuickFixAcceptor
 from tests.ib.fake_tws import FakeTWS
@@ -452,7 +455,127 @@ class KiteRig(LocalKiteRig, BrokerRig):
     methods live with the Kite tests (``tests/kite/rig.py``)."""
 
 
-RIGS = {rig.name: rig for rig in (PaperRig, IGRig, IBRig, FIXRig, KiteRig)}
+class CCXTRig(BrokerRig):
+    """The local Binance-protocol exchange, driven by the real ccxt inside the worker."""
+
+    FAKE_CAN = frozenset({MOVE_PRICE, MANUAL_FILL, OUTAGE, BROKER_RESTART, DUPLICATE_FILL, GARBAGE})
+    venue = SPOT
+    qty = 0.01
+    reference = 50000.0
+    #: Binance's order states as the suite names them.
+    STATUS = {"NEW": WORKING, "PARTIALLY_FILLED": WORKING, "FILLED": FILLED, "CANCELED": CANCELLED,
+              "REJECTED": REJECTED, "EXPIRED": CANCELLED}
+
+    def __init__(self, workdir: Path, account: str):
+        super().__init__(workdir, account)
+        self.epic = EPICS[self.venue]
+
+    #: Spot sells only what it holds: the account starts with this much of the coin.
+    SPOT_HOLDING = 1.0
+
+    def start(self) -> "CCXTRig":
+        balances = {"USDT": 10000, "BTC": self.SPOT_HOLDING} if self.venue == SPOT else None
+        self.server = ExchangeServer(self.venue, price=self.reference, balances=balances).start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def document(self) -> dict:
+        return ccxt_document(self.server, self.account, max_retries=1000)
+
+    def move_price(self, price: float) -> None:
+        self.server.set_price(price)
+
+    def fill(self, client_order_id: str, qty: float) -> None:
+        self.server.fill_order(client_order_id, qty)
+
+    def go_down(self) -> None:
+        self.server.go_down()
+
+    def come_back(self) -> None:
+        if self.server.down:
+            self.server.come_back()
+
+    def restart(self) -> None:
+        self.server.restart()
+
+    def repeat_fill(self, client_order_id: str) -> None:
+        self.server.repeat_fill(client_order_id)
+
+    def send_garbage(self) -> None:
+        self.server.send_garbage()
+
+    def connected(self) -> bool:
+        return self.server.user_stream_open()
+
+    def order(self, client_order_id: str) -> Optional[dict]:
+        found = self.server.order_by_client_id(client_order_id)
+        if found is None:
+            algo = self.server.algo_by_client_id(client_order_id)
+            if algo is None:
+                return None
+            found = self.server.orders.get(int(algo["actualOrderId"] or 0))
+            if found is None:
+                return {"status": CANCELLED if algo["algoStatus"] == "CANCELED" else WORKING, "filled": 0.0}
+        return {"status": self.STATUS.get(found.status, WORKING), "filled": float(found.executed)}
+
+    def times_received(self, client_order_id: str) -> int:
+        return self.server.order_posts.get(client_order_id, 0)
+
+    def orders_received(self) -> int:
+        return sum(self.server.order_posts.values())
+
+    def position(self) -> float:
+        if self.venue != SPOT:
+            return float(self.server.position_qty)
+        # Spot has no positions: the account's is the coin it bought less what it sold.
+        return float(self.server.balances.get("BTC", 0)) - self.SPOT_HOLDING
+
+    def stops(self, client_order_id: str) -> tuple:
+        # No native brackets: the engine's legs are orders of their own (a USD-M stop lives
+        # in Binance's Algo Service).
+        return self.server.working_level(f"{client_order_id}/SL"), self.server.working_level(f"{client_order_id}/TP")
+
+
+class CCXTSpotRig(CCXTRig):
+    """Binance spot through ccxt."""
+
+    name = "ccxt-spot"
+    venue = SPOT
+
+
+class CCXTUsdmRig(CCXTRig):
+    """Binance USD-M futures through ccxt."""
+
+    name = "ccxt-usdm"
+    venue = USDM
+
+
+class CCXTAsterRig(CCXTRig):
+    """Aster perpetual futures through ccxt: EIP-712-signed REST, polled (the installed ccxt
+    cannot watch Aster's user data stream)."""
+
+    name = "ccxt-aster"
+    venue = ASTER
+    # Polled by REST, a fill of a finished order is never asked for again: no wire could
+    # bring it twice. Garbage comes on the REST answers the worker polls.
+    FAKE_CAN = CCXTRig.FAKE_CAN - {DUPLICATE_FILL}
+
+    def start(self) -> "CCXTAsterRig":
+        self.server = AsterExchangeServer(price=self.reference).start()
+        return self
+
+    def connected(self) -> bool:
+        return self.server.session_alive()
+
+    def send_garbage(self) -> None:
+        for path in ("/openOrders", "/userTrades", "/order"):
+            self.server.garble_next("GET", path, '{"orderId": 1, "status": ')
+
+
+RIGS = {rig.name: rig for rig in (PaperRig, IGRig, IBRig, FIXRig, KiteRig, CCXTSpotRig, CCXTUsdmRig,
+                                     CCXTAsterRig)}
 
 
 def wait_connected(rig: BrokerRig, timeout: float = 60) -> None:

@@ -31,10 +31,14 @@ def short_bracket(trader: Trader, rig) -> tuple[str, float, float]:
     """SELL at market with a stop loss 1% above and a take profit 1% below; return
     (parent id, engine position before, broker position before)."""
     engine_before, broker_before = trader.position(), rig.position()
-    parent = trader.open("brk", -rig.qty, stop_loss=round(rig.reference * 1.01, 4),
-                         take_profit=round(rig.reference * 0.99, 4))
+    stop_loss, take_profit = round(rig.reference * 1.01, 4), round(rig.reference * 0.99, 4)
+    parent = trader.open("brk", -rig.qty, stop_loss=stop_loss, take_profit=take_profit)
     assert trader.wait(parent)["status"] == "FILLED"
     trader.wait_positions(engine_before - rig.qty, broker_before - rig.qty)
+    # Where the engine places the legs after the fill, they reach the broker a moment later;
+    # the scenarios are about what happens once the bracket stands, so wait for it.
+    wait_until(lambda: rig.stops(parent) == (pytest.approx(stop_loss), pytest.approx(take_profit)), 30,
+               interval=0.05, what=f"the broker to hold the stops of {parent}")
     return parent, engine_before, broker_before
 
 

@@ -286,3 +286,18 @@ def test_an_amend_of_engine_placed_legs_moves_each_and_answers_once_all_have(jou
     assert first.amended_parent is None
     last = router.apply_event(event("p1/TP", OrderEvent.AMENDED, price=1.2, request=ToWorker.ORDER_STOP))
     assert (last.amended_parent.stop_loss, last.amended_parent.take_profit, last.error) == (1.07, 1.2, "")
+
+
+def test_a_legs_late_placement_answer_does_not_answer_an_amend_of_it(journal):
+    # The amend can reach the engine before the answer to the leg's own placement: that
+    # answer says nothing of the amend, so the parent is answered only once the leg is moved.
+    router = make_router(journal, bracket=False)
+    open_bracket(router)
+    router.apply_event(event("p1", OrderEvent.FILLED, fill=fill("e1", 1000, 1.1)))
+    router.apply_event(event("p1/SL", OrderEvent.ACCEPTED))
+    router.amend_stops(ACCOUNT, "p1", 1.07, 1.2)
+    assert router.apply_event(event("p1/TP", OrderEvent.ACCEPTED)).amended_parent is None
+    assert router.apply_event(event("p1/SL", OrderEvent.AMENDED, price=1.07,
+                                    request=ToWorker.ORDER_STOP)).amended_parent is None
+    last = router.apply_event(event("p1/TP", OrderEvent.AMENDED, price=1.2, request=ToWorker.ORDER_STOP))
+    assert (last.amended_parent.stop_loss, last.amended_parent.take_profit, last.error) == (1.07, 1.2, "")
