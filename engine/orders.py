@@ -114,6 +114,7 @@ class OrderRouter:
         # and (when, interval) to ask the broker again about orders whose outcome it could not tell.
         self._awaiting: dict[tuple[str, str], float] = {}
         self._recheck: dict[tuple[str, str], tuple[float, float]] = {}
+        self._placed_again: set[tuple[str, str]] = set()  # legs re-sent after a "not found"
         # parent (account, id) -> {leg id: request sent} for the legs whose amend the broker has
         # not answered yet, and why any failed.
         self._amending: dict[tuple[str, str], dict] = {}
@@ -458,9 +459,20 @@ class OrderRouter:
             return
         if order.is_leg and not self.accounts.capabilities(order.account).get("bracket") \
                 and not order.filled_qty and not self.journal.position(order.account, order.epic).is_flat:
+            key = (order.account, order.client_order_id)
+            if key in self._placed_again and order.status == OrderStatus.NEW:
+                # Placed again and still unknown to the broker, never confirmed in between:
+                # placing it once more would only repeat the loop. Say so and keep asking.
+                log.error("event=leg_unplaceable account=%s order=%s: the position may be unprotected",
+                          order.account, order.client_order_id)
+                order.set_status(OrderStatus.UNKNOWN, "the broker has no record of this leg, placed again "
+                                                      "once: the position may be unprotected")
+                self._ask_again(key)
+                return
             # A leg the engine places itself that the broker never got (its request was lost
             # with a worker): the broker has no such id, so placing it now cannot duplicate it.
             log.warning("event=leg_placed_again account=%s order=%s", order.account, order.client_order_id)
+            self._placed_again.add(key)
             outcome.dispatches.append(self._send(order, ToWorker.ORDER_OPEN))
         elif order.is_leg:
             order.set_cancelled("not working at the broker")

@@ -301,3 +301,18 @@ def test_a_legs_late_placement_answer_does_not_answer_an_amend_of_it(journal):
                                     request=ToWorker.ORDER_STOP)).amended_parent is None
     last = router.apply_event(event("p1/TP", OrderEvent.AMENDED, price=1.2, request=ToWorker.ORDER_STOP))
     assert (last.amended_parent.stop_loss, last.amended_parent.take_profit, last.error) == (1.07, 1.2, "")
+
+
+def test_a_leg_the_broker_keeps_not_finding_is_placed_again_once_then_unknown(journal):
+    router = make_router(journal, bracket=False)
+    open_bracket(router, take_profit=None)
+    router.apply_event(event("p1", OrderEvent.FILLED, fill=fill("e1", 1000, 1.1)))
+    restarted = make_router(journal, bracket=False)
+    restarted.orders_to_query(ACCOUNT)
+    first = restarted.apply_event(event("p1/SL", OrderEvent.NOT_FOUND, request=ToWorker.ORDER_STATUS_REQUEST))
+    assert [d.kind for d in first.dispatches] == [ToWorker.ORDER_OPEN]
+    again = restarted.apply_event(event("p1/SL", OrderEvent.NOT_FOUND, request=ToWorker.ORDER_OPEN))
+    assert again.dispatches == [], "a leg the broker keeps not finding is not sent round and round"
+    leg = restarted.get(ACCOUNT, "p1/SL")
+    assert leg.status == OrderStatus.UNKNOWN and "unprotected" in leg.reason
+    assert journal.get_order(ACCOUNT, "p1/SL").status == OrderStatus.UNKNOWN
