@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
-from maotrade.errors import InvalidOrder
+from maotrade.errors import InvalidOrder, OrderRefused
 
 
 class AccountState:
@@ -54,6 +54,19 @@ class AccountRuntime:
     def epic_mapping(self) -> dict:
         """MAOTrade instrument code -> the broker's, from the account's document."""
         return self.document.get("epicMapping") or {}
+
+    def broker_epic(self, epic: str) -> str:
+        """The broker's code for ``epic``: the one place an instrument is resolved.
+
+        An account with a mapping trades only what it maps (anything else is refused with
+        ``unknown_instrument``); an account without one passes the code through."""
+        mapping = self.epic_mapping
+        if not mapping:
+            return epic
+        if epic not in mapping:
+            raise OrderRefused("unknown_instrument", f"unknown instrument {epic!r} for account {self.account} "
+                                                     "(not in its epic mapping)")
+        return mapping[epic]
 
 
 class AccountBook:

@@ -59,9 +59,7 @@ class HistoryRouter:
         epic = msg.get("epic")
         if not isinstance(epic, str) or not epic:
             raise ProtocolError("history_request needs 'epic' (string)")
-        mapping = runtime.document.get("epicMapping") or {}
-        if mapping and epic not in mapping:
-            raise InvalidOrder(f"unknown instrument {epic!r} for account {runtime.account}")
+        epic_broker = runtime.broker_epic(epic)  # refuses an instrument the account does not trade
         if sum(1 for p in self.pending.values() if p.session is session) >= MAX_PENDING_PER_CLIENT:
             raise InvalidOrder(f"{MAX_PENDING_PER_CLIENT} history requests already in flight")
         if runtime.state != AccountState.READY:
@@ -69,7 +67,7 @@ class HistoryRouter:
             raise InvalidOrder(f"account {runtime.account} is {runtime.state}{detail}")
         request_id = f"h{next(self._ids)}"
         self.pending[request_id] = _Pending(session, client_request_id, runtime.account)
-        request = {"request_id": request_id, "epic": epic, "epicBroker": mapping.get(epic, epic),
+        request = {"request_id": request_id, "epic": epic, "epicBroker": epic_broker,
                    "time_frame": msg.get("time_frame"), "start": msg.get("start"), "end": msg.get("end")}
         self.bus.open_worker_queue(runtime.account).put(message(ToWorker.HISTORY_REQUEST, request=request))
         log.info("event=history_request account=%s epic=%s time_frame=%s start=%s end=%s client=%s",

@@ -15,7 +15,7 @@ from engine.accounts import AccountBook, AccountRuntime
 from engine.bus import ClientSession
 from engine.replay import ReplayGate
 from engine.staleness import StaleDataMonitor
-from maotrade.errors import InvalidOrder, ProtocolError
+from maotrade.errors import ProtocolError
 from maotrade.messages import EngineToClient as ToClient, EngineToWorker as ToWorker, message
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,7 @@ class MarketData:
         epic, time_frame = msg.get("epic"), msg.get("time_frame")
         if not isinstance(epic, str) or not isinstance(time_frame, int):
             raise ProtocolError("subscribe needs 'epic' (string) and 'time_frame' (integer seconds)")
-        mapping = runtime.epic_mapping
-        if mapping and epic not in mapping:
-            raise InvalidOrder(f"unknown instrument {epic!r} for account {runtime.account}")
+        runtime.broker_epic(epic)  # refuses an instrument the account does not trade
         key = (runtime.account, epic, time_frame)
         listeners = self.listeners.setdefault(key, [])
         if session in listeners:
@@ -85,7 +83,7 @@ class MarketData:
     def request(runtime: AccountRuntime, action: str, epic: str, time_frame: int) -> dict:
         """The worker's ``market_data_request`` to start or stop one stream."""
         return message(ToWorker.MARKET_DATA_REQUEST, request={"action": action, "epic": epic,
-                                                             "epicBroker": runtime.epic_mapping.get(epic, epic),
+                                                             "epicBroker": runtime.broker_epic(epic),
                                                              "time_frame": time_frame})
 
     # -- the hot path ----------------------------------------------------------------------

@@ -597,15 +597,7 @@ class OrderRouter:
         reason = self.accounts.not_ready_reason(order.account)
         if reason:
             raise OrderRefused("account_not_ready", reason)
-        doc = self.accounts.document(order.account)
-        mapping = doc.get("epicMapping") or {}
-        if mapping:
-            if order.epic not in mapping:
-                raise OrderRefused("unknown_instrument", f"unknown instrument {order.epic!r} for account "
-                                                         f"{order.account} (not in its epic mapping)")
-            order.epicBroker = mapping[order.epic]
-        else:
-            order.epicBroker = order.epic
+        order.epicBroker = self.accounts[order.account].broker_epic(order.epic)
         allowed = self.accounts.capabilities(order.account).get("order_types")
         if allowed and order.order_type not in allowed:
             raise OrderRefused("unsupported_order_type", f"broker {doc.get('brokerName')} does not take "

@@ -399,15 +399,6 @@ class BaseAccountManager(abc.ABC):
         self.out_queue.put(message(Out.ERROR, account=self.account_id, reason=redact_text(reason),
                                    request=(request or {}).get("type")))
 
-    # ------------------------------------------------------------------ epic mapping
-    def to_broker_epic(self, epic: str) -> str:
-        """Return the broker's code for a MAOTrade epic; ``InvalidOrder`` if unmapped."""
-        if epic in self.epic_mapping:
-            return self.epic_mapping[epic]
-        if not self.epic_mapping:
-            return epic
-        raise InvalidOrder(f"unknown instrument {epic!r} for account {self.account_id}")
-
     def to_maotrade_epic(self, epic_broker: str) -> str:
         """Return the MAOTrade epic for a broker code (the code itself if unmapped)."""
         return self.epic_from_broker.get(epic_broker, epic_broker)

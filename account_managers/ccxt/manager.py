@@ -279,7 +279,7 @@ class CCXTAccountManager(BaseAccountManager):
     def do_async_request_market_data(self, request: dict) -> bool:
         """Build bars of ``time_frame`` seconds from the exchange's trade stream."""
         epic = request.get("epic") or ""
-        symbol = request.get("epicBroker") or self.to_broker_epic(epic)
+        symbol = request["epicBroker"]
         time_frame = int(request.get("time_frame") or self.settings.time_frames[0])
         if symbol not in self.markets or time_frame not in self.settings.time_frames:
             return False
@@ -299,7 +299,7 @@ class CCXTAccountManager(BaseAccountManager):
 
     # ================================================================ orders
     def _market_of(self, order: BaseOrder) -> Optional[dict]:
-        symbol = order.epicBroker or self.to_broker_epic(order.epic)
+        symbol = order.epicBroker
         return self.markets.get(symbol)
 
     def do_async_request_order_open(self, order: BaseOrder) -> None:
@@ -357,7 +357,7 @@ class CCXTAccountManager(BaseAccountManager):
 
     def do_async_request_order_cancel(self, order: BaseOrder) -> None:
         """Cancel by client order id (``origClientOrderId``)."""
-        symbol = order.epicBroker or self.to_broker_epic(order.epic)
+        symbol = order.epicBroker
         params = {"origClientOrderId": order.client_order_id,
                   **({"trigger": True} if self._conditional(order) else {})}
         self.price_at_exchange.pop(order.client_order_id, None)
@@ -455,7 +455,7 @@ class CCXTAccountManager(BaseAccountManager):
 
     def do_async_request_order_status(self, order: BaseOrder) -> None:
         """Ask the exchange for the order by client order id, with all its trades."""
-        symbol = order.epicBroker or self.to_broker_epic(order.epic)
+        symbol = order.epicBroker
         self.orders.setdefault(order.client_order_id, order)
         self.session.call(self._lookup, symbol, order.client_order_id, self._conditional(order),
                           on_result=lambda found: self._status_answer(order, found),

@@ -398,7 +398,7 @@ class KiteAccountManager(BaseAccountManager):
     def do_async_request_market_data(self, request: dict) -> bool:
         """Subscribe (quote/full mode) or unsubscribe an instrument's ticks, built into bars."""
         epic = request.get("epic") or ""
-        epic_broker = request.get("epicBroker") or self.to_broker_epic(epic)
+        epic_broker = request["epicBroker"]
         try:
             time_frame = int(request.get("time_frame", 0))
         except (TypeError, ValueError):
@@ -440,7 +440,7 @@ class KiteAccountManager(BaseAccountManager):
                 # engine places the legs itself, as separate close orders.
                 raise InvalidOrder(f"order {order.client_order_id}: Kite has no brackets (capability bracket "
                                    "is False); stop loss and take profit go as separate close orders")
-            epic_broker = order.epicBroker or self.to_broker_epic(order.epic)
+            epic_broker = order.epicBroker
             variety = self._variety_now(order)
             params = P.order_params(order, epic_broker, self.settings.products.get(epic_broker, self.settings.product),
                                     variety, self.settings.stop_limit_offset, self._tick_size(epic_broker))
