@@ -12,7 +12,8 @@ from typing import Callable, Optional
 import zmq
 
 from maotrade.errors import ProtocolError, TemporaryError
-from maotrade.messages import MAX_FRAME_BYTES, ClientToEngine, message, pack_batch, unpack_batch
+from maotrade.messages import unpack_batch
+from maotrade.protocol import MAX_FRAME_BYTES, Message, encode, from_client, to_client
 
 
 CLIENT_RCVHWM = 8  # frames (of at most a few thousand messages each)
@@ -44,18 +45,18 @@ class EngineClient:
         self._inbox: list[dict] = []
         self.malformed = 0
 
-    def put(self, msg: dict) -> None:
-        """Queue a message for the next flush."""
+    def put(self, msg: Message) -> None:
+        """Queue a message (a ``maotrade.protocol.from_client`` struct) for the next flush."""
         self._outbox.append(msg)
 
     def flush(self) -> None:
         """Send what is queued as one frame (blocks only if the engine is not reading)."""
         if self._outbox:
-            frame = pack_batch(self._outbox)
+            frame = encode(self._outbox)
             self._outbox = []
             self.socket.send(frame)
 
-    def send(self, msg: dict) -> None:
+    def send(self, msg: Message) -> None:
         """Send one message now."""
         self.put(msg)
         self.flush()
@@ -75,23 +76,24 @@ class EngineClient:
             except ProtocolError:
                 self.malformed += 1
 
-    def request(self, msg: dict, answer_type: str, timeout: float = 5.0,
+    def request(self, msg: Message, answer_type: str, timeout: float = 5.0,
                 match: Optional[Callable[[dict], bool]] = None) -> dict:
-        """Send ``msg`` and return the first answer of ``answer_type``; other messages are kept."""
+        """Send ``msg`` and return the first answer of ``answer_type`` (a ``to_client`` struct's
+        ``TYPE``); other messages are kept."""
         self.send(msg)
+        kind = msg.TYPE if isinstance(msg, Message) else msg.get("type")
         deadline = time.monotonic() + timeout
         kept: list[dict] = []
         try:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TemporaryError(f"engine at {self.address} did not answer {msg.get('type')} "
-                                         f"within {timeout:g}s")
+                    raise TemporaryError(f"engine at {self.address} did not answer {kind} within {timeout:g}s")
                 for item in self.receive(int(remaining * 1000) or 1):
                     if item.get("type") == answer_type and (match is None or match(item)):
                         return item
-                    if item.get("type") == "error" and item.get("request") == msg.get("type"):
-                        raise ProtocolError(f"engine refused {msg.get('type')}: {item.get('reason')}")
+                    if item.get("type") == to_client.Error.TYPE and item.get("request") == kind:
+                        raise ProtocolError(f"engine refused {kind}: {item.get('reason')}")
                     kept.append(item)
         finally:
             self._inbox = kept + self._inbox
@@ -99,7 +101,7 @@ class EngineClient:
     def hello(self, timeout: float = 30.0, **fields) -> dict:
         """Introduce this client (``fields`` add to the hello message, e.g. ``acks_replay``);
         return the engine's welcome (accounts and their states)."""
-        return self.request(message(ClientToEngine.HELLO, name=self.name, **fields), "welcome", timeout)
+        return self.request(from_client.Hello(name=self.name, **fields), to_client.Welcome.TYPE, timeout)
 
     def close(self, linger_ms: int = 1000) -> None:
         """Say goodbye and close the socket (idempotent).
@@ -112,7 +114,7 @@ class EngineClient:
         if linger_ms:
             # Goodbye is a courtesy: an engine that is gone or busy does not need it.
             with contextlib.suppress(zmq.ZMQError):
-                self.socket.send(pack_batch([message(ClientToEngine.BYE)]), zmq.NOBLOCK)
+                self.socket.send(encode([from_client.Bye()]), zmq.NOBLOCK)
         self.socket.close(linger=linger_ms)
         if self._own_ctx:
             self.ctx.term()

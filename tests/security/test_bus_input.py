@@ -6,6 +6,7 @@ import zmq
 from engine.bus import EngineBus
 from maotrade.errors import ProtocolError, TemporaryError
 from maotrade.messages import MAX_FRAME_BYTES, message, unpack_batch
+from maotrade.protocol import FROM_WORKER
 from maotrade.queues import MessageQueue
 from tests.engine_kit import EngineProcess
 from tests.kit import wait_until
@@ -38,15 +39,16 @@ def test_h1_depth_bomb_from_a_bus_client_leaves_the_engine_running(tmp_path):
 def test_h1_depth_bomb_on_the_worker_path_is_counted_not_raised(tmp_path):
     ctx = zmq.Context()
     address = f"ipc://{tmp_path}/w.out"
-    receiver = MessageQueue.receiver(ctx, address, name="workers")
+    receiver = MessageQueue.receiver(ctx, address, FROM_WORKER, name="workers", as_maps=True)
     sender = ctx.socket(zmq.PUSH)
     sender.connect(address)
     try:
         sender.send(DEPTH_BOMB)
-        sender.send(b"\x91" + b"\x82\xa4type\xa9heartbeat\xa1v\x01")
+        sender.send(b"\x91" + b"\x83\xa4type\xa9heartbeat\xa1v\x01\xa7account\xa11")
         got = []
         wait_until(lambda: got.extend(receiver.drain()) or got, 10, what="the good frame")
-        assert got == [{"type": "heartbeat", "v": 1}] and receiver.malformed == 1
+        assert got == [{"type": "heartbeat", "v": 1, "account": "1", "time": 0, "state": "", "pending": 0}]
+        assert receiver.malformed == 1
     finally:
         sender.close(0)
         receiver.close(0)
