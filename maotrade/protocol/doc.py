@@ -44,8 +44,8 @@ def field_docs(struct: type) -> dict[str, str]:
 
 
 def wire_fields(struct: type) -> tuple[str, ...]:
-    """The fields a message carries besides ``type`` and ``v`` (and ``seq``, which PUB adds)."""
-    return tuple(name for name in struct.__struct_fields__ if name not in ("v", "seq"))
+    """The fields a message carries besides ``type`` and ``v``."""
+    return tuple(name for name in struct.__struct_fields__ if name != "v")
 
 
 def problems(channel: Channel) -> list[str]:

@@ -13,9 +13,11 @@ Account = Optional[str]
 
 
 class ToClient(Message, kw_only=True):
-    """A message the engine sends to a client (every field present, as callbacks expect)."""
+    """A message the engine sends to a client (every field present, as callbacks expect).
 
-    seq: Optional[int] = None
+    What the PUB socket publishes carries `seq` besides (see above); a client's decoder
+    ignores it as it ignores any field it does not know.
+    """
 
 
 class Welcome(ToClient, kw_only=True, tag="welcome"):

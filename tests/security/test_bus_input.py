@@ -5,7 +5,7 @@ import zmq
 
 from engine.bus import EngineBus
 from maotrade.errors import ProtocolError, TemporaryError
-from maotrade.messages import MAX_FRAME_BYTES, message, unpack_batch
+from maotrade.messages import MAX_FRAME_BYTES, message, pack_batch, unpack_batch
 from maotrade.protocol import FROM_WORKER
 from maotrade.queues import MessageQueue
 from tests.engine_kit import EngineProcess
@@ -83,3 +83,22 @@ def test_l6_a_frame_of_100000_bad_messages_writes_a_bounded_log(tmp_path):
         engine.kill()
     log_text = (tmp_path / "engine" / "logs" / "maotrade.log").read_text()
     assert log_text.count("event=message_rejected") <= 50
+
+
+def test_a_malformed_client_message_is_refused_at_decode_and_answered_naming_the_field(tmp_path):
+    bus = EngineBus(tmp_path)
+    client = zmq.Context.instance().socket(zmq.DEALER)
+    client.connect(bus.client_address)
+    try:
+        good = {"type": "status_request", "v": 1}
+        client.send(pack_batch([good, {"type": "order_open", "v": 1, "epic": "EURUSD", "qty": "100"}, good]))
+        got = []
+        wait_until(lambda: got.extend(bus.receive_clients()) or len(got) >= 2, 10, what="the good messages")
+        assert [msg for _, msg in got] == [good, good]
+        assert bus.malformed_client_frames == 1
+        session = got[0][0]
+        assert session.take_frame() == [{"type": "error", "v": 1, "request": "order_open",
+                                         "reason": "order_open: expected `float`, got `str` at `qty`"}]
+    finally:
+        client.close(0)
+        bus.close()
