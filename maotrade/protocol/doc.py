@@ -88,8 +88,11 @@ def describe_fields(struct: type) -> str:
     parts = []
     for name in wire_fields(struct):
         field = info[name]
-        required = field.required
-        kind = type_name(hints[name]) + (", required" if required else "")
+        kind = type_name(hints[name])
+        if field.required:
+            kind += ", required"
+        elif field.default not in (None, msgspec.NODEFAULT) and not isinstance(field.default, (dict, list)):
+            kind += f", default `{msgspec.json.encode(field.default).decode()}`"
         parts.append(f"`{name}` ({kind}): {docs.get(name, '')}")
     return "; ".join(parts) if parts else "none"
 
