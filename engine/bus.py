@@ -41,13 +41,12 @@ MARKET_DATA = to_client.MarketData.TYPE
 
 
 class ClientSession:
-    """One connected client: identity, name, subscriptions and what waits to be sent."""
+    """One connected client: identity, name and what waits to be sent (its subscriptions: ``engine.market_data``)."""
 
     def __init__(self, identity: bytes, name: str = "", socket=None):
         self.identity = identity
         self.socket = socket
         self.name = name
-        self.subscriptions: set[tuple[str, str, int]] = set()
         self.outbox: list[dict] = []
         self.data_outbox: list[dict] = []
         self.data_backlog: deque[dict] = deque()
@@ -55,9 +54,17 @@ class ClientSession:
         self.conflated: dict[tuple, dict] = {}
         self.conflated_count = 0
         self.blocked = False
+        self.answering = None  # request_id of the request being handled, echoed in its answers
 
     def put(self, msg: dict) -> None:
-        """Queue an order, account or control message: delivered in order, never dropped."""
+        """Queue an order, account or control message: delivered in order, never dropped.
+
+        While the engine handles a request that carried a ``request_id``, what it sends to
+        the asking client carries the same ``request_id`` (``EngineClient.request``
+        correlates by it).
+        """
+        if self.answering is not None and "request_id" not in msg:
+            msg = {**msg, "request_id": self.answering}
         self.outbox.append(msg)
 
     def put_data(self, msg: dict) -> None:
@@ -215,7 +222,8 @@ class EngineBus:
                     self.malformed_client_frames += 1
                     log.warning("event=malformed_client_message client=%s reason=%s",
                                 session.name or identity.hex(), refusal.reason)
-                    session.put(as_dict(to_client.Error(reason=refusal.reason, request=refusal.type or None)))
+                    session.put(as_dict(to_client.Error(reason=refusal.reason, request=refusal.type or None,
+                                                        request_id=refusal.request_id)))
                 out.extend((session, msg) for msg in as_dicts(messages))
         return out
 

@@ -13,6 +13,7 @@ from typing import Optional, TextIO
 import logging
 
 from maotrade.log import console_prefix, redact_text
+from maotrade.messages import EngineToClient as ToClient
 
 # Child-order suffixes of a bracket (maotrade.order.child_id) and what they are.
 BRACKET_LEGS = {"/SL": "stop loss", "/TP": "take profit"}
@@ -48,11 +49,11 @@ class ConsolePrinter:
     def level(msg: dict) -> int:
         """How much ``msg`` needs a person: WARNING for failures and rejections, else INFO."""
         kind = msg.get("type")
-        if kind in ("discrepancy", "worker_error") or (kind == "stale_data" and msg.get("stale")):
+        if kind in (ToClient.DISCREPANCY, ToClient.WORKER_ERROR) or (kind == ToClient.STALE_DATA and msg.get("stale")):
             return logging.WARNING
-        if kind == "account_status" and msg.get("state") == "disconnected":
+        if kind == ToClient.ACCOUNT_STATUS and msg.get("state") == "disconnected":
             return logging.ERROR
-        if kind == "order" and (msg.get("status") == "REJECTED" or msg.get("error")):
+        if kind == ToClient.ORDER and (msg.get("status") == "REJECTED" or msg.get("error")):
             return logging.WARNING
         return logging.INFO
 
@@ -60,20 +61,20 @@ class ConsolePrinter:
         """Return the line for ``msg``, or None if a person need not see it."""
         kind = msg.get("type")
         account = msg.get("account")
-        if kind == "account_status":
+        if kind == ToClient.ACCOUNT_STATUS:
             reason = f" ({msg['reason']})" if msg.get("reason") else ""
             return f"account {account} [{msg.get('broker')}]: {msg.get('state')}{reason}"
-        if kind == "account_info":
+        if kind == ToClient.ACCOUNT_INFO:
             info = msg.get("info") or {}
             return (f"account {account}: balance {_money(info.get('balance'))} {info.get('currency', '')}"
                     f"  equity {_money(info.get('equity'))}  available {_money(info.get('available'))}"
                     f"  open P&L {_money(info.get('unrealized_pnl'))}")
-        if kind == "market_data" and self.show_bars and msg.get("completed"):
+        if kind == ToClient.MARKET_DATA and self.show_bars and msg.get("completed"):
             return (f"{msg.get('epic')} {msg.get('time_frame')}s bar  O {_price(msg.get('open'))}"
                     f"  H {_price(msg.get('high'))}  L {_price(msg.get('low'))}  C {_price(msg.get('close'))}")
-        if kind == "order" and self._broker_close(msg):
+        if kind == ToClient.ORDER and self._broker_close(msg):
             return self._broker_close_line(msg)
-        if kind == "order":
+        if kind == ToClient.ORDER:
             side = "BUY" if (msg.get("qty") or 0) > 0 else "SELL"
             text = (f"order {msg.get('client_order_id')} {side} {abs(msg.get('qty') or 0):g} {msg.get('epic')}"
                     f" {msg.get('order_type')} ({msg.get('action')}, {msg.get('source')}): {msg.get('status')}")
@@ -82,20 +83,20 @@ class ConsolePrinter:
             if msg.get("error") or (msg.get("status") == "REJECTED" and msg.get("reason")):
                 text += f" - {msg.get('error') or msg.get('reason')}"
             return text
-        if kind == "discrepancy":
+        if kind == ToClient.DISCREPANCY:
             return (f"account {account}: {msg.get('kind')} {msg.get('key')} differs"
                     f" (engine {msg.get('engine')}, broker {msg.get('broker')}); see maotrade reconcile")
-        if kind == "stale_data":
+        if kind == ToClient.STALE_DATA:
             state = f"STALE (silent {msg.get('silent_s')}s)" if msg.get("stale") else "flowing again"
             return f"account {account}: {msg.get('epic')} {msg.get('time_frame')}s market data {state}"
-        if kind == "kill_switch":
+        if kind == ToClient.KILL_SWITCH:
             return f"WARNING kill switch {'of account ' + str(account) if account else '(global)'}: {msg.get('mode')}"
-        if kind == "operator_action":
+        if kind == ToClient.OPERATOR_ACTION:
             scope = f"account {account}" if account else "every account"
             return (f"WARNING {str(msg.get('action')).replace('_', '-')} of {scope} by {msg.get('by')}: "
                     f"{len(msg.get('cancelled') or [])} cancel(s), {len(msg.get('closing') or [])} closing order(s), "
                     f"{len(msg.get('refused') or [])} not done")
-        if kind == "worker_error":
+        if kind == ToClient.WORKER_ERROR:
             return f"account {account}: broker error: {msg.get('reason')}"
         return None
 

@@ -1,33 +1,41 @@
 """The engine: one loop that routes between clients, the journal and account workers.
 
 Each turn: wait (up to ``TURN_MS``) for worker messages, client messages or a worker
-exit; apply what arrived; run the supervisor; flush every socket. The engine is the only
-writer of account state (journal) and never blocks on a worker or a client.
+exit; apply what arrived through two dispatch tables built once (worker messages by
+type, client messages by type); run the supervisor; flush every socket. The engine is
+the only writer of account state (journal) and never blocks on a worker or a client.
+
+The loop owns the sockets and does all the sending; the state lives with its owners:
+``engine.accounts`` (the account book and its sync state machine), ``engine.orders``
+(every order), ``engine.market_data`` (subscriptions, fan-out, staleness, replay),
+``engine.clients`` (named sessions, who hears of an order), ``engine.ops`` (operator
+requests, which return what to send), ``engine.history`` (historical data requests) and
+``engine.views`` (status documents).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-import psutil
 import zmq
 
+from engine.accounts import AccountBook, AccountRuntime, AccountState
 from engine.bus import ClientSession, EngineBus
+from engine.clients import Clients
 from engine.faults import failpoint
 from engine.history import HistoryRouter
-from engine.staleness import StaleDataMonitor
 from engine.journal import Journal
-from engine.ops import Operations
+from engine.market_data import MarketData
+from engine.ops import Handler, Operations
+from engine.options import EngineOptions
 from engine.orders import CREATING_REQUESTS, Dispatch, OrderOutcome, OrderRouter
 from engine.reconcile import apply_action, find_differences
-from engine.replay import ReplayGate
 from engine.risk import RiskSettings
 from engine.supervisor import Supervisor
+from engine.views import order_view, portfolio_view, status_view
 from maotrade.errors import InvalidOrder, MAOTradeError, ProtocolError
 from maotrade.messages import (ClientToEngine as FromClient, EngineToClient as ToClient,
                                EngineToWorker as ToWorker, WorkerToEngine as FromWorker, message)
@@ -43,79 +51,44 @@ LIVENESS_ONLY = frozenset({FromWorker.HEARTBEAT, FromWorker.SHUTDOWN_ACK})
 WORKER_BUDGET_S = 0.01  # seconds of worker messages per turn before clients are served
 
 
-class AccountState:
-    """Engine-side lifecycle of an account."""
-
-    STARTING = "starting"
-    SYNCING = "syncing"
-    READY = "ready"
-    RECONNECTING = "reconnecting"
-    RESTARTING = "restarting"
-    DISCONNECTED = "disconnected"
-    STOPPED = "stopped"
-
-
-@dataclass
-class AccountRuntime:
-    """What the engine knows of one account while it runs."""
-
-    account: str
-    document: dict
-    state: str = AccountState.STARTING
-    reason: str = ""
-    account_info: dict = field(default_factory=dict)
-    broker_portfolio: dict = field(default_factory=dict)
-    capabilities: dict = field(default_factory=dict)
-    data_frames: dict = field(default_factory=dict)
-    subscriptions: dict = field(default_factory=dict)  # (epic, time_frame) -> subscriber count
-    pending_sync: set = field(default_factory=set)
-    last_price: dict = field(default_factory=dict)  # epic -> last close
-    syncs: int = 0
-    info_due: float = 0.0  # monotonic time before which no balance refresh is asked
-
-
 class Engine:
     """Supervises account workers and serves clients over the bus."""
 
-    def __init__(self, documents: list[dict], data_dir: Path, run_dir: Path,
-                 log_level: str = "INFO", heartbeat_timeout: float = 15.0,
-                 journal_durability: str = "normal", client_address: Optional[str] = None,
-                 log_file: Optional[str] = None, tcp_address: Optional[str] = None,
-                 on_event: Optional[Callable[[dict], None]] = None,
-                 risk_settings: Optional[RiskSettings] = None, unknown_timeout: float = 60.0):
-        self.data_dir = Path(data_dir)
+    def __init__(self, documents: list[dict], options: EngineOptions, run_dir: Path,
+                 log_file: Optional[str] = None, on_event: Optional[Callable[[dict], None]] = None,
+                 risk_settings: Optional[RiskSettings] = None):
+        """``documents`` are the accounts' configurations; ``options`` how the engine runs
+        (data directory, timeouts, durability, tcp address); ``run_dir`` holds its ipc
+        sockets; ``on_event`` sees every published message (the console)."""
+        self.options = options
+        self.data_dir = options.data_dir
         self.run_dir = Path(run_dir)
-        self.log_level = log_level
+        self.log_level = options.log_level
         self.log_file = log_file
-        self.journal = Journal(self.data_dir / "journal.sqlite", durability=journal_durability)
-        self.bus = EngineBus(self.run_dir, client_address=client_address, tcp_address=tcp_address,
-                             data_dir=self.data_dir)
-        self.supervisor = Supervisor(heartbeat_timeout=heartbeat_timeout)
-        self.accounts: dict[str, AccountRuntime] = {}
-        for document in documents:
-            account = str(document["idAccount"])
-            self.accounts[account] = AccountRuntime(account, document)
-        self.ops = Operations(self, risk_settings)
-        self.history = HistoryRouter(self)
-        self.router = OrderRouter(self.journal, self._not_ready_reason, self._document,
-                                  capabilities=lambda account: self.accounts[account].capabilities,
-                                  risk_check=self.ops.risk_check, unknown_timeout=unknown_timeout)
-        self.replay = ReplayGate(lambda account, msg: self.bus.open_worker_queue(account).put(msg))
+        self.journal = Journal(self.data_dir / "journal.sqlite", durability=options.durability)
+        self.bus = EngineBus(self.run_dir, tcp_address=options.listen, data_dir=self.data_dir)
+        self.supervisor = Supervisor(heartbeat_timeout=options.heartbeat_timeout)
+        self.accounts = AccountBook(documents)
+        self.market_data = MarketData(self.accounts, lambda account, msg: self.bus.open_worker_queue(account).put(msg))
+        self.ops = Operations(self.accounts, self.journal, self.data_dir, self.supervisor, self.market_data,
+                              risk_settings)
+        self.router = OrderRouter(self.journal, self.accounts, risk_check=self.ops.risk_check,
+                                  unknown_timeout=options.unknown_timeout)
+        self.ops.attach(self.router)
+        self.history = HistoryRouter(self.accounts, self.bus)
         self.on_event = on_event
         self.started = time.time()
         self.running = False
         self.stop_requested = False
         self.malformed_worker_messages = 0
-        self._strategy_names: dict[str, bytes] = {}
         self._poller: Optional[zmq.Poller] = None
         self._next_supervision = 0.0
-        self.stale = StaleDataMonitor()
-        # (account, epic, time_frame) -> sessions subscribed: the market-data hot path's index.
-        self.subscribers: dict[tuple, list[ClientSession]] = {}
-        self._next_stale_check = 0.0
         self._polled_sentinels: set = set()
         #: more sections of ``status()`` (name -> function), e.g. the strategies of ``maotrade start``.
         self.status_extras: dict[str, Callable[[], object]] = {}
+        self.clients = Clients(self.bus, self.accounts, self.market_data)
+        self._client_table = self._client_handlers()
+        self._worker_table = self._worker_handlers()
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -127,7 +100,7 @@ class Engine:
                     "out_addr": self.bus.worker_out_address, "log_level": self.log_level,
                     "log_file": self.log_file, "engine_pid": os.getpid()}
             self.supervisor.add(account, spec)
-            self._emit(message("account_status", account=account, state=AccountState.STARTING,
+            self._emit(message(ToClient.ACCOUNT_STATUS, account=account, state=AccountState.STARTING,
                                broker=runtime.document.get("brokerName")))
         self.running = True
 
@@ -195,7 +168,8 @@ class Engine:
             for account, event in self.supervisor.check():
                 self._on_supervisor_event(account, event)
             self._settle_overdue()
-        self._check_stale()
+        for event in self.market_data.check_stale(now):
+            self._emit(event)
         for queue in self.bus.to_workers.values():
             queue.flush()
         self.bus.flush_clients()
@@ -213,11 +187,17 @@ class Engine:
             self._refuse(msg, exc, args)
 
     def _refuse(self, msg: dict, exc: Exception, args: tuple) -> None:
-        self.malformed_worker_messages += 1
+        # A well-formed request the engine says no to (an unknown account, say) is refused,
+        # not malformed: only broken shapes count against the sender.
+        if isinstance(exc, ProtocolError) or not isinstance(exc, MAOTradeError):
+            self.malformed_worker_messages += 1
         reason = str(exc) if isinstance(exc, MAOTradeError) else f"malformed message ({type(exc).__name__}: {exc})"
         log.warning("event=message_rejected type=%s reason=%s", msg.get("type"), reason)
         if args and isinstance(args[0], ClientSession):
-            args[0].put(message(ToClient.ERROR, reason=reason, request=msg.get("type")))
+            refusal = message(ToClient.ERROR, reason=reason, request=msg.get("type"))
+            if msg.get("request_id") is not None:
+                refusal["request_id"] = msg["request_id"]
+            args[0].put(refusal)
 
     # -- workers ----
     def _on_worker_batch(self, batch: list[dict]) -> None:
@@ -246,40 +226,54 @@ class Engine:
         kind = msg["type"]
         if kind in LIVENESS_ONLY:
             return  # any message counts as a heartbeat: heard_from above was the point
-        if kind == FromWorker.ORDER_EVENT:
-            self._on_order_event(runtime, msg)
-        elif kind == FromWorker.INIT_RESULT:
-            runtime.capabilities = msg.get("capabilities") or {}
-            runtime.data_frames = msg.get("data_frames") or {}
-            self._start_sync(runtime)
-        elif kind == FromWorker.CONNECTION:
-            self._on_connection(runtime, msg)
-        elif kind == FromWorker.ACCOUNT_INFO:
-            runtime.account_info = msg.get("info") or {}
-            self.journal.record_balance(account, runtime.account_info)
-            self._sync_answered(runtime, "account_info")
-            self._broadcast(runtime, message(ToClient.ACCOUNT_INFO, account=account, info=runtime.account_info))
-        elif kind == FromWorker.PORTFOLIO:
-            runtime.broker_portfolio = msg.get("portfolio") or {}
-            for position in runtime.broker_portfolio.get("positions", []):
-                if position.get("market_price"):
-                    runtime.last_price.setdefault(position.get("epic"), position["market_price"])
-            self._reconcile(runtime)
-            self._sync_answered(runtime, "portfolio")
-            self._broadcast(runtime, message(ToClient.PORTFOLIO, account=account, portfolio=self.portfolio(account),
-                                             broker=runtime.broker_portfolio))
-        elif kind == FromWorker.MARKET_DATA_RESPONSE:
-            request = msg.get("request") or {}
-            self._sync_answered(runtime, f"md:{request.get('epic')}:{request.get('time_frame')}")
-        elif kind == FromWorker.ACCOUNT_DISCONNECTED:
-            self._set_state(runtime, AccountState.DISCONNECTED, msg.get("reason", ""))
-        elif kind == FromWorker.ERROR:
-            log.warning("event=worker_error account=%s reason=%s", account, msg.get("reason"))
-            self._emit(message("worker_error", account=account, reason=msg.get("reason")))
-        elif kind in self.history.WORKER_TYPES:
-            self.history.on_worker_message(runtime, msg)
-        else:
+        handler = self._worker_table.get(kind)
+        if handler is None:
             raise ProtocolError(f"unknown worker message type {kind!r}")
+        handler(runtime, msg)
+
+    def _worker_handlers(self) -> dict:
+        """Worker message type -> ``handler(runtime, msg)``, built once (bars take the fast path instead)."""
+        return {
+            FromWorker.ORDER_EVENT: self._on_order_event,
+            FromWorker.INIT_RESULT: self._on_init_result,
+            FromWorker.CONNECTION: self._on_connection,
+            FromWorker.ACCOUNT_INFO: self._on_account_info,
+            FromWorker.PORTFOLIO: self._on_portfolio,
+            FromWorker.MARKET_DATA_RESPONSE: self._on_market_data_response,
+            FromWorker.ACCOUNT_DISCONNECTED:
+                lambda runtime, msg: self._set_state(runtime, AccountState.DISCONNECTED, msg.get("reason", "")),
+            FromWorker.ERROR: self._on_worker_error,
+            **{kind: self.history.on_worker_message for kind in self.history.WORKER_TYPES},
+        }
+
+    def _on_init_result(self, runtime: AccountRuntime, msg: dict) -> None:
+        runtime.capabilities = msg.get("capabilities") or {}
+        runtime.data_frames = msg.get("data_frames") or {}
+        self._start_sync(runtime)
+
+    def _on_account_info(self, runtime: AccountRuntime, msg: dict) -> None:
+        runtime.account_info = msg.get("info") or {}
+        self.journal.record_balance(runtime.account, runtime.account_info)
+        self._sync_answered(runtime, "account_info")
+        self._broadcast(runtime, message(ToClient.ACCOUNT_INFO, account=runtime.account, info=runtime.account_info))
+
+    def _on_portfolio(self, runtime: AccountRuntime, msg: dict) -> None:
+        runtime.broker_portfolio = msg.get("portfolio") or {}
+        for position in runtime.broker_portfolio.get("positions", []):
+            if position.get("market_price"):
+                runtime.last_price.setdefault(position.get("epic"), position["market_price"])
+        self._reconcile(runtime)
+        self._sync_answered(runtime, "portfolio")
+        self._broadcast(runtime, message(ToClient.PORTFOLIO, account=runtime.account,
+                                         portfolio=self.portfolio(runtime.account), broker=runtime.broker_portfolio))
+
+    def _on_market_data_response(self, runtime: AccountRuntime, msg: dict) -> None:
+        request = msg.get("request") or {}
+        self._sync_answered(runtime, f"md:{request.get('epic')}:{request.get('time_frame')}")
+
+    def _on_worker_error(self, runtime: AccountRuntime, msg: dict) -> None:
+        log.warning("event=worker_error account=%s reason=%s", runtime.account, msg.get("reason"))
+        self._emit(message(ToClient.WORKER_ERROR, account=runtime.account, reason=msg.get("reason")))
 
     def _on_connection(self, runtime: AccountRuntime, msg: dict) -> None:
         state = msg.get("state")
@@ -294,25 +288,22 @@ class Engine:
     def _start_sync(self, runtime: AccountRuntime) -> None:
         """Re-synchronise an account: info, portfolio, open orders, subscriptions; then ready."""
         account = runtime.account
-        runtime.syncs += 1
         self._set_state(runtime, AccountState.SYNCING, "synchronising with the broker")
         queue = self.bus.open_worker_queue(account)
-        runtime.pending_sync = {"account_info", "portfolio"}
+        pending = {"account_info", "portfolio"}
         queue.put(message(ToWorker.ACCOUNT_INFO_REQUEST))
         queue.put(message(ToWorker.PORTFOLIO_REQUEST))
         for order in self.router.orders_to_query(account):
-            runtime.pending_sync.add(f"order:{order.client_order_id}")
+            pending.add(f"order:{order.client_order_id}")
             queue.put(message(ToWorker.ORDER_STATUS_REQUEST, order=order_view(order)))
-        for epic, time_frame in runtime.subscriptions:
-            runtime.pending_sync.add(f"md:{epic}:{time_frame}")
-            queue.put(self._market_data_request(runtime, "subscribe", epic, time_frame))
+        for epic, time_frame in self.market_data.streams(account):
+            pending.add(f"md:{epic}:{time_frame}")
+            queue.put(self.market_data.request(runtime, "subscribe", epic, time_frame))
+        self.accounts.begin_sync(runtime, pending)
         queue.flush()
 
     def _sync_answered(self, runtime: AccountRuntime, item: str) -> None:
-        if runtime.state != AccountState.SYNCING or item not in runtime.pending_sync:
-            return
-        runtime.pending_sync.discard(item)
-        if not runtime.pending_sync:
+        if self.accounts.sync_answered(runtime, item):
             self._set_state(runtime, AccountState.READY, "")
 
     def _on_order_event(self, runtime: AccountRuntime, msg: dict) -> None:
@@ -335,10 +326,10 @@ class Engine:
         """Orders the broker never answered become UNKNOWN: tell their owners, ask again."""
         for order in self.router.overdue():
             self._notify_order(order, OrderOutcome(order=order, error=order.reason))
-            if not self._not_ready_reason(order.account):
+            if not self.accounts.not_ready_reason(order.account):
                 self._dispatch(self.router.status_query(order))
         for order in self.router.due_rechecks():
-            if not self._not_ready_reason(order.account):
+            if not self.accounts.not_ready_reason(order.account):
                 self._dispatch(self.router.status_query(order))
 
     def _refresh_balances(self, runtime: AccountRuntime) -> None:
@@ -349,39 +340,11 @@ class Engine:
             self.bus.open_worker_queue(runtime.account).put(message(ToWorker.ACCOUNT_INFO_REQUEST))
 
     def _on_bar(self, runtime: AccountRuntime, msg: dict, now: float) -> None:
-        key = (runtime.account, msg["epic"], msg["time_frame"])
-        close = msg.get("close")
-        if close is not None:
-            runtime.last_price[key[1]] = close
-        if self.stale.seen(key, now):
-            log.info("event=stale_data_cleared account=%s epic=%s time_frame=%s", *key)
-            self._notify_stale(key, False)
-        sessions = self.subscribers.get(key)
-        if sessions:
-            for session in sessions:
-                session.put_data(msg)
-        if msg.get("replay_seq") is not None:
-            self.replay.on_bar(runtime.account, msg["replay_seq"], [s.identity for s in sessions or ()])
+        cleared = self.market_data.on_bar(runtime, msg, now)
+        if cleared is not None:
+            self._emit(cleared)
         if msg.get("completed") and (self.on_event is not None or self.bus.observers):
             self._emit(msg)
-
-    def _check_stale(self) -> None:
-        now = time.monotonic()
-        if now < self._next_stale_check:
-            return
-        self._next_stale_check = now + 0.5
-        for key, silent in self.stale.check(now):
-            log.warning("event=stale_data account=%s epic=%s time_frame=%s silent_s=%.1f", *key, silent)
-            self._notify_stale(key, True, silent)
-
-    def _notify_stale(self, key: tuple, stale: bool, silent: float = 0.0) -> None:
-        account, epic, time_frame = key
-        event = message(ToClient.STALE_DATA, account=account, epic=epic, time_frame=time_frame, stale=stale,
-                        silent_s=round(silent, 1))
-        for session in self.bus.sessions():
-            if key in session.subscriptions:
-                session.put(event)
-        self._emit(event)
 
     def _on_supervisor_event(self, account: str, event: str) -> None:
         runtime = self.accounts[account]
@@ -397,18 +360,15 @@ class Engine:
             said = runtime.reason if runtime.state == AccountState.DISCONNECTED else ""
             self._set_state(runtime, AccountState.DISCONNECTED, f"{said}; {fatal}" if said else fatal)
         elif event == "restarted":
-            self.stale.restart(account, time.monotonic())
+            self.market_data.worker_restarted(account, time.monotonic())
             self._set_state(runtime, AccountState.STARTING, "worker restarted")
 
     def _set_state(self, runtime: AccountRuntime, state: str, reason: str) -> None:
-        if runtime.state == state and runtime.reason == reason:
+        if not self.accounts.set_state(runtime, state, reason):
             return
-        if runtime.state == AccountState.DISCONNECTED and state == AccountState.RECONNECTING:
-            return
-        runtime.state, runtime.reason = state, reason
         log.info("event=account_state account=%s state=%s reason=%r", runtime.account, state, reason)
         if state == AccountState.READY and runtime.capabilities.get("replay"):
-            self.replay.start(runtime.account)
+            self.market_data.replay.start(runtime.account)
         self._broadcast(runtime, message(ToClient.ACCOUNT_STATUS, account=runtime.account, state=state,
                                          reason=reason, broker=runtime.document.get("brokerName"),
                                          account_info=runtime.account_info if state == AccountState.READY else None))
@@ -425,13 +385,13 @@ class Engine:
                                              kind=kind, key=key, engine=ours, broker=theirs))
 
     def _on_reconcile_request(self, session: ClientSession, msg: dict) -> None:
-        runtime = self._runtime(msg)
+        runtime = self.accounts.lookup(msg)
         session.put(message(ToClient.RECONCILE, account=runtime.account,
                             discrepancies=self.journal.discrepancies(runtime.account),
                             audit=self.journal.audit_log(runtime.account)[-50:]))
 
     def _on_reconcile_action(self, session: ClientSession, msg: dict) -> None:
-        runtime = self._runtime(msg)
+        runtime = self.accounts.lookup(msg)
         resolved = apply_action(self.journal, runtime.account, int(msg.get("id", -1)), str(msg.get("action")),
                                 by=session.name or "client", broker_portfolio=runtime.broker_portfolio)
         session.put(message(ToClient.RECONCILED, account=runtime.account, discrepancy=resolved))
@@ -441,12 +401,17 @@ class Engine:
     # -- clients ------------------------------------------------------------------------------------
     def _on_client_message(self, msg: dict, session: ClientSession) -> None:
         kind = msg["type"]
-        handler = self._client_handlers().get(kind)
+        handler = self._client_table.get(kind)
         if handler is None:
             raise ProtocolError(f"unknown client message type {kind!r}")
-        handler(session, msg)
+        session.answering = msg.get("request_id")
+        try:
+            handler(session, msg)
+        finally:
+            session.answering = None
 
     def _client_handlers(self) -> dict:
+        """The client message table (type -> handler), built once."""
         return {
             FromClient.HELLO: self._on_hello,
             FromClient.SUBSCRIBE: self._on_subscribe,
@@ -462,108 +427,64 @@ class Engine:
             FromClient.RECONCILE_REQUEST: self._on_reconcile_request,
             FromClient.RECONCILE_ACTION: self._on_reconcile_action,
             FromClient.BYE: self._on_bye,
-            FromClient.BAR_ACK: lambda s, m: self.replay.on_ack(s.identity, self._runtime(m).account,
-                                                                m.get("replay_seq")),
-            **self.ops.client_handlers(),
+            FromClient.BAR_ACK: lambda s, m: self.market_data.replay.on_ack(
+                s.identity, self.accounts.lookup(m).account, m.get("replay_seq")),
+            **{kind: self._replying(handler) for kind, handler in self.ops.client_handlers().items()},
             **self.history.client_handlers(),
         }
 
+    def _replying(self, handler: Handler) -> Callable[[ClientSession, dict], None]:
+        """Adapt an operator handler (which returns a ``Reply``) to the client table."""
+        def handle(session: ClientSession, msg: dict) -> None:
+            reply = handler(session.name, msg)
+            for dispatch in reply.dispatch:
+                self._dispatch(dispatch)
+            for outcome in reply.orders:
+                self._notify_order(outcome.order, outcome, session=session)
+            for answer in reply.to_client:
+                session.put(answer)
+            for event in reply.events:
+                self._emit(event)
+        return handle
+
     def _on_hello(self, session: ClientSession, msg: dict) -> None:
-        session.name = str(msg.get("name") or session.identity.hex())
-        self._strategy_names[session.name] = session.identity
-        self.replay.hello(session.identity, msg)
-        accounts = [{"account": a, "state": r.state, "broker": r.document.get("brokerName"),
-                     "data_frames": r.data_frames, "epics": sorted((r.document.get("epicMapping") or {}))}
-                    for a, r in self.accounts.items()]
-        session.put(message(ToClient.WELCOME, accounts=accounts, engine_pid=os.getpid()))
-        log.info("event=client_hello name=%s", session.name)
+        session.put(self.clients.hello(session, msg))
 
     def _on_bye(self, session: ClientSession, msg: dict) -> None:
         self._drop_session(session)
 
     def _drop_session(self, session: ClientSession) -> None:
-        """Forget a client that said goodbye or vanished: its subscriptions end."""
-        for account, epic, time_frame in list(session.subscriptions):
-            self._unsubscribe(session, account, epic, time_frame)
-        self.bus.clients.pop(session.identity, None)
-        self.replay.forget(session.identity)
+        """Forget a client that said goodbye or vanished: its subscriptions and history requests end."""
+        self.clients.drop(session)
         self.history.forget_session(session)
 
-    def _runtime(self, msg: dict) -> AccountRuntime:
-        account = str(msg.get("account", ""))
-        if account not in self.accounts:
-            if not account and len(self.accounts) == 1:
-                return next(iter(self.accounts.values()))
-            raise InvalidOrder(f"unknown account {account!r}")
-        return self.accounts[account]
-
     def _on_subscribe(self, session: ClientSession, msg: dict) -> None:
-        runtime = self._runtime(msg)
-        epic, time_frame = msg.get("epic"), msg.get("time_frame")
-        if not isinstance(epic, str) or not isinstance(time_frame, int):
-            raise ProtocolError("subscribe needs 'epic' (string) and 'time_frame' (integer seconds)")
-        mapping = runtime.document.get("epicMapping") or {}
-        if mapping and epic not in mapping:
-            raise InvalidOrder(f"unknown instrument {epic!r} for account {runtime.account}")
-        key = (runtime.account, epic, time_frame)
-        if key in session.subscriptions:
-            return
-        session.subscriptions.add(key)
-        self.subscribers.setdefault(key, []).append(session)
-        count = runtime.subscriptions.get((epic, time_frame), 0)
-        runtime.subscriptions[(epic, time_frame)] = count + 1
-        if count == 0:
-            self.stale.watch(key, time.monotonic())
-            self.bus.open_worker_queue(runtime.account).put(
-                self._market_data_request(runtime, "subscribe", epic, time_frame))
-        session.put(message(ToClient.SUBSCRIBED, account=runtime.account, epic=epic, time_frame=time_frame))
+        answer = self.market_data.subscribe(session, msg, time.monotonic())
+        if answer is not None:
+            session.put(answer)
 
     def _on_unsubscribe(self, session: ClientSession, msg: dict) -> None:
-        runtime = self._runtime(msg)
-        self._unsubscribe(session, runtime.account, msg.get("epic"), msg.get("time_frame"))
-
-    def _unsubscribe(self, session: ClientSession, account: str, epic, time_frame) -> None:
-        key = (account, epic, time_frame)
-        if key not in session.subscriptions:
-            return
-        session.subscriptions.discard(key)
-        listeners = self.subscribers.get(key, [])
-        if session in listeners:
-            listeners.remove(session)
-        runtime = self.accounts[account]
-        count = runtime.subscriptions.get((epic, time_frame), 1) - 1
-        if count <= 0:
-            runtime.subscriptions.pop((epic, time_frame), None)
-            self.stale.unwatch(key)
-            self.bus.open_worker_queue(account).put(self._market_data_request(runtime, "unsubscribe", epic, time_frame))
-        else:
-            runtime.subscriptions[(epic, time_frame)] = count
-
-    @staticmethod
-    def _market_data_request(runtime: AccountRuntime, action: str, epic: str, time_frame: int) -> dict:
-        mapping = runtime.document.get("epicMapping") or {}
-        return message(ToWorker.MARKET_DATA_REQUEST, request={"action": action, "epic": epic,
-                                                             "epicBroker": mapping.get(epic, epic),
-                                                             "time_frame": time_frame})
+        runtime = self.accounts.lookup(msg)
+        self.market_data.unsubscribe(session, runtime.account, msg.get("epic"), msg.get("time_frame"))
 
     def _on_order_open(self, session: ClientSession, msg: dict) -> None:
-        self._runtime(msg)
+        self.accounts.lookup(msg)
         outcome = self.router.open(msg, source=str(msg.get("source") or "strategy"), strategy=session.name)
         self._after_request(session, outcome)
 
     def _on_order_close(self, session: ClientSession, msg: dict) -> None:
-        self._runtime(msg)
+        self.accounts.lookup(msg)
         outcome = self.router.close(msg, source=str(msg.get("source") or "strategy"), strategy=session.name)
         self._after_request(session, outcome)
 
     def _on_order_cancel(self, session: ClientSession, msg: dict) -> None:
-        runtime = self._runtime(msg)
+        runtime = self.accounts.lookup(msg)
         key = str(msg.get("client_order_id"))
         self._order_request(session, runtime, key, FromClient.ORDER_CANCEL,
                             lambda: self.router.cancel(runtime.account, key))
 
     def _on_order_stop(self, session: ClientSession, msg: dict) -> None:
-        runtime = self._runtime(msg)
+        runtime = self.accounts.lookup(msg)
         key = str(msg.get("client_order_id"))
         self._order_request(session, runtime, key, FromClient.ORDER_STOP, lambda: self.router.amend_stops(
             runtime.account, key, msg.get("stop_loss"), msg.get("take_profit")))
@@ -583,14 +504,10 @@ class Engine:
                                session=session, request=kind)
 
     def _after_request(self, session: ClientSession, outcome: OrderOutcome) -> None:
-        creates = outcome.dispatch is not None and outcome.dispatch.kind in CREATING_REQUESTS
-        if outcome.dispatch is not None and not creates:
-            reason = self._not_ready_reason(outcome.dispatch.account)
-            if reason:
-                raise InvalidOrder(reason)
+        self.router.require_sendable(outcome)
         for dispatch in outcome.dispatches:
             self._dispatch(dispatch)
-        if outcome.order is not None and (outcome.dispatch is None or creates):
+        if outcome.told_now:
             self._notify_order(outcome.order, outcome, session=session)
 
     def _dispatch(self, dispatch: Dispatch) -> None:
@@ -601,13 +518,13 @@ class Engine:
             failpoint("after_dispatch")
 
     def _on_account_info_request(self, session: ClientSession, msg: dict) -> None:
-        runtime = self._runtime(msg)
+        runtime = self.accounts.lookup(msg)
         if runtime.state == AccountState.READY:
             self.bus.open_worker_queue(runtime.account).put(message(ToWorker.ACCOUNT_INFO_REQUEST))
         session.put(message(ToClient.ACCOUNT_INFO, account=runtime.account, info=runtime.account_info))
 
     def _on_portfolio_request(self, session: ClientSession, msg: dict) -> None:
-        runtime = self._runtime(msg)
+        runtime = self.accounts.lookup(msg)
         session.put(message(ToClient.PORTFOLIO, account=runtime.account, portfolio=self.portfolio(runtime.account),
                             broker=runtime.broker_portfolio))
 
@@ -622,25 +539,13 @@ class Engine:
         update = message(ToClient.ORDER, **order_view(order), request=request,
                          error=outcome.error or None, code=outcome.code or None,
                          fills=outcome.fills or None, duplicate=outcome.duplicate or None)
-        targets = {}
-        if session is not None:
-            targets[session.identity] = session
-        owner = self.router.owner(order)
-        identity = self._strategy_names.get(owner)
-        if identity is not None and identity in self.bus.clients:
-            targets[identity] = self.bus.clients[identity]
-        elif not owner and session is None:
-            # No client placed it (a broker's stop loss / take profit close): the account's
-            # positions changed under every strategy, so every strategy is told.
-            targets.update((s.identity, s) for s in self.bus.sessions() if s.name)
-        for target in targets.values():
+        for target in self.clients.order_targets(self.router.owner(order), session):
             target.put(update)
         self._emit(update)
 
     def _broadcast(self, runtime: AccountRuntime, msg: dict) -> None:
-        for session in self.bus.sessions():
-            if session.name:
-                session.put(msg)
+        for session in self.clients.named():
+            session.put(msg)
         self._emit(msg)
 
     def _emit(self, msg: dict) -> None:
@@ -652,64 +557,14 @@ class Engine:
                 log.exception("event=observer_failed")
 
     # -- views --------------------------------------------------------------------------------------------
-    def _not_ready_reason(self, account: str) -> str:
-        runtime = self.accounts.get(account)
-        if runtime is None:
-            return f"unknown account {account!r}"
-        if runtime.state != AccountState.READY:
-            detail = f" ({runtime.reason})" if runtime.reason else ""
-            return f"account {account} is {runtime.state}{detail}; order not sent"
-        return ""
-
-    def _document(self, account: str) -> dict:
-        return self.accounts[account].document
-
     def portfolio(self, account: str) -> dict:
         """The engine's positions of ``account`` with open P&L at the last known price."""
-        runtime = self.accounts[account]
-        positions = []
-        for position in self.journal.positions(account):
-            price = runtime.last_price.get(position.epic)
-            if position.is_flat and not position.realized_pnl:
-                continue
-            positions.append(position.to_dict(price))
-        orders = [order_view(o) for o in self.router.open_orders(account)]
-        return {"positions": positions, "orders": orders}
+        return portfolio_view(self.journal, self.router, self.accounts[account])
 
     def status(self) -> dict:
         """Everything ``maotrade status`` shows."""
-        accounts = []
-        for account, runtime in self.accounts.items():
-            handle = self.supervisor.workers.get(account)
-            pid = handle.pid if handle else None
-            cpu = rss = None
-            if pid:
-                with contextlib.suppress(psutil.Error):  # gone since: shown as unknown
-                    proc = psutil.Process(pid)
-                    cpu = proc.cpu_percent(interval=None)
-                    rss = proc.memory_info().rss
-            accounts.append({
-                "account": account, "broker": runtime.document.get("brokerName"), "state": runtime.state,
-                "reason": runtime.reason, "pid": pid, "cpu_percent": cpu, "rss_bytes": rss,
-                "restarts": handle.restarts if handle else 0, "account_info": runtime.account_info,
-                "portfolio": self.portfolio(account),
-                "subscriptions": [{"epic": e, "time_frame": t} for e, t in runtime.subscriptions],
-                "discrepancies": len(self.journal.discrepancies(account)),
-                "stale_data": self.stale.stale(account),
-            })
-        return {"engine": {"pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
-                           "data_dir": str(self.data_dir),
-                           "malformed_messages": self.malformed_worker_messages + self.bus.malformed_client_frames
-                           + self.bus.from_workers.malformed,
-                           "orders_refused": self.router.rejected_count},
-                "accounts": accounts,
-                "clients": [{"name": s.name, "subscriptions": len(s.subscriptions), "backlog": len(s.backlog),
-                             "queued_bars": len(s.data_backlog), "conflated": s.conflated_count}
-                            for s in sorted(self.bus.sessions(), key=lambda c: c.name) if s.name],
+        malformed = self.malformed_worker_messages + self.bus.malformed_client_frames + self.bus.from_workers.malformed
+        return {**status_view(accounts=self.accounts, journal=self.journal, router=self.router,
+                              supervisor=self.supervisor, market_data=self.market_data, sessions=self.bus.sessions(),
+                              started=self.started, data_dir=self.data_dir, malformed_messages=malformed),
                 **{name: provide() for name, provide in self.status_extras.items()}}
-
-
-def order_view(order: BaseOrder) -> dict:
-    """The order dict strategies receive in ``on_order``."""
-    return order.to_dict(with_fills=False)
-

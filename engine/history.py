@@ -15,13 +15,13 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from engine.accounts import AccountBook, AccountRuntime, AccountState
 from maotrade.errors import InvalidOrder, ProtocolError
 from maotrade.messages import (ClientToEngine as FromClient, EngineToClient as ToClient,
                                EngineToWorker as ToWorker, WorkerToEngine as FromWorker, message)
 
-if TYPE_CHECKING:  # the engine imports this module; no cycle at run time
-    from engine.bus import ClientSession
-    from engine.core import AccountRuntime, Engine
+if TYPE_CHECKING:  # the bus is only read and written through
+    from engine.bus import ClientSession, EngineBus
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,9 @@ class HistoryRouter:
 
     WORKER_TYPES = frozenset({FromWorker.HISTORY_DATA})
 
-    def __init__(self, engine: "Engine"):
-        self.engine = engine
+    def __init__(self, accounts: AccountBook, bus: "EngineBus"):
+        self.accounts = accounts
+        self.bus = bus
         self.pending: dict[str, _Pending] = {}
         self._ids = itertools.count(1)
 
@@ -51,7 +52,7 @@ class HistoryRouter:
         return {FromClient.HISTORY_REQUEST: self._on_request}
 
     def _on_request(self, session: "ClientSession", msg: dict) -> None:
-        runtime = self.engine._runtime(msg)
+        runtime = self.accounts.lookup(msg)
         client_request_id = msg.get("request_id")
         if not isinstance(client_request_id, str) or not client_request_id:
             raise ProtocolError("history_request needs a string 'request_id'")
@@ -63,8 +64,6 @@ class HistoryRouter:
             raise InvalidOrder(f"unknown instrument {epic!r} for account {runtime.account}")
         if sum(1 for p in self.pending.values() if p.session is session) >= MAX_PENDING_PER_CLIENT:
             raise InvalidOrder(f"{MAX_PENDING_PER_CLIENT} history requests already in flight")
-        from engine.core import AccountState  # engine.core imports this module: import on use
-
         if runtime.state != AccountState.READY:
             detail = f" ({runtime.reason})" if runtime.reason else ""
             raise InvalidOrder(f"account {runtime.account} is {runtime.state}{detail}")
@@ -72,11 +71,11 @@ class HistoryRouter:
         self.pending[request_id] = _Pending(session, client_request_id, runtime.account)
         request = {"request_id": request_id, "epic": epic, "epicBroker": mapping.get(epic, epic),
                    "time_frame": msg.get("time_frame"), "start": msg.get("start"), "end": msg.get("end")}
-        self.engine.bus.open_worker_queue(runtime.account).put(message(ToWorker.HISTORY_REQUEST, request=request))
+        self.bus.open_worker_queue(runtime.account).put(message(ToWorker.HISTORY_REQUEST, request=request))
         log.info("event=history_request account=%s epic=%s time_frame=%s start=%s end=%s client=%s",
                  runtime.account, epic, request["time_frame"], request["start"], request["end"], session.name)
 
-    def on_worker_message(self, runtime: "AccountRuntime", msg: dict) -> None:
+    def on_worker_message(self, runtime: AccountRuntime, msg: dict) -> None:
         """Pass one ``history_data`` part to the client that asked for it."""
         pending = self.pending.get(str(msg.get("request_id")))
         if pending is None or pending.account != runtime.account:
@@ -85,7 +84,7 @@ class HistoryRouter:
             return
         if msg.get("done"):
             del self.pending[str(msg["request_id"])]
-        if pending.session.identity not in self.engine.bus.clients:
+        if pending.session.identity not in self.bus.clients:
             return
         pending.session.put(message(ToClient.HISTORY_DATA, account=runtime.account,
                                     request_id=pending.client_request_id, bars=msg.get("bars") or [],

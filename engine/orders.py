@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from engine.accounts import AccountBook
 from engine.faults import failpoint
 from engine.journal import Journal
 from maotrade.errors import InvalidOrder, OrderRefused, ProtocolError
@@ -77,23 +78,27 @@ class OrderOutcome:
         """The first request to send (most outcomes have at most one)."""
         return self.dispatches[0] if self.dispatches else None
 
+    @property
+    def told_now(self) -> bool:
+        """Whether the client hears of the order at once: nothing goes to the broker, or
+        what goes creates the order. A cancel's or amend's answer is the broker's event."""
+        return self.order is not None and (self.dispatch is None or self.dispatch.kind in CREATING_REQUESTS)
+
 
 class OrderRouter:
     """Orders of every account: creation, routing, brackets and application of broker events.
 
-    ``not_ready_reason(account)`` returns why an account cannot take orders ('' when it
-    can); ``account_doc(account)`` its configuration document; ``capabilities(account)``
-    what its broker declared (``BaseAccountManager.CAPABILITIES``).
+    ``accounts`` is the engine's ``AccountBook``: ``not_ready_reason(account)`` says why an
+    account cannot take orders ('' when it can), ``document(account)`` is its
+    configuration document and ``capabilities(account)`` what its broker declared
+    (``BaseAccountManager.CAPABILITIES``).
     """
 
-    def __init__(self, journal: Journal, not_ready_reason: Callable[[str], str],
-                 account_doc: Callable[[str], dict], capabilities: Callable[[str], dict] = lambda a: {},
+    def __init__(self, journal: Journal, accounts: AccountBook,
                  risk_check: Optional[Callable[[BaseOrder], None]] = None,
                  unknown_timeout: float = 60.0, clock: Callable[[], float] = time.monotonic):
         self.journal = journal
-        self._not_ready_reason = not_ready_reason
-        self._doc = account_doc
-        self._capabilities = capabilities
+        self.accounts = accounts
         self._risk_check = risk_check
         self.unknown_timeout = unknown_timeout
         self._clock = clock
@@ -173,7 +178,7 @@ class OrderRouter:
                  len(legs))
         kind = ToWorker.ORDER_CLOSE if order.action == OrderAction.CLOSE else ToWorker.ORDER_OPEN
         sent = order
-        if legs and not self._capabilities(order.account).get("bracket"):
+        if legs and not self.accounts.capabilities(order.account).get("bracket"):
             # No native brackets: the broker gets a plain order; the legs follow its fill.
             sent = BaseOrder.from_dict({**order.to_dict(), "stop_loss": None, "take_profit": None})
         return OrderOutcome(order=order, dispatches=[self._send(sent, kind)])
@@ -205,6 +210,16 @@ class OrderRouter:
         self._require_capability(account, "cancel", "cancel orders")
         return OrderOutcome(order=order, dispatches=[Dispatch(account, ToWorker.ORDER_CANCEL, order)])
 
+    def require_sendable(self, outcome: OrderOutcome) -> None:
+        """Raise ``InvalidOrder`` when a request about an existing order (cancel, amend)
+        would go to an account that cannot take it now; new orders are journaled and
+        answered whatever the account's state."""
+        first = outcome.dispatch
+        if first is not None and first.kind not in CREATING_REQUESTS:
+            reason = self.accounts.not_ready_reason(first.account)
+            if reason:
+                raise InvalidOrder(reason)
+
     def amend_stops(self, account: str, client_order_id: str, stop_loss, take_profit) -> OrderOutcome:
         """Route a stop loss / take profit amendment if the engine's state makes it legal.
 
@@ -235,7 +250,7 @@ class OrderRouter:
             if self.journal.position(account, order.epic).is_flat:
                 raise InvalidOrder(f"cannot amend order {client_order_id}: no open position in {order.epic}; "
                                    "nothing was sent")
-            if not self._capabilities(account).get("bracket"):
+            if not self.accounts.capabilities(account).get("bracket"):
                 return OrderOutcome(order=order, dispatches=self._move_legs(order, amended, working))
         return OrderOutcome(order=order, dispatches=[Dispatch(account, ToWorker.ORDER_STOP, amended)])
 
@@ -428,7 +443,7 @@ class OrderRouter:
     def _not_found(self, order: BaseOrder, outcome: OrderOutcome) -> None:
         if order.is_done:
             return
-        if order.is_leg and not self._capabilities(order.account).get("bracket") \
+        if order.is_leg and not self.accounts.capabilities(order.account).get("bracket") \
                 and not order.filled_qty and not self.journal.position(order.account, order.epic).is_flat:
             # A leg the engine places itself that the broker never got (its request was lost
             # with a worker): the broker has no such id, so placing it now cannot duplicate it.
@@ -469,7 +484,7 @@ class OrderRouter:
         parent = self.get(leg.account, leg.parent)
         if parent is None:
             return
-        native = self._capabilities(leg.account).get("bracket")
+        native = self.accounts.capabilities(leg.account).get("bracket")
         for sibling in self.legs(parent):
             if sibling.client_order_id == leg.client_order_id or sibling.is_done:
                 continue
@@ -492,7 +507,7 @@ class OrderRouter:
     def _after_position_change(self, order: BaseOrder, outcome: OrderOutcome) -> None:
         """Legs never outlive their position: when it is flat, working legs in it end."""
         if not self.journal.position(order.account, order.epic).is_flat:
-            if not order.is_leg and order.is_done and not self._capabilities(order.account).get("bracket"):
+            if not order.is_leg and order.is_done and not self.accounts.capabilities(order.account).get("bracket"):
                 # No native brackets: the engine places the legs once the parent has traded.
                 for leg in self.legs(order):
                     if leg.status == OrderStatus.NEW:
@@ -500,7 +515,7 @@ class OrderRouter:
                         self._save(leg)
                         outcome.dispatches.append(self._send(leg, ToWorker.ORDER_OPEN))
             return
-        attached = self._capabilities(order.account).get("bracket") == BracketKind.ATTACHED
+        attached = self.accounts.capabilities(order.account).get("bracket") == BracketKind.ATTACHED
         for (account, _), other in list(self.live.items()):
             if account != order.account or not other.is_leg or other.is_done or other.epic != order.epic:
                 continue
@@ -518,7 +533,7 @@ class OrderRouter:
 
         Where the engine places the legs, it sends them once the parent has traded and is
         done: before that a leg exists only in the journal (even if NEW since, it was sent)."""
-        if self._capabilities(leg.account).get("bracket") or leg.status != OrderStatus.NEW:
+        if self.accounts.capabilities(leg.account).get("bracket") or leg.status != OrderStatus.NEW:
             return True
         parent = self.get(leg.account, leg.parent)
         return parent is not None and parent.is_done and bool(parent.filled_qty)
@@ -554,10 +569,10 @@ class OrderRouter:
                          source=source)
 
     def _check_account(self, order: BaseOrder) -> None:
-        reason = self._not_ready_reason(order.account)
+        reason = self.accounts.not_ready_reason(order.account)
         if reason:
             raise OrderRefused("account_not_ready", reason)
-        doc = self._doc(order.account)
+        doc = self.accounts.document(order.account)
         mapping = doc.get("epicMapping") or {}
         if mapping:
             if order.epic not in mapping:
@@ -566,15 +581,15 @@ class OrderRouter:
             order.epicBroker = mapping[order.epic]
         else:
             order.epicBroker = order.epic
-        allowed = self._capabilities(order.account).get("order_types")
+        allowed = self.accounts.capabilities(order.account).get("order_types")
         if allowed and order.order_type not in allowed:
             raise OrderRefused("unsupported_order_type", f"broker {doc.get('brokerName')} does not take "
                                                          f"{order.order_type} orders")
 
     def _require_capability(self, account: str, name: str, what: str) -> None:
-        capabilities = self._capabilities(account)
+        capabilities = self.accounts.capabilities(account)
         if capabilities and not capabilities.get(name):
-            raise InvalidOrder(f"broker {self._doc(account).get('brokerName')} cannot {what}")
+            raise InvalidOrder(f"broker {self.accounts.document(account).get('brokerName')} cannot {what}")
 
     def _reject(self, order: BaseOrder, reason: str, code: str, strategy: str) -> OrderOutcome:
         order.set_rejected(reason)

@@ -11,6 +11,7 @@ from typing import Optional
 
 from platformdirs import user_data_dir
 
+from maotrade.client import ENGINE_FILE
 from maotrade.errors import ConfigError
 
 DATA_DIR_ENV = "MAOTRADE_DATA_DIR"
@@ -74,7 +75,7 @@ def make_run_dir(data: Path) -> Path:
 
 def engine_file(data: Path) -> Path:
     """The file that tells ``maotrade status``/``stop`` where the running engine listens."""
-    return Path(data) / "engine.json"
+    return Path(data) / ENGINE_FILE
 
 
 def reports_dir(data: Path) -> Path:

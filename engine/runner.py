@@ -20,6 +20,7 @@ from engine.notify.service import Notifications, load_notifications
 from engine.console import ConsolePrinter
 from engine.core import Engine
 from engine.loader import ALLOW_ENV, allowed_broker_classes, load_broker_class, load_strategy_class
+from engine.options import EngineOptions
 from engine.paths import conf_dir, engine_file, make_run_dir
 from engine.risk import load_settings as load_risk_settings
 from engine.strategy_host import run_strategy_process
@@ -111,39 +112,29 @@ def check_not_running(data_dir: Path) -> None:
         path.unlink()
 
 
-def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
-          strategies: Optional[list[str]] = None, strategy_params: Optional[dict] = None,
-          no_demo: bool = False, duration: Optional[float] = None, log_level: str = "INFO",
-          show_bars: bool = True, heartbeat_timeout: float = 15.0, listen: Optional[str] = None,
-          durability: str = "normal", echo: Callable[[str], None] = print,
-          risk_config: Optional[Path] = None, api_port: Optional[int] = None, api_host: str = "127.0.0.1",
-          unknown_timeout: float = 60.0, notify_config: Optional[Path] = None, verbosity: int = 0,
-          on_strategy_failure: str = "restart", strategy_path: tuple = (), allow_broker_classes: tuple = (),
-          config_ca_file: Optional[str] = None, trusted_proxies: tuple = ()) -> int:
-    """Run the engine until Ctrl-C, SIGTERM, ``maotrade stop`` or ``duration`` seconds.
+def start(options: EngineOptions, echo: Callable[[str], None] = print) -> int:
+    """Run the engine until Ctrl-C, SIGTERM, ``maotrade stop`` or ``options.duration`` seconds.
 
-    ``risk_config`` is the risk settings file (default conf/risk.json); ``api_port``
-    serves the engine's REST API and webhooks on ``api_host``; ``notify_config`` is the
-    notification settings file (default ``notify.json`` in the data directory, if present).
-    ``verbosity`` (-1 quiet, 1 info, 2 debug) sets what every process prints on the console;
-    ``on_strategy_failure`` is ``restart`` (with backoff) or ``stop`` (the engine stops, exit
-    code 1). Return the exit code: 1 when a strategy failure stopped the engine or every
-    account failed for good (bad credentials, bad configuration).
+    Return the exit code: 1 when a strategy failure stopped the engine
+    (``on_strategy_failure="stop"``) or every account failed for good (bad credentials,
+    bad configuration), else 0.
     """
-    os.environ[CONSOLE_LEVEL_ENV] = CONSOLE_LEVELS[max(-1, min(2, verbosity))]
+    data_dir, accounts, log_level = options.data_dir, list(options.accounts), options.log_level
+    config_url, risk_config, verbosity = options.config_url, options.risk_config, options.verbosity
+    os.environ[CONSOLE_LEVEL_ENV] = CONSOLE_LEVELS[verbosity]
     plain_echo = echo
 
     def echo(line: str) -> None:  # one console format: the time first, as every other line
         plain_echo(f"{console_prefix()} {line}")
 
     check_not_running(data_dir)
-    if allow_broker_classes:
+    if options.allow_broker_classes:
         # Workers are started from this process and check the same list.
-        os.environ[ALLOW_ENV] = ",".join(allowed_broker_classes(allow_broker_classes))
+        os.environ[ALLOW_ENV] = ",".join(allowed_broker_classes(options.allow_broker_classes))
     if risk_config is not None and not Path(risk_config).exists():
         raise ConfigError(f"risk settings file {risk_config} does not exist")
     risk_settings = load_risk_settings(Path(risk_config) if risk_config else conf_dir() / RISK_SETTINGS)
-    notify_settings = load_notifications(data_dir, notify_config)
+    notify_settings = load_notifications(data_dir, options.notify_config)
     log_path = setup_file_logging(data_dir, log_level)
     server = None
     if config_url is None:
@@ -156,7 +147,7 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
     else:
         read_token = load_config_token(data_dir)
         echo(f"config service: {config_url}")
-    client = ConfigClient(config_url, token=read_token, ca_file=config_ca_file)
+    client = ConfigClient(config_url, token=read_token, ca_file=options.config_ca_file)
     try:
         documents = fetch_documents(client, accounts, master_box(data_dir), data_dir)
     except BaseException:
@@ -165,23 +156,21 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
         raise
     finally:
         client.close()
-    strategies = list(strategies or [])
-    if server is not None and not strategies and not no_demo:
+    strategies = list(options.strategies)
+    if server is not None and not strategies and not options.no_demo:
         strategies = [DEMO_STRATEGY]
         echo(f"no --strategy given: running the demo strategy {DEMO_STRATEGY} (--no-demo to skip)")
     strategies = [resolve_target(target) for target in strategies]
     for target in strategies:
-        load_strategy_class(target, strategy_path)
+        load_strategy_class(target, options.strategy_path)
     run_dir = make_run_dir(data_dir)
-    engine = Engine(documents, data_dir, run_dir, log_level=log_level, log_file=str(log_path),
-                    heartbeat_timeout=heartbeat_timeout, tcp_address=listen,
-                    journal_durability=durability,
-                    on_event=ConsolePrinter(show_bars=show_bars and verbosity >= 0, quiet=verbosity < 0),
-                    risk_settings=risk_settings, unknown_timeout=unknown_timeout)
+    engine = Engine(documents, options, run_dir, log_file=str(log_path), risk_settings=risk_settings,
+                    on_event=ConsolePrinter(show_bars=options.show_bars and verbosity >= 0, quiet=verbosity < 0))
     api = None
     notifications = None
     stop_signals = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
-    supervisor = StrategySupervisor(process_context(), run_strategy_process, run_dir, on_strategy_failure, echo)
+    supervisor = StrategySupervisor(process_context(), run_strategy_process, run_dir, options.on_strategy_failure,
+                                    echo)
     engine.status_extras["strategies"] = supervisor.status
     accounts_watch = AccountsWatch(engine)
     exit_code = 0
@@ -190,9 +179,10 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
         if notify_settings is not None:
             notifications = Notifications(notify_settings, engine.bus.pub_address).start()
             echo(f"notifications: {', '.join(sorted(notify_settings.channels))}")
-        if api_port is not None:
-            api = ApiServer(engine.bus.client_address, data_dir, documents, host=api_host, port=api_port,
-                            pub_address=engine.bus.pub_address, trusted_proxies=list(trusted_proxies)).start()
+        if options.api_port is not None:
+            api = ApiServer(engine.bus.client_address, data_dir, documents, host=options.api_host,
+                            port=options.api_port, pub_address=engine.bus.pub_address,
+                            trusted_proxies=list(options.trusted_proxies)).start()
             echo(f"engine API on {api.url} (token in {data_dir / 'api.token'} or MAOTRADE_API_TOKEN)")
             echo(f"dashboard: {api.login_url()}")
         # Written whole then renamed: whoever sees the file (CLI, tests) never reads half of it.
@@ -206,14 +196,14 @@ def start(accounts: list[str], data_dir: Path, config_url: Optional[str] = None,
             signal.signal(sig, lambda *_: engine.stop())
         for index, target in enumerate(strategies):
             name = f"{target.rpartition(':')[2]}-{index + 1}"
-            spec = {"target": target, "strategy_path": list(strategy_path), "address": engine.bus.client_address,
-                    "log_level": log_level, "log_file": str(log_path), "engine_pid": os.getpid(),
-                    "params": (strategy_params or {}), "name": name}
+            spec = {"target": target, "strategy_path": list(options.strategy_path),
+                    "address": engine.bus.client_address, "log_level": log_level, "log_file": str(log_path),
+                    "engine_pid": os.getpid(), "params": dict(options.strategy_params), "name": name}
             supervisor.add(name, target, spec)
         if engine.bus.tcp_address:
             echo(f"clients over tcp at {engine.bus.tcp_address} (CurveZMQ keys required)")
         echo(f"engine running (pid {os.getpid()}); logs in {log_path}; Ctrl-C to stop")
-        deadline = time.monotonic() + duration if duration else None
+        deadline = time.monotonic() + options.duration if options.duration else None
 
         def must_stop() -> bool:
             return supervisor.check() or accounts_watch.all_failed() or bool(deadline and time.monotonic() >= deadline)

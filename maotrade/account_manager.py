@@ -170,6 +170,7 @@ class BaseAccountManager(abc.ABC):
         self.connection_state = ConnectionState.CONNECTING
         self.orders: dict[str, BaseOrder] = {}
         self._reconnect_attempt = 0
+        self._init_failure = ""  # why the last session attempt failed, for status
         self._next_reconnect_at: Optional[float] = None
         self._pending: dict[str, _PendingOrder] = {}
         self._seen_open: set[str] = set()
@@ -502,9 +503,11 @@ class BaseAccountManager(abc.ABC):
             raise
         except (TemporaryError, OSError) as exc:
             log.warning("event=init_failed account=%s reason=%s", self.account_id, exc)
+            self._init_failure = str(exc) or type(exc).__name__
             return False
         ok, account_info, portfolio, template, history_frames, data_frames = result
         if not ok:
+            self._init_failure = "the broker refused the session"
             return False
         self.out_queue.put(out.InitResult(
             account=self.account_id, ok=True, account_info=account_info, portfolio=portfolio,
@@ -593,7 +596,8 @@ class BaseAccountManager(abc.ABC):
         self.out_queue.flush()
         try:
             if not self._run_init():
-                self._set_state(ConnectionState.RECONNECTING, "initial connection failed")
+                self._set_state(ConnectionState.RECONNECTING,
+                                f"initial connection failed: {self._init_failure}")
                 self._schedule_reconnect()
             self.out_queue.flush()
             while self._running:

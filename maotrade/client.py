@@ -6,17 +6,47 @@ One DEALER socket. Outgoing messages queue with ``put`` and leave as one frame o
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import time
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Union
 
+import msgspec
 import zmq
 
-from maotrade.errors import ProtocolError, TemporaryError
+from maotrade.errors import ConfigError, ProtocolError, TemporaryError
 from maotrade.messages import unpack_batch
 from maotrade.protocol import MAX_FRAME_BYTES, Message, encode, from_client, to_client
 
+Request = Union[Message, dict]  # a from_client struct (maps: for code not converted yet)
+
 
 CLIENT_RCVHWM = 8  # frames (of at most a few thousand messages each)
+ENGINE_FILE = "engine.json"  # written by a running engine into its data directory
+
+
+def engine_info(data_dir: Union[str, Path]) -> dict:
+    """What the engine running on ``data_dir`` wrote into its engine.json (address, pid, accounts).
+
+    Raises ``ConfigError`` naming the directory when no engine runs there, or the file
+    when it is not an engine.json.
+    """
+    path = Path(data_dir).expanduser() / ENGINE_FILE
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no engine is running on {data_dir} (no {ENGINE_FILE})") from None
+    except (OSError, ValueError):
+        raise ConfigError(f"{path} is not an {ENGINE_FILE} written by a running engine") from None
+    if not isinstance(info, dict) or not isinstance(info.get("client_address"), str):
+        raise ConfigError(f"{path} is not an {ENGINE_FILE} written by a running engine")
+    return info
+
+
+def engine_address(data_dir: Union[str, Path]) -> str:
+    """The bus address of the engine running on ``data_dir``."""
+    return engine_info(data_dir)["client_address"]
 
 
 class EngineClient:
@@ -44,8 +74,9 @@ class EngineClient:
         self._outbox: list[dict] = []
         self._inbox: list[dict] = []
         self.malformed = 0
+        self._request_ids = itertools.count(1)
 
-    def put(self, msg: Message) -> None:
+    def put(self, msg: Request) -> None:
         """Queue a message (a ``maotrade.protocol.from_client`` struct) for the next flush."""
         self._outbox.append(msg)
 
@@ -56,7 +87,7 @@ class EngineClient:
             self._outbox = []
             self.socket.send(frame)
 
-    def send(self, msg: Message) -> None:
+    def send(self, msg: Request) -> None:
         """Send one message now."""
         self.put(msg)
         self.flush()
@@ -76,12 +107,27 @@ class EngineClient:
             except ProtocolError:
                 self.malformed += 1
 
-    def request(self, msg: Message, answer_type: str, timeout: float = 5.0,
-                match: Optional[Callable[[dict], bool]] = None) -> dict:
-        """Send ``msg`` and return the first answer of ``answer_type`` (a ``to_client`` struct's
-        ``TYPE``); other messages are kept."""
+    def request(self, msg: Request, answer_type: str, timeout: float = 5.0,
+                match: Optional[Callable[[dict], bool]] = None, before: Iterable[Request] = ()) -> dict:
+        """Send ``before`` and then ``msg``; return the engine's answer of ``answer_type`` to ``msg``.
+
+        Each message gets a fresh ``request_id`` (unless it has one), which the engine
+        echoes in what it sends while handling it. The answer is the first message of
+        ``answer_type`` carrying ``msg``'s id (and passing ``match``, when given), so a late
+        answer to an earlier request that timed out never passes for this one. Everything
+        else received meanwhile is kept for ``receive``. Raises ``ProtocolError`` with the
+        engine's reason when it refused ``msg`` or any of ``before`` (an ``error``, or for a
+        request about an order, that order with ``error``), ``TemporaryError`` when no
+        answer came within ``timeout`` seconds.
+        """
+        earlier = set()
+        for extra in before:
+            extra = self._numbered(extra)
+            earlier.add(_request_id(extra))
+            self.put(extra)
+        msg = self._numbered(msg)
+        request_id, kind = _request_id(msg), _type(msg)
         self.send(msg)
-        kind = msg.TYPE if isinstance(msg, Message) else msg.get("type")
         deadline = time.monotonic() + timeout
         kept: list[dict] = []
         try:
@@ -90,13 +136,24 @@ class EngineClient:
                 if remaining <= 0:
                     raise TemporaryError(f"engine at {self.address} did not answer {kind} within {timeout:g}s")
                 for item in self.receive(int(remaining * 1000) or 1):
-                    if item.get("type") == answer_type and (match is None or match(item)):
+                    answers = item.get("request_id")
+                    if answers == request_id and item.get("type") == answer_type and (match is None or match(item)):
                         return item
-                    if item.get("type") == to_client.Error.TYPE and item.get("request") == kind:
-                        raise ProtocolError(f"engine refused {kind}: {item.get('reason')}")
+                    if item.get("type") == to_client.Error.TYPE and (answers == request_id or answers in earlier):
+                        raise ProtocolError(f"engine refused {item.get('request')}: {item.get('reason')}")
+                    if item.get("type") == to_client.Order.TYPE and item.get("error") and answers in earlier:
+                        raise ProtocolError(f"engine refused {item.get('request')}: {item.get('error')}")
                     kept.append(item)
         finally:
             self._inbox = kept + self._inbox
+
+    def _numbered(self, msg: Request) -> Request:
+        """``msg`` with a ``request_id`` of its own (a copy when one is added)."""
+        if _request_id(msg) is not None:
+            return msg
+        if isinstance(msg, Message):
+            return msgspec.structs.replace(msg, request_id=next(self._request_ids))
+        return {**msg, "request_id": next(self._request_ids)}
 
     def hello(self, timeout: float = 30.0, **fields) -> dict:
         """Introduce this client (``fields`` add to the hello message, e.g. ``acks_replay``);
@@ -118,3 +175,11 @@ class EngineClient:
         self.socket.close(linger=linger_ms)
         if self._own_ctx:
             self.ctx.term()
+
+
+def _request_id(msg: Request):
+    return msg.request_id if isinstance(msg, Message) else msg.get("request_id")
+
+
+def _type(msg: Request) -> str:
+    return msg.TYPE if isinstance(msg, Message) else msg.get("type")

@@ -73,6 +73,13 @@ class ClientToEngine:
     FLATTEN = "flatten"  # cancel_all, then close every position at market
     BALANCE_HISTORY_REQUEST = "balance_history_request"
     HISTORY_REQUEST = "history_request"  # historical bars through an account's broker
+    # Operator requests (served by ``engine.ops``).
+    RISK_STATUS = "risk_status"
+    RISK_SET = "risk_set"
+    KILL_SWITCH = "kill_switch"
+    ORDERS_REQUEST = "orders_request"
+    ORDER_REFRESH = "order_refresh"
+    ACCOUNT_REQUEST = "account_request"
 
 
 class EngineToClient:
@@ -95,6 +102,13 @@ class EngineToClient:
     OPERATOR_ACTION = "operator_action"  # what cancel_all / flatten did (also published)
     BALANCE_HISTORY = "balance_history"
     HISTORY_DATA = "history_data"  # one part of the answer to a client's history_request
+    # Answers to operator requests.
+    RISK = "risk"
+    ORDERS = "orders"
+    ACCOUNT = "account"
+    # Events published for operators and observers.
+    KILL_SWITCH = "kill_switch"
+    WORKER_ERROR = "worker_error"
 
 
 class ConnectionState:

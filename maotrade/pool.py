@@ -13,7 +13,6 @@ account that is not ``ready``, since the engine could not vouch for them.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import threading
 from dataclasses import dataclass
@@ -22,9 +21,9 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Optional, Union
 
 import zmq
 
-from maotrade.client import EngineClient
+from maotrade.client import EngineClient, engine_address
 from maotrade.errors import ConfigError, MAOTradeError, ProtocolError
-from maotrade.messages import message
+from maotrade.messages import ClientToEngine as FromClient, EngineToClient as ToClient, message
 
 READY = "ready"
 
@@ -48,7 +47,6 @@ class PoolAccount:
         self.timeout = timeout
         self._client = EngineClient(address, name=f"pool-{account_id}", ctx=ctx)
         self._lock = threading.Lock()
-        self._serial = 0
 
     def request(self, msg_type: str, answer_type: str, before: Iterable[dict] = (),
                 match: Optional[Callable[[dict], bool]] = None, **fields) -> dict:
@@ -56,27 +54,14 @@ class PoolAccount:
 
         Raises ``ProtocolError`` with the engine's reason if it refused any of them.
         """
-        before = list(before)
         with self._lock:
-            if answer_type == "orders" and match is None:
-                # A late answer to an earlier, timed-out request must not pass for this one.
-                self._serial += 1
-                serial = fields["request_id"] = self._serial
-                match = lambda m: m.get("request_id") == serial  # noqa: E731
             self._client.receive(0)  # drop what nobody waits for
-            for extra in before:
-                self._client.put(extra)
-            answer = self._client.request(message(msg_type, **fields), answer_type, timeout=self.timeout,
-                                          match=match)
-            earlier = {m.get("type") for m in before}
-            for leftover in self._client.receive(0):
-                if leftover.get("type") == "error" and leftover.get("request") in earlier:
-                    raise ProtocolError(f"engine refused {leftover.get('request')}: {leftover.get('reason')}")
-            return answer
+            return self._client.request(message(msg_type, **fields), answer_type, timeout=self.timeout,
+                                        match=match, before=before)
 
     def state(self) -> dict:
         """The engine's view of this account (``account`` answer)."""
-        return self.request("account_request", "account", account=self.account_id,
+        return self.request(FromClient.ACCOUNT_REQUEST, ToClient.ACCOUNT, account=self.account_id,
                             match=lambda m: m.get("account") == self.account_id)
 
     def ready_state(self) -> dict:
@@ -94,8 +79,8 @@ class PoolAccount:
         fields = {k: v for k, v in order.items() if k not in ("account", "type", "v")}
         key = fields.setdefault("client_order_id", new_client_order_id("pool"))
         fields.setdefault("source", "manual")
-        kind = "order_close" if fields.get("action") == "close" else "order_open"
-        answer = self.request(kind, "order", match=lambda m: m.get("client_order_id") == key,
+        kind = FromClient.ORDER_CLOSE if fields.get("action") == "close" else FromClient.ORDER_OPEN
+        answer = self.request(kind, ToClient.ORDER, match=lambda m: m.get("client_order_id") == key,
                               account=self.account_id, **fields)
         return {k: v for k, v in answer.items() if k not in ("type", "v")}
 
@@ -103,17 +88,6 @@ class PoolAccount:
         """Close the connection."""
         with self._lock:
             self._client.close()
-
-
-def engine_address(data_dir: Union[str, Path]) -> str:
-    """The bus address of the engine running on ``data_dir`` (from its engine.json)."""
-    path = Path(data_dir).expanduser() / "engine.json"
-    if not path.exists():
-        raise ConfigError(f"no engine is running on {data_dir} (no engine.json)")
-    try:
-        return json.loads(path.read_text())["client_address"]
-    except (ValueError, KeyError):
-        raise ConfigError(f"{path} is not an engine.json written by a running engine") from None
 
 
 def split_notional(total: float, buying_power: Mapping[str, float], decimals: int = 2) -> dict[str, float]:
@@ -213,7 +187,7 @@ class AccountPool:
         """Each account's journaled orders, newest first (filter by ``epic``/``status``)."""
         filters = {k: v for k, v in (("epic", epic), ("status", status)) if v is not None}
         return await self.execute_parallel(
-            lambda m: m.request("orders_request", "orders", account=m.account_id, limit=limit, **filters)["orders"])
+            lambda m: m.request(FromClient.ORDERS_REQUEST, ToClient.ORDERS, account=m.account_id, limit=limit, **filters)["orders"])
 
     # -- actions ----------------------------------------------------------------------------
     async def place_orders_parallel(self, order_or_list: Union[dict, list[dict]]) -> list[AccountResult]:
@@ -246,13 +220,13 @@ class AccountPool:
         wanted = set(client_order_ids) if client_order_ids is not None else None
 
         def cancel(member: PoolAccount) -> list[str]:
-            orders = member.request("orders_request", "orders", account=member.account_id, limit=5000)["orders"]
+            orders = member.request(FromClient.ORDERS_REQUEST, ToClient.ORDERS, account=member.account_id, limit=5000)["orders"]
             targets = [o["client_order_id"] for o in orders if not o.get("done")
                        and (wanted is None or o["client_order_id"] in wanted)
                        and (epic is None or o["epic"] == epic)]
             if targets:
-                member.request("orders_request", "orders", account=member.account_id, limit=1,
-                               before=[message("order_cancel", account=member.account_id, client_order_id=t)
+                member.request(FromClient.ORDERS_REQUEST, ToClient.ORDERS, account=member.account_id, limit=1,
+                               before=[message(FromClient.ORDER_CANCEL, account=member.account_id, client_order_id=t)
                                        for t in targets])
             return targets
 

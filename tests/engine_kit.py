@@ -24,7 +24,7 @@ _REQUEST_IDS = itertools.count(1)
 
 def maotrade_cmd(*args: str) -> list[str]:
     """The command line of ``maotrade ARGS`` with this interpreter."""
-    return [sys.executable, "-m", "maotrade.cli", *args]
+    return [sys.executable, "-m", "engine.cli", *args]
 
 
 def run_cli(*args: str, env: Optional[dict] = None, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from account_managers.paper import PaperAccountManager
 from engine.bus import ClientSession
 from engine.core import Engine
+from engine.options import EngineOptions
 from maotrade.config import parse_document
 from maotrade.errors import ConfigError, ProtocolError
 from maotrade.messages import ClientToEngine, EngineToWorker, WorkerToEngine, unpack_batch
@@ -47,7 +48,7 @@ def public_values(cls):
 def engine(tmp_path_factory):
     data = tmp_path_factory.mktemp("fuzz")
     document = {**paper_document("900"), "capabilities": {}}
-    engine = Engine([document], data, data, log_level="CRITICAL")
+    engine = Engine([document], EngineOptions(data_dir=data, log_level="CRITICAL"), data)
     engine.accounts["900"].state = "ready"
     yield engine
     engine.bus.close()

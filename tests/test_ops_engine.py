@@ -16,6 +16,7 @@ import requests
 from cryptography.fernet import Fernet
 
 from engine.api.webhook import SIGNATURE_HEADER, client_order_id_for, sign_alert, sign_body
+from maotrade.messages import ClientToEngine as FromClient, message
 from maotrade.pool import AccountPool, split_notional
 from tests.engine_kit import AdminService, EngineProcess, run_cli
 from tests.kit import free_port, wait_until
@@ -98,7 +99,7 @@ def engine(stack):
 
 def bus(engine, msg_type, answer, **fields):
     """One request to the engine over the bus; its answer."""
-    return engine.client.request({"type": msg_type, "v": 1, **fields}, answer, timeout=10)
+    return engine.client.request(message(msg_type, **fields), answer, timeout=10)
 
 
 def place(engine, account, cid, epic, qty, status=("FILLED", "ACCEPTED", "REJECTED"), **fields):
@@ -205,9 +206,8 @@ def test_kill_switch_stops_orders_in_the_same_turn_per_account_and_globally(engi
     counts = bus(engine, "risk_status", "risk")["risk"]["refused"]
     # The switch and an order in one frame: the order is handled right after, and refused.
     mark = engine.mark()
-    engine.client.put({"type": "kill_switch", "v": 1, "account": "601", "mode": "halted"})
-    engine.client.put({"type": "order_open", "v": 1, "account": "601", "client_order_id": "k1",
-                       "epic": "EURUSD", "qty": 1})
+    engine.client.put(message(FromClient.KILL_SWITCH, account="601", mode="halted"))
+    engine.client.put(message(FromClient.ORDER_OPEN, account="601", client_order_id="k1", epic="EURUSD", qty=1))
     engine.client.flush()
     assert engine.wait_order("k1", "REJECTED", since=mark)["code"] == "kill_switch_halted"
     passed(engine, "602", "k2", "EURUSD", 1)

@@ -71,3 +71,14 @@ def test_status_of_filled_order_survives_a_killed_worker(tmp_path):
         lost = first.order("EURUSD", 1)
         mark = first.request(In.ORDER_STATUS_REQUEST, lost)
         assert first.wait_order(lost.client_order_id, since=mark)["not_found"] is True
+
+
+def test_a_failed_first_connection_says_why(tmp_path):
+    """The connection state names the broker's reason, not just that the first try failed."""
+    from tests.kit import WorkerHarness, paper_document
+    document = paper_document(state_file=str(tmp_path / "not-a-dir" / "x" / "broker.sqlite"))
+    (tmp_path / "not-a-dir").write_text("a file where the broker expects a folder")
+    with WorkerHarness(document, tmp_path / "worker") as worker:
+        state = worker.wait_type("connection", state="reconnecting", timeout=20)
+    assert state["reason"].startswith("initial connection failed: ")
+    assert len(state["reason"]) > len("initial connection failed: ")

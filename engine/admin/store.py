@@ -96,7 +96,9 @@ class RegistryStore:
         cls = self._broker_class(broker_class)
         parse_settings(cls.settings_model, broker_config, f"broker {name} brokerConfig")
         with self._write():
-            self.db.execute("INSERT OR REPLACE INTO brokers (name, broker_class, broker_config) VALUES (?, ?, ?)",
+            self.db.execute("INSERT INTO brokers (name, broker_class, broker_config) VALUES (?, ?, ?)"
+                            " ON CONFLICT (name) DO UPDATE SET broker_class = excluded.broker_class,"
+                            " broker_config = excluded.broker_config",
                             (name, broker_class, json.dumps(broker_config)))
             self._audit(actor, "put_broker", name, {"brokerClass": broker_class, "brokerConfig": broker_config})
         return self.get_broker(name)
@@ -151,7 +153,10 @@ class RegistryStore:
                 raise ConfigError(f"account {account_id} accountConfig: a secret is shorter than "
                                   f"{MIN_SECRET_LENGTH} characters")
         with self._write():
-            self.db.execute("INSERT OR REPLACE INTO accounts (id, broker_name, account_config) VALUES (?, ?, ?)",
+            # An upsert, not REPLACE: a replaced row would take its mappings with it (cascade).
+            self.db.execute("INSERT INTO accounts (id, broker_name, account_config) VALUES (?, ?, ?)"
+                            " ON CONFLICT (id) DO UPDATE SET broker_name = excluded.broker_name,"
+                            " account_config = excluded.account_config",
                             (account_id, broker_name, json.dumps(stored)))
             self._audit(actor, "put_account", account_id, {"brokerName": broker_name,
                                                            "accountConfig": redact(stored)})

@@ -20,6 +20,7 @@ from engine.api.webhook import SIGNATURE_HEADER, TradingViewAlert, WebhookRefuse
 from engine.http_guard import harden, token_matches
 from engine.risk import RiskLimits
 from maotrade.errors import TemporaryError
+from maotrade.messages import ClientToEngine as FromClient, EngineToClient as ToClient, message
 from maotrade.order import OrderStatus
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
@@ -104,10 +105,10 @@ def create_app(bridge: EngineBridge, token: str, webhook: Optional[WebhookServic
     app.include_router(operator_router(bridge, auth))
 
     def accounts() -> list[str]:
-        return [a["account"] for a in bridge.call("hello", "welcome", name=bridge.name)["accounts"]]
+        return [a["account"] for a in bridge.call(FromClient.HELLO, ToClient.WELCOME, name=bridge.name)["accounts"]]
 
     def account_view(account: str) -> dict:
-        answer = bridge.call("account_request", "account", match=lambda m: m.get("account") == account,
+        answer = bridge.call(FromClient.ACCOUNT_REQUEST, ToClient.ACCOUNT, match=lambda m: m.get("account") == account,
                              account=account)
         answer.pop("type", None)
         answer.pop("v", None)
@@ -121,8 +122,8 @@ def create_app(bridge: EngineBridge, token: str, webhook: Optional[WebhookServic
     @app.get("/api/status", dependencies=auth)
     def status() -> dict:
         """Engine and account status, with risk counters and kill switch modes."""
-        answer = bridge.call("status_request", "status")["status"]
-        answer["risk"] = bridge.call("risk_status", "risk")["risk"]
+        answer = bridge.call(FromClient.STATUS_REQUEST, ToClient.STATUS)["status"]
+        answer["risk"] = bridge.call(FromClient.RISK_STATUS, ToClient.RISK)["risk"]
         return answer
 
     @app.get("/api/orders", dependencies=auth, response_model=List[OrderOut])
@@ -136,7 +137,7 @@ def create_app(bridge: EngineBridge, token: str, webhook: Optional[WebhookServic
         """Orders matching every filter, newest first."""
         filters = {k: v for k, v in dict(account=account, epic=epic, status=status, source=source,
                                          since=since, until=until).items() if v is not None}
-        return bridge.call("orders_request", "orders", limit=limit, **filters)["orders"]
+        return bridge.call(FromClient.ORDERS_REQUEST, ToClient.ORDERS, limit=limit, **filters)["orders"]
 
     @app.post("/api/orders", dependencies=auth, response_model=OrderResult, status_code=201,
               responses={409: {"description": "refused by the engine"},
@@ -147,15 +148,15 @@ def create_app(bridge: EngineBridge, token: str, webhook: Optional[WebhookServic
 
         fields = body.model_dump(exclude_none=True)
         key = fields["client_order_id"] = body.client_order_id or new_client_order_id("api")
-        kind = "order_close" if body.action == "close" else "order_open"
-        if kind == "order_close":
+        kind = FromClient.ORDER_CLOSE if body.action == "close" else FromClient.ORDER_OPEN
+        if kind == FromClient.ORDER_CLOSE:
             for name in ("order_type", "price", "stop_loss", "take_profit", "action"):
                 fields.pop(name, None)
             if "qty" in fields:
                 fields["qty"] = abs(fields["qty"])
         elif body.qty is None:
             raise HTTPException(status_code=422, detail="qty is required to open an order")
-        answer = bridge.call(kind, "order", match=lambda m: m.get("client_order_id") == key, **fields)
+        answer = bridge.call(kind, ToClient.ORDER, match=lambda m: m.get("client_order_id") == key, **fields)
         order = {k: v for k, v in answer.items() if k not in ("type", "v", "error", "code", "duplicate", "request")}
         result = {"order": order, "code": answer.get("code"), "error": answer.get("error"),
                   "duplicate": bool(answer.get("duplicate"))}
@@ -164,7 +165,7 @@ def create_app(bridge: EngineBridge, token: str, webhook: Optional[WebhookServic
         return JSONResponse(status_code=200 if result["duplicate"] else 201, content=result)
 
     def one_order(account: str, client_order_id: str) -> dict:
-        orders = bridge.call("orders_request", "orders", account=account, client_order_id=client_order_id)["orders"]
+        orders = bridge.call(FromClient.ORDERS_REQUEST, ToClient.ORDERS, account=account, client_order_id=client_order_id)["orders"]
         if not orders:
             raise HTTPException(status_code=404, detail=f"unknown order {client_order_id} on account {account}")
         return orders[0]
@@ -178,8 +179,8 @@ def create_app(bridge: EngineBridge, token: str, webhook: Optional[WebhookServic
                 response_model=OrderOut)
     def cancel_order(account: str, client_order_id: str) -> dict:
         """Ask the broker to cancel a working order; poll the order for the outcome."""
-        cancel = {"type": "order_cancel", "v": 1, "account": account, "client_order_id": client_order_id}
-        orders = bridge.call("orders_request", "orders", before=(cancel,), account=account,
+        cancel = message(FromClient.ORDER_CANCEL, account=account, client_order_id=client_order_id)
+        orders = bridge.call(FromClient.ORDERS_REQUEST, ToClient.ORDERS, before=(cancel,), account=account,
                              client_order_id=client_order_id)["orders"]
         if not orders:
             raise HTTPException(status_code=404, detail=f"unknown order {client_order_id} on account {account}")
@@ -189,7 +190,7 @@ def create_app(bridge: EngineBridge, token: str, webhook: Optional[WebhookServic
               response_model=OrderOut)
     def refresh_order(account: str, client_order_id: str) -> dict:
         """Ask the broker for the order's state; the answer updates the journal."""
-        return bridge.call("order_refresh", "orders", account=account, client_order_id=client_order_id)["orders"][0]
+        return bridge.call(FromClient.ORDER_REFRESH, ToClient.ORDERS, account=account, client_order_id=client_order_id)["orders"][0]
 
     @app.get("/api/accounts", dependencies=auth)
     def list_accounts() -> list:
@@ -235,7 +236,7 @@ def create_app(bridge: EngineBridge, token: str, webhook: Optional[WebhookServic
     @app.get("/api/risk", dependencies=auth)
     def risk() -> dict:
         """Effective limits, kill switch modes, today's P&L and refusal counts by reason."""
-        return bridge.call("risk_status", "risk")["risk"]
+        return bridge.call(FromClient.RISK_STATUS, ToClient.RISK)["risk"]
 
     @app.put("/api/risk/limits", dependencies=auth)
     def set_limits(body: RiskOverrideIn) -> dict:
@@ -247,7 +248,7 @@ def create_app(bridge: EngineBridge, token: str, webhook: Optional[WebhookServic
             fields["account"] = body.account
         if body.limits is not None:
             fields["limits"] = body.limits.model_dump(exclude_unset=True)
-        return bridge.call("risk_set", "risk", **fields)["risk"]
+        return bridge.call(FromClient.RISK_SET, ToClient.RISK, **fields)["risk"]
 
     @app.post("/api/kill-switch", dependencies=auth)
     def kill_switch(body: KillSwitchIn) -> dict:
@@ -255,7 +256,7 @@ def create_app(bridge: EngineBridge, token: str, webhook: Optional[WebhookServic
         fields = {"mode": body.mode}
         if body.account:
             fields["account"] = body.account
-        return bridge.call("kill_switch", "risk", **fields)["risk"]["kill_switch"]
+        return bridge.call(FromClient.KILL_SWITCH, ToClient.RISK, **fields)["risk"]["kill_switch"]
 
     if webhook is not None:
         alert_body = {"requestBody": {"required": True, "content": {

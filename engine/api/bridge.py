@@ -6,7 +6,6 @@ client can never hold the engine up.
 """
 from __future__ import annotations
 
-import itertools
 import threading
 from typing import Callable, Optional
 
@@ -31,7 +30,6 @@ class EngineBridge:
         self.name = name
         self.timeout = timeout
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
         self._client: Optional[EngineClient] = None
 
     def _connected(self) -> EngineClient:
@@ -42,33 +40,20 @@ class EngineBridge:
 
     def call(self, msg_type: str, answer_type: str, match: Optional[Callable[[dict], bool]] = None,
              before: tuple = (), **fields) -> dict:
-        """Send ``before`` messages then ``msg_type``; return the answer of ``answer_type``.
+        """Send ``before`` messages then ``msg_type``; return its answer of ``answer_type``.
 
-        An ``error`` the engine sends about any of these messages raises
-        ``EngineRequestError`` with its reason.
+        A refusal of any of these messages (an ``error``, or a refused cancel or amend of a
+        known order, which comes back as that order with its error) raises
+        ``EngineRequestError`` with the engine's reason.
         """
         with self._lock:
             client = self._connected()
             client.receive(0)  # drop broadcasts and late answers nobody waits for
-            request_id = next(self._ids)
-            if answer_type == "orders":
-                fields["request_id"] = request_id
-                match = match or (lambda m: m.get("request_id") == request_id)
-            for extra in before:
-                client.put(extra)
             try:
-                answer = client.request(message(msg_type, **fields), answer_type, timeout=self.timeout,
-                                        match=match)
+                return client.request(message(msg_type, **fields), answer_type, timeout=self.timeout,
+                                      match=match, before=before)
             except ProtocolError as exc:
                 raise EngineRequestError(str(exc).split(": ", 1)[-1]) from None
-            earlier = {m.get("type") for m in before}
-            for leftover in client.receive(0):
-                if leftover.get("type") == "error" and leftover.get("request") in earlier:
-                    raise EngineRequestError(str(leftover.get("reason")))
-                # A refused cancel or amend of a known order comes back as that order with its error.
-                if leftover.get("type") == "order" and leftover.get("error") and leftover.get("request") in earlier:
-                    raise EngineRequestError(str(leftover.get("error")))
-            return answer
 
     def close(self) -> None:
         """Close the bus connection."""

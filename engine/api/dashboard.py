@@ -33,7 +33,7 @@ from engine.api.reports import ReportIndex
 from engine.api.sessions import SESSION_TTL_S, LoginManager
 from engine.observer import FEED_GAP, EventFeed
 from maotrade.errors import MAOTradeError
-from maotrade.messages import ClientToEngine, message
+from maotrade.messages import ClientToEngine, EngineToClient, message
 
 STATIC_DIR = Path(__file__).parent / "static"
 COOKIE = "maotrade_session"
@@ -204,7 +204,7 @@ def mount_dashboard(app: FastAPI, bridge: EngineBridge, logins: LoginManager,
     @router.get("/api/overview", dependencies=read, include_in_schema=False)
     def overview() -> dict:
         views = account_views()
-        risk = bridge.call("risk_status", "risk")["risk"]
+        risk = bridge.call(ClientToEngine.RISK_STATUS, EngineToClient.RISK)["risk"]
         return {"accounts": views, "totals": _totals(views), "risk": risk,
                 "events": feed.recent() if feed is not None else []}
 
@@ -215,7 +215,7 @@ def mount_dashboard(app: FastAPI, bridge: EngineBridge, logins: LoginManager,
     def account_views() -> list[dict]:
         views = []
         for entry in bridge.call(ClientToEngine.HELLO, "welcome", name=bridge.name)["accounts"]:
-            view = bridge.call("account_request", "account", match=lambda m, a=entry["account"]: m.get("account") == a,
+            view = bridge.call(ClientToEngine.ACCOUNT_REQUEST, EngineToClient.ACCOUNT, match=lambda m, a=entry["account"]: m.get("account") == a,
                                account=entry["account"])
             view.pop("type", None)
             view.pop("v", None)
@@ -282,7 +282,7 @@ def mount_dashboard(app: FastAPI, bridge: EngineBridge, logins: LoginManager,
         fields = {"mode": body.mode}
         if body.account:
             fields["account"] = body.account
-        return bridge.call("kill_switch", "risk", **fields)["risk"]["kill_switch"]
+        return bridge.call(ClientToEngine.KILL_SWITCH, EngineToClient.RISK, **fields)["risk"]["kill_switch"]
 
     @router.post("/api/cancel-all", dependencies=act, include_in_schema=False)
     def cancel_all(body: ScopeIn) -> dict:
@@ -295,7 +295,7 @@ def mount_dashboard(app: FastAPI, bridge: EngineBridge, logins: LoginManager,
     @router.post("/api/orders/{account}/{client_order_id}/cancel", dependencies=act, include_in_schema=False)
     def cancel_order(account: str, client_order_id: str) -> dict:
         cancel = message(ClientToEngine.ORDER_CANCEL, account=account, client_order_id=client_order_id)
-        orders = bridge.call("orders_request", "orders", before=(cancel,), account=account,
+        orders = bridge.call(ClientToEngine.ORDERS_REQUEST, EngineToClient.ORDERS, before=(cancel,), account=account,
                              client_order_id=client_order_id)["orders"]
         if not orders:
             raise HTTPException(status_code=404, detail=f"unknown order {client_order_id} on account {account}")

@@ -32,6 +32,7 @@ from engine.api.amounts import AlertPositive
 from engine.api.bridge import EngineBridge, EngineRequestError
 from engine.http_guard import reject_constants
 from maotrade.errors import MAOTradeError
+from maotrade.messages import ClientToEngine as FromClient, EngineToClient as ToClient
 
 log = logging.getLogger(__name__)
 
@@ -301,11 +302,11 @@ class WebhookService:
             if alert.action == "close":
                 if alert.quantity is not None:
                     fields["qty"] = alert.quantity
-                answer = self.bridge.call("order_close", "order", match=lambda m: m.get("client_order_id") == key,
+                answer = self.bridge.call(FromClient.ORDER_CLOSE, ToClient.ORDER, match=lambda m: m.get("client_order_id") == key,
                                           **fields)
             else:
                 qty = alert.quantity if alert.action == "buy" else -alert.quantity
-                answer = self.bridge.call("order_open", "order", match=lambda m: m.get("client_order_id") == key,
+                answer = self.bridge.call(FromClient.ORDER_OPEN, ToClient.ORDER, match=lambda m: m.get("client_order_id") == key,
                                           qty=qty, order_type=alert.order_type.upper(), price=alert.price,
                                           **fields)
         except EngineRequestError as exc:

@@ -10,7 +10,7 @@ others are delivered.
 from __future__ import annotations
 
 import re
-from typing import Iterable, NamedTuple, Union
+from typing import Any, Iterable, NamedTuple, Union
 
 import msgspec
 
@@ -25,15 +25,24 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 _encoder = msgspec.msgpack.Encoder()
 _split = msgspec.msgpack.Decoder(Union[list[msgspec.Raw], dict])
 _untyped = msgspec.msgpack.Decoder()
-_peek_type = msgspec.msgpack.Decoder(dict)
+
+
+class _Peek(msgspec.Struct):
+    type: Any = None
+    request_id: Any = None
+
+
+_peek_fields = msgspec.msgpack.Decoder(_Peek)
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$")
 
 
 class Refusal(NamedTuple):
-    """One message refused at decode time: its ``type`` (if it had a string one) and why."""
+    """One message refused at decode time: its ``type`` (if it had a string one), why, and
+    its ``request_id`` (if it had one), so the answer can be correlated."""
 
     type: str
     reason: str
+    request_id: Any = None
 
 
 class Decoded(NamedTuple):
@@ -67,6 +76,17 @@ def _split_frame(frame: bytes) -> tuple[list[msgspec.Raw], bool]:
     if isinstance(parts, dict):
         return [msgspec.Raw(frame)], True  # a single map is accepted as a batch of one
     return parts, False
+
+
+def _peek(part: msgspec.Raw) -> tuple[str, Any]:
+    """The ``type`` (when a string) and ``request_id`` of a message that did not decode."""
+    try:
+        found = _peek_fields.decode(part)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return "", None
+    kind = found.type if isinstance(found.type, str) else ""
+    request_id = found.request_id if isinstance(found.request_id, (str, int)) else None
+    return kind, request_id
 
 
 def _reason(kind: str, exc: msgspec.ValidationError) -> str:
@@ -103,20 +123,12 @@ class Channel:
             try:
                 messages.append(self._one.decode(part))
             except RecursionError:
-                kind = self._type_of(part)
-                refused.append(Refusal(kind, f"{kind or 'message'}: nested too deep"))
+                kind, request_id = _peek(part)
+                refused.append(Refusal(kind, f"{kind or 'message'}: nested too deep", request_id))
             except msgspec.ValidationError as exc:
-                kind = self._type_of(part)
-                refused.append(Refusal(kind, _reason(kind, exc)))
+                kind, request_id = _peek(part)
+                refused.append(Refusal(kind, _reason(kind, exc), request_id))
         return Decoded(messages, refused)
-
-    @staticmethod
-    def _type_of(part: msgspec.Raw) -> str:
-        try:
-            kind = _peek_type.decode(part).get("type")
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-            return ""
-        return kind if isinstance(kind, str) else ""
 
     def __repr__(self) -> str:
         return f"Channel({self.name!r}, {len(self.messages)} messages)"

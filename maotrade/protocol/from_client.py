@@ -14,7 +14,12 @@ Account = Optional[str]
 
 
 class FromClient(Message, kw_only=True, omit_defaults=True):
-    """A request a client sends to the engine."""
+    """A request a client sends to the engine.
+
+    request_id: any value; echoed in every message the engine sends while handling the request
+    """
+
+    request_id: Any = None
 
 
 class Hello(FromClient, kw_only=True, tag="hello"):
@@ -214,7 +219,6 @@ class OrdersRequest(FromClient, kw_only=True, tag="orders_request"):
     until: created before (epoch ms)
     limit: at most this many, 1-5000
     client_order_id: this one order
-    request_id: echoed in the answer
     """
 
     account: Account = None
@@ -225,7 +229,6 @@ class OrdersRequest(FromClient, kw_only=True, tag="orders_request"):
     until: Optional[int] = None
     limit: int = 500
     client_order_id: Optional[str] = None
-    request_id: Any = None
 
 
 class OrderRefresh(FromClient, kw_only=True, tag="order_refresh"):
@@ -233,12 +236,10 @@ class OrderRefresh(FromClient, kw_only=True, tag="order_refresh"):
 
     account: the account
     client_order_id: the order
-    request_id: echoed in the answer
     """
 
     account: Account = None
     client_order_id: str
-    request_id: Any = None
 
 
 class AccountRequest(FromClient, kw_only=True, tag="account_request"):
@@ -273,12 +274,10 @@ class BalanceHistoryRequest(FromClient, kw_only=True, tag="balance_history_reque
 
     account: the account
     since: epoch ms (default 0)
-    request_id: echoed in the answer
     """
 
     account: Account = None
     since: int = 0
-    request_id: Any = None
 
 
 class Bye(FromClient, kw_only=True, tag="bye"):

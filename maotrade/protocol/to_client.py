@@ -17,7 +17,11 @@ class ToClient(Message, kw_only=True):
 
     What the PUB socket publishes carries `seq` besides (see above); a client's decoder
     ignores it as it ignores any field it does not know.
+
+    request_id: the `request_id` of the request being handled when the engine sent this
     """
+
+    request_id: Any = None
 
 
 class Welcome(ToClient, kw_only=True, tag="welcome"):
@@ -281,11 +285,9 @@ class Orders(ToClient, kw_only=True, tag="orders"):
     """The answer to `orders_request` and `order_refresh`.
 
     orders: orders as in `order`, with all `fills` and `done`
-    request_id: the request's, echoed
     """
 
     orders: list[dict[str, Any]] = []
-    request_id: Any = None
 
 
 class AccountReport(ToClient, kw_only=True, tag="account"):
@@ -355,13 +357,11 @@ class BalanceHistory(ToClient, kw_only=True, tag="balance_history"):
     account: the account
     points: `[{time (ms), balance, equity}]` oldest first, thinned evenly to 2000
     fills: the account's last 100 fills `{exec_id, client_order_id, epic, qty (signed), price, commission, time, external}`
-    request_id: the request's, echoed
     """
 
     account: Account = None
     points: list[dict[str, Any]] = []
     fills: list[dict[str, Any]] = []
-    request_id: Any = None
 
 
 class HistoryData(ToClient, kw_only=True, tag="history_data"):

@@ -17,7 +17,7 @@ import zmq
 
 from maotrade.client import EngineClient
 from maotrade.log import setup_logging
-from maotrade.messages import message, pack_batch, unpack_batch
+from maotrade.messages import PROTOCOL_VERSION, message, pack_batch, unpack_batch
 
 CTX = mp.get_context("forkserver")
 FLOOD_CLASS = "tests.brokers.flood.FloodAccountManager"
@@ -41,9 +41,10 @@ def paper_document(account: str, price_interval: float = 0.25) -> dict:
 # -- the engine ----------------------------------------------------------------------------
 def _engine_main(documents: list[dict], data_dir: str, conn) -> None:
     from engine.core import Engine
+    from engine.options import EngineOptions
     setup_logging("WARNING")
     run_dir = Path(tempfile.mkdtemp(prefix="mtb-"))
-    engine = Engine(documents, Path(data_dir), run_dir, log_level="WARNING")
+    engine = Engine(documents, EngineOptions(data_dir=Path(data_dir), log_level="WARNING"), run_dir)
     engine.start()
     conn.send(engine.bus.client_address)
     engine.run()
@@ -142,7 +143,7 @@ def engine_market_data(accounts: int, bars: int) -> dict:
 
 # -- baselines -------------------------------------------------------------------------------
 def _bars(start: int, end: int, account: str) -> list[dict]:
-    return [{"type": "market_data", "v": 1, "account": account, "epic": "FLOOD", "time_frame": 1, "date": i,
+    return [{"type": "market_data", "v": PROTOCOL_VERSION, "account": account, "epic": "FLOOD", "time_frame": 1, "date": i,
              "open": 1.0, "high": 1.5, "low": 0.5, "close": 1.25, "volume": 10.0, "completed": True}
             for i in range(start, end)]
 

@@ -91,13 +91,14 @@ def test_a_malformed_client_message_is_refused_at_decode_and_answered_naming_the
     client.connect(bus.client_address)
     try:
         good = {"type": "status_request", "v": 1}
-        client.send(pack_batch([good, {"type": "order_open", "v": 1, "epic": "EURUSD", "qty": "100"}, good]))
+        bad = {"type": "order_open", "v": 1, "epic": "EURUSD", "qty": "100", "request_id": 7}
+        client.send(pack_batch([good, bad, good]))
         got = []
         wait_until(lambda: got.extend(bus.receive_clients()) or len(got) >= 2, 10, what="the good messages")
         assert [msg for _, msg in got] == [good, good]
         assert bus.malformed_client_frames == 1
         session = got[0][0]
-        assert session.take_frame() == [{"type": "error", "v": 1, "request": "order_open",
+        assert session.take_frame() == [{"type": "error", "v": 1, "request": "order_open", "request_id": 7,
                                          "reason": "order_open: expected `float`, got `str` at `qty`"}]
     finally:
         client.close(0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from engine.accounts import AccountBook, AccountState
 from engine.journal import Journal
 from engine.orders import NEVER_REACHED, OrderRouter
 from maotrade.errors import InvalidOrder, ProtocolError
@@ -36,10 +37,11 @@ def journal(tmp_path):
 def make_router(journal, bracket=BracketKind.ATTACHED, clock=None, ready=True):
     capabilities = {"order_types": ["MARKET", "LIMIT", "STOP"], "cancel": True, "stop_amend": True,
                     "bracket": bracket}
-    return OrderRouter(journal, lambda account: "" if ready else f"account {account} is syncing",
-                       lambda account: {"brokerName": "test", "epicMapping": {"EURUSD": "EUR/USD"}},
-                       capabilities=lambda account: capabilities, unknown_timeout=30.0,
-                       clock=clock or Clock())
+    accounts = AccountBook([{"idAccount": ACCOUNT, "brokerName": "test", "epicMapping": {"EURUSD": "EUR/USD"}}])
+    runtime = accounts[ACCOUNT]
+    runtime.capabilities = capabilities
+    runtime.state = AccountState.READY if ready else AccountState.SYNCING
+    return OrderRouter(journal, accounts, unknown_timeout=30.0, clock=clock or Clock())
 
 
 def event(order_id, kind, **fields):

@@ -1,7 +1,7 @@
-"""The ``maotrade`` command.
+"""The ``maotrade`` command (console script ``maotrade = engine.cli:main``).
 
-The CLI is the program's front door, so it is the one place in ``maotrade/`` that reaches
-into ``engine/``; it does so inside each command, never at import time.
+The CLI operates the running system, so it lives with the engine. Engine modules are
+imported inside each command, never at import time, so ``maotrade --help`` stays quick.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import click
 
 from maotrade import __version__
 from maotrade.errors import MAOTradeError
+from maotrade.messages import ClientToEngine as FromClient, EngineToClient as ToClient, message
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -109,20 +110,19 @@ def start(accounts, config_url, strategies, strategy_path, on_strategy_failure, 
     stop) or every account failed for good (the line before says why), 2 on bad options or
     configuration.
     """
-    from pathlib import Path
-
+    from engine.options import EngineOptions
     from engine.runner import start as run
 
     try:
-        code = run(list(accounts), _data_dir(data_dir), config_url=config_url, strategies=list(strategies),
-                   strategy_params=_parse_params(params), no_demo=no_demo, duration=duration,
-                   log_level=log_level, show_bars=not no_bars, heartbeat_timeout=heartbeat_timeout, listen=listen,
-                   durability=durability, echo=click.echo, unknown_timeout=unknown_timeout,
-                   risk_config=Path(risk_config) if risk_config else None, api_port=api_port,
-                   api_host=api_host, notify_config=Path(notify_config) if notify_config else None,
-                   verbosity=-1 if quiet else verbose, on_strategy_failure=on_strategy_failure,
-                   strategy_path=tuple(strategy_path), trusted_proxies=tuple(trusted_proxies),
-                   allow_broker_classes=tuple(allow_broker_classes), config_ca_file=config_ca_file)
+        options = EngineOptions(
+            data_dir=_data_dir(data_dir), accounts=accounts, config_url=config_url, config_ca_file=config_ca_file,
+            strategies=strategies, strategy_path=strategy_path, strategy_params=_parse_params(params),
+            on_strategy_failure=on_strategy_failure, no_demo=no_demo, duration=duration, log_level=log_level,
+            verbosity=-1 if quiet else verbose, show_bars=not no_bars, heartbeat_timeout=heartbeat_timeout,
+            unknown_timeout=unknown_timeout, listen=listen, durability=durability, risk_config=risk_config,
+            notify_config=notify_config, api_port=api_port, api_host=api_host, trusted_proxies=trusted_proxies,
+            allow_broker_classes=allow_broker_classes)
+        code = run(options, echo=click.echo)
     except MAOTradeError as exc:
         _fail(exc)
     sys.exit(code)
@@ -141,15 +141,21 @@ def _parse_params(items) -> dict:
     return out
 
 
+def _engine_info(data_dir) -> dict:
+    from maotrade.client import engine_info
+    from maotrade.errors import ConfigError
+
+    try:
+        return engine_info(data_dir)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+
+
 def _engine_client(data_dir):
-    from engine.paths import engine_file
     from maotrade.client import EngineClient
 
-    path = engine_file(data_dir)
-    if not path.exists():
-        click.echo(f"no engine is running on {data_dir}", err=True)
-        sys.exit(1)
-    info = json.loads(path.read_text())
+    info = _engine_info(data_dir)
     return EngineClient(info["client_address"], name=""), info
 
 
@@ -160,7 +166,7 @@ def status(as_json, data_dir) -> None:
     """Show accounts, connection state, worker pid, CPU, memory, positions and open orders."""
     client, _ = _engine_client(_data_dir(data_dir))
     try:
-        answer = client.request({"type": "status_request", "v": 1}, "status", timeout=5)["status"]
+        answer = client.request(message(FromClient.STATUS_REQUEST), ToClient.STATUS, timeout=5)["status"]
     except MAOTradeError as exc:
         _fail(exc)
     finally:
@@ -207,7 +213,7 @@ def stop(timeout, data_dir) -> None:
     """Stop the running engine cleanly (strategies, then workers, then the journal)."""
     client, info = _engine_client(_data_dir(data_dir))
     try:
-        client.request({"type": "stop_engine", "v": 1}, "stopping", timeout=5)
+        client.request(message(FromClient.STOP_ENGINE), ToClient.STOPPING, timeout=5)
     except MAOTradeError as exc:
         _fail(exc)
     finally:
@@ -365,10 +371,11 @@ def reconcile(account, adopt_id, ignore_id, as_json, data_dir) -> None:
         client.hello(timeout=10)
         if adopt_id is not None or ignore_id is not None:
             action, ident = ("adopt", adopt_id) if adopt_id is not None else ("ignore", ignore_id)
-            done = client.request({"type": "reconcile_action", "v": 1, "account": account, "id": ident,
-                                   "action": action}, "reconciled", timeout=10)["discrepancy"]
+            done = client.request(message(FromClient.RECONCILE_ACTION, account=account, id=ident, action=action),
+                                  ToClient.RECONCILED, timeout=10)["discrepancy"]
             click.echo(f"difference {done['id']} ({done['kind']} {done['key']}): {action}ed")
-        answer = client.request({"type": "reconcile_request", "v": 1, "account": account}, "reconcile", timeout=10)
+        answer = client.request(message(FromClient.RECONCILE_REQUEST, account=account), ToClient.RECONCILE,
+                                timeout=10)
     except MAOTradeError as exc:
         _fail(exc)
     finally:
@@ -387,13 +394,7 @@ def reconcile(account, adopt_id, ignore_id, as_json, data_dir) -> None:
 
 # -- many accounts ------------------------------------------------------------------------------
 def _pool_accounts(data_dir, accounts, all_accounts):
-    from engine.paths import engine_file
-
-    path = engine_file(data_dir)
-    if not path.exists():
-        click.echo(f"no engine is running on {data_dir}", err=True)
-        sys.exit(1)
-    running = [str(a) for a in json.loads(path.read_text()).get("accounts", [])]
+    running = [str(a) for a in _engine_info(data_dir).get("accounts", [])]
     if all_accounts or not accounts:
         return running
     unknown = [a for a in accounts if a not in running]
@@ -520,11 +521,9 @@ def kill(mode, account, data_dir) -> None:
     Takes effect from the engine's next order on; working orders are left as they are.
     """
     client, _ = _engine_client(_data_dir(data_dir))
-    fields = {"type": "kill_switch", "v": 1, "mode": mode}
-    if account:
-        fields["account"] = account
+    fields = {"account": account} if account else {}
     try:
-        risk = client.request(fields, "risk", timeout=5)["risk"]
+        risk = client.request(message(FromClient.KILL_SWITCH, mode=mode, **fields), ToClient.RISK, timeout=5)["risk"]
     except MAOTradeError as exc:
         _fail(exc)
     finally:
@@ -536,11 +535,9 @@ def kill(mode, account, data_dir) -> None:
 
 def _operator_action(action: str, account: Optional[str], data_dir) -> dict:
     client, _ = _engine_client(_data_dir(data_dir))
-    fields = {"type": action, "v": 1}
-    if account:
-        fields["account"] = account
+    fields = {"account": account} if account else {}
     try:
-        return client.request(fields, "operator_action", timeout=10)
+        return client.request(message(action, **fields), ToClient.OPERATOR_ACTION, timeout=10)
     except MAOTradeError as exc:
         _fail(exc)
     finally:
@@ -574,7 +571,7 @@ def cancel_all(account, yes, data_dir) -> None:
     scope = f"account {account}" if account else "EVERY account"
     if not yes:
         click.confirm(f"Cancel all working orders of {scope}?", abort=True)
-    result = _operator_action("cancel_all", account, data_dir)
+    result = _operator_action(FromClient.CANCEL_ALL, account, data_dir)
     _print_action(result)
     sys.exit(1 if result["refused"] else 0)
 
@@ -592,7 +589,7 @@ def flatten(account, yes, data_dir) -> None:
     scope = f"account {account}" if account else "EVERY account"
     if not yes:
         click.confirm(f"Cancel all orders and close all positions of {scope} at market?", abort=True)
-    result = _operator_action("flatten", account, data_dir)
+    result = _operator_action(FromClient.FLATTEN, account, data_dir)
     _print_action(result)
     sys.exit(1 if result["refused"] else 0)
 
@@ -604,7 +601,7 @@ def risk(as_json, data_dir) -> None:
     """Risk limits in force, kill switch modes, today's P&L and refused orders by reason."""
     client, _ = _engine_client(_data_dir(data_dir))
     try:
-        answer = client.request({"type": "risk_status", "v": 1}, "risk", timeout=5)["risk"]
+        answer = client.request(message(FromClient.RISK_STATUS), ToClient.RISK, timeout=5)["risk"]
     except MAOTradeError as exc:
         _fail(exc)
     finally:
@@ -1178,9 +1175,6 @@ def account_kite_login(account_id, request_token, engine_dirs, data_dir) -> None
     # The registry encrypts the secrets again, bound to this account, as it stores them.
     config = {**plain["accountConfig"], "access_token": session["access_token"]}
     _run_admin(lambda: store.put_account(account_id, document["brokerName"], config, _actor()))
-    # Replacing an account row cascades to its epic mappings: put them back.
-    for epic, epic_broker in document["epicMapping"].items():
-        _run_admin(lambda: store.set_mapping(account_id, epic, epic_broker, _actor()))
     click.echo(f"account {account_id}: Kite session of user {session.get('user_id') or '?'} stored encrypted; "
                "valid until about 06:00 IST tomorrow")
 
