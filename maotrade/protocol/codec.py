@@ -57,8 +57,8 @@ def encode(messages: Iterable) -> bytes:
     return _encoder.encode(messages if isinstance(messages, list) else list(messages))
 
 
-def _split_frame(frame: bytes) -> tuple[list[msgspec.Raw], bool]:
-    """Split a frame into its messages, undecoded; also say whether it was a single map."""
+def _split_frame(frame: bytes) -> list[msgspec.Raw]:
+    """Split a frame into its messages, undecoded; ``ProtocolError`` if it is not a frame."""
     try:
         parts = _split.decode(frame)
     except RecursionError:
@@ -74,8 +74,8 @@ def _split_frame(frame: bytes) -> tuple[list[msgspec.Raw], bool]:
     except (msgspec.DecodeError, ValueError, TypeError, MemoryError, OverflowError) as exc:
         raise ProtocolError(f"undecodable frame ({type(exc).__name__}: {str(exc)[:200]})") from None
     if isinstance(parts, dict):
-        return [msgspec.Raw(frame)], True  # a single map is accepted as a batch of one
-    return parts, False
+        return [msgspec.Raw(frame)]  # a single map is accepted as a batch of one
+    return parts
 
 
 def _peek(part: msgspec.Raw) -> tuple[str, Any]:
@@ -117,9 +117,8 @@ class Channel:
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError, TypeError,
                 MemoryError, OverflowError):
             pass
-        parts, single = _split_frame(frame)
         messages, refused = [], []
-        for part in parts:
+        for part in _split_frame(frame):
             try:
                 messages.append(self._one.decode(part))
             except RecursionError:
