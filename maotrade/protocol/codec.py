@@ -1,8 +1,8 @@
 """Frames to typed messages and back: where malformed input is refused.
 
 A frame is one msgpack array of message maps. ``Channel.decode`` refuses a frame whole
-when it is not that (undecodable bytes, too large, nested too deep, not an array of
-maps); inside a good frame each message is decoded into its struct on its own, so one
+when it is not that (undecodable bytes, too large, nested too deep, not an array, an
+item that is not a map); inside a good frame each message is decoded into its struct on its own, so one
 malformed message (unknown ``type``, a field of the wrong type, a required field
 missing, a free-form map nested too deep) is refused with a one-line reason while the
 others are delivered.
@@ -25,6 +25,8 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 _encoder = msgspec.msgpack.Encoder()
 _split = msgspec.msgpack.Decoder(Union[list[msgspec.Raw], dict])
 _untyped = msgspec.msgpack.Decoder()
+# The first byte of a msgpack map: fixmap (0x80-0x8f), map 16, map 32.
+_MAP_OPCODES = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
 
 
 class _Peek(msgspec.Struct):
@@ -75,6 +77,10 @@ def _split_frame(frame: bytes) -> list[msgspec.Raw]:
         raise ProtocolError(f"undecodable frame ({type(exc).__name__}: {str(exc)[:200]})") from None
     if isinstance(parts, dict):
         return [msgspec.Raw(frame)]  # a single map is accepted as a batch of one
+    for index, part in enumerate(parts):
+        if memoryview(part)[0] not in _MAP_OPCODES:
+            raise ProtocolError(f"message {index} of the frame is a {type(_untyped.decode(part)).__name__}, "
+                                "not a map")
     return parts
 
 
