@@ -38,6 +38,8 @@ class BarBuilder:
         self.epic = epic
         self.time_frame = int(time_frame)
         self.current: Optional[dict] = None
+        # Start of the newest bar sent as completed: data dated in it or before is late.
+        self._completed_date: Optional[int] = None
 
     def update(self, time_ms: int, price: float, volume: float = 0.0) -> list[dict]:
         """Add one trade or quote price; return the bars it completed."""
@@ -49,10 +51,12 @@ class BarBuilder:
         start = bar_start(time_ms, self.time_frame)
         done: list[dict] = []
         bar = self.current
-        if bar is not None and start < bar["date"]:
-            return done  # late data for a bar already sent: ignore rather than reopen
+        late = self._completed_date is not None and start <= self._completed_date
+        if late or (bar is not None and start < bar["date"]):
+            return done  # late data for a bar already sent (even closed by the timer): ignore rather than reopen
         if bar is not None and start > bar["date"]:
             bar["completed"] = True
+            self._completed_date = bar["date"]
             done.append(bar)
             bar = None
         if bar is None:
@@ -70,6 +74,7 @@ class BarBuilder:
         bar = self.current
         if bar is not None and time_ms >= bar["date"] + self.time_frame * 1000:
             bar["completed"] = True
+            self._completed_date = bar["date"]
             self.current = None
             return [bar]
         return []

@@ -272,19 +272,28 @@ class PaperBook:
     def _bar_stop_exit(self, position_qty: float, stops: dict, bar: dict) -> tuple[float, str]:
         """Exit price and reason if ``bar`` reaches the position's stop loss / take profit."""
         stop_loss, take_profit = stops.get("stop_loss"), stops.get("take_profit")
-        open_, long = float(bar["open"]), position_qty > 0
-        worse = (1 - self.slippage) if long else (1 + self.slippage)
-        beyond = (lambda level, px: px <= level) if long else (lambda level, px: px >= level)
-        reached = (lambda level, px: px >= level) if long else (lambda level, px: px <= level)
-        # A gap: the bar opened beyond a level, which then fills at the open.
-        if stop_loss and beyond(stop_loss, open_):
-            return open_ * worse, "stop loss"
-        if take_profit and reached(take_profit, open_):
-            return open_, "take profit"
-        if stop_loss and beyond(stop_loss, bar["low"] if long else bar["high"]):
-            return stop_loss * worse, "stop loss"
-        if take_profit and reached(take_profit, bar["high"] if long else bar["low"]):
-            return take_profit, "take profit"
+        open_ = float(bar["open"])
+        if position_qty > 0:
+            worse = 1 - self.slippage
+            # A gap: the bar opened beyond a level, which then fills at the open.
+            if stop_loss and open_ <= stop_loss:
+                return open_ * worse, "stop loss"
+            if take_profit and open_ >= take_profit:
+                return open_, "take profit"
+            if stop_loss and bar["low"] <= stop_loss:
+                return stop_loss * worse, "stop loss"
+            if take_profit and bar["high"] >= take_profit:
+                return take_profit, "take profit"
+        else:
+            worse = 1 + self.slippage
+            if stop_loss and open_ >= stop_loss:
+                return open_ * worse, "stop loss"
+            if take_profit and open_ <= take_profit:
+                return open_, "take profit"
+            if stop_loss and bar["high"] >= stop_loss:
+                return stop_loss * worse, "stop loss"
+            if take_profit and bar["low"] <= take_profit:
+                return take_profit, "take profit"
         return 0.0, ""
 
     def _still_closes(self, order: BaseOrder) -> bool:
@@ -306,7 +315,9 @@ class PaperBook:
         fill = Fill(exec_id=f"{self.account}-E{self.exec_seq}", qty=abs(qty), price=price,
                     time=time, commission=commission)
         epic = order.epicBroker
-        position = self.positions.setdefault(epic, Position(epic))
+        position = self.positions.get(epic)
+        if position is None:
+            position = self.positions[epic] = Position(epic)
         was_flat = position.is_flat
         self.balance += position.apply_fill(qty, price) - commission
         self.commission_paid += commission

@@ -140,6 +140,17 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 _id_counter = itertools.count(1)
+# The base36 of this process's id and of the latest millisecond, kept between calls (a
+# backtest makes tens of thousands of ids); the pid is forgotten in a forked child.
+_id_parts = {"pid": "", "ms": -1, "ms36": ""}
+
+
+def _forget_pid() -> None:
+    _id_parts["pid"] = ""
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pid)
 
 
 def new_client_order_id(prefix: str = "mt") -> str:
@@ -148,8 +159,13 @@ def new_client_order_id(prefix: str = "mt") -> str:
     The id is ``{prefix}-{ms timestamp base36}{pid base36}{counter}``: short enough for
     every broker we know (IG dealReference <= 30, FIX ClOrdID, IB orderRef).
     """
-    ms = _base36(int(time.time() * 1000))
-    return f"{prefix}-{ms}{_base36(os.getpid())}{_base36(next(_id_counter))}"[:30]
+    parts = _id_parts
+    ms = int(time.time() * 1000)
+    if ms != parts["ms"]:
+        parts["ms"], parts["ms36"] = ms, _base36(ms)
+    if not parts["pid"]:
+        parts["pid"] = _base36(os.getpid())
+    return f"{prefix}-{parts['ms36']}{parts['pid']}{_base36(next(_id_counter))}"[:30]
 
 
 def _base36(value: int) -> str:

@@ -339,6 +339,24 @@ def test_webhook_alert_sent_three_times_places_exactly_one_order(stack, engine):
 
 
 # -- account pool and CLI ---------------------------------------------------------------------------------
+def test_what_the_engine_sends_while_handling_a_request_carries_its_request_id(engine):
+    mark = engine.mark()
+    engine.client.put(message(FromClient.RISK_STATUS, request_id="r-1"))
+    engine.client.put(message(FromClient.ACCOUNT_REQUEST, account="999", request_id="r-2"))
+    engine.client.send(message(FromClient.ORDER_OPEN, account="601", client_order_id="rid-1", epic="EURUSD",
+                               qty=1, request_id="r-3"))
+    engine.wait_order("rid-1", "FILLED", since=mark, timeout=15)
+    engine.wait_message(lambda m: m.get("request_id") == "r-2", 10, since=mark, what="the refusal")
+    seen = engine.received[mark:]
+    [risk] = [m for m in seen if m["type"] == "risk"]
+    [refusal] = [m for m in seen if m["type"] == "error" and m.get("request") == FromClient.ACCOUNT_REQUEST]
+    assert (risk.get("request_id"), refusal.get("request_id")) == ("r-1", "r-2")
+    assert "unknown account '999'" in refusal["reason"]
+    updates = [m for m in seen if m["type"] == "order" and m["client_order_id"] == "rid-1"]
+    assert updates[0]["request_id"] == "r-3", "the answer to the order_open carries it"
+    assert updates[-1]["status"] == "FILLED" and "request_id" not in updates[-1], "the later fill does not"
+
+
 def test_account_pool_over_three_accounts_with_one_broker_down(stack, engine):
     async def run():
         async with AccountPool(["601", "602", "603"], data_dir=engine.data_dir, timeout=5) as pool:

@@ -201,3 +201,22 @@ def test_a_strategy_from_a_file_the_workers_cannot_import_is_shipped_by_value(da
         del sys.modules["file_cross_strategy"]
     assert [t.error for t in spread.trials] == [""] * 6
     assert spread.best.params == alone.best.params
+
+
+def test_windows_are_prepared_once_per_process_and_never_shipped():
+    import cloudpickle
+
+    from maotrade.optimize.evaluate import evaluate
+
+    context = _context()
+    fresh = len(cloudpickle.dumps(context))
+    first = evaluate(0, {"fast": 4, "slow": 20}, context)
+    window = context.windows[0]
+    prepared = context.window_bars(window.start, window.split)
+    assert context.window_bars(window.start, window.split) is prepared, "made once, then reused"
+    assert [bar["close"] for bar in prepared.timeline] == [bar["close"] for bar in BARS[window.start:window.split]]
+    assert len(cloudpickle.dumps(context)) == fresh, "what one process prepared does not travel to workers"
+    shipped = cloudpickle.loads(cloudpickle.dumps(context))
+    again = evaluate(0, {"fast": 4, "slow": 20}, shipped)
+    assert (again.in_sample, again.out_of_sample) == (first.in_sample, first.out_of_sample)
+    assert again.backtests == first.backtests == 2 * len(context.windows)

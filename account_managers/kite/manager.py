@@ -49,7 +49,7 @@ class KiteAccountManager(BaseAccountManager):
     settings_model = KiteBrokerSettings
     account_settings_model = KiteAccountSettings
     CAPABILITIES = {"order_types": ["MARKET", "LIMIT", "STOP"], "cancel": True, "stop_amend": True,
-                    "amend": True, "partial_close": True, "market_data": True, "brackets": False,
+                    "amend": True, "partial_close": True, "market_data": True, "bracket": False,
                     "history": True}
 
     def __init__(self, config, in_queue, out_queue, clock: Callable[[], float] = time.time):
@@ -438,31 +438,53 @@ class KiteAccountManager(BaseAccountManager):
             if order.stop_loss is not None or order.take_profit is not None:
                 # Never drop a protective stop silently: without native brackets the
                 # engine places the legs itself, as separate close orders.
-                raise InvalidOrder(f"order {order.client_order_id}: Kite has no brackets (capability brackets "
+                raise InvalidOrder(f"order {order.client_order_id}: Kite has no brackets (capability bracket "
                                    "is False); stop loss and take profit go as separate close orders")
             epic_broker = order.epicBroker or self.to_broker_epic(order.epic)
             variety = self._variety_now(order)
-            tick = (self.instruments.get(epic_broker) or {}).get("tick_size", 0.05)
             params = P.order_params(order, epic_broker, self.settings.products.get(epic_broker, self.settings.product),
-                                    variety, self.settings.stop_limit_offset, tick)
-            if self.store.owner_of_tag(params["tag"]) == order.client_order_id:
-                # Sent before (by an earlier worker process): never twice; tell what Kite knows.
-                log.warning("event=kite_duplicate_open account=%s order=%s", self.account_id, order.client_order_id)
-                self.do_async_request_order_status(self.orders.get(order.client_order_id, order))
-                return
-            self.store.link_tag(params["tag"], order.client_order_id, variety)
+                                    variety, self.settings.stop_limit_offset, self._tick_size(epic_broker))
+            recorded = self.store.owner_of_tag(params["tag"]) == order.client_order_id
+            if not recorded:
+                self.store.link_tag(params["tag"], order.client_order_id, variety)
         except (InvalidOrder, ValueError) as exc:
             self._refuse(order, str(exc), request)
             return
         order.epicBroker = epic_broker
+        if recorded:
+            # An earlier worker process recorded this order and may have placed it: Kite's
+            # order book decides. Found there, it is answered from there, never placed twice.
+            log.warning("event=kite_duplicate_open account=%s order=%s", self.account_id, order.client_order_id)
+            self.run_blocking(self._lookup, params["tag"],
+                              on_result=lambda found: self._place_unless_at_kite(order, params, request, found),
+                              on_error=lambda exc: self.send_order_unknown(order, f"Kite could not be asked: {exc}"))
+            return
+        self._send_place(order, params, request)
+
+    def _place_unless_at_kite(self, order: BaseOrder, params: dict, request: str,
+                              found: tuple[Optional[dict], list]) -> None:
+        if found[0] is not None:
+            self._status_answer(self.orders.setdefault(order.client_order_id, order), found)
+            return
+        # Recorded by a worker that died before its request reached Kite: not a repeat.
+        log.warning("event=kite_recorded_open_not_at_kite account=%s order=%s tag=%s", self.account_id,
+                    order.client_order_id, params["tag"])
+        self.store.link_tag(params["tag"], order.client_order_id, params["variety"])
+        self._send_place(order, params, request)
+
+    def _send_place(self, order: BaseOrder, params: dict, request: str) -> None:
         self.orders[order.client_order_id] = order
         self.store.save_order(order)
         log.info("event=kite_order_send account=%s order=%s tag=%s variety=%s type=%s", self.account_id,
-                 order.client_order_id, params["tag"], variety, params["order_type"])
+                 order.client_order_id, params["tag"], params["variety"], params["order_type"])
         self.run_blocking(partial(self._call, ORDERS, f"Kite place {order.client_order_id}", self.kite.place_order,
                                   **params),
                           on_result=lambda order_id: self._placed(order, params["tag"], order_id),
                           on_error=lambda exc: self._place_failed(order, exc, request))
+
+    def _tick_size(self, epic_broker: str) -> float:
+        """The instrument's tick size from the instruments dump (Kite's equity tick if absent)."""
+        return (self.instruments.get(epic_broker) or {}).get("tick_size") or 0.05
 
     def _variety_now(self, order: BaseOrder) -> str:
         closed = self.hours.closed_reason()
@@ -519,14 +541,14 @@ class KiteAccountManager(BaseAccountManager):
         """Amend the price (LIMIT) or trigger (STOP) of a working order.
 
         Kite keeps no stop loss or take profit on a position: the engine places those as
-        separate orders (``brackets`` is False), and amends them through this call.
+        separate orders (``bracket`` is False), and amends them through this call.
         """
         working = order.status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED) and order.broker_ref
         try:
             if not working:
                 raise InvalidOrder(f"order {order.client_order_id} is not working at Kite ({order.status}); "
                                    "Kite has no stops on positions: amend the engine's stop-loss or take-profit order")
-            changes = P.modify_params(order)
+            changes = P.modify_params(order, self._tick_size(order.epicBroker))
         except InvalidOrder as exc:
             self.send_order_refused(order, str(exc), kind=to_worker.OrderStop.TYPE)
             return

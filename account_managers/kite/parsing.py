@@ -109,7 +109,10 @@ def split_epic(epic_broker: str) -> tuple[str, str]:
 # -- orders ---------------------------------------------------------------------------------
 def order_params(order: BaseOrder, epic_broker: str, product: str, variety: str,
                  stop_limit_offset: float = 0.0, tick_size: float = 0.05) -> dict:
-    """Return the keyword arguments of ``KiteConnect.place_order`` for ``order``."""
+    """Return the keyword arguments of ``KiteConnect.place_order`` for ``order``.
+
+    Prices and triggers go rounded to the nearest ``tick_size`` (Kite refuses any other):
+    a stop loss the engine derived from a fraction of the entry still goes out."""
     key = order.client_order_id
     exchange, symbol = split_epic(epic_broker)
     quantity = abs(order.qty)
@@ -126,9 +129,9 @@ def order_params(order: BaseOrder, epic_broker: str, product: str, variety: str,
     if order.order_type == OrderType.MARKET:
         params["order_type"] = "MARKET"
     elif order.order_type == OrderType.LIMIT:
-        params.update(order_type="LIMIT", price=order.price)
+        params.update(order_type="LIMIT", price=round_to_tick(order.price, tick_size))
     elif order.order_type == OrderType.STOP:
-        params["trigger_price"] = order.price
+        params["trigger_price"] = round_to_tick(order.price, tick_size)
         if stop_limit_offset > 0:
             # A stop-limit a little beyond the trigger: fills like a market order in a
             # normal market, but never at any price in a gap.
@@ -141,12 +144,13 @@ def order_params(order: BaseOrder, epic_broker: str, product: str, variety: str,
     return params
 
 
-def modify_params(order: BaseOrder) -> dict:
-    """Return the fields ``modify_order`` changes: the price (or trigger) of a working order."""
+def modify_params(order: BaseOrder, tick_size: float = 0.05) -> dict:
+    """Return the fields ``modify_order`` changes: the price (or trigger) of a working order,
+    rounded to the nearest ``tick_size``."""
     if order.order_type == OrderType.LIMIT:
-        return {"price": order.price}
+        return {"price": round_to_tick(order.price, tick_size)}
     if order.order_type == OrderType.STOP:
-        return {"trigger_price": order.price}
+        return {"trigger_price": round_to_tick(order.price, tick_size)}
     raise InvalidOrder(f"order {order.client_order_id}: a {order.order_type} order has no price to amend")
 
 

@@ -35,12 +35,13 @@ class KiteStore:
         self._db.executescript(_SCHEMA)
 
     def link_tag(self, tag: str, client_order_id: str, variety: str) -> None:
-        """Remember that ``tag`` stands for ``client_order_id`` (sent as ``variety``);
-        refuse a tag already taken by another order."""
+        """Remember that ``tag`` stands for ``client_order_id``, sent as ``variety`` (the
+        variety of its latest placement); refuse a tag already taken by another order."""
         row = self._db.execute("SELECT client_order_id FROM tags WHERE tag = ?", (tag,)).fetchone()
         if row is not None and row[0] != client_order_id:
             raise ValueError(f"tag {tag} already stands for order {row[0]}, not {client_order_id}")
-        self._db.execute("INSERT OR IGNORE INTO tags (tag, client_order_id, variety) VALUES (?, ?, ?)",
+        self._db.execute("INSERT INTO tags (tag, client_order_id, variety) VALUES (?, ?, ?) "
+                         "ON CONFLICT (tag) DO UPDATE SET variety = excluded.variety",
                          (tag, client_order_id, variety))
 
     def set_order_id(self, tag: str, order_id: str) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import time
 import traceback
 from datetime import datetime, timezone
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
 from maotrade.backtest import metrics
+from maotrade.backtest.equity import BookChanges, Columns, equity_curve
 from maotrade.backtest.trades import EXIT_END, EXIT_SIGNAL, EXIT_STOP_LOSS, EXIT_TAKE_PROFIT, Trade, build_trades
 from maotrade.bars import BarBuilder
 from maotrade.errors import InvalidOrder, MAOTradeError
@@ -170,6 +172,13 @@ class Prepared:
             rank = {epic: index for index, epic in enumerate(self.data)}
             self.timeline = sorted((bar for stream in streams for bar in stream),
                                    key=lambda bar: (bar["date"] + span[bar["epic"]], rank[bar["epic"]]))
+        self._columns: Optional[Columns] = None
+
+    def columns(self) -> Columns:
+        """The timeline's dates, closes and instruments as arrays (made once, for every run)."""
+        if self._columns is None:
+            self._columns = Columns(self.timeline, {epic: tf * 1000 for epic, tf in self.base_time_frame.items()})
+        return self._columns
 
 
 def prepare(data, epic: str = "", account: str = "backtest") -> Prepared:
@@ -216,8 +225,8 @@ class Backtest:
         self.error_counts: dict[str, int] = {}
         self.first_error = ""
         self._where = "on_start"
-        self._last_close: dict[str, float] = {}
-        self._last_time: dict[str, int] = {}
+        self._last_bar: dict[str, dict] = {}  # epic -> its latest bar replayed
+        self._triggers: dict[str, tuple[float, float]] = {}  # see _refresh_triggers
         self._requests: deque = deque()
         self._handlers = {
             C.SUBSCRIBE: self._subscribe, C.UNSUBSCRIBE: self._unsubscribe,
@@ -246,84 +255,61 @@ class Backtest:
         timeline = given.timeline
         strategy.attach(self, [{"account": cfg.account, "state": "ready"}])
         self._call(strategy.on_start)
-        dates: list[int] = []
-        equity: list[float] = []
-        exposed: list[bool] = []
+        changes = BookChanges(self.book.balance)
         # The bars (hundreds of thousands of dicts) never form cycles: keep the garbage
         # collector from walking them again and again while the run allocates.
         gc.freeze()
         try:
-            done = self._replay(timeline, dates, equity, exposed)
+            done = self._replay(timeline, changes)
         finally:
             gc.unfreeze()
         self._where = "on_stop"
         self._call(strategy.on_stop)
+        dates, equity, exposed = equity_curve(given.columns(), done, changes)
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         result = self._result(done, elapsed, dates, equity, exposed)
         result.cpu_s = cpu
         return result
 
-    def _replay(self, timeline: list[dict], dates: list, equity: list, exposed: list) -> int:
-        """The hot loop: match, mark, record equity, deliver; return the bars replayed.
+    def _replay(self, timeline: list[dict], changes: BookChanges) -> int:
+        """The hot loop: match, deliver, answer; return the bars replayed.
 
         Written for speed (the benchmark's do-nothing strategy spends its time here):
-        locals instead of attributes, the book only asked when it has work, progress
-        reported between slices of the timeline rather than tested on every bar.
+        locals instead of attributes; the book asked only when orders are working or the
+        bar reaches the open position's stop loss / take profit (``_refresh_triggers``);
+        the account valued after the run from the book's changes (``equity_curve``), not
+        on every bar; progress reported between slices of the timeline.
         """
         book, strategy, requests = self.book, self.strategy, self._requests
-        positions, working, stops = book.positions, book.working, book.stops
-        last_close, last_time, by_epic = self._last_close, self._last_time, self._by_epic
+        positions, working = book.positions, book.working
+        triggers, last_bar, by_epic = self._triggers, self._last_bar, self._by_epic
         base_span = self._base_span
         make_close = self._make_stop_close
         on_market_data = strategy.on_market_data
-        append_date, append_equity, append_exposed = dates.append, equity.append, exposed.append
+        record, refresh = changes.record, self._refresh_triggers
         progress = self.progress
         step = PROGRESS_STEP if progress is not None else max(1, len(timeline))
-        held_positions: list = []
-        known_positions = 0
-        done = 0
-        previous_end = None
+        refresh()
         for begin in range(0, len(timeline), step):
             chunk = timeline[begin:begin + step]
-            for msg in chunk:
+            for index, msg in enumerate(chunk, begin):
                 epic = msg["epic"]
                 if working:
                     events = book.on_bar(epic, msg, make_close)
                     if events:
                         self._publish(events)
-                elif epic in stops:
+                        record(index, book.balance, positions)
+                        refresh()
+                elif epic in triggers:
+                    low, high = triggers[epic]
                     # Most bars reach neither level: only those that do go to the book.
-                    levels = stops[epic]
-                    stop_loss, take_profit = levels.get("stop_loss"), levels.get("take_profit")
-                    if positions[epic].qty > 0:
-                        reached = ((stop_loss and msg["low"] <= stop_loss)
-                                   or (take_profit and msg["high"] >= take_profit))
-                    else:
-                        reached = ((stop_loss and msg["high"] >= stop_loss)
-                                   or (take_profit and msg["low"] <= take_profit))
-                    if reached:
+                    if msg["low"] <= low or msg["high"] >= high:
                         events = book.on_bar(epic, msg, make_close)
                         if events:
                             self._publish(events)
-                last_close[epic] = msg["close"]
-                last_time[epic] = msg["date"]
-                # Equity at this bar's close: cash plus open P&L of every position at its last close.
-                value = book.balance
-                held = False
-                if known_positions != len(positions):
-                    held_positions, known_positions = list(positions.items()), len(positions)
-                for position_epic, position in held_positions:
-                    if position.qty:
-                        held = True
-                        value += (last_close[position_epic] - position.avg_price) * position.qty
-                end = msg["date"] + base_span[epic]
-                if end == previous_end:  # bars of several instruments ending together: one point
-                    equity[-1], exposed[-1] = value, held or exposed[-1]
-                else:
-                    append_date(msg["date"])
-                    append_equity(value)
-                    append_exposed(held)
-                    previous_end = end
+                            record(index, book.balance, positions)
+                            refresh()
+                last_bar[epic] = msg
                 for subscription in by_epic[epic]:
                     if not subscription.active:
                         continue
@@ -343,18 +329,28 @@ class Backtest:
                 # (a live strategy gets both in one batch before the engine sees its answers).
                 if requests:
                     self._drain()
+                    refresh()
                 if strategy.stop_requested:
-                    done += 1
-                    break
-                done += 1
-            else:
-                if progress is not None:
-                    progress(len(chunk))
-                continue
+                    if progress is not None:
+                        progress(index + 1 - begin)
+                    return index + 1
             if progress is not None:
-                progress(done - begin)
-            break
-        return done
+                progress(len(chunk))
+        return len(timeline)
+
+    def _refresh_triggers(self) -> None:
+        """For each instrument whose position has a stop loss or take profit: the low at or
+        below which, or the high at or above which, a bar reaches one of them (after any
+        change of positions or stops; falsy levels are not set)."""
+        triggers = self._triggers
+        triggers.clear()
+        positions = self.book.positions
+        for epic, levels in self.book.stops.items():
+            stop_loss, take_profit = levels.get("stop_loss"), levels.get("take_profit")
+            if positions[epic].qty > 0:
+                triggers[epic] = (stop_loss or -math.inf, take_profit or math.inf)
+            else:
+                triggers[epic] = (take_profit or -math.inf, stop_loss or math.inf)
 
     def _result(self, done: int, elapsed: float, dates: list, equity: list, exposed: list) -> BacktestResult:
         cfg, book = self.config, self.book
@@ -363,7 +359,8 @@ class Backtest:
         # What is still open at the end is valued at its instrument's last close (exit reason "end").
         for epic, position in book.positions.items():
             if not position.is_flat:
-                rows.append((epic, -position.qty, self._last_close[epic], self._last_time[epic], 0.0, EXIT_END))
+                last = self._last_bar[epic]
+                rows.append((epic, -position.qty, last["close"], last["date"], 0.0, EXIT_END))
         trades = build_trades(rows)
         closed = [t.net_pnl for t in trades if t.is_closed]
         first_span = self.base_time_frame[next(iter(self.data))]
@@ -488,12 +485,13 @@ class Backtest:
 
     def _mark(self, epic: str) -> None:
         """Give the book the last close of ``epic`` as its price (it needs one to take orders)."""
-        if epic in self._last_close:
-            close = self._last_close[epic]
-            self.book.quotes[epic] = Quote(close, close, self._last_time[epic])
+        last = self._last_bar.get(epic)
+        if last is not None:
+            close = last["close"]
+            self.book.quotes[epic] = Quote(close, close, last["date"])
 
     def _marked_account_info(self) -> dict:
-        for epic in self._last_close:
+        for epic in self._last_bar:
             self._mark(epic)
         return self.book.account_info(self.config.currency)
 
@@ -611,7 +609,7 @@ class Backtest:
                                                       info=self._marked_account_info()))
 
     def _portfolio(self, msg: dict) -> None:
-        for epic in self._last_close:
+        for epic in self._last_bar:
             self._mark(epic)
         portfolio = self.book.portfolio(lambda epic: epic)
         self._guarded(self.strategy.dispatch, message(E.PORTFOLIO, account=self.config.account,

@@ -58,10 +58,15 @@ class DaskExecutor:
             if address:
                 self.client = Client(address, timeout="10s")
             else:
+                import dask
+
                 count = workers or os.cpu_count() or 1
-                self.cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True,
-                                            dashboard_address=None, host="127.0.0.1",
-                                            scheduler_kwargs={"dashboard": False})
+                # A worker's statistical profiler samples every thread 100 times a second,
+                # holding the GIL the backtest needs; nobody reads it in a study.
+                with dask.config.set({"distributed.worker.profile.enabled": False}):
+                    self.cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True,
+                                                dashboard_address=None, host="127.0.0.1",
+                                                scheduler_kwargs={"dashboard": False})
                 self.client = Client(self.cluster)
         except (OSError, TimeoutError) as exc:
             raise ClusterError(f"cannot reach the Dask scheduler at {address}: {exc}") from None

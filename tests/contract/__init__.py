@@ -1,7 +1,8 @@
 """The Account Manager contract suite: one set of scenarios, every broker.
 
 Each module's scenarios run once per broker rig (``rigs.py``: paper, the IG simulator,
-the fake TWS behind the real ib_insync, the QuickFIX acceptor), through the real engine:
+the fake TWS behind the real ib_insync, the QuickFIX acceptor, the local Kite Connect behind
+the real kiteconnect), through the real engine:
 ``maotrade start`` in a subprocess with one account on that broker, a bus client as the
 strategy (``trader.py``). A scenario checks three records: what the strategy was told,
 the journal (``orders_request``), and the broker's own record (``rig.order``,

@@ -21,6 +21,7 @@ from tests.fix.quickfix_acceptor import QuickFixAcceptor
 from tests.ib.fake_tws import FakeTWS
 from tests.ig.simulator import IGSimulator
 from tests.kit import FIX_SYMBOL, fix_document, free_port, ib_document, ig_document, paper_document, wait_until
+from tests.kite.rig import KiteRig as LocalKiteRig
 
 # What a fake can be made to do, beyond taking orders.
 MOVE_PRICE = "move_price"            # set the market price from the test
@@ -446,7 +447,12 @@ class FIXRig(BrokerRig):
         return tuple(levels)
 
 
-RIGS = {rig.name: rig for rig in (PaperRig, IGRig, IBRig, FIXRig)}
+class KiteRig(LocalKiteRig, BrokerRig):
+    """The local Kite Connect (REST and KiteTicker) behind the real kiteconnect; its rig
+    methods live with the Kite tests (``tests/kite/rig.py``)."""
+
+
+RIGS = {rig.name: rig for rig in (PaperRig, IGRig, IBRig, FIXRig, KiteRig)}
 
 
 def wait_connected(rig: BrokerRig, timeout: float = 60) -> None:

@@ -1,8 +1,8 @@
 """The Kite broker as the contract suite drives a broker: the local Kite Connect, an
 account document for it, the faults it can be made to produce, and its own record.
 
-``KiteRig`` has the method set of the contract suite's broker rig; plug it in with
-``class KiteRig(tests.kite.rig.KiteRig, BrokerRig)`` (or register it as it is).
+``KiteRig`` has the method set of the contract suite's broker rig; ``tests/contract/rigs.py``
+registers it as ``kite`` (mixed with ``BrokerRig``), so every contract scenario runs on Kite.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class KiteRig:
     FAKE_CAN = frozenset({"move_price", "manual_fill", "outage", "broker_restart", "duplicate_fill", "garbage"})
     epic = "INFY"
     epic_broker = "NSE:INFY"
-    qty = 5.0
+    qty = 8.0  # whole shares, and a quarter of it too (the partial-fill scenario fills qty / 4)
     reference = 1500.0
     SILENT_OUTAGE = False  # the ticker drops with the outage: the worker notices at once
 
@@ -60,6 +60,8 @@ class KiteRig:
 
     def fill(self, client_order_id: str, qty: float) -> None:
         """Fill ``qty`` of a working order (one Kite trade)."""
+        if qty != int(qty):
+            raise ValueError(f"Kite trades whole shares: cannot fill {qty:g} of {client_order_id}")
         self.server.manual_fill(tag_for(client_order_id), int(qty))
 
     def go_down(self) -> None:
@@ -111,5 +113,12 @@ class KiteRig:
         return float(self.server.net_quantity(self.epic_broker))
 
     def stops(self, client_order_id: str) -> tuple:
-        """Kite holds no stops on positions (no brackets): the engine's legs are orders."""
-        return None, None
+        """(stop loss, take profit) Kite holds for a bracket: Kite keeps no stops on a
+        position, so they are the trigger of the working ``/SL`` order and the limit of the
+        working ``/TP`` order the engine placed."""
+        levels = []
+        for suffix, field in (("/SL", "trigger_price"), ("/TP", "price")):
+            row = self._row(client_order_id + suffix)
+            working = row is not None and _STATES.get(row["status"], "working") == "working"
+            levels.append(float(row[field]) if working else None)
+        return tuple(levels)

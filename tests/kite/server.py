@@ -33,6 +33,7 @@ ERROR_STATUS = {"TokenException": 403, "PermissionException": 403, "InputExcepti
 # Instruments of the dump: (exchange, tradingsymbol, instrument_token, last price, segment).
 INSTRUMENTS = [("NSE", "INFY", 408065, 1500.0, "NSE"), ("NSE", "RELIANCE", 738561, 2500.0, "NSE"),
                ("NSE", "SBIN", 779521, 600.0, "NSE"), ("MCX", "CRUDEOIL24JANFUT", 53490439, 6000.0, "MCX-FUT")]
+TICK_SIZE = 0.05  # of every instrument of the dump
 VARIETIES = {"regular", "amo"}
 ORDER_TYPES = {"MARKET", "LIMIT", "SL", "SL-M"}
 PRODUCTS = {"CNC", "MIS", "NRML"}
@@ -71,6 +72,8 @@ class KiteServer:
         self.requests: list[tuple[str, str]] = []
         self.placed_tags: Counter = Counter()
         self.placed_at: list[float] = []
+        # Every tick sent on the ticker: instrument_token, mode, time (epoch s), price, volume.
+        self.ticks_sent: list[dict] = []
         self.market_open = True
         self.duplicate_updates = False
         self.refuse_ticker = False
@@ -182,10 +185,17 @@ class KiteServer:
 
     def start_walk(self, epic: str, step: float = 0.5, leg: int = 12, interval: float = 0.25) -> None:
         """Move ``epic`` up ``leg`` steps then down ``leg`` steps, forever, every ``interval`` s
-        (trends that turn: a moving-average crossover trades on them)."""
+        (trends that turn: a moving-average crossover trades on them).
+
+        Moves happen half an interval past each multiple of ``interval`` of the clock (with
+        0.25: at .125, .375, .625, .875 of each second), so no tick is on its way across a
+        second's boundary when the worker closes a one-second bar."""
+        def next_move() -> float:
+            return (int(time.time() / interval) + 1.5) * interval - time.time()
+
         def walk():
             i = 0
-            while not self._walk_stop.wait(interval):
+            while not self._walk_stop.wait(next_move()):
                 direction = 1 if (i // leg) % 2 == 0 else -1
                 price = self.call(lambda: self.instruments[epic]["price"]) + direction * step
                 self.set_price(epic, round(price, 2))
@@ -257,10 +267,11 @@ class KiteServer:
         return self.call(lambda: {t: m for s in self._ws.values() for t, m in s["modes"].items()})
 
     def snapshot(self) -> dict:
-        """The broker's record: orders, trades, positions (for comparing with MAOTrade's)."""
+        """The broker's record: orders, trades, positions and the ticks it sent (for comparing
+        with MAOTrade's)."""
         return self.call(lambda: json.loads(json.dumps({
             "orders": list(self.orders.values()), "trades": list(self.trades),
-            "positions": self._positions()["net"]})))
+            "positions": self._positions()["net"], "ticks": list(self.ticks_sent)})))
 
     def net_quantity(self, epic: str) -> int:
         """Net quantity of every product in ``epic``."""
@@ -393,6 +404,7 @@ class KiteServer:
         trigger = float(body.get("trigger_price") or 0)
         if body["order_type"] in ("SL", "SL-M") and trigger <= 0:
             raise KiteError("InputException", "Trigger price is required for SL orders.")
+        _check_ticks(price, trigger)
         order = {"order_id": order_id, "exchange_order_id": None, "parent_order_id": None,
                  "status": "PUT ORDER REQ RECEIVED", "status_message": None, "order_timestamp": _now(),
                  "exchange_timestamp": None, "variety": variety, "exchange": body["exchange"],
@@ -424,6 +436,7 @@ class KiteServer:
         if order["status"] not in ("OPEN", "TRIGGER PENDING", "AMO REQ RECEIVED"):
             raise KiteError("OrderException", f"Order cannot be modified as it is {order['status'].lower()}.")
         changes = {k: float(body[k]) for k in ("price", "trigger_price") if body.get(k)}
+        _check_ticks(*changes.values())
         if body.get("quantity"):
             changes["quantity"] = int(body["quantity"])
             changes["pending_quantity"] = changes["quantity"] - order["filled_quantity"]
@@ -561,7 +574,7 @@ class KiteServer:
             ex, symbol = key.split(":")
             if exchange and ex != exchange:
                 continue
-            lines.append(f"{inst['token']},{inst['token'] >> 8},{symbol},{symbol},{inst['price']},,0,0.05,1,"
+            lines.append(f"{inst['token']},{inst['token'] >> 8},{symbol},{symbol},{inst['price']},,0,{TICK_SIZE},1,"
                          f"EQ,{inst['segment']},{ex}")
         return ("\n".join(lines) + "\n").encode()
 
@@ -618,15 +631,21 @@ class KiteServer:
             self._send_ticks([int(t) for t in tokens], only=ws)
 
     def _send_ticks(self, tokens: list[int], only: Optional[web.WebSocketResponse] = None) -> None:
+        stamp = int(time.time())  # the exchange time of full-mode packets, whole seconds as Kite's
         for ws, state in list(self._ws.items()):
             if only is not None and ws is not only:
                 continue
-            packets = [self._packet(t, state["modes"][t]) for t in tokens if t in state["modes"]]
+            sent = [t for t in tokens if t in state["modes"]]
+            packets = [self._packet(t, state["modes"][t], stamp) for t in sent]
+            for token in sent:
+                inst = self.instruments[self.by_token[token]]
+                self.ticks_sent.append({"instrument_token": token, "mode": state["modes"][token], "time": stamp,
+                                        "price": inst["price"], "volume": inst["volume"]})
             if packets:
                 frame = struct.pack(">H", len(packets)) + b"".join(struct.pack(">H", len(p)) + p for p in packets)
                 asyncio.ensure_future(self._send_bytes(ws, frame))
 
-    def _packet(self, token: int, mode: str) -> bytes:
+    def _packet(self, token: int, mode: str, stamp: int) -> bytes:
         inst = self.instruments[self.by_token[token]]
         paise = round(inst["price"] * 100)
         if mode == "ltp":
@@ -634,7 +653,6 @@ class KiteServer:
         quote = struct.pack(">11I", token, paise, 1, paise, inst["volume"], 100, 100, paise, paise, paise, paise)
         if mode == "quote":
             return quote
-        stamp = int(dt.datetime.now().timestamp())
         depth = b"".join(struct.pack(">IIH2x", 10, paise - 5 * (i + 1) if i < 5 else paise + 5 * (i - 4), 1)
                          for i in range(10))
         return quote + struct.pack(">5I", stamp, 0, 0, 0, stamp) + depth
@@ -666,12 +684,21 @@ class KiteServer:
             asyncio.ensure_future(ws.close(code=1000, message=b"session expired"))
 
 
+def _check_ticks(*prices: float) -> None:
+    """Refuse a price or trigger off the tick (every instrument here trades in 0.05)."""
+    for price in prices:
+        paise = price * 100
+        if abs(paise - round(paise)) > 1e-6 or round(paise) % round(TICK_SIZE * 100):
+            raise KiteError("InputException", f"Tick size for this script is {TICK_SIZE:.2f}. Kindly enter "
+                                              "price in the multiple of tick size for this script.")
+
+
 def _ok(data: Any) -> web.Response:
     return web.json_response({"status": "success", "data": data})
 
 
 def main() -> None:
-    """Run a local Kite by hand: ``python -m tests.kite.server [--port N] [--walk EPIC]``."""
+    """Run a local Kite by hand: ``python -m tests.kite.server [--walk EPIC] [--seconds S]``."""
     import argparse
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--walk", default="NSE:INFY", help="instrument whose price walks (default NSE:INFY)")

@@ -9,6 +9,7 @@ import pytest
 from account_managers.kite import KiteAccountManager
 from tests import faultstats
 from account_managers.kite.parsing import tag_for
+from account_managers.kite.store import KiteStore
 from maotrade.messages import EngineToWorker as In, message
 from tests.kit import WorkerHarness, wait_until
 from tests.kite.conftest import kite_document
@@ -140,6 +141,26 @@ def test_tag_mapping_survives_a_worker_restart(kite_server, kite_worker):
     assert filled["broker_ref"] == accepted["broker_ref"]
     [row] = kite_server.snapshot()["orders"]
     assert row["tag"] == tag_for(order.client_order_id) and len(row["tag"]) == 20
+    faultstats.record(faults=1, orders=1)
+
+
+def test_an_open_recorded_but_never_placed_before_a_crash_is_placed_once_when_sent_again(kite_server,
+                                                                                       kite_worker):
+    # A worker killed between recording the tag and its REST call leaves the tag in its
+    # store and nothing at Kite; the engine, told "not found", sends the order again.
+    order = kite_worker.order("INFY", 2, order_type="STOP", price=1520.0, client_order_id="brk-crash-1/SL")
+    tag = tag_for(order.client_order_id)
+    kite_worker.kill()
+    store = KiteStore(kite_worker.workdir / "kite" / "account-801.sqlite")
+    store.link_tag(tag, order.client_order_id, "regular")
+    store.close()
+    mark = len(kite_worker.received)
+    kite_worker.start()
+    kite_worker.wait_type("connection", state="connected", since=mark, timeout=30)
+    at = kite_worker.request(In.ORDER_OPEN, order)
+    accepted = kite_worker.wait_order(order.client_order_id, "ACCEPTED", since=at, timeout=15)
+    [row] = [o for o in kite_server.snapshot()["orders"] if o["tag"] == tag]
+    assert row["order_id"] == accepted["broker_ref"] and kite_server.placed_tags[tag] == 1
     faultstats.record(faults=1, orders=1)
 
 

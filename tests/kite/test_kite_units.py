@@ -4,11 +4,12 @@ historical API through the real kiteconnect against the local server."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 import struct
 
 import pytest
 import requests
-from kiteconnect import KiteTicker
+from kiteconnect import KiteConnect, KiteTicker
 from kiteconnect import exceptions as kex
 
 from account_managers.kite import KiteAccountManager
@@ -65,6 +66,23 @@ def test_order_types_map_to_kite():
     stop_limit = P.order_params(_order(qty=-5, order_type="STOP", price=1480.0), "NSE:INFY", "MIS", "regular",
                                 stop_limit_offset=0.01)
     assert (stop_limit["order_type"], stop_limit["trigger_price"], stop_limit["price"]) == ("SL", 1480.0, 1465.2)
+
+
+def test_prices_and_triggers_go_on_the_tick():
+    limit = P.order_params(_order(qty=-5, order_type="LIMIT", price=1496.997), "NSE:INFY", "MIS", "regular")
+    stop = P.order_params(_order(order_type="STOP", price=1503.02), "NSE:INFY", "MIS", "regular")
+    assert (limit["price"], stop["trigger_price"]) == (1497.0, 1503.0)
+    assert P.modify_params(_order(order_type="LIMIT", price=1499.93)) == {"price": 1499.95}
+    assert P.modify_params(_order(order_type="STOP", price=60.12), tick_size=0.1) == {"trigger_price": 60.1}
+
+
+def test_server_refuses_a_price_off_the_tick_as_kite_does(kite_server):
+    kite = KiteConnect(kite_server.api_key, access_token=kite_server.issue_access_token(), root=kite_server.api_root)
+    with pytest.raises(kex.InputException, match="multiple of tick size"):
+        kite.place_order("regular", "NSE", "INFY", "BUY", 1, "MIS", "LIMIT", price=1496.997)
+    order_id = kite.place_order("regular", "NSE", "INFY", "BUY", 1, "MIS", "LIMIT", price=1400.05)
+    with pytest.raises(kex.InputException, match="multiple of tick size"):
+        kite.modify_order("regular", order_id, price=1400.02)
 
 
 @pytest.mark.parametrize("fields, message", [
@@ -199,7 +217,8 @@ def test_historical_candles_become_bars(kite_server, tmp_path):
 @pytest.mark.parametrize("mode, size", [("ltp", 8), ("quote", 44), ("full", 184)])
 def test_server_tick_packets_parse_in_the_real_kiteticker(kite_server, mode, size):
     kite_server.set_price("NSE:INFY", 1512.35, volume=40)
-    packet = kite_server.call(kite_server._packet, 408065, mode)
+    stamp = 1_796_000_000
+    packet = kite_server.call(kite_server._packet, 408065, mode, stamp)
     assert len(packet) == size
     frame = struct.pack(">HH", 1, len(packet)) + packet
     [tick] = KiteTicker("k", "t")._parse_binary(frame)
@@ -207,7 +226,7 @@ def test_server_tick_packets_parse_in_the_real_kiteticker(kite_server, mode, siz
     if mode != "ltp":
         assert tick["volume_traded"] == 40
     if mode == "full":
-        assert len(tick["depth"]["buy"]) == 5 and P.tick_price(tick)[2] is not None
+        assert len(tick["depth"]["buy"]) == 5 and P.tick_price(tick)[2] == stamp * 1000
 
 
 def test_instruments_are_fetched_once_a_day(tmp_path):
@@ -229,3 +248,10 @@ def test_history_pages_respect_kites_span_per_interval():
     pages = P.history_pages(start, end, "minute")
     assert [(b - a).days for a, b in pages] == [60, 60, 30]
     assert pages[0][0] == dt.datetime(2024, 1, 1) and P.history_interval(86400) == "day"
+
+
+def test_every_setting_is_documented():
+    page = (Path(__file__).resolve().parents[2] / "docs" / "brokers" / "kite.md").read_text()
+    fields = {**KiteAccountManager.settings_model.model_fields, **KiteAccountManager.account_settings_model.model_fields}
+    missing = [name for name in fields if f"`{name}`" not in page]
+    assert not missing, f"docs/brokers/kite.md does not describe {missing}"

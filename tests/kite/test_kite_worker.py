@@ -21,7 +21,7 @@ def test_init_reports_margins_positions_and_frames(kite_worker):
     assert info["currency"] == "INR" and info["balance"] == 150_000.0
     assert set(info["segments"]) == {"equity", "commodity"}
     assert init["portfolio"] == {"positions": [], "orders": []}
-    assert init["capabilities"]["brackets"] is False
+    assert init["capabilities"]["bracket"] is False
     assert init["history_frames"][60] == "minute"
 
 
