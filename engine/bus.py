@@ -24,7 +24,7 @@ import zmq
 
 from maotrade.errors import ProtocolError
 from maotrade.log import redact_account_reports
-from maotrade.messages import EngineToClient, message, pack_batch, unpack_batch
+from maotrade.protocol import FROM_CLIENT, FROM_WORKER, as_dict, as_dicts, encode, to_client
 from maotrade.queues import ZMQ_EVENTS, ZMQ_POLLIN, MessageQueue, limit_frame_size
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ MAX_FRAME_MESSAGES = 2000
 # A blocked client's completed bars wait (in order) up to this many; beyond, they conflate too.
 MAX_QUEUED_BARS = 200_000
 PUB_HWM = 100_000
-MARKET_DATA = "market_data"
+MARKET_DATA = to_client.MarketData.TYPE
 
 
 class ClientSession:
@@ -129,7 +129,8 @@ class EngineBus:
         self.worker_out_address = f"ipc://{self.run_dir}/workers.out"
         # The second redaction point (workers scrub what they send): nothing a worker says
         # is journaled, published or answered before every string in it is redacted.
-        self.from_workers = MessageQueue.receiver(self.ctx, self.worker_out_address, bind=True, name="workers",
+        self.from_workers = MessageQueue.receiver(self.ctx, self.worker_out_address, FROM_WORKER, bind=True,
+                                                  name="workers", as_maps=True,
                                                   scrub=redact_account_reports)
         self.to_workers: dict[str, MessageQueue] = {}
         self.router = self._make_router()
@@ -209,12 +210,21 @@ class EngineBus:
                 if session is None:
                     session = self.clients[identity] = ClientSession(identity, socket=router)
                 try:
-                    out.extend((session, msg) for msg in unpack_batch(payload))
+                    messages, refused = FROM_CLIENT.decode(payload)
                 except ProtocolError as exc:
                     self.malformed_client_frames += 1
                     log.warning("event=malformed_client_frame client=%s reason=%s",
                                 session.name or identity.hex(), exc)
-                    session.put(message(EngineToClient.ERROR, reason=f"malformed frame: {exc}"))
+                    session.put(as_dict(to_client.Error(reason=f"malformed frame: {exc}")))
+                    continue
+                for refusal in refused:
+                    # Refused before any handler saw it: counted, and the client told why.
+                    self.malformed_client_frames += 1
+                    log.warning("event=malformed_client_message client=%s reason=%s",
+                                session.name or identity.hex(), refusal.reason)
+                    session.put(as_dict(to_client.Error(reason=refusal.reason, request=refusal.type or None,
+                                                        request_id=refusal.request_id)))
+                out.extend((session, msg) for msg in as_dicts(messages))
         return out
 
     def flush_clients(self) -> None:
@@ -226,7 +236,7 @@ class EngineBus:
             for start in range(0, len(messages), MAX_FRAME_MESSAGES):
                 chunk = messages[start:start + MAX_FRAME_MESSAGES]
                 try:
-                    (session.socket or self.router).send_multipart([identity, pack_batch(chunk)], zmq.NOBLOCK)
+                    (session.socket or self.router).send_multipart([identity, encode(chunk)], zmq.NOBLOCK)
                 except zmq.Again:
                     session.blocked = True
                     session.give_back(messages[start:])
@@ -269,7 +279,7 @@ class EngineBus:
         if self._pub_outbox:
             # Observers may miss events at the high-water mark; their seq numbers show it.
             with contextlib.suppress(zmq.Again):
-                self.pub.send(pack_batch(self._pub_outbox), zmq.NOBLOCK)
+                self.pub.send(encode(self._pub_outbox), zmq.NOBLOCK)
             self._pub_outbox = []
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ import click
 
 from maotrade import __version__
 from maotrade.errors import MAOTradeError
-from maotrade.messages import ClientToEngine as FromClient, EngineToClient as ToClient, message
+from maotrade.protocol import from_client, to_client
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -166,7 +166,7 @@ def status(as_json, data_dir) -> None:
     """Show accounts, connection state, worker pid, CPU, memory, positions and open orders."""
     client, _ = _engine_client(_data_dir(data_dir))
     try:
-        answer = client.request(message(FromClient.STATUS_REQUEST), ToClient.STATUS, timeout=5)["status"]
+        answer = client.request(from_client.StatusRequest(), to_client.Status.TYPE, timeout=5)["status"]
     except MAOTradeError as exc:
         _fail(exc)
     finally:
@@ -213,7 +213,7 @@ def stop(timeout, data_dir) -> None:
     """Stop the running engine cleanly (strategies, then workers, then the journal)."""
     client, info = _engine_client(_data_dir(data_dir))
     try:
-        client.request(message(FromClient.STOP_ENGINE), ToClient.STOPPING, timeout=5)
+        client.request(from_client.StopEngine(), to_client.Stopping.TYPE, timeout=5)
     except MAOTradeError as exc:
         _fail(exc)
     finally:
@@ -371,10 +371,10 @@ def reconcile(account, adopt_id, ignore_id, as_json, data_dir) -> None:
         client.hello(timeout=10)
         if adopt_id is not None or ignore_id is not None:
             action, ident = ("adopt", adopt_id) if adopt_id is not None else ("ignore", ignore_id)
-            done = client.request(message(FromClient.RECONCILE_ACTION, account=account, id=ident, action=action),
-                                  ToClient.RECONCILED, timeout=10)["discrepancy"]
+            done = client.request(from_client.ReconcileAction(account=account, id=ident, action=action),
+                                  to_client.Reconciled.TYPE, timeout=10)["discrepancy"]
             click.echo(f"difference {done['id']} ({done['kind']} {done['key']}): {action}ed")
-        answer = client.request(message(FromClient.RECONCILE_REQUEST, account=account), ToClient.RECONCILE,
+        answer = client.request(from_client.ReconcileRequest(account=account), to_client.Reconcile.TYPE,
                                 timeout=10)
     except MAOTradeError as exc:
         _fail(exc)
@@ -521,9 +521,9 @@ def kill(mode, account, data_dir) -> None:
     Takes effect from the engine's next order on; working orders are left as they are.
     """
     client, _ = _engine_client(_data_dir(data_dir))
-    fields = {"account": account} if account else {}
     try:
-        risk = client.request(message(FromClient.KILL_SWITCH, mode=mode, **fields), ToClient.RISK, timeout=5)["risk"]
+        risk = client.request(from_client.KillSwitch(mode=mode, account=account or None), to_client.Risk.TYPE,
+                              timeout=5)["risk"]
     except MAOTradeError as exc:
         _fail(exc)
     finally:
@@ -533,11 +533,10 @@ def kill(mode, account, data_dir) -> None:
                ", ".join(f"account {a} {m}" for a, m in sorted(switch["accounts"].items())))
 
 
-def _operator_action(action: str, account: Optional[str], data_dir) -> dict:
+def _operator_action(action: type, account: Optional[str], data_dir) -> dict:
     client, _ = _engine_client(_data_dir(data_dir))
-    fields = {"account": account} if account else {}
     try:
-        return client.request(message(action, **fields), ToClient.OPERATOR_ACTION, timeout=10)
+        return client.request(action(account=account or None), to_client.OperatorAction.TYPE, timeout=10)
     except MAOTradeError as exc:
         _fail(exc)
     finally:
@@ -571,7 +570,7 @@ def cancel_all(account, yes, data_dir) -> None:
     scope = f"account {account}" if account else "EVERY account"
     if not yes:
         click.confirm(f"Cancel all working orders of {scope}?", abort=True)
-    result = _operator_action(FromClient.CANCEL_ALL, account, data_dir)
+    result = _operator_action(from_client.CancelAll, account, data_dir)
     _print_action(result)
     sys.exit(1 if result["refused"] else 0)
 
@@ -589,7 +588,7 @@ def flatten(account, yes, data_dir) -> None:
     scope = f"account {account}" if account else "EVERY account"
     if not yes:
         click.confirm(f"Cancel all orders and close all positions of {scope} at market?", abort=True)
-    result = _operator_action(FromClient.FLATTEN, account, data_dir)
+    result = _operator_action(from_client.Flatten, account, data_dir)
     _print_action(result)
     sys.exit(1 if result["refused"] else 0)
 
@@ -601,7 +600,7 @@ def risk(as_json, data_dir) -> None:
     """Risk limits in force, kill switch modes, today's P&L and refused orders by reason."""
     client, _ = _engine_client(_data_dir(data_dir))
     try:
-        answer = client.request(message(FromClient.RISK_STATUS), ToClient.RISK, timeout=5)["risk"]
+        answer = client.request(from_client.RiskStatus(), to_client.Risk.TYPE, timeout=5)["risk"]
     except MAOTradeError as exc:
         _fail(exc)
     finally:

@@ -40,6 +40,7 @@ from maotrade.errors import InvalidOrder, MAOTradeError, ProtocolError
 from maotrade.messages import (ClientToEngine as FromClient, EngineToClient as ToClient,
                                EngineToWorker as ToWorker, WorkerToEngine as FromWorker, message)
 from maotrade.order import BaseOrder
+from maotrade.protocol import to_worker
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class Engine:
 
     def _send_shutdown(self, account: str) -> None:
         queue = self.bus.open_worker_queue(account)
-        queue.send(message(ToWorker.SHUTDOWN))
+        queue.send(to_worker.Shutdown())
 
     # -- the loop -------------------------------------------------------------------------
     def turn(self, timeout_ms: int = TURN_MS) -> None:
@@ -291,11 +292,11 @@ class Engine:
         self._set_state(runtime, AccountState.SYNCING, "synchronising with the broker")
         queue = self.bus.open_worker_queue(account)
         pending = {"account_info", "portfolio"}
-        queue.put(message(ToWorker.ACCOUNT_INFO_REQUEST))
-        queue.put(message(ToWorker.PORTFOLIO_REQUEST))
+        queue.put(to_worker.AccountInfoRequest())
+        queue.put(to_worker.PortfolioRequest())
         for order in self.router.orders_to_query(account):
             pending.add(f"order:{order.client_order_id}")
-            queue.put(message(ToWorker.ORDER_STATUS_REQUEST, order=order_view(order)))
+            queue.put(to_worker.OrderStatusRequest(order=order.to_wire()))
         for epic, time_frame in self.market_data.streams(account):
             pending.add(f"md:{epic}:{time_frame}")
             queue.put(self.market_data.request(runtime, "subscribe", epic, time_frame))
@@ -337,7 +338,7 @@ class Engine:
         now = time.monotonic()
         if now >= runtime.info_due:
             runtime.info_due = now + INFO_REFRESH_S
-            self.bus.open_worker_queue(runtime.account).put(message(ToWorker.ACCOUNT_INFO_REQUEST))
+            self.bus.open_worker_queue(runtime.account).put(to_worker.AccountInfoRequest())
 
     def _on_bar(self, runtime: AccountRuntime, msg: dict, now: float) -> None:
         cleared = self.market_data.on_bar(runtime, msg, now)
@@ -512,7 +513,7 @@ class Engine:
 
     def _dispatch(self, dispatch: Dispatch) -> None:
         queue = self.bus.open_worker_queue(dispatch.account)
-        queue.put(message(dispatch.kind, order=order_view(dispatch.order)))
+        queue.put(dispatch.message())
         if dispatch.kind in CREATING_REQUESTS:
             queue.flush()
             failpoint("after_dispatch")
@@ -520,7 +521,7 @@ class Engine:
     def _on_account_info_request(self, session: ClientSession, msg: dict) -> None:
         runtime = self.accounts.lookup(msg)
         if runtime.state == AccountState.READY:
-            self.bus.open_worker_queue(runtime.account).put(message(ToWorker.ACCOUNT_INFO_REQUEST))
+            self.bus.open_worker_queue(runtime.account).put(to_worker.AccountInfoRequest())
         session.put(message(ToClient.ACCOUNT_INFO, account=runtime.account, info=runtime.account_info))
 
     def _on_portfolio_request(self, session: ClientSession, msg: dict) -> None:

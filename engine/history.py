@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 from engine.accounts import AccountBook, AccountRuntime, AccountState
 from maotrade.errors import InvalidOrder, ProtocolError
-from maotrade.messages import (ClientToEngine as FromClient, EngineToClient as ToClient,
-                               EngineToWorker as ToWorker, WorkerToEngine as FromWorker, message)
+from maotrade.messages import (ClientToEngine as FromClient, EngineToClient as ToClient, WorkerToEngine as FromWorker,
+                               message)
+from maotrade.protocol import to_worker
 
 if TYPE_CHECKING:  # the bus is only read and written through
     from engine.bus import ClientSession, EngineBus
@@ -69,7 +70,7 @@ class HistoryRouter:
         self.pending[request_id] = _Pending(session, client_request_id, runtime.account)
         request = {"request_id": request_id, "epic": epic, "epicBroker": epic_broker,
                    "time_frame": msg.get("time_frame"), "start": msg.get("start"), "end": msg.get("end")}
-        self.bus.open_worker_queue(runtime.account).put(message(ToWorker.HISTORY_REQUEST, request=request))
+        self.bus.open_worker_queue(runtime.account).put(to_worker.HistoryRequest(request=to_worker.HistoryQuery(**request)))
         log.info("event=history_request account=%s epic=%s time_frame=%s start=%s end=%s client=%s",
                  runtime.account, epic, request["time_frame"], request["start"], request["end"], session.name)
 

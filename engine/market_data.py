@@ -16,7 +16,8 @@ from engine.bus import ClientSession
 from engine.replay import ReplayGate
 from engine.staleness import StaleDataMonitor
 from maotrade.errors import ProtocolError
-from maotrade.messages import EngineToClient as ToClient, EngineToWorker as ToWorker, message
+from maotrade.messages import EngineToClient as ToClient, message
+from maotrade.protocol import to_worker
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,10 @@ class MarketData:
         return [key for key, listeners in self.listeners.items() if session in listeners]
 
     @staticmethod
-    def request(runtime: AccountRuntime, action: str, epic: str, time_frame: int) -> dict:
+    def request(runtime: AccountRuntime, action: str, epic: str, time_frame: int) -> to_worker.MarketDataRequest:
         """The worker's ``market_data_request`` to start or stop one stream."""
-        return message(ToWorker.MARKET_DATA_REQUEST, request={"action": action, "epic": epic,
-                                                             "epicBroker": runtime.broker_epic(epic),
-                                                             "time_frame": time_frame})
+        return to_worker.MarketDataRequest(request=to_worker.MarketDataQuery(
+            action=action, epic=epic, epicBroker=runtime.broker_epic(epic), time_frame=time_frame))
 
     # -- the hot path ----------------------------------------------------------------------
     def on_bar(self, runtime: AccountRuntime, msg: dict, now: float) -> Optional[dict]:

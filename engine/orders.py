@@ -24,6 +24,7 @@ from engine.faults import failpoint
 from engine.journal import Journal
 from maotrade.errors import InvalidOrder, OrderRefused, ProtocolError
 from maotrade.messages import EngineToWorker as ToWorker
+from maotrade.protocol import to_worker
 from maotrade.order import (LEG_SHAPE, BaseOrder, BracketKind, Fill, Leg, OrderAction, OrderEvent, OrderSource,
                             OrderStatus, OrderType, TimeInForce, bracket_legs, child_id, leg_name,
                             new_client_order_id, restate_legs, split_child_id)
@@ -36,6 +37,8 @@ NUMERIC_FIELDS = ("qty", "price", "stop_loss", "take_profit")
 NEVER_REACHED = "never reached the broker (unknown to it); not resent"
 #: order requests that create an order of their own: refused, that order is REJECTED.
 CREATING_REQUESTS = frozenset({ToWorker.ORDER_OPEN, ToWorker.ORDER_CLOSE})
+#: the worker message of each order request kind.
+ORDER_REQUEST_OF = {cls.TYPE: cls for cls in to_worker.ORDER_REQUESTS}
 #: first wait before asking the broker again about an order it could not tell about
 #: (doubling up to ``unknown_timeout``).
 RECHECK_FIRST_S = 5.0
@@ -58,6 +61,10 @@ class Dispatch:
     account: str
     kind: str
     order: BaseOrder
+
+    def message(self) -> to_worker.ToWorker:
+        """The request as the message the worker receives."""
+        return ORDER_REQUEST_OF[self.kind](order=self.order.to_wire())
 
 
 @dataclass

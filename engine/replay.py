@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterable
 
-from maotrade.messages import EngineToWorker as ToWorker, message
+from maotrade.protocol import to_worker
 
 log = logging.getLogger(__name__)
 
@@ -64,4 +64,4 @@ class ReplayGate:
                 self._advance(account)
 
     def _advance(self, account: str) -> None:
-        self._send(account, message(ToWorker.REPLAY_ADVANCE))
+        self._send(account, to_worker.ReplayAdvance())

@@ -21,7 +21,7 @@ from engine.lifeline import die_with_parent, watch_engine
 from engine.loader import load_strategy_class
 from maotrade.client import EngineClient
 from maotrade.log import setup_logging
-from maotrade.messages import ClientToEngine, message
+from maotrade.protocol import from_client, to_client
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +122,9 @@ def run_strategy(strategy, client: EngineClient, welcome: dict, ready_timeout: f
                     strategy.dispatch(msg)
                 except Exception as exc:  # a bug in one callback must not kill the strategy
                     errors.record(CALLBACKS.get(msg.get("type"), str(msg.get("type"))), exc)
-                if msg.get("replay_seq") is not None and msg.get("type") == "market_data":
+                if msg.get("replay_seq") is not None and msg.get("type") == to_client.MarketData.TYPE:
                     # After the requests the bar caused: the replaying broker may move on.
-                    client.put(message(ClientToEngine.BAR_ACK, account=msg.get("account"),
-                                       replay_seq=msg["replay_seq"]))
+                    client.put(from_client.BarAck(account=msg.get("account"), replay_seq=msg["replay_seq"]))
             client.flush()
             errors.maybe_summarize()
     finally:
@@ -136,8 +135,9 @@ def run_strategy(strategy, client: EngineClient, welcome: dict, ready_timeout: f
             client.flush()
 
 
-CALLBACKS = {"market_data": "on_market_data", "order": "on_order", "account_info": "on_account_info",
-             "portfolio": "on_portfolio", "account_status": "on_account_status", "stale_data": "on_stale_data"}
+CALLBACKS = {to_client.MarketData.TYPE: "on_market_data", to_client.Order.TYPE: "on_order",
+             to_client.AccountInfo.TYPE: "on_account_info", to_client.Portfolio.TYPE: "on_portfolio",
+             to_client.AccountStatus.TYPE: "on_account_status", to_client.StaleData.TYPE: "on_stale_data"}
 
 
 def run_strategy_process(spec: dict) -> None:
@@ -178,6 +178,6 @@ def _say_goodbye(client: Optional[EngineClient]) -> None:
     if client is None:
         return
     try:
-        client.send(message(ClientToEngine.BYE))
+        client.send(from_client.Bye())
     finally:
         client.close()

@@ -12,7 +12,7 @@ from engine.loader import load_broker_class
 from maotrade.errors import MAOTradeError, OperationalError
 from maotrade.config import secret_fields
 from maotrade.log import redact_reports, redact_text, register_secret, setup_logging
-from maotrade.messages import WorkerToEngine, message
+from maotrade.protocol import TO_WORKER, from_worker
 from maotrade.queues import MessageQueue
 from maotrade.secrets import secret_values
 
@@ -33,7 +33,7 @@ def run_worker(spec: dict) -> None:
     for value in secret_values(account_config):
         register_secret(value)
     ctx = zmq.Context()
-    in_queue = MessageQueue.receiver(ctx, spec["in_addr"], bind=False, name="in")
+    in_queue = MessageQueue.receiver(ctx, spec["in_addr"], TO_WORKER, bind=False, name="in")
     # The redaction choke point: every string of every message this worker sends (bars aside).
     out_queue = MessageQueue.sender(ctx, spec["out_addr"], bind=False, name="out", scrub=redact_reports)
     code = 1
@@ -45,13 +45,13 @@ def run_worker(spec: dict) -> None:
         code = manager.run()
     except (OperationalError, MAOTradeError) as exc:
         log.error("event=worker_fatal account=%s reason=%s", config.get("idAccount"), exc)
-        out_queue.send(message(WorkerToEngine.ACCOUNT_DISCONNECTED, account=str(config.get("idAccount")),
-                               reason=redact_text(str(exc)), fatal=True))
+        out_queue.send(from_worker.AccountDisconnected(account=str(config.get("idAccount")),
+                                                       reason=redact_text(str(exc)), fatal=True))
         code = 3
     except Exception as exc:
         log.exception("event=worker_crashed account=%s", config.get("idAccount"))
-        out_queue.send(message(WorkerToEngine.ERROR, account=str(config.get("idAccount")),
-                               reason=redact_text(f"worker crashed: {type(exc).__name__}: {exc}")))
+        out_queue.send(from_worker.Error(account=str(config.get("idAccount")),
+                                         reason=redact_text(f"worker crashed: {type(exc).__name__}: {exc}")))
         code = 1
     finally:
         in_queue.close(linger_ms=0)

@@ -76,17 +76,18 @@ import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
+import msgspec
 import zmq
 
 from maotrade.config import AccountSettings, BrokerSettings, parse_settings
 from maotrade.errors import (InvalidOrder, MAOTradeError, OperationalError, ProtocolError,
                              RequestNotSent, TemporaryError)
 from maotrade.log import redact_text, register_secret
-from maotrade.messages import (PROTOCOL_VERSION, ConnectionState, EngineToWorker as In,
-                               WorkerToEngine as Out, message)
-from maotrade.order import STATUS_EVENT, BaseOrder, BrokerOrder, Fill, OrderEvent, OrderStatus
+from maotrade.messages import ConnectionState
+from maotrade.order import STATUS_EVENT, BaseOrder, BrokerOrder, Fill, OrderEvent, OrderStatus, fill_data
+from maotrade.protocol import FillData, Message, OrderData, Refusal, from_worker as out, to_worker as into
 from maotrade.queues import MessageQueue
 from maotrade.secrets import secret_values
 
@@ -102,15 +103,13 @@ EXIT_FATAL = 3  # an OperationalError: restarting will not help
 # accountConfig keys that belong to the engine (risk limits, webhook auth), never to the broker.
 ENGINE_KEYS = frozenset({"risk", "webhook_secret", "webhook_allowed_ips"})
 
-ORDER_REQUESTS = {In.ORDER_OPEN, In.ORDER_CLOSE, In.ORDER_STOP, In.ORDER_CANCEL}
+ORDER_REQUESTS = {into.OrderOpen.TYPE, into.OrderClose.TYPE, into.OrderStop.TYPE, into.OrderCancel.TYPE}
+# The requests that create an order at the broker: refused, the order itself is REJECTED.
+CREATING_REQUESTS = (into.OrderOpen.TYPE, into.OrderClose.TYPE)
 # A history request whose broker sends no part for this long is answered with an error.
 HISTORY_SILENCE_S = 120.0
 # Bars per history_data part: large downloads travel as many frames of bounded size.
 HISTORY_PART_BARS = 5000
-
-
-def _wire(order: BaseOrder) -> dict:
-    return order.to_dict(with_fills=False)
 
 
 def check_history_request(request: dict) -> dict:
@@ -187,11 +186,11 @@ class BaseAccountManager(abc.ABC):
         os.set_blocking(self._wake_w, False)
         self._watched: dict[int, Callable[[], None]] = {}
         self._order_handlers: dict[str, Callable[[BaseOrder], None]] = {
-            In.ORDER_OPEN: self.do_async_request_order_open,
-            In.ORDER_CLOSE: self.do_async_request_order_close,
-            In.ORDER_STOP: self.do_async_request_stop_order,
-            In.ORDER_CANCEL: self.do_async_request_order_cancel,
-            In.ORDER_STATUS_REQUEST: self.do_async_request_order_status,
+            into.OrderOpen.TYPE: self.do_async_request_order_open,
+            into.OrderClose.TYPE: self.do_async_request_order_close,
+            into.OrderStop.TYPE: self.do_async_request_stop_order,
+            into.OrderCancel.TYPE: self.do_async_request_order_cancel,
+            into.OrderStatusRequest.TYPE: self.do_async_request_order_status,
         }
         self._busy = False
         self._poller: Optional[zmq.Poller] = None
@@ -236,7 +235,7 @@ class BaseAccountManager(abc.ABC):
     def do_async_request_order_cancel(self, order: BaseOrder) -> None:
         """Cancel a working order. Default: refuse, this broker cannot cancel."""
         self.send_order_refused(order, f"cancel is not supported by broker {self.broker_name}",
-                                kind=In.ORDER_CANCEL)
+                                kind=into.OrderCancel.TYPE)
 
     def do_async_request_order_status(self, order: BaseOrder) -> None:
         """Ask the broker for an order by client order id. Default: report it unknown."""
@@ -254,19 +253,19 @@ class BaseAccountManager(abc.ABC):
     def on_account_manager_shutdown(self) -> None:
         """Log out and release broker resources; called once before the process exits."""
 
-    def handle_message(self, msg: dict) -> bool:
-        """Handle an engine message the base class does not know (a broker's own extension,
-        such as the paper broker's ``replay_advance``); return True if it was handled."""
+    def handle_message(self, msg: Message) -> bool:
+        """Handle an engine message the base class does not handle itself (such as the
+        paper broker's ``to_worker.ReplayAdvance``); return True if it was handled."""
         return False
 
     # ------------------------------------------------------------------ send_* helpers
     def send_account_info(self, info: dict) -> None:
         """Send normalized account info (see docs/PROTOCOL.md ``account_info``)."""
-        self.out_queue.put(message(Out.ACCOUNT_INFO, account=self.account_id, info=info))
+        self.out_queue.put(out.AccountInfo(account=self.account_id, info=info))
 
     def send_portfolio(self, portfolio: dict) -> None:
         """Send normalized positions and working orders (``{"positions": [], "orders": []}``)."""
-        self.out_queue.put(message(Out.PORTFOLIO, account=self.account_id, portfolio=portfolio))
+        self.out_queue.put(out.Portfolio(account=self.account_id, portfolio=portfolio))
 
     def send_request_order_response(self, order: BaseOrder, fill: Optional[Fill] = None,
                                     kind: str = "") -> None:
@@ -277,7 +276,7 @@ class BaseAccountManager(abc.ABC):
         a fill whose ``exec_id`` was sent before (a broker resending itself) is not sent
         again: this and the engine journal's key are the only two duplicate checks.
         """
-        fill_dict = None
+        wire_fill = None
         if fill is not None:
             if fill.exec_id in self._sent_exec_ids:
                 log.info("event=duplicate_fill account=%s order=%s exec_id=%s",
@@ -286,17 +285,17 @@ class BaseAccountManager(abc.ABC):
             if not any(f["exec_id"] == fill.exec_id for f in order.fills):
                 order.add_fill(fill)
             self._sent_exec_ids.add(fill.exec_id)
-            fill_dict = fill.to_dict()
+            wire_fill = fill.to_wire()
         pending = self._pending.get(order.client_order_id)
         if pending and (order.status != OrderStatus.NEW or kind):
             del self._pending[order.client_order_id]
-        if fill_dict is not None:
+        if wire_fill is not None:
             event = OrderEvent.FILLED
-        elif kind == In.ORDER_STOP:
+        elif kind == into.OrderStop.TYPE:
             event = OrderEvent.AMENDED
         else:
             event = STATUS_EVENT[order.status]
-        self._send_event(order, event, fill=fill_dict, request=kind or None)
+        self._send_event(order, event, fill=wire_fill, request=kind or None)
 
     def send_order_status(self, order: BaseOrder) -> None:
         """Answer a status request with the order's full state and every fill it has.
@@ -304,24 +303,24 @@ class BaseAccountManager(abc.ABC):
         The engine applies the fills it has not journaled (by ``exec_id``) and ignores the rest.
         """
         self._pending.pop(order.client_order_id, None)
-        self._send_event(order, OrderEvent.STATUS, fills=list(order.fills),
-                         request=In.ORDER_STATUS_REQUEST)
+        self._send_event(order, OrderEvent.STATUS, fills=[fill_data(f) for f in order.fills],
+                         request=into.OrderStatusRequest.TYPE)
 
-    def send_order_refused(self, order: BaseOrder, reason: str, kind: str = In.ORDER_OPEN) -> None:
+    def send_order_refused(self, order: BaseOrder, reason: str, kind: str = into.OrderOpen.TYPE) -> None:
         """Answer an order request that was refused before reaching the broker.
 
         For a new order or a close (``kind`` open or close) the order itself becomes
         REJECTED; for a cancel or amend only the request fails and the order keeps its state.
         """
         self._pending.pop(order.client_order_id, None)
-        if kind in (In.ORDER_OPEN, In.ORDER_CLOSE):
+        if kind in CREATING_REQUESTS:
             order.set_rejected(reason)
         self._send_event(order, OrderEvent.REFUSED, request=kind, reason=reason)
 
     def send_order_unknown(self, order: BaseOrder, reason: str) -> None:
         """Tell the engine this order's outcome cannot be determined now (never resend it)."""
         self._pending.pop(order.client_order_id, None)
-        self._send_event(order, OrderEvent.UNKNOWN, request=In.ORDER_STATUS_REQUEST, reason=reason)
+        self._send_event(order, OrderEvent.UNKNOWN, request=into.OrderStatusRequest.TYPE, reason=reason)
 
     def send_order_not_found(self, order: BaseOrder) -> None:
         """Answer a status request: the broker has no order with this client order id.
@@ -330,26 +329,30 @@ class BaseAccountManager(abc.ABC):
         that is not a repeat."""
         self._pending.pop(order.client_order_id, None)
         self._seen_open.discard(order.client_order_id)
-        self._send_event(order, OrderEvent.NOT_FOUND, request=In.ORDER_STATUS_REQUEST)
+        self._send_event(order, OrderEvent.NOT_FOUND, request=into.OrderStatusRequest.TYPE)
 
-    def _send_event(self, order: BaseOrder, event: str, fill: Optional[dict] = None,
+    def _send_event(self, order: BaseOrder, event: str, fill: Optional[FillData] = None,
                     fills: Optional[list] = None, request: Optional[str] = None, reason: str = "") -> None:
         # An order the engine did not send (a broker-side order found in a status answer,
         # say) travels with its description so the engine can journal it.
         described = order.client_order_id not in self._from_engine
-        self.out_queue.put(message(
-            Out.ORDER_EVENT, account=self.account_id, client_order_id=order.client_order_id,
-            event=event, status=order.status, broker_ref=order.broker_ref or None,
-            reason=redact_text(reason or order.reason) or None, fill=fill, fills=fills,
-            request=request, stop_loss=order.stop_loss, take_profit=order.take_profit,
-            price=order.price, filled_qty=order.filled_qty, avg_fill_price=order.avg_fill_price,
-            order=_wire(order) if described else None))
+        self.out_queue.put(out.OrderEvent(
+            account=self.account_id, client_order_id=order.client_order_id, event=event, status=order.status,
+            broker_ref=str(order.broker_ref) if order.broker_ref else None,
+            reason=redact_text(reason or order.reason) or None, fill=fill, fills=fills, request=request,
+            stop_loss=order.stop_loss, take_profit=order.take_profit, price=order.price,
+            filled_qty=float(order.filled_qty or 0.0), avg_fill_price=float(order.avg_fill_price or 0.0),
+            order=order.to_wire() if described else None))
 
     def send_realtime_data(self, data: dict) -> None:
         """Send one normalized bar: ``{epic, time_frame, date, open, high, low, close,
-        volume, completed}`` (``date`` in epoch ms of the bar's start)."""
-        self.out_queue.put({**data, "type": Out.MARKET_DATA, "v": PROTOCOL_VERSION,
-                            "account": self.account_id})
+        volume, completed}`` (``date`` in epoch ms of the bar's start; ``replay_seq`` on a
+        replayed bar). The caller's dict is not changed."""
+        self.out_queue.put(out.MarketData(
+            account=self.account_id, epic=data["epic"], time_frame=data["time_frame"], date=data["date"],
+            open=data["open"], high=data["high"], low=data["low"], close=data["close"],
+            volume=data.get("volume", 0.0), completed=data.get("completed", False),
+            replay_seq=data.get("replay_seq")))
 
     def send_history(self, request_id: str, bars: list[dict], done: bool, start: Optional[int] = None,
                      end: Optional[int] = None, allowance: Optional[dict] = None) -> None:
@@ -375,9 +378,9 @@ class BaseAccountManager(abc.ABC):
             # Each part covers up to where the next one begins, so the parts tile [start, end).
             part_start = start if index == 0 else chunk[0]["date"]
             part_end = end if last else chunks[index + 1][0]["date"]
-            self.out_queue.put(message(Out.HISTORY_DATA, account=self.account_id, request_id=request_id,
-                                       bars=chunk, start=part_start, end=part_end, done=done and last,
-                                       allowance=allowance))
+            self.out_queue.put(out.HistoryData(account=self.account_id, request_id=request_id, bars=chunk,
+                                               start=part_start, end=part_end, done=done and last,
+                                               allowance=allowance))
         if done:
             self._history_deadlines.pop(request_id, None)
         else:
@@ -386,18 +389,21 @@ class BaseAccountManager(abc.ABC):
     def send_history_error(self, request_id: str, reason: str, allowance: Optional[dict] = None) -> None:
         """End a history request with a one-line reason (parts already sent stay valid)."""
         self._history_deadlines.pop(request_id, None)
-        self.out_queue.put(message(Out.HISTORY_DATA, account=self.account_id, request_id=request_id,
-                                   bars=[], start=None, end=None, done=True, error=redact_text(reason),
-                                   allowance=allowance))
+        self.out_queue.put(out.HistoryData(account=self.account_id, request_id=request_id, bars=[], start=None,
+                                           end=None, done=True, error=redact_text(reason), allowance=allowance))
 
     def send_account_disconnected(self, reason: str) -> None:
         """Tell the engine this account is disconnected for good (retries exhausted)."""
-        self.out_queue.put(message(Out.ACCOUNT_DISCONNECTED, account=self.account_id, reason=redact_text(reason)))
+        self.out_queue.put(out.AccountDisconnected(account=self.account_id, reason=redact_text(reason)))
 
-    def send_error(self, reason: str, request: Optional[dict] = None) -> None:
-        """Report a failed non-order request in one line."""
-        self.out_queue.put(message(Out.ERROR, account=self.account_id, reason=redact_text(reason),
-                                   request=(request or {}).get("type")))
+    def send_error(self, reason: str, request: Union[Message, dict, str, None] = None) -> None:
+        """Report a failed non-order request in one line (``request``: the message, or its type)."""
+        if isinstance(request, Message):
+            request = request.TYPE
+        elif isinstance(request, dict):
+            request = request.get("type")
+        self.out_queue.put(out.Error(account=self.account_id, reason=redact_text(reason),
+                                     request=request if isinstance(request, str) else None))
 
     def to_maotrade_epic(self, epic_broker: str) -> str:
         """Return the MAOTrade epic for a broker code (the code itself if unmapped)."""
@@ -478,8 +484,8 @@ class BaseAccountManager(abc.ABC):
 
     def _set_state(self, state: str, reason: str = "") -> None:
         self.connection_state = state
-        self.out_queue.put(message(Out.CONNECTION, account=self.account_id, state=state,
-                                   reason=redact_text(reason), attempt=self._reconnect_attempt))
+        self.out_queue.put(out.Connection(account=self.account_id, state=state, reason=redact_text(reason),
+                                          attempt=self._reconnect_attempt))
 
     def _run_init(self) -> bool:
         try:
@@ -494,10 +500,10 @@ class BaseAccountManager(abc.ABC):
         if not ok:
             self._init_failure = "the broker refused the session"
             return False
-        self.out_queue.put(message(
-            Out.INIT_RESULT, account=self.account_id, ok=True, account_info=account_info,
-            portfolio=portfolio, order_template=template, history_frames=history_frames,
-            data_frames=data_frames, capabilities=self.CAPABILITIES, pid=os.getpid()))
+        self.out_queue.put(out.InitResult(
+            account=self.account_id, ok=True, account_info=account_info, portfolio=portfolio,
+            order_template=template, history_frames=history_frames, data_frames=data_frames,
+            capabilities=self.CAPABILITIES, pid=os.getpid()))
         self._set_state(ConnectionState.CONNECTED)
         return True
 
@@ -619,10 +625,7 @@ class BaseAccountManager(abc.ABC):
         for fd, callback in list(self._watched.items()):
             if fd in ready:
                 self._guarded(callback)
-        for msg in self.in_queue.drain():
-            self._dispatch(msg)
-            if not self._running:
-                break
+        self._serve_requests()
         now = time.monotonic()
         if self._next_reconnect_at is not None and now >= self._next_reconnect_at:
             self._try_reconnect()
@@ -633,8 +636,8 @@ class BaseAccountManager(abc.ABC):
             self._check_history_timeouts(now)
         if now - self._last_heartbeat >= self.worker_heartbeat_interval():
             self._last_heartbeat = now
-            self.out_queue.put(message(Out.HEARTBEAT, account=self.account_id, time=now_ms(),
-                                       state=self.connection_state, pending=len(self._pending)))
+            self.out_queue.put(out.Heartbeat(account=self.account_id, time=now_ms(), state=self.connection_state,
+                                             pending=len(self._pending)))
         self.out_queue.flush()
 
     def _guarded(self, fn: Callable, *args: Any) -> None:
@@ -649,33 +652,43 @@ class BaseAccountManager(abc.ABC):
             log.exception("event=callback_crashed account=%s call=%s", self.account_id,
                           getattr(fn, "__name__", fn))
 
-    def _dispatch(self, msg: dict) -> None:
-        kind = msg.get("type")
+    def _serve_requests(self) -> None:
+        """Handle every engine message received; answer each one refused at decode with ``error``."""
+        for msg in self.in_queue.drain():
+            self._dispatch(msg)
+            if not self._running:
+                break
+        for refusal in self.in_queue.take_refused():
+            self._refused(refusal)
+
+    def _refused(self, refusal: Refusal) -> None:
+        log.warning("event=bad_request account=%s type=%s reason=%s", self.account_id, refusal.type,
+                    refusal.reason)
+        self.send_error(refusal.reason, refusal.type or None)
+
+    def _dispatch(self, msg: Message) -> None:
+        kind = msg.TYPE
         try:
-            if kind == In.SHUTDOWN:
+            if isinstance(msg, into.Shutdown):
                 self._running = False
-            elif kind in ORDER_REQUESTS or kind == In.ORDER_STATUS_REQUEST:
-                self._dispatch_order(kind, msg)
-            elif kind == In.HISTORY_REQUEST:
-                self._dispatch_history(msg)
+            elif isinstance(msg, into.ORDER_REQUESTS):
+                self._dispatch_order(kind, msg.order)
+            elif isinstance(msg, into.HistoryRequest):
+                self._dispatch_history(msg.request)
             elif not self.is_connected:
                 self.send_error(f"account {self.account_id} is {self.connection_state}", msg)
-            elif kind == In.ACCOUNT_INFO_REQUEST:
+            elif isinstance(msg, into.AccountInfoRequest):
                 self.do_async_request_account_info()
-            elif kind == In.PORTFOLIO_REQUEST:
+            elif isinstance(msg, into.PortfolioRequest):
                 self.do_async_request_portfolio()
-            elif kind == In.MARKET_DATA_REQUEST:
-                request = msg.get("request")
-                if not isinstance(request, dict) or not isinstance(request.get("epicBroker"), str) \
-                        or not request["epicBroker"] or isinstance(request.get("time_frame"), bool) \
-                        or not isinstance(request.get("time_frame"), int):
-                    raise ProtocolError("market_data_request needs 'request' with epicBroker (string) "
-                                        "and time_frame (integer seconds)")
+            elif isinstance(msg, into.MarketDataRequest):
+                request = msgspec.structs.asdict(msg.request)
+                if not request["epicBroker"]:
+                    raise ProtocolError("market_data_request needs a non-empty epicBroker")
                 ok = bool(self.do_async_request_market_data(request))
-                self.out_queue.put(message(Out.MARKET_DATA_RESPONSE, account=self.account_id,
-                                           request=request, ok=ok))
+                self.out_queue.put(out.MarketDataResponse(account=self.account_id, request=request, ok=ok))
             elif not self.handle_message(msg):
-                raise ProtocolError(f"unknown message type {kind!r}")
+                raise ProtocolError(f"message type {kind!r} is not handled by broker {self.broker_name}")
         except OperationalError:
             raise
         except (ProtocolError, InvalidOrder) as exc:
@@ -685,17 +698,14 @@ class BaseAccountManager(abc.ABC):
             log.exception("event=request_crashed account=%s type=%s", self.account_id, kind)
             self.send_error(f"{type(exc).__name__}: {exc}", msg)
 
-    def _dispatch_order(self, kind: str, msg: dict) -> None:
-        raw = msg.get("order")
-        if not isinstance(raw, dict):
-            raise ProtocolError(f"{kind} lacks 'order'")
-        order = BrokerOrder.from_dict(raw)
+    def _dispatch_order(self, kind: str, wire: OrderData) -> None:
+        order = BrokerOrder.from_wire(wire)
         if not order.epicBroker:
             # The engine resolves the instrument once; a broker never guesses it.
             raise ProtocolError(f"{kind} of {order.client_order_id} lacks epicBroker")
         self._from_engine.add(order.client_order_id)
         known = self.orders.get(order.client_order_id)
-        if kind == In.ORDER_OPEN:
+        if kind == into.OrderOpen.TYPE:
             order.validate()
             if order.client_order_id in self._seen_open:
                 # The engine never resends; if it ever does, the broker must not see it twice.
@@ -707,16 +717,16 @@ class BaseAccountManager(abc.ABC):
         elif known is not None:
             # Keep our live copy (fills, broker ref) but take the request's new parameters.
             for name in ("stop_loss", "take_profit", "price"):
-                value = raw.get(name)
+                value = getattr(wire, name)
                 if value is not None:
                     setattr(known, name, value)
-            if kind != In.ORDER_CLOSE:
+            if kind != into.OrderClose.TYPE:
                 order = known
-        if kind != In.ORDER_STATUS_REQUEST and not self.is_connected:
+        if kind != into.OrderStatusRequest.TYPE and not self.is_connected:
             self.send_order_refused(order, f"account {self.account_id} is {self.connection_state}; "
                                            "order not sent", kind=kind)
             return
-        if kind == In.ORDER_CLOSE:
+        if kind == into.OrderClose.TYPE:
             order.validate()
             self.orders[order.client_order_id] = order
         deadline = time.monotonic() + self.settings.order_timeout
@@ -733,11 +743,11 @@ class BaseAccountManager(abc.ABC):
                           self.account_id, order.client_order_id, kind)
             self.send_order_unknown(order, f"{kind} failed in the broker's client: {type(exc).__name__}: {exc}")
 
-    def _dispatch_history(self, msg: dict) -> None:
-        request = msg.get("request")
-        request_id = request.get("request_id") if isinstance(request, dict) else None
-        if not isinstance(request_id, str) or not request_id:
-            raise ProtocolError("history_request lacks 'request' with a string 'request_id'")
+    def _dispatch_history(self, query: into.HistoryQuery) -> None:
+        request_id = query.request_id
+        if not request_id:
+            raise ProtocolError("history_request lacks a 'request_id'")
+        request = msgspec.structs.asdict(query)
         self._history_deadlines[request_id] = time.monotonic() + HISTORY_SILENCE_S
         try:
             request = check_history_request(request)
@@ -781,7 +791,7 @@ class BaseAccountManager(abc.ABC):
             self.on_account_manager_shutdown()
         except Exception as exc:  # shutdown must finish whatever the broker library does
             log.warning("event=shutdown_hook_failed account=%s reason=%s", self.account_id, exc)
-        self.out_queue.put(message(Out.SHUTDOWN_ACK, account=self.account_id))
+        self.out_queue.put(out.ShutdownAck(account=self.account_id))
         self._close()
 
     def _close(self) -> None:

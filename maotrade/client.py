@@ -12,10 +12,14 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
 
+import msgspec
 import zmq
 
 from maotrade.errors import ConfigError, ProtocolError, TemporaryError
-from maotrade.messages import MAX_FRAME_BYTES, ClientToEngine, EngineToClient, message, pack_batch, unpack_batch
+from maotrade.messages import unpack_batch
+from maotrade.protocol import MAX_FRAME_BYTES, Message, encode, from_client, to_client
+
+Request = Union[Message, dict]  # a from_client struct (maps: for code not converted yet)
 
 
 CLIENT_RCVHWM = 8  # frames (of at most a few thousand messages each)
@@ -72,18 +76,18 @@ class EngineClient:
         self.malformed = 0
         self._request_ids = itertools.count(1)
 
-    def put(self, msg: dict) -> None:
-        """Queue a message for the next flush."""
+    def put(self, msg: Request) -> None:
+        """Queue a message (a ``maotrade.protocol.from_client`` struct) for the next flush."""
         self._outbox.append(msg)
 
     def flush(self) -> None:
         """Send what is queued as one frame (blocks only if the engine is not reading)."""
         if self._outbox:
-            frame = pack_batch(self._outbox)
+            frame = encode(self._outbox)
             self._outbox = []
             self.socket.send(frame)
 
-    def send(self, msg: dict) -> None:
+    def send(self, msg: Request) -> None:
         """Send one message now."""
         self.put(msg)
         self.flush()
@@ -103,8 +107,8 @@ class EngineClient:
             except ProtocolError:
                 self.malformed += 1
 
-    def request(self, msg: dict, answer_type: str, timeout: float = 5.0,
-                match: Optional[Callable[[dict], bool]] = None, before: Iterable[dict] = ()) -> dict:
+    def request(self, msg: Request, answer_type: str, timeout: float = 5.0,
+                match: Optional[Callable[[dict], bool]] = None, before: Iterable[Request] = ()) -> dict:
         """Send ``before`` and then ``msg``; return the engine's answer of ``answer_type`` to ``msg``.
 
         Each message gets a fresh ``request_id`` (unless it has one), which the engine
@@ -119,10 +123,10 @@ class EngineClient:
         earlier = set()
         for extra in before:
             extra = self._numbered(extra)
-            earlier.add(extra["request_id"])
+            earlier.add(_request_id(extra))
             self.put(extra)
         msg = self._numbered(msg)
-        request_id, kind = msg["request_id"], msg.get("type")
+        request_id, kind = _request_id(msg), _type(msg)
         self.send(msg)
         deadline = time.monotonic() + timeout
         kept: list[dict] = []
@@ -135,24 +139,26 @@ class EngineClient:
                     answers = item.get("request_id")
                     if answers == request_id and item.get("type") == answer_type and (match is None or match(item)):
                         return item
-                    if item.get("type") == EngineToClient.ERROR and (answers == request_id or answers in earlier):
+                    if item.get("type") == to_client.Error.TYPE and (answers == request_id or answers in earlier):
                         raise ProtocolError(f"engine refused {item.get('request')}: {item.get('reason')}")
-                    if item.get("type") == EngineToClient.ORDER and item.get("error") and answers in earlier:
+                    if item.get("type") == to_client.Order.TYPE and item.get("error") and answers in earlier:
                         raise ProtocolError(f"engine refused {item.get('request')}: {item.get('error')}")
                     kept.append(item)
         finally:
             self._inbox = kept + self._inbox
 
-    def _numbered(self, msg: dict) -> dict:
+    def _numbered(self, msg: Request) -> Request:
         """``msg`` with a ``request_id`` of its own (a copy when one is added)."""
-        if msg.get("request_id") is None:
-            return {**msg, "request_id": next(self._request_ids)}
-        return msg
+        if _request_id(msg) is not None:
+            return msg
+        if isinstance(msg, Message):
+            return msgspec.structs.replace(msg, request_id=next(self._request_ids))
+        return {**msg, "request_id": next(self._request_ids)}
 
     def hello(self, timeout: float = 30.0, **fields) -> dict:
         """Introduce this client (``fields`` add to the hello message, e.g. ``acks_replay``);
         return the engine's welcome (accounts and their states)."""
-        return self.request(message(ClientToEngine.HELLO, name=self.name, **fields), EngineToClient.WELCOME, timeout)
+        return self.request(from_client.Hello(name=self.name, **fields), to_client.Welcome.TYPE, timeout)
 
     def close(self, linger_ms: int = 1000) -> None:
         """Say goodbye and close the socket (idempotent).
@@ -165,7 +171,15 @@ class EngineClient:
         if linger_ms:
             # Goodbye is a courtesy: an engine that is gone or busy does not need it.
             with contextlib.suppress(zmq.ZMQError):
-                self.socket.send(pack_batch([message(ClientToEngine.BYE)]), zmq.NOBLOCK)
+                self.socket.send(encode([from_client.Bye()]), zmq.NOBLOCK)
         self.socket.close(linger=linger_ms)
         if self._own_ctx:
             self.ctx.term()
+
+
+def _request_id(msg: Request):
+    return msg.request_id if isinstance(msg, Message) else msg.get("request_id")
+
+
+def _type(msg: Request) -> str:
+    return msg.TYPE if isinstance(msg, Message) else msg.get("type")

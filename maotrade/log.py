@@ -23,6 +23,11 @@ import time
 import urllib.parse
 from typing import Any, Optional
 
+import msgspec
+
+from maotrade.protocol.base import Message
+from maotrade.protocol.from_worker import Heartbeat, MarketData
+
 CONSOLE_LEVEL_ENV = "MAOTRADE_CONSOLE_LEVEL"
 REDACTED = "***"
 # A secret shorter than this cannot be told apart from ordinary text; the registry
@@ -91,6 +96,8 @@ def redact_value(value: Any, depth: int = 0, forms: Optional[re.Pattern] = None)
     """Return ``value`` with every string (keys and values, at any depth) passed through ``redact_text``."""
     if isinstance(value, str):
         return redact_text(value, forms)
+    if isinstance(value, msgspec.Struct):
+        value = msgspec.to_builtins(value)  # a typed message: redact its wire form
     if depth > 64:
         return REDACTED  # deeper than any message we make: nothing worth keeping
     if isinstance(value, dict):
@@ -111,6 +118,11 @@ def redact_messages(messages: list, skip_types: frozenset = frozenset(), by_acco
         return messages
     out = []
     for m in messages:
+        if isinstance(m, Message):
+            if m.TYPE in skip_types:
+                out.append(m)
+                continue
+            m = msgspec.to_builtins(m)
         if isinstance(m, dict) and m.get("type") in skip_types:
             out.append(m)
         elif by_account and isinstance(m, dict) and str(m.get("account")) in _by_scope:
@@ -122,7 +134,7 @@ def redact_messages(messages: list, skip_types: frozenset = frozenset(), by_acco
 
 # Bars and heartbeats carry numbers, the account id and instrument codes only, and are
 # the hot path: redacting them would cost more than all the rest together.
-UNREDACTED_TYPES = frozenset({"market_data", "heartbeat"})
+UNREDACTED_TYPES = frozenset({MarketData.TYPE, Heartbeat.TYPE})
 
 
 def redact_reports(messages: list) -> list:

@@ -1,10 +1,9 @@
-"""Message types and the wire codec of the MAOTrade bus.
+"""Message type names, for the engine code that still handles messages as maps.
 
-Every ZeroMQ frame on the bus is one msgpack array holding one or more messages; a
-sender puts everything it has queued into one frame rather than one frame per
-message. Each message is a msgpack map with at least ``type`` (a string from the
-tables below) and ``v`` (the schema version, ``PROTOCOL_VERSION``). docs/PROTOCOL.md
-documents every field.
+The messages themselves, their fields and the codec are ``maotrade.protocol`` (typed
+structs, one module per direction); new code builds structs and never needs these
+names. Each name here is the tag of one struct there, and a test holds them equal
+(tests/unit/test_protocol.py).
 """
 from __future__ import annotations
 
@@ -13,12 +12,10 @@ from typing import Any, Iterable
 import msgspec
 
 from maotrade.errors import ProtocolError
+from maotrade.protocol import MAX_FRAME_BYTES, PROTOCOL_VERSION, encode
 
-PROTOCOL_VERSION = 1
-# A frame larger than this is refused unread: no legitimate batch comes near it.
-# Every socket also sets it as ZMQ_MAXMSGSIZE, so libzmq drops a peer that claims more
-# before buffering it (even before a Curve handshake completes).
-MAX_FRAME_BYTES = 64 * 1024 * 1024
+__all__ = ["MAX_FRAME_BYTES", "PROTOCOL_VERSION", "ClientToEngine", "ConnectionState", "EngineToClient",
+           "EngineToWorker", "WorkerToEngine", "message", "pack_batch", "unpack_batch"]
 
 
 class EngineToWorker:
@@ -130,21 +127,21 @@ def message(msg_type: str, **fields: Any) -> dict:
     return fields
 
 
-# msgspec writes and reads standard msgpack (the same bytes as msgpack-python) 2-3x faster.
-_encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 
 
-def pack_batch(messages: Iterable[dict]) -> bytes:
-    """Encode messages as one frame (a msgpack array of maps)."""
-    return _encoder.encode(messages if isinstance(messages, list) else list(messages))
+def pack_batch(messages: Iterable) -> bytes:
+    """Encode messages (structs or maps) as one frame (a msgpack array of maps)."""
+    return encode(messages)
 
 
 def unpack_batch(frame: bytes) -> list[dict]:
-    """Decode one frame into its messages; raise ``ProtocolError`` on anything malformed.
+    """Decode one frame into maps without knowing its direction (observers, tools).
 
-    A frame is refused whole when it is not an array of maps that each carry a string
-    ``type``: half a batch is never delivered.
+    Raise ``ProtocolError`` on anything malformed: a frame is refused whole when it is not
+    an array of maps that each carry a string ``type``. Receivers that know their
+    direction decode with its ``maotrade.protocol`` channel instead, which also checks
+    every field.
     """
     if len(frame) > MAX_FRAME_BYTES:
         raise ProtocolError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME_BYTES}")

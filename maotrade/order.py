@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from maotrade.errors import IllegalTransition, InvalidOrder
+from maotrade.protocol.base import FillData, OrderData
 
 
 class OrderStatus:
@@ -191,6 +192,11 @@ class Fill:
         """Return the fill as a wire dict."""
         return {"exec_id": self.exec_id, "qty": self.qty, "price": self.price, "time": self.time,
                 "commission": self.commission}
+
+    def to_wire(self) -> FillData:
+        """Return the fill as the protocol struct (types made exact, as a broker may not)."""
+        return FillData(exec_id=str(self.exec_id), qty=float(self.qty), price=float(self.price),
+                        time=int(self.time or 0), commission=float(self.commission or 0.0))
 
     @classmethod
     def from_dict(cls, data: dict) -> "Fill":
@@ -379,9 +385,28 @@ class BaseOrder:
         order.fills = list(order.fills or [])
         return order
 
+    def to_wire(self, with_fills: bool = False) -> OrderData:
+        """Return the order as the protocol struct that travels on the bus (fills optional)."""
+        return OrderData(**{name: getattr(self, name) for name in _WIRE_FIELDS},
+                         fills=[fill_data(f) for f in self.fills] if with_fills else [])
+
+    @classmethod
+    def from_wire(cls, data: OrderData) -> "BaseOrder":
+        """Build an order from its protocol struct."""
+        order = cls(**{name: getattr(data, name) for name in _WIRE_FIELDS})
+        order.fills = [{"exec_id": f.exec_id, "qty": f.qty, "price": f.price, "time": f.time,
+                        "commission": f.commission} for f in data.fills]
+        return order
+
 
 _ORDER_FIELDS = frozenset(BaseOrder.__dataclass_fields__)
 _WIRE_FIELDS = tuple(name for name in BaseOrder.__dataclass_fields__ if name != "fills")
+
+
+def fill_data(fill: dict) -> FillData:
+    """Return one of an order's fill dicts as the protocol struct, with exact types."""
+    return FillData(exec_id=str(fill["exec_id"]), qty=float(fill["qty"]), price=float(fill["price"]),
+                    time=int(fill.get("time") or 0), commission=float(fill.get("commission") or 0.0))
 
 
 class BrokerOrder(BaseOrder):

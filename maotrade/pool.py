@@ -23,7 +23,7 @@ import zmq
 
 from maotrade.client import EngineClient, engine_address
 from maotrade.errors import ConfigError, MAOTradeError, ProtocolError
-from maotrade.messages import ClientToEngine as FromClient, EngineToClient as ToClient, message
+from maotrade.protocol import Message, from_client, to_client
 
 READY = "ready"
 
@@ -48,20 +48,20 @@ class PoolAccount:
         self._client = EngineClient(address, name=f"pool-{account_id}", ctx=ctx)
         self._lock = threading.Lock()
 
-    def request(self, msg_type: str, answer_type: str, before: Iterable[dict] = (),
-                match: Optional[Callable[[dict], bool]] = None, **fields) -> dict:
-        """Send ``before`` then one request to the engine; return its answer (blocking).
+    def request(self, msg: Message, answer_type: str, before: Iterable[Message] = (),
+                match: Optional[Callable[[dict], bool]] = None) -> dict:
+        """Send ``before`` then ``msg`` (``from_client`` structs) to the engine; return the
+        answer of ``answer_type`` (a ``to_client`` struct's ``TYPE``), blocking.
 
         Raises ``ProtocolError`` with the engine's reason if it refused any of them.
         """
         with self._lock:
             self._client.receive(0)  # drop what nobody waits for
-            return self._client.request(message(msg_type, **fields), answer_type, timeout=self.timeout,
-                                        match=match, before=before)
+            return self._client.request(msg, answer_type, timeout=self.timeout, match=match, before=before)
 
     def state(self) -> dict:
         """The engine's view of this account (``account`` answer)."""
-        return self.request(FromClient.ACCOUNT_REQUEST, ToClient.ACCOUNT, account=self.account_id,
+        return self.request(from_client.AccountRequest(account=self.account_id), to_client.AccountReport.TYPE,
                             match=lambda m: m.get("account") == self.account_id)
 
     def ready_state(self) -> dict:
@@ -79,9 +79,10 @@ class PoolAccount:
         fields = {k: v for k, v in order.items() if k not in ("account", "type", "v")}
         key = fields.setdefault("client_order_id", new_client_order_id("pool"))
         fields.setdefault("source", "manual")
-        kind = FromClient.ORDER_CLOSE if fields.get("action") == "close" else FromClient.ORDER_OPEN
-        answer = self.request(kind, ToClient.ORDER, match=lambda m: m.get("client_order_id") == key,
-                              account=self.account_id, **fields)
+        kind = from_client.OrderClose if fields.get("action") == "close" else from_client.OrderOpen
+        # What the request does not carry (``action`` chose its kind) stays here.
+        request = kind(account=self.account_id, **{k: v for k, v in fields.items() if k in kind.__struct_fields__})
+        answer = self.request(request, to_client.Order.TYPE, match=lambda m: m.get("client_order_id") == key)
         return {k: v for k, v in answer.items() if k not in ("type", "v")}
 
     def close(self) -> None:
@@ -187,7 +188,8 @@ class AccountPool:
         """Each account's journaled orders, newest first (filter by ``epic``/``status``)."""
         filters = {k: v for k, v in (("epic", epic), ("status", status)) if v is not None}
         return await self.execute_parallel(
-            lambda m: m.request(FromClient.ORDERS_REQUEST, ToClient.ORDERS, account=m.account_id, limit=limit, **filters)["orders"])
+            lambda m: m.request(from_client.OrdersRequest(account=m.account_id, limit=limit, **filters),
+                                to_client.Orders.TYPE)["orders"])
 
     # -- actions ----------------------------------------------------------------------------
     async def place_orders_parallel(self, order_or_list: Union[dict, list[dict]]) -> list[AccountResult]:
@@ -220,13 +222,14 @@ class AccountPool:
         wanted = set(client_order_ids) if client_order_ids is not None else None
 
         def cancel(member: PoolAccount) -> list[str]:
-            orders = member.request(FromClient.ORDERS_REQUEST, ToClient.ORDERS, account=member.account_id, limit=5000)["orders"]
+            orders = member.request(from_client.OrdersRequest(account=member.account_id, limit=5000),
+                                    to_client.Orders.TYPE)["orders"]
             targets = [o["client_order_id"] for o in orders if not o.get("done")
                        and (wanted is None or o["client_order_id"] in wanted)
                        and (epic is None or o["epic"] == epic)]
             if targets:
-                member.request(FromClient.ORDERS_REQUEST, ToClient.ORDERS, account=member.account_id, limit=1,
-                               before=[message(FromClient.ORDER_CANCEL, account=member.account_id, client_order_id=t)
+                member.request(from_client.OrdersRequest(account=member.account_id, limit=1), to_client.Orders.TYPE,
+                               before=[from_client.OrderCancel(account=member.account_id, client_order_id=t)
                                        for t in targets])
             return targets
 

@@ -4,6 +4,10 @@ A ``MessageQueue`` owns one socket and is used from one thread only. ``put`` que
 message locally; ``flush`` sends everything queued as one frame. A send that would
 block (peer gone, high-water mark reached) keeps the frame and retries on the next
 ``flush``: order and fill messages are never dropped here.
+
+A receiving queue decodes with the ``maotrade.protocol`` channel of its direction: what
+``drain`` returns has passed every check of the protocol, and what was refused is
+counted in ``malformed`` and kept in ``refused`` for the owner to answer.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from typing import Callable, Optional
 import zmq
 
 from maotrade.errors import ProtocolError
-from maotrade.messages import MAX_FRAME_BYTES, pack_batch, unpack_batch
+from maotrade.protocol import MAX_FRAME_BYTES, Channel, Refusal, as_dicts, encode
 
 Scrub = Callable[[list], list]
 
@@ -27,6 +31,8 @@ ZERO_COPY_MIN = 64 * 1024
 # Plain ints: pyzmq's enum wrappers cost more than the call itself on the hot path.
 ZMQ_EVENTS = int(zmq.EVENTS)
 ZMQ_POLLIN = int(zmq.POLLIN)
+# Refusals a queue keeps for its owner to answer, at most.
+MAX_KEPT_REFUSALS = 1000
 
 
 def limit_frame_size(sock: zmq.Socket) -> zmq.Socket:
@@ -38,15 +44,22 @@ def limit_frame_size(sock: zmq.Socket) -> zmq.Socket:
 class MessageQueue:
     """One end of a one-way message channel (PUSH to send, PULL to receive)."""
 
-    def __init__(self, socket: zmq.Socket, name: str = "", scrub: Optional[Scrub] = None):
+    def __init__(self, socket: zmq.Socket, name: str = "", scrub: Optional[Scrub] = None,
+                 channel: Optional[Channel] = None, as_maps: bool = False):
         """``scrub``, if given, redacts messages at this boundary: every batch passes
-        through it before it is sent, or after it is received."""
+        through it before it is sent, or after it is received. ``channel`` is the
+        direction a receiving queue decodes; ``as_maps`` hands its messages on as plain
+        maps instead of structs (for code that still handles maps)."""
         self.socket = socket
         self.name = name
         self.scrub = scrub
-        self._outbox: list[dict] = []
+        self.channel = channel
+        self.as_maps = as_maps
+        self._outbox: list = []
         self._unsent: deque[bytes] = deque()
         self.malformed = 0
+        #: messages refused at decode time since the owner last looked (bounded).
+        self.refused: list[Refusal] = []
 
     # -- construction ----------------------------------------------------------
     @classmethod
@@ -61,22 +74,22 @@ class MessageQueue:
         return cls(sock, name or address, scrub)
 
     @classmethod
-    def receiver(cls, ctx: zmq.Context, address: str, bind: bool = True, name: str = "",
-                 scrub: Optional[Scrub] = None) -> "MessageQueue":
-        """Open the receiving end (PULL) at ``address``."""
+    def receiver(cls, ctx: zmq.Context, address: str, channel: Channel, bind: bool = True, name: str = "",
+                 scrub: Optional[Scrub] = None, as_maps: bool = False) -> "MessageQueue":
+        """Open the receiving end (PULL) at ``address``, decoding ``channel``'s messages."""
         sock = ctx.socket(zmq.PULL)
         limit_frame_size(sock)
         sock.setsockopt(zmq.RCVHWM, DEFAULT_HWM)
         sock.setsockopt(zmq.LINGER, 0)
         (sock.bind if bind else sock.connect)(address)
-        return cls(sock, name or address, scrub)
+        return cls(sock, name or address, scrub, channel, as_maps)
 
     # -- sending ----------------------------------------------------------------
-    def put(self, msg: dict) -> None:
-        """Queue a message; it leaves with the next ``flush``."""
+    def put(self, msg) -> None:
+        """Queue a message (a ``maotrade.protocol`` struct); it leaves with the next ``flush``."""
         self._outbox.append(msg)
 
-    def send(self, msg: dict) -> bool:
+    def send(self, msg) -> bool:
         """Queue a message and flush at once; return True if everything went out."""
         self._outbox.append(msg)
         return self.flush()
@@ -84,7 +97,7 @@ class MessageQueue:
     def flush(self) -> bool:
         """Send what is queued as one frame; return True when nothing is left pending."""
         if self._outbox:
-            self._unsent.append(pack_batch(self.scrub(self._outbox) if self.scrub is not None else self._outbox))
+            self._unsent.append(encode(self.scrub(self._outbox) if self.scrub is not None else self._outbox))
             self._outbox = []
         while self._unsent:
             try:
@@ -100,12 +113,13 @@ class MessageQueue:
         return len(self._unsent) + (1 if self._outbox else 0)
 
     # -- receiving --------------------------------------------------------------
-    def drain(self, max_frames: int = 1000) -> list[dict]:
+    def drain(self, max_frames: int = 1000) -> list:
         """Return every message already received (up to ``max_frames`` frames), never blocking.
 
-        A malformed frame is logged, counted in ``malformed`` and skipped.
+        A malformed frame is logged, counted in ``malformed`` and skipped; a malformed
+        message in a good frame is refused alone (logged, counted, kept in ``refused``).
         """
-        out: list[dict] = []
+        out: list = []
         sock = self.socket
         for _ in range(max_frames):
             # Asking first is far cheaper than the zmq.Again exception that ends a NOBLOCK loop.
@@ -116,13 +130,29 @@ class MessageQueue:
             except zmq.Again:
                 break
             try:
-                batch = unpack_batch(frame)
+                batch, refused = self.channel.decode(frame)
             except ProtocolError as exc:
                 self.malformed += 1
                 log.warning("event=malformed_frame queue=%s reason=%s", self.name, exc)
                 continue
+            if refused:
+                self._refuse(refused)
+            if self.as_maps:
+                batch = as_dicts(batch)
             out.extend(self.scrub(batch) if self.scrub is not None else batch)
         return out
+
+    def _refuse(self, refused: list[Refusal]) -> None:
+        self.malformed += len(refused)
+        for refusal in refused:
+            log.warning("event=malformed_message queue=%s reason=%s", self.name, refusal.reason)
+        # Kept for the owner to answer; a flood the owner never reads must not grow it forever.
+        self.refused = (self.refused + refused)[-MAX_KEPT_REFUSALS:]
+
+    def take_refused(self) -> list[Refusal]:
+        """Return the messages refused since the last call, and forget them."""
+        refused, self.refused = self.refused, []
+        return refused
 
     def wait(self, timeout_ms: int) -> bool:
         """Block up to ``timeout_ms`` for something to read; return True if there is."""

@@ -17,15 +17,19 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional, Protocol
 
-from maotrade.messages import ClientToEngine as C, message
 from maotrade.order import OrderType, TimeInForce, new_client_order_id
+from maotrade.protocol import from_client, to_client
+from maotrade.protocol.from_client import FromClient
+
+
+MARKET_DATA = to_client.MarketData.TYPE
 
 
 class StrategyLink(Protocol):
     """Where a strategy's requests go: the engine's bus, or a backtest."""
 
-    def put(self, msg: dict) -> None:
-        """Queue one request."""
+    def put(self, msg: FromClient) -> None:
+        """Queue one request (a ``maotrade.protocol.from_client`` struct)."""
 
 
 class Strategy:
@@ -73,11 +77,11 @@ class Strategy:
     # -- actions ---------------------------------------------------------------------------
     def subscribe(self, epic: str, time_frame: int, account: Optional[str] = None) -> None:
         """Receive bars of ``epic`` every ``time_frame`` seconds."""
-        self._send(message(C.SUBSCRIBE, account=self._account(account), epic=epic, time_frame=int(time_frame)))
+        self._send(from_client.Subscribe(account=self._account(account), epic=epic, time_frame=int(time_frame)))
 
     def unsubscribe(self, epic: str, time_frame: int, account: Optional[str] = None) -> None:
         """Stop receiving bars of ``epic`` at ``time_frame``."""
-        self._send(message(C.UNSUBSCRIBE, account=self._account(account), epic=epic, time_frame=int(time_frame)))
+        self._send(from_client.Unsubscribe(account=self._account(account), epic=epic, time_frame=int(time_frame)))
 
     def open_order(self, epic: str, qty: float, order_type: str = OrderType.MARKET,
                    price: Optional[float] = None, stop_loss: Optional[float] = None,
@@ -85,35 +89,35 @@ class Strategy:
                    time_in_force: str = TimeInForce.GTC) -> str:
         """Place an order (``qty`` > 0 buys, < 0 sells); return its client order id."""
         client_order_id = new_client_order_id("s")
-        self._send(message(C.ORDER_OPEN, account=self._account(account), client_order_id=client_order_id,
-                           epic=epic, qty=qty, order_type=order_type, price=price, stop_loss=stop_loss,
-                           take_profit=take_profit, time_in_force=time_in_force))
+        self._send(from_client.OrderOpen(account=self._account(account), client_order_id=client_order_id,
+                                         epic=epic, qty=qty, order_type=order_type, price=price,
+                                         stop_loss=stop_loss, take_profit=take_profit, time_in_force=time_in_force))
         return client_order_id
 
     def close_order(self, epic: str, qty: Optional[float] = None, account: Optional[str] = None) -> str:
         """Close the position in ``epic``: all of it, or ``qty`` (an amount, unsigned)."""
         client_order_id = new_client_order_id("s")
-        self._send(message(C.ORDER_CLOSE, account=self._account(account), client_order_id=client_order_id,
-                           epic=epic, qty=qty))
+        self._send(from_client.OrderClose(account=self._account(account), client_order_id=client_order_id,
+                                          epic=epic, qty=qty))
         return client_order_id
 
     def cancel_order(self, client_order_id: str, account: Optional[str] = None) -> None:
         """Cancel a working order."""
-        self._send(message(C.ORDER_CANCEL, account=self._account(account), client_order_id=client_order_id))
+        self._send(from_client.OrderCancel(account=self._account(account), client_order_id=client_order_id))
 
     def amend_order(self, client_order_id: str, stop_loss: Optional[float] = None,
                     take_profit: Optional[float] = None, account: Optional[str] = None) -> None:
         """Change the stop loss / take profit of an order or the position it opened."""
-        self._send(message(C.ORDER_STOP, account=self._account(account), client_order_id=client_order_id,
-                           stop_loss=stop_loss, take_profit=take_profit))
+        self._send(from_client.OrderStop(account=self._account(account), client_order_id=client_order_id,
+                                         stop_loss=stop_loss, take_profit=take_profit))
 
     def request_account_info(self, account: Optional[str] = None) -> None:
         """Ask for balances; they arrive in ``on_account_info``."""
-        self._send(message(C.ACCOUNT_INFO_REQUEST, account=self._account(account)))
+        self._send(from_client.AccountInfoRequest(account=self._account(account)))
 
     def request_portfolio(self, account: Optional[str] = None) -> None:
         """Ask for positions; they arrive in ``on_portfolio``."""
-        self._send(message(C.PORTFOLIO_REQUEST, account=self._account(account)))
+        self._send(from_client.PortfolioRequest(account=self._account(account)))
 
     def stop(self) -> None:
         """End this strategy after the current callback."""
@@ -127,22 +131,22 @@ class Strategy:
         self.account_states = {str(a["account"]): a.get("state", "") for a in accounts}
 
     def dispatch(self, msg: dict) -> None:
-        """Route one engine message to its callback (done by the host)."""
+        """Route one engine message (as a map) to its callback (done by the host)."""
         kind = msg.get("type")
-        if kind == "market_data":
+        if kind == MARKET_DATA:
             self.on_market_data(msg)
-        elif kind == "order":
+        elif kind == to_client.Order.TYPE:
             self.on_order(msg)
-        elif kind == "account_info":
+        elif kind == to_client.AccountInfo.TYPE:
             self.on_account_info({**(msg.get("info") or {}), "account": msg.get("account")})
-        elif kind == "portfolio":
+        elif kind == to_client.Portfolio.TYPE:
             self.on_portfolio({**(msg.get("portfolio") or {}), "account": msg.get("account")})
-        elif kind == "account_status":
+        elif kind == to_client.AccountStatus.TYPE:
             self.account_states[str(msg.get("account"))] = msg.get("state", "")
             self.on_account_status(msg)
-        elif kind == "stale_data":
+        elif kind == to_client.StaleData.TYPE:
             self.on_stale_data(msg)
-        elif kind == "error":
+        elif kind == to_client.Error.TYPE:
             self.log.warning("engine refused %s: %s", msg.get("request"), msg.get("reason"))
 
     def _account(self, account: Optional[str]) -> str:
@@ -152,7 +156,7 @@ class Strategy:
             return self.accounts[0]
         raise ValueError(f"strategy {self.name} runs on {len(self.accounts)} accounts; pass account=")
 
-    def _send(self, msg: dict) -> None:
+    def _send(self, msg: FromClient) -> None:
         if self._link is None:
             raise RuntimeError(f"strategy {self.name} is not attached to an engine or backtest yet")
         self._link.put(msg)

@@ -17,6 +17,7 @@ import zmq
 
 from engine.worker import run_worker
 from maotrade.messages import EngineToWorker as In, WorkerToEngine, message
+from maotrade.protocol import FROM_WORKER
 from maotrade.order import BaseOrder, OrderEvent, new_client_order_id
 from maotrade.queues import MessageQueue
 
@@ -60,7 +61,7 @@ class WorkerHarness:
         self.in_addr = f"ipc://{self.workdir}/w{account}.in"
         self.out_addr = f"ipc://{self.workdir}/w{account}.out"
         self.to_worker = MessageQueue.sender(self.ctx, self.in_addr, bind=True)
-        self.from_worker = MessageQueue.receiver(self.ctx, self.out_addr, bind=True)
+        self.from_worker = MessageQueue.receiver(self.ctx, self.out_addr, FROM_WORKER, bind=True, as_maps=True)
         self.received: list[dict] = []
         self._views: dict[str, dict] = {}
         self.process: Optional[multiprocessing.Process] = None

@@ -18,9 +18,10 @@ from engine.options import EngineOptions
 from maotrade.config import parse_document
 from maotrade.errors import ConfigError, ProtocolError
 from maotrade.messages import ClientToEngine, EngineToWorker, WorkerToEngine, unpack_batch
+from maotrade.protocol import CHANNELS, FROM_WORKER, TO_WORKER, encode, from_worker
 from maotrade.queues import MessageQueue
 from tests import faultstats
-from tests.kit import paper_document
+from tests.kit import paper_document, wait_until
 
 pytestmark = pytest.mark.fault
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
@@ -89,13 +90,13 @@ def test_journal_is_intact_after_fuzzing(engine):
 def paper(tmp_path_factory):
     ctx = zmq.Context()
     data = tmp_path_factory.mktemp("paperfuzz")
-    inbound = MessageQueue.receiver(ctx, "inproc://fuzz-in", bind=True)
+    inbound = MessageQueue.receiver(ctx, "inproc://fuzz-in", TO_WORKER, bind=True)
     feeder = MessageQueue.sender(ctx, "inproc://fuzz-in", bind=False)
     outbound = MessageQueue.sender(ctx, "inproc://fuzz-out", bind=True)
-    sink = MessageQueue.receiver(ctx, "inproc://fuzz-out", bind=False)
+    sink = MessageQueue.receiver(ctx, "inproc://fuzz-out", FROM_WORKER, bind=False)
     manager = PaperAccountManager({**paper_document("901"), "runtime": {"data_dir": str(data)}}, inbound, outbound)
     assert manager._run_init()
-    yield manager, sink
+    yield manager, feeder, sink
     manager.on_account_manager_shutdown()
     for queue in (inbound, feeder, outbound, sink):
         queue.close(linger_ms=0)
@@ -106,12 +107,36 @@ def paper(tmp_path_factory):
 @EXAMPLES
 @given(body=fields)
 def test_account_manager_survives_any_engine_message(paper, kind, body):
-    manager, sink = paper
+    manager, feeder, sink = paper
     faultstats.record(faults=1)
-    manager._dispatch({**body, "type": kind})
+    feeder.send({**body, "type": kind})
+    assert manager.in_queue.wait(5000)
+    manager._serve_requests()
     manager.out_queue.flush()
-    sink.drain()
     assert manager.is_connected
+    if TO_WORKER.decode(encode([{**body, "type": kind}])).refused:
+        # Refused at decode time: answered with an error naming the request, never dropped silently.
+        answers = []
+        wait_until(lambda: answers.extend(sink.drain()) or any(
+            isinstance(a, from_worker.Error) and a.request == kind for a in answers), 5, what="the error answer")
+    sink.drain()
+
+
+@FUZZ
+@given(frame=st.one_of(st.binary(max_size=200), values.map(lambda v: msgpack.packb(v, use_bin_type=True)),
+                       st.lists(st.one_of(fields, values), max_size=4).map(lambda v: msgpack.packb(v))))
+def test_every_channel_decodes_into_its_structs_or_refuses_in_one_line(frame):
+    faultstats.record(faults=1)
+    for channel in CHANNELS:
+        try:
+            messages, refused = channel.decode(frame)
+        except ProtocolError as exc:
+            assert "\n" not in str(exc)
+            continue
+        assert all(type(m) in channel.messages for m in messages)
+        assert all(r.reason and "\n" not in r.reason for r in refused)
+        # Whatever decoded encodes again and decodes to the same structs.
+        assert channel.decode(encode(messages)).messages == messages
 
 
 @FUZZ

@@ -64,7 +64,7 @@ def test_unreadable_replay_file_stops_the_account_with_the_reason(tmp_path):
 
 def test_gate_waits_for_every_acknowledging_receiver():
     sent = []
-    gate = ReplayGate(lambda account, msg: sent.append((account, msg["type"])))
+    gate = ReplayGate(lambda account, msg: sent.append((account, msg.TYPE)))
     gate.hello(b"s1", {"acks_replay": True})
     gate.hello(b"s2", {"acks_replay": True})
     gate.hello(b"viewer", {})

@@ -22,7 +22,7 @@ from account_managers.ccxt.session import ExchangeSession
 from maotrade.account_manager import BaseAccountManager, InitResult
 from maotrade.bars import BarBuilder
 from maotrade.errors import BrokerUnavailable, OperationalError
-from maotrade.messages import EngineToWorker as In
+from maotrade.protocol import to_worker
 from maotrade.order import BaseOrder, OrderStatus, OrderType
 
 log = logging.getLogger(__name__)
@@ -348,7 +348,7 @@ class CCXTAccountManager(BaseAccountManager):
                  order.client_order_id, market["symbol"], order.order_type, order.qty)
         self.session.call(lambda c: c.create_order(*args), retry_reads=False,
                           on_result=lambda raw: self._order_answered(order, raw),
-                          on_error=lambda exc: self._order_failed(order, exc, In.ORDER_OPEN))
+                          on_error=lambda exc: self._order_failed(order, exc, to_worker.OrderOpen.TYPE))
 
     def do_async_request_order_close(self, order: BaseOrder) -> None:
         """Close by an opposite order (reduce-only on futures)."""
@@ -385,14 +385,14 @@ class CCXTAccountManager(BaseAccountManager):
         if not movable or order.is_done or market is None or not order.broker_ref:
             self.send_order_refused(order, f"{self.settings.exchange}: only a working LIMIT or STOP order "
                                            f"can be amended ({order.client_order_id} is {order.status} "
-                                           f"{order.order_type})", kind=In.ORDER_STOP)
+                                           f"{order.order_type})", kind=to_worker.OrderStop.TYPE)
             return
         if self.price_at_exchange.get(order.client_order_id) == order.price:
-            self.send_request_order_response(order, kind=In.ORDER_STOP)
+            self.send_request_order_response(order, kind=to_worker.OrderStop.TYPE)
             return
         problem = P.filter_violation(order, market, self.last_price.get(market["symbol"]))
         if problem:
-            self.send_order_refused(order, problem, kind=In.ORDER_STOP)
+            self.send_order_refused(order, problem, kind=to_worker.OrderStop.TYPE)
             return
         log.info("event=ccxt_order_amend account=%s order=%s type=%s price=%s", self.account_id,
                  order.client_order_id, order.order_type, order.price)
@@ -436,7 +436,7 @@ class CCXTAccountManager(BaseAccountManager):
     def _amend_failed(self, order: BaseOrder, exc: BaseException) -> None:
         self._replaced.discard(order.broker_ref)
         self.send_order_refused(order, f"{self.settings.exchange} amend of {order.client_order_id} failed: {exc}",
-                                kind=In.ORDER_STOP)
+                                kind=to_worker.OrderStop.TYPE)
         if isinstance(exc, StopWithdrawn) and not order.is_done:
             # Never leave the engine believing a stop works that the exchange no longer holds.
             log.error("event=ccxt_stop_withdrawn account=%s order=%s reason=%s", self.account_id,
@@ -450,7 +450,7 @@ class CCXTAccountManager(BaseAccountManager):
             self.by_exchange_id[new_id] = order.client_order_id
             order.broker_ref = new_id
         self.price_at_exchange[order.client_order_id] = order.price
-        self.send_request_order_response(order, kind=In.ORDER_STOP)
+        self.send_request_order_response(order, kind=to_worker.OrderStop.TYPE)
         self._apply_order_state(raw)
 
     def do_async_request_order_status(self, order: BaseOrder) -> None:
@@ -571,11 +571,11 @@ class CCXTAccountManager(BaseAccountManager):
     def _finish_cancel(self, order: BaseOrder) -> None:
         if order.can_move_to(OrderStatus.CANCELLED) and not order.is_done:
             order.set_cancelled("cancelled by request")
-        self.send_request_order_response(order, kind=In.ORDER_CANCEL)
+        self.send_request_order_response(order, kind=to_worker.OrderCancel.TYPE)
 
     def _cancel_failed(self, order: BaseOrder, exc: BaseException) -> None:
         self.send_order_refused(order, f"{self.settings.exchange} cancel of {order.client_order_id} "
-                                       f"failed: {exc}", kind=In.ORDER_CANCEL)
+                                       f"failed: {exc}", kind=to_worker.OrderCancel.TYPE)
 
     def _fetch_trades_of(self, order: BaseOrder, then=None) -> None:
         ref = self.actual_of.get(order.client_order_id) or ("" if self._conditional(order) else order.broker_ref)

@@ -30,7 +30,7 @@ from account_managers.fix.store import SessionStore
 from maotrade.account_manager import BaseAccountManager, InitResult
 from maotrade.bars import BarBook, MarketDataRequest
 from maotrade.errors import IllegalTransition, InvalidOrder, ProtocolError
-from maotrade.messages import EngineToWorker as In
+from maotrade.protocol import to_worker
 from maotrade.order import BaseOrder, Fill, OrderAction, OrderStatus, OrderType
 from maotrade.positions import Position
 
@@ -241,23 +241,23 @@ class FIXAccountManager(BaseAccountManager):
         order = self.orders.get(order.client_order_id, order)
         if order.is_done:
             self.send_order_refused(order, f"order {order.client_order_id} is {order.status}: nothing "
-                                           "to amend at the broker", kind=In.ORDER_STOP)
+                                           "to amend at the broker", kind=to_worker.OrderStop.TYPE)
             return
         self.store.save_order(order)
         live = self._live_cl_ord_id.get(order.client_order_id, order.client_order_id)
         if order.order_type != OrderType.MARKET and order.price and order.price != self._sent_price(order):
-            self._send_replace(order, live, order.price, In.ORDER_STOP)
+            self._send_replace(order, live, order.price, to_worker.OrderStop.TYPE)
         else:
-            self.send_request_order_response(order, kind=In.ORDER_STOP)
+            self.send_request_order_response(order, kind=to_worker.OrderStop.TYPE)
 
     def do_async_request_order_cancel(self, order: BaseOrder) -> None:
         """Send an OrderCancelRequest with OrigClOrdID = the order's live ClOrdID."""
         order = self.orders.get(order.client_order_id, order)
         if order.is_done:
             self.send_order_refused(order, f"order {order.client_order_id} is already {order.status}",
-                                    kind=In.ORDER_CANCEL)
+                                    kind=to_worker.OrderCancel.TYPE)
             return
-        self._send_cancel(order, In.ORDER_CANCEL)
+        self._send_cancel(order, to_worker.OrderCancel.TYPE)
 
     def do_async_request_order_status(self, order: BaseOrder) -> None:
         """Ask the broker with an OrderStatusRequest; the ExecutionReport answers."""
@@ -358,11 +358,11 @@ class FIXAccountManager(BaseAccountManager):
         elif er.kind == "rejected":
             if order.can_move_to(OrderStatus.REJECTED):
                 order.set_rejected(er.text or "rejected by the broker")
-                self._report(order, kind=In.ORDER_OPEN)
+                self._report(order, kind=to_worker.OrderOpen.TYPE)
         elif er.kind in ("new", "pending_new"):
             if order.status in (OrderStatus.NEW, OrderStatus.SUBMITTED):
                 order.set_accepted(er.order_id)
-                self._report(order, kind=In.ORDER_OPEN)
+                self._report(order, kind=to_worker.OrderOpen.TYPE)
         elif er.kind == "canceled":
             if not order.is_done:
                 order.set_cancelled(er.text or "cancelled")
@@ -420,7 +420,7 @@ class FIXAccountManager(BaseAccountManager):
         if target and target != order.status and order.can_move_to(target) and target not in (
                 OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
             order._move(target)  # noqa: SLF001 - a replace keeps the order's own state
-        self._report(order, kind=kind or In.ORDER_STOP)
+        self._report(order, kind=kind or to_worker.OrderStop.TYPE)
 
     def _on_cancel_reject(self, msg: simplefix.FixMessage) -> None:
         self._refuse_request(fx.text(msg, Tag.ClOrdID) or "",
@@ -438,10 +438,10 @@ class FIXAccountManager(BaseAccountManager):
         if purpose == "new":
             if order.can_move_to(OrderStatus.REJECTED):
                 order.set_rejected(reason)
-                self._report(order, kind=In.ORDER_OPEN)
+                self._report(order, kind=to_worker.OrderOpen.TYPE)
             return
         if kind is None:
-            kind = In.ORDER_CANCEL if (purpose == "cancel" or response_to == "1") else In.ORDER_STOP
+            kind = to_worker.OrderCancel.TYPE if (purpose == "cancel" or response_to == "1") else to_worker.OrderStop.TYPE
         if purpose == "replace_pending" and order.client_order_id in self._broker_price:
             order.price = self._broker_price[order.client_order_id]  # the broker kept the old price
             self.store.save_order(order)

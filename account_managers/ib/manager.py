@@ -21,7 +21,7 @@ from account_managers.ib.throttle import HistoricalPacer
 from maotrade.account_manager import BaseAccountManager, InitResult
 from maotrade.bars import BarBuilder
 from maotrade.errors import InvalidOrder, OperationalError
-from maotrade.messages import EngineToWorker as In
+from maotrade.protocol import to_worker
 from maotrade.order import (BaseOrder, BracketKind, BrokerOrder, Fill, OrderAction, OrderStatus, OrderType, bracket_legs,
                             split_child_id)
 
@@ -389,7 +389,7 @@ class IBAccountManager(BaseAccountManager):
                 order.broker_ref = str(ids[0])
             if order.status == OrderStatus.NEW:
                 order.set_submitted()
-                self.send_request_order_response(order, kind=In.ORDER_OPEN)
+                self.send_request_order_response(order, kind=to_worker.OrderOpen.TYPE)
 
         self._ib_call(session.place_bracket, contract, params, children, on_result=placed,
                       on_error=lambda exc: self.send_order_refused(order, f"order not sent to IB: {exc}"))
@@ -402,7 +402,7 @@ class IBAccountManager(BaseAccountManager):
             order.action = OrderAction.CLOSE
             params = p.order_params(order)
         except InvalidOrder as exc:
-            self.send_order_refused(order, str(exc), kind=In.ORDER_CLOSE)
+            self.send_order_refused(order, str(exc), kind=to_worker.OrderClose.TYPE)
             return
         session, account = self.session, self.account
 
@@ -419,26 +419,26 @@ class IBAccountManager(BaseAccountManager):
 
         def placed(result):
             if isinstance(result, str):
-                self.send_order_refused(order, result, kind=In.ORDER_CLOSE)
+                self.send_order_refused(order, result, kind=to_worker.OrderClose.TYPE)
                 return
             order.broker_ref = str(result)
             if order.status == OrderStatus.NEW:
                 order.set_submitted()
-                self.send_request_order_response(order, kind=In.ORDER_CLOSE)
+                self.send_request_order_response(order, kind=to_worker.OrderClose.TYPE)
 
         self._ib_call(check_and_place, on_result=placed,
                       on_error=lambda exc: self.send_order_refused(order, f"close not sent to IB: {exc}",
-                                                                   kind=In.ORDER_CLOSE))
+                                                                   kind=to_worker.OrderClose.TYPE))
 
     def do_async_request_stop_order(self, order: BaseOrder) -> None:
         """Amend the stop loss / take profit children, or protect a filled position."""
         if order.stop_loss is None and order.take_profit is None:
-            self.send_order_refused(order, "order_stop needs stop_loss or take_profit", kind=In.ORDER_STOP)
+            self.send_order_refused(order, "order_stop needs stop_loss or take_profit", kind=to_worker.OrderStop.TYPE)
             return
         try:
             contract = self._contract_for(order)
         except InvalidOrder as exc:
-            self.send_order_refused(order, str(exc), kind=In.ORDER_STOP)
+            self.send_order_refused(order, str(exc), kind=to_worker.OrderStop.TYPE)
             return
         session = self.session
         coid = order.client_order_id
@@ -466,29 +466,29 @@ class IBAccountManager(BaseAccountManager):
 
         def amended(problem):
             if problem:
-                self.send_order_refused(order, problem, kind=In.ORDER_STOP)
+                self.send_order_refused(order, problem, kind=to_worker.OrderStop.TYPE)
             else:
-                self.send_request_order_response(order, kind=In.ORDER_STOP)
+                self.send_request_order_response(order, kind=to_worker.OrderStop.TYPE)
 
         self._ib_call(amend, on_result=amended,
                       on_error=lambda exc: self.send_order_refused(order, f"amend not sent to IB: {exc}",
-                                                                   kind=In.ORDER_STOP))
+                                                                   kind=to_worker.OrderStop.TYPE))
 
     def do_async_request_order_cancel(self, order: BaseOrder) -> None:
         """Cancel a working order; IB's Cancelled status answers it."""
         if order.is_done:
             self.send_order_refused(order, f"order {order.client_order_id} is {order.status}; "
-                                           "nothing to cancel", kind=In.ORDER_CANCEL)
+                                           "nothing to cancel", kind=to_worker.OrderCancel.TYPE)
             return
 
         def cancelled(found):
             if not found:
                 self.send_order_refused(order, f"order {order.client_order_id} is not working at IB",
-                                        kind=In.ORDER_CANCEL)
+                                        kind=to_worker.OrderCancel.TYPE)
 
         self._ib_call(self.session.cancel, order.client_order_id, on_result=cancelled,
                       on_error=lambda exc: self.send_order_refused(order, f"cancel not sent to IB: {exc}",
-                                                                   kind=In.ORDER_CANCEL))
+                                                                   kind=to_worker.OrderCancel.TYPE))
 
     def do_async_request_order_status(self, order: BaseOrder) -> None:
         """Ask IB (open, completed orders and executions) by orderRef."""

@@ -22,7 +22,7 @@ from account_managers.ig.throttle import NON_TRADING, Throttle
 from maotrade.account_manager import BaseAccountManager, InitResult
 from maotrade.errors import (BrokerUnavailable, InvalidOrder, MAOTradeError, OperationalError,
                              ProtocolError, RequestNotSent, TemporaryError)
-from maotrade.messages import EngineToWorker as In
+from maotrade.protocol import to_worker
 from maotrade.order import (BaseOrder, BracketKind, BrokerOrder, Fill, Leg, OrderAction, OrderSource, OrderStatus,
                             OrderType, child_id)
 
@@ -341,38 +341,38 @@ class IGAccountManager(BaseAccountManager):
                  order.client_order_id, ref, kind)
         self.run_blocking(self.rest.deal, "POST", path, 2, body,
                           on_result=lambda answer: self._fetch_confirm(ref),
-                          on_error=lambda exc: self._deal_failed(order, ref, exc, In.ORDER_OPEN))
+                          on_error=lambda exc: self._deal_failed(order, ref, exc, to_worker.OrderOpen.TYPE))
 
     def do_async_request_order_close(self, order: BaseOrder) -> None:
         """Close IG deals in ``order.epic`` (oldest first) for ``|order.qty|``, in full or part."""
         try:
             epic_broker = self._epic_of(order)
         except InvalidOrder as exc:
-            self.send_order_refused(order, str(exc), kind=In.ORDER_CLOSE)
+            self.send_order_refused(order, str(exc), kind=to_worker.OrderClose.TYPE)
             return
         order.epicBroker = epic_broker
         self._close_ids.add(order.client_order_id)
         self.run_blocking(self._send_closes, order, epic_broker,
                           on_result=lambda refs: self._track_batch(order, CLOSE, refs),
-                          on_error=lambda exc: self._deal_failed(order, "", exc, In.ORDER_CLOSE))
+                          on_error=lambda exc: self._deal_failed(order, "", exc, to_worker.OrderClose.TYPE))
 
     def do_async_request_stop_order(self, order: BaseOrder) -> None:
         """Amend stop loss / take profit of a working order, or of the positions it opened."""
         working = [d for d, cid in self.working_by_deal.items() if cid == order.client_order_id]
         self.run_blocking(self._send_amends, order, working,
                           on_result=lambda refs: self._track_batch(order, AMEND, refs),
-                          on_error=lambda exc: self._deal_failed(order, "", exc, In.ORDER_STOP))
+                          on_error=lambda exc: self._deal_failed(order, "", exc, to_worker.OrderStop.TYPE))
 
     def do_async_request_order_cancel(self, order: BaseOrder) -> None:
         """Delete the IG working order behind ``order``."""
         deal_id = next((d for d, cid in self.working_by_deal.items() if cid == order.client_order_id), None)
         if deal_id is None:
             self.send_order_refused(order, f"order {order.client_order_id} is not a working order at IG",
-                                    kind=In.ORDER_CANCEL)
+                                    kind=to_worker.OrderCancel.TYPE)
             return
         self.run_blocking(self.rest.deal, "DELETE", f"/workingorders/otc/{deal_id}", 2, None,
                           on_result=lambda answer: self._track_batch(order, CANCEL, [answer.get("dealReference")]),
-                          on_error=lambda exc: self._deal_failed(order, "", exc, In.ORDER_CANCEL))
+                          on_error=lambda exc: self._deal_failed(order, "", exc, to_worker.OrderCancel.TYPE))
 
     def do_async_request_order_status(self, order: BaseOrder) -> None:
         """Ask IG by the order's dealReference: GET /confirms, then the open positions.
@@ -595,7 +595,7 @@ class IGAccountManager(BaseAccountManager):
             reason = "; ".join(batch.rejections) or "IG closed less than asked"
             if order.filled_qty:
                 order.set_cancelled(f"close partly done: {reason}")
-                self.send_request_order_response(order, kind=In.ORDER_CLOSE)
+                self.send_request_order_response(order, kind=to_worker.OrderClose.TYPE)
             else:
                 self._reject(order, reason)
 
@@ -603,18 +603,18 @@ class IGAccountManager(BaseAccountManager):
         if not batch.complete:
             return
         if batch.rejections:
-            self.send_order_refused(order, "; ".join(batch.rejections), kind=In.ORDER_STOP)
+            self.send_order_refused(order, "; ".join(batch.rejections), kind=to_worker.OrderStop.TYPE)
         else:
-            self.send_request_order_response(order, kind=In.ORDER_STOP)
+            self.send_request_order_response(order, kind=to_worker.OrderStop.TYPE)
 
     def _confirm_cancel(self, order: BaseOrder, batch: Batch, confirm: dict, outcome: str) -> None:
         if outcome == "REJECTED":
-            self.send_order_refused(order, batch.rejections[-1], kind=In.ORDER_CANCEL)
+            self.send_order_refused(order, batch.rejections[-1], kind=to_worker.OrderCancel.TYPE)
             return
         self.working_by_deal.pop(str(confirm.get("dealId") or ""), None)
         if order.can_move_to(OrderStatus.CANCELLED):
             order.set_cancelled("cancelled by request")
-        self.send_request_order_response(order, kind=In.ORDER_CANCEL)
+        self.send_request_order_response(order, kind=to_worker.OrderCancel.TYPE)
 
     def _working_filled(self, deal_id: str, ref: str, size, level) -> None:
         client_order_id = self.working_by_deal.pop(deal_id)
@@ -703,5 +703,5 @@ def _stop_if_operational(exc: BaseException) -> None:
         raise exc
 
 
-_REQUEST_OF = {OPEN_MARKET: In.ORDER_OPEN, OPEN_WORKING: In.ORDER_OPEN, CLOSE: In.ORDER_CLOSE,
-               AMEND: In.ORDER_STOP, CANCEL: In.ORDER_CANCEL}
+_REQUEST_OF = {OPEN_MARKET: to_worker.OrderOpen.TYPE, OPEN_WORKING: to_worker.OrderOpen.TYPE, CLOSE: to_worker.OrderClose.TYPE,
+               AMEND: to_worker.OrderStop.TYPE, CANCEL: to_worker.OrderCancel.TYPE}

@@ -34,7 +34,7 @@ from maotrade.config import parse_settings
 from maotrade.errors import (AuthenticationError, BrokerUnavailable, InvalidOrder, MAOTradeError,
                              OperationalError, ProtocolError, TemporaryError)
 from maotrade.log import register_secret
-from maotrade.messages import EngineToWorker as In
+from maotrade.protocol import to_worker
 from maotrade.order import BaseOrder, OrderStatus
 
 log = logging.getLogger(__name__)
@@ -427,11 +427,11 @@ class KiteAccountManager(BaseAccountManager):
     # ================================================================ orders
     def do_async_request_order_open(self, order: BaseOrder) -> None:
         """Place the order under its tag (regular, or AMO outside hours if configured)."""
-        self._place(order, In.ORDER_OPEN)
+        self._place(order, to_worker.OrderOpen.TYPE)
 
     def do_async_request_order_close(self, order: BaseOrder) -> None:
         """Reduce the position by an opposite order in the same product."""
-        self._place(order, In.ORDER_CLOSE)
+        self._place(order, to_worker.OrderClose.TYPE)
 
     def _place(self, order: BaseOrder, request: str) -> None:
         try:
@@ -529,13 +529,13 @@ class KiteAccountManager(BaseAccountManager):
     def do_async_request_order_cancel(self, order: BaseOrder) -> None:
         """Cancel a working order by its Kite order id."""
         if not order.broker_ref:
-            self.send_order_refused(order, f"order {order.client_order_id} has no Kite order id yet", kind=In.ORDER_CANCEL)
+            self.send_order_refused(order, f"order {order.client_order_id} has no Kite order id yet", kind=to_worker.OrderCancel.TYPE)
             return
         variety = self.store.variety_of(order.client_order_id)
         self.run_blocking(partial(self._call, ORDERS, f"Kite cancel {order.client_order_id}", self.kite.cancel_order,
                                   variety, order.broker_ref),
                           on_result=lambda _: self._catch_up_if_ticker_down(),
-                          on_error=lambda exc: self._amend_failed(order, exc, In.ORDER_CANCEL))
+                          on_error=lambda exc: self._amend_failed(order, exc, to_worker.OrderCancel.TYPE))
 
     def do_async_request_stop_order(self, order: BaseOrder) -> None:
         """Amend the price (LIMIT) or trigger (STOP) of a working order.
@@ -550,17 +550,17 @@ class KiteAccountManager(BaseAccountManager):
                                    "Kite has no stops on positions: amend the engine's stop-loss or take-profit order")
             changes = P.modify_params(order, self._tick_size(order.epicBroker))
         except InvalidOrder as exc:
-            self.send_order_refused(order, str(exc), kind=In.ORDER_STOP)
+            self.send_order_refused(order, str(exc), kind=to_worker.OrderStop.TYPE)
             return
         variety = self.store.variety_of(order.client_order_id)
         self.run_blocking(partial(self._call, ORDERS, f"Kite modify {order.client_order_id}", self.kite.modify_order,
                                   variety, order.broker_ref, **changes),
                           on_result=lambda _: self._amended(order),
-                          on_error=lambda exc: self._amend_failed(order, exc, In.ORDER_STOP))
+                          on_error=lambda exc: self._amend_failed(order, exc, to_worker.OrderStop.TYPE))
 
     def _amended(self, order: BaseOrder) -> None:
         self.store.save_order(order)
-        self.send_request_order_response(order, kind=In.ORDER_STOP)
+        self.send_request_order_response(order, kind=to_worker.OrderStop.TYPE)
 
     def _amend_failed(self, order: BaseOrder, exc: BaseException, request: str) -> None:
         self.send_order_refused(order, str(exc), kind=request)

@@ -21,7 +21,7 @@ from maotrade.account_manager import HISTORY_PART_BARS, BaseAccountManager, Init
 from maotrade.bars import BarBook, MarketDataRequest
 from maotrade.errors import InvalidOrder
 from maotrade.matching import Event, PaperBook, Quote
-from maotrade.messages import EngineToWorker as In
+from maotrade.protocol import Message, to_worker
 from maotrade.order import (BaseOrder, BracketKind, BrokerOrder, Leg, OrderAction, OrderSource, OrderType,
                             new_client_order_id, split_child_id)
 
@@ -90,9 +90,9 @@ class PaperAccountManager(BaseAccountManager):
                  len(self.replay.bars), self.replay.cursor)
         return {s.replay_time_frame: "REPLAY"}
 
-    def handle_message(self, msg: dict) -> bool:
+    def handle_message(self, msg: Message) -> bool:
         """``replay_advance``: the engine lets a replaying account send its next bar."""
-        if msg.get("type") != In.REPLAY_ADVANCE:
+        if not isinstance(msg, to_worker.ReplayAdvance):
             return False
         if self.replay is not None:
             self.replay.credit = True
@@ -223,10 +223,10 @@ class PaperAccountManager(BaseAccountManager):
             self.book.amend_stops(order.epicBroker, order.stop_loss,
                                   order.take_profit, order.client_order_id)
         except InvalidOrder as exc:
-            self.send_order_refused(order, str(exc), kind=In.ORDER_STOP)
+            self.send_order_refused(order, str(exc), kind=to_worker.OrderStop.TYPE)
             return
         self._save([order])
-        self.send_request_order_response(order, kind=In.ORDER_STOP)
+        self.send_request_order_response(order, kind=to_worker.OrderStop.TYPE)
 
     def do_async_request_order_cancel(self, order: BaseOrder) -> None:
         """Cancel a working order (a bracket leg: take its level off the position)."""
@@ -236,10 +236,10 @@ class PaperAccountManager(BaseAccountManager):
         try:
             cancelled = self.book.cancel(order.client_order_id)
         except InvalidOrder as exc:
-            self.send_order_refused(order, str(exc), kind=In.ORDER_CANCEL)
+            self.send_order_refused(order, str(exc), kind=to_worker.OrderCancel.TYPE)
             return
         self._save([cancelled])
-        self.send_request_order_response(cancelled, kind=In.ORDER_CANCEL)
+        self.send_request_order_response(cancelled, kind=to_worker.OrderCancel.TYPE)
 
     def do_async_request_order_status(self, order: BaseOrder) -> None:
         """Answer from the broker-side record, as a real broker would."""
@@ -263,7 +263,7 @@ class PaperAccountManager(BaseAccountManager):
             stops["stop_loss" if leg.leg == Leg.STOP_LOSS else "take_profit"] = None
             self._save([])
         leg.set_cancelled("cancelled by request")
-        self.send_request_order_response(leg, kind=In.ORDER_CANCEL)
+        self.send_request_order_response(leg, kind=to_worker.OrderCancel.TYPE)
 
     # -- internals ------------------------------------------------------------------
     def _execute(self, order: BaseOrder, action) -> None:

@@ -22,7 +22,9 @@ from typing import Iterable
 
 from maotrade.bars import BarBuilder, make_bar
 from maotrade.errors import MAOTradeError
-from maotrade.messages import PROTOCOL_VERSION
+from maotrade.protocol import PROTOCOL_VERSION, to_client
+
+MARKET_DATA = to_client.MarketData.TYPE
 
 DEFAULT_ACCOUNT = "backtest"  # the account id a backtest's strategy sees unless told otherwise
 
@@ -82,7 +84,7 @@ def load_bars(paths: Iterable, epic: str, time_frame: int) -> list[dict]:
         if builder.current is not None:
             bars.append({**builder.current, "completed": True})
     # Shaped as the market data message a strategy gets, so a backtest need not copy them.
-    return [{"type": "market_data", "v": PROTOCOL_VERSION, "account": DEFAULT_ACCOUNT, **bar} for bar in bars]
+    return [{"type": MARKET_DATA, "v": PROTOCOL_VERSION, "account": DEFAULT_ACCOUNT, **bar} for bar in bars]
 
 
 def _read(path: Path) -> list[tuple]:

@@ -16,7 +16,7 @@ from maotrade.backtest.data import DataError
 from maotrade.backtest.store import HistoryStore, Span, format_ms
 from maotrade.client import EngineClient
 from maotrade.errors import ProtocolError, TemporaryError
-from maotrade.messages import ClientToEngine, EngineToClient, message
+from maotrade.protocol import from_client, to_client
 
 # Bars asked for per request: progress is saved at least this often.
 REQUEST_BARS = 50_000
@@ -69,8 +69,8 @@ def download(client: EngineClient, store: HistoryStore, account: str, epic: str,
     parts = _Parts(client)
     for window_start, window_end in windows(result.requested, time_frame):
         request_id = f"dl{next(ids)}"
-        client.send(message(ClientToEngine.HISTORY_REQUEST, account=account, request_id=request_id, epic=epic,
-                            time_frame=int(time_frame), start=window_start, end=window_end))
+        client.send(from_client.HistoryRequest(account=account, request_id=request_id, epic=epic,
+                                               time_frame=int(time_frame), start=window_start, end=window_end))
         error = _receive(parts, store, account, epic, time_frame, request_id, result, progress, on_allowance)
         if error:
             result.errors.append(f"{format_ms(window_start)} - {format_ms(window_end)}: {error}")
@@ -129,9 +129,9 @@ class _Parts:
             while self.waiting:
                 item = self.waiting.pop(0)
                 kind = item.get("type")
-                if kind == EngineToClient.HISTORY_DATA and item.get("request_id") == request_id:
+                if kind == to_client.HistoryData.TYPE and item.get("request_id") == request_id:
                     return item
-                if kind == EngineToClient.ERROR and item.get("request") == ClientToEngine.HISTORY_REQUEST:
+                if kind == to_client.Error.TYPE and item.get("request") == from_client.HistoryRequest.TYPE:
                     raise ProtocolError(f"engine refused the request: {item.get('reason')}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:

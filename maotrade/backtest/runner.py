@@ -33,6 +33,7 @@ from maotrade.bars import BarBuilder
 from maotrade.errors import InvalidOrder, MAOTradeError
 from maotrade.matching import Event, PaperBook, Quote
 from maotrade.messages import ClientToEngine as C, EngineToClient as E, message
+from maotrade.protocol import PROTOCOL_VERSION, Message, as_dict
 from maotrade.order import (BaseOrder, split_child_id, Fill, Leg, OrderAction, OrderSource, OrderStatus, OrderType,
                             TimeInForce, bracket_legs, child_id, leg_name, new_client_order_id,
                             restate_legs)
@@ -139,7 +140,7 @@ class _Subscription:
         done = builder.close_due(bar["date"] + base_span_ms)
         if not done:
             return None
-        return {"type": E.MARKET_DATA, "v": 1, "account": self.account, **done[0]}
+        return {"type": E.MARKET_DATA, "v": PROTOCOL_VERSION, "account": self.account, **done[0]}
 
 
 class Prepared:
@@ -162,7 +163,8 @@ class Prepared:
             if bars[0].get("type") == E.MARKET_DATA and bars[0].get("account") == account:
                 streams.append(bars)  # load_bars made them so: nothing to copy
             else:
-                streams.append([{**bar, "type": E.MARKET_DATA, "v": 1, "account": account} for bar in bars])
+                streams.append([{**bar, "type": E.MARKET_DATA, "v": PROTOCOL_VERSION, "account": account}
+                                for bar in bars])
         if len(streams) == 1:
             self.timeline = streams[0]
         else:
@@ -234,9 +236,10 @@ class Backtest:
         }
 
     # -- the strategy's link ---------------------------------------------------------------
-    def put(self, msg: dict) -> None:
+    def put(self, msg: Message) -> None:
         """Take one request from the strategy (answered after the current callback)."""
-        self._requests.append(msg)
+        # Handled as the map it would be on the wire, as the engine handles it.
+        self._requests.append(as_dict(msg))
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> BacktestResult:
@@ -426,7 +429,7 @@ class Backtest:
                 error: str = "", code: str = "") -> None:
         msg = order.__dict__.copy()  # the fields of the dataclass, as to_dict() gives them, faster
         del msg["fills"]
-        msg.update(type=E.ORDER, v=1, request=request, error=error or None, code=code or None,
+        msg.update(type=E.ORDER, v=PROTOCOL_VERSION, request=request, error=error or None, code=code or None,
                    fills=[fill.to_dict()] if fill else None, duplicate=None)
         try:
             self.strategy.dispatch(msg)
