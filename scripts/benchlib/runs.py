@@ -19,6 +19,8 @@ from maotrade.client import EngineClient
 from maotrade.log import setup_logging
 from maotrade.messages import PROTOCOL_VERSION, message, pack_batch, unpack_batch
 
+from benchlib.floor import FloorChain, FloorClient, wait_floor_ready
+
 CTX = mp.get_context("forkserver")
 FLOOD_CLASS = "tests.brokers.flood.FloodAccountManager"
 PAPER_CLASS = "paper.PaperAccountManager"
@@ -271,30 +273,129 @@ def measure_round_trips(client: EngineClient, account: str, count: int, pace_hz:
     return latencies
 
 
-def _rtt_client_main(address: str, accounts: list[str], runs: list[tuple], conn) -> None:
-    client = EngineClient(address, name="bench-rtt")
-    client.hello()
-    wait_ready(client, accounts)
-    measure_round_trips(client, accounts[0], 300, prefix="warm")
+def measure_throughput(client, accounts: list[str], count: int, window: int = 500,
+                       prefix: str = "t") -> dict:
+    """Keep up to ``window`` market orders in flight (each in its own frame, round-robin over
+    ``accounts``) until ``count`` are FILLED; return the rate and how many never came back."""
+    sent: set[str] = set()
+    filled = 0
+    index = 0
+    start = time.perf_counter()
+    last = start
+    quiet_since = time.monotonic()
+    while filled < count:
+        while index < count and len(sent) < window:
+            key = f"{prefix}{os.getpid()}-{index}"
+            client.send(message("order_open", account=accounts[index % len(accounts)], client_order_id=key,
+                                epic="EURUSD", qty=1 if (index // len(accounts)) % 2 == 0 else -1))
+            sent.add(key)
+            index += 1
+        got = False
+        for msg in client.receive(100):
+            if msg.get("type") == "order" and msg.get("status") == "FILLED" and msg["client_order_id"] in sent:
+                sent.discard(msg["client_order_id"])
+                filled += 1
+                got = True
+            elif msg.get("type") == "order" and msg.get("status") == "REJECTED":
+                raise RuntimeError(f"order refused during benchmark: {msg.get('reason')}")
+        now = time.monotonic()
+        if got:
+            last, quiet_since = time.perf_counter(), now
+        elif now - quiet_since > 30:
+            break  # nothing for 30 s: what is still out counts as lost
+    return {"orders": filled, "seconds": last - start, "lost": count - filled}
+
+
+def measure_fan_out(client, accounts: list[str], reps: int, prefix: str = "f") -> list[float]:
+    """One market order to each account in one frame; seconds until the last FILLED, per repetition."""
+    out = []
+    for rep in range(reps):
+        keys = {}
+        for account in accounts:
+            key = f"{prefix}{os.getpid()}-{rep}-{account}"
+            keys[key] = account
+            client.put(message("order_open", account=account, client_order_id=key, epic="EURUSD",
+                               qty=1 if rep % 2 == 0 else -1))
+        began = time.perf_counter()
+        client.flush()
+        deadline = time.monotonic() + 60
+        while keys and time.monotonic() < deadline:
+            for msg in client.receive(100):
+                if msg.get("type") == "order" and msg.get("status") == "FILLED":
+                    keys.pop(msg["client_order_id"], None)
+                elif msg.get("type") == "order" and msg.get("status") == "REJECTED":
+                    raise RuntimeError(f"order refused during benchmark: {msg.get('reason')}")
+        if keys:
+            raise RuntimeError(f"fan-out: {len(keys)} of {len(accounts)} orders never FILLED")
+        out.append(time.perf_counter() - began)
+        time.sleep(0.02)  # between repetitions, not synchronisation: let the tails settle
+    return out
+
+
+def run_plan(client, accounts: list[str], plan: list[tuple]) -> dict:
+    """Run measurements in order: ``("rtt", label, count, pace_hz)``,
+    ``("tput", label, count, window)`` or ``("fanout", label, reps)``."""
     out = {}
-    for label, count, pace in runs:
-        out[label] = measure_round_trips(client, accounts[0], count, pace, prefix=label)
-    conn.send(out)
+    for step, (kind, label, *params) in enumerate(plan):
+        prefix = f"p{step}"  # client order ids stay unique across the plan's measurements
+        if kind == "rtt":
+            out[label] = measure_round_trips(client, accounts[0], params[0], params[1], prefix=prefix)
+        elif kind == "tput":
+            out[label] = measure_throughput(client, accounts, params[0], params[1], prefix=prefix)
+        else:
+            out[label] = measure_fan_out(client, accounts, params[0], prefix=prefix)
+    return out
+
+
+def _engine_plan_main(address: str, accounts: list[str], plan: list[tuple], conn) -> None:
+    client = EngineClient(address, name="bench-orders")
+    client.hello()
+    wait_ready(client, accounts, timeout=300)
+    measure_round_trips(client, accounts[0], 300, prefix="warm")
+    conn.send(run_plan(client, accounts, plan))
     client.close()
 
 
-def order_round_trip(runs: list[tuple]) -> dict:
-    """Round trips on one paper account: ``runs`` = [(label, count, pace_hz)]."""
-    run = EngineRun([paper_document("100", price_interval=1.0)])
+def engine_orders(plan: list[tuple], accounts: int = 1) -> dict:
+    """Run ``plan`` (see ``run_plan``) against an engine with ``accounts`` paper accounts."""
+    ids = [str(100 + i) for i in range(accounts)]
+    run = EngineRun([paper_document(a, price_interval=1.0) for a in ids])
     try:
         parent, child = CTX.Pipe()
-        client = CTX.Process(target=_rtt_client_main, args=(run.address, ["100"], runs, child))
+        client = CTX.Process(target=_engine_plan_main, args=(run.address, ids, plan, child))
         client.start()
         result = parent.recv()
         client.join(30)
     finally:
         run.stop()
     return result
+
+
+def _floor_plan_main(address: str, accounts: list[str], plan: list[tuple], conn) -> None:
+    client = FloorClient(address)
+    wait_floor_ready(client, accounts)
+    measure_round_trips(client, accounts[0], 300, prefix="warm")
+    conn.send(run_plan(client, accounts, plan))
+    client.close()
+
+
+def floor_orders(plan: list[tuple], accounts: int = 1, bar_interval: float = 0.0) -> dict:
+    """Run ``plan`` over the bare ZeroMQ chain (``benchlib.floor``) with ``accounts`` workers."""
+    chain = FloorChain(accounts, bar_interval)
+    try:
+        parent, child = CTX.Pipe()
+        client = CTX.Process(target=_floor_plan_main, args=(chain.address, chain.accounts, plan, child))
+        client.start()
+        result = parent.recv()
+        client.join(30)
+    finally:
+        chain.stop()
+    return result
+
+
+def order_round_trip(runs: list[tuple]) -> dict:
+    """Round trips on one paper account: ``runs`` = [(label, count, pace_hz)]."""
+    return engine_orders([("rtt", label, count, pace) for label, count, pace in runs])
 
 
 # -- scale -------------------------------------------------------------------------------------
