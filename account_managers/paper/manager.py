@@ -175,7 +175,8 @@ class PaperAccountManager(BaseAccountManager):
         s = self.settings
         if s.outage_file or self.replay is not None or self._history_jobs:
             return s.tick_interval
-        if self._watched_epics():
+        book = self.book
+        if book.working or book.stops or next(iter(self.bars), None) is not None:
             return max(0.0, self._next_step_ms / 1000 - time.time())
         return s.reconnect_max
 

@@ -76,6 +76,8 @@ def _relay_main(client_address: str, worker_in: list[str], worker_out: str) -> N
         if router in ready:
             identity, frame = router.recv_multipart()
             if frame == b"stop":
+                for sock in to_workers.values():
+                    sock.send(pack_batch([message("stop")]))
                 break
             by_account: dict[str, list] = {}
             for msg in unpack_batch(frame):
@@ -85,7 +87,7 @@ def _relay_main(client_address: str, worker_in: list[str], worker_out: str) -> N
         if from_workers in ready and identity is not None:
             router.send_multipart([identity, from_workers.recv()])
     for sock in (router, from_workers, *to_workers.values()):
-        sock.close(linger=0)
+        sock.close(linger=2000)
     ctx.term()
 
 
@@ -136,11 +138,6 @@ class FloorChain:
     def stop(self) -> None:
         """Stop the workers and the relay and wait for them."""
         ctx = zmq.Context()
-        for index, _ in enumerate(self.workers):
-            sock = ctx.socket(zmq.PUSH)
-            sock.connect(f"ipc://{self.tmp.name}/w{index}.in")
-            sock.send(pack_batch([message("stop")]))
-            sock.close(linger=2000)
         dealer = ctx.socket(zmq.DEALER)
         dealer.connect(self.address)
         dealer.send(b"stop")

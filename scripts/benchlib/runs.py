@@ -347,12 +347,31 @@ def run_plan(client, accounts: list[str], plan: list[tuple]) -> dict:
     return out
 
 
+def _reporting(conn, measure) -> None:
+    """Send ``measure()``'s result, or the failure, to the orchestrator (which never hangs on it)."""
+    try:
+        conn.send(measure())
+    except Exception as exc:  # a benchmark that fails says why instead of hanging
+        conn.send({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def _received(conn) -> dict:
+    result = conn.recv()
+    if isinstance(result, dict) and "error" in result:
+        raise RuntimeError(f"benchmark client failed: {result['error']}")
+    return result
+
+
 def _engine_plan_main(address: str, accounts: list[str], plan: list[tuple], conn) -> None:
     client = EngineClient(address, name="bench-orders")
-    client.hello()
-    wait_ready(client, accounts, timeout=300)
-    measure_round_trips(client, accounts[0], 300, prefix="warm")
-    conn.send(run_plan(client, accounts, plan))
+
+    def measure():
+        client.hello()
+        wait_ready(client, accounts, timeout=300)
+        measure_round_trips(client, accounts[0], 300, prefix="warm")
+        return run_plan(client, accounts, plan)
+
+    _reporting(conn, measure)
     client.close()
 
 
@@ -364,7 +383,7 @@ def engine_orders(plan: list[tuple], accounts: int = 1) -> dict:
         parent, child = CTX.Pipe()
         client = CTX.Process(target=_engine_plan_main, args=(run.address, ids, plan, child))
         client.start()
-        result = parent.recv()
+        result = _received(parent)
         client.join(30)
     finally:
         run.stop()
@@ -373,9 +392,13 @@ def engine_orders(plan: list[tuple], accounts: int = 1) -> dict:
 
 def _floor_plan_main(address: str, accounts: list[str], plan: list[tuple], conn) -> None:
     client = FloorClient(address)
-    wait_floor_ready(client, accounts)
-    measure_round_trips(client, accounts[0], 300, prefix="warm")
-    conn.send(run_plan(client, accounts, plan))
+
+    def measure():
+        wait_floor_ready(client, accounts)
+        measure_round_trips(client, accounts[0], 300, prefix="warm")
+        return run_plan(client, accounts, plan)
+
+    _reporting(conn, measure)
     client.close()
 
 
@@ -386,7 +409,7 @@ def floor_orders(plan: list[tuple], accounts: int = 1, bar_interval: float = 0.0
         parent, child = CTX.Pipe()
         client = CTX.Process(target=_floor_plan_main, args=(chain.address, chain.accounts, plan, child))
         client.start()
-        result = parent.recv()
+        result = _received(parent)
         client.join(30)
     finally:
         chain.stop()
