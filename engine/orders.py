@@ -15,6 +15,7 @@ router decides whether an amend, cancel or close is legal from its own state.
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -89,9 +90,8 @@ class OrderOutcome:
 _ROW_FIELDS = tuple(name for name in BaseOrder.__dataclass_fields__ if name != "fills")
 
 
-def _journal_state(order: BaseOrder) -> tuple:
-    """An order's journal row as a tuple: equal tuples, equal rows."""
-    return tuple(getattr(order, name) for name in _ROW_FIELDS)
+#: an order's journal row as a tuple: equal tuples, equal rows.
+_journal_state = operator.attrgetter(*_ROW_FIELDS)
 
 
 class LiveOrders(dict):
