@@ -110,6 +110,11 @@ class Journal:
         self.commits = 0  # explicit transactions committed (a group counts once), for benchmarks
 
     # -- transactions -----------------------------------------------------------
+    @property
+    def in_group(self) -> bool:
+        """True inside ``group()``: what is written now is not yet committed."""
+        return self._grouped
+
     @contextlib.contextmanager
     def group(self) -> Iterator[None]:
         """One transaction for every write until the block ends (nesting joins the outer one).
