@@ -107,7 +107,7 @@ class Journal:
         self.db.execute("PRAGMA wal_autocheckpoint=0")
         self.checkpointer = Checkpointer(path).start()
         self._grouped = False
-        self.commits = 0  # explicit transactions committed (a group counts once), for benchmarks
+        self.commits = 0  # transactions that wrote something (a group counts once), for tests and benchmarks
 
     # -- transactions -----------------------------------------------------------
     @property
@@ -128,6 +128,7 @@ class Journal:
             return
         self.db.execute("BEGIN IMMEDIATE")
         self._grouped = True
+        changes = self.db.total_changes
         try:
             yield
         except BaseException:
@@ -141,7 +142,8 @@ class Journal:
             with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may leave it open
                 self.db.execute("ROLLBACK")
             raise
-        self.commits += 1
+        if self.db.total_changes != changes:
+            self.commits += 1
 
     @contextlib.contextmanager
     def _atomic(self) -> Iterator[None]:
