@@ -85,7 +85,7 @@ class EngineRun:
         self.tmp.cleanup()
 
 
-def wait_ready(client: EngineClient, accounts: list[str], timeout: float = 120.0) -> None:
+def wait_ready(client: EngineClient, accounts: list[str], timeout: float = 300.0) -> None:
     """Block until every account reports ready."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
