@@ -6,11 +6,13 @@ back to the orchestrating process over a ``multiprocessing`` pipe.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import psutil
 import zmq
@@ -43,10 +45,14 @@ def paper_document(account: str, price_interval: float = 0.25) -> dict:
 # -- the engine ----------------------------------------------------------------------------
 def _engine_main(documents: list[dict], data_dir: str, conn) -> None:
     from engine.core import Engine
-    from engine.options import EngineOptions
     setup_logging("WARNING")
     run_dir = Path(tempfile.mkdtemp(prefix="mtb-"))
-    engine = Engine(documents, EngineOptions(data_dir=Path(data_dir), log_level="WARNING"), run_dir)
+    try:
+        from engine.options import EngineOptions
+    except ImportError:  # an older engine (comparing revisions): the parameters it took then
+        engine = Engine(documents, Path(data_dir), run_dir, log_level="WARNING")
+    else:
+        engine = Engine(documents, EngineOptions(data_dir=Path(data_dir), log_level="WARNING"), run_dir)
     engine.start()
     conn.send(engine.bus.client_address)
     engine.run()
@@ -273,10 +279,23 @@ def measure_round_trips(client: EngineClient, account: str, count: int, pace_hz:
     return latencies
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by the processes ``pids`` (all their threads)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):  # gone: it used nothing more
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def measure_throughput(client, accounts: list[str], count: int, window: int = 500,
-                       prefix: str = "t") -> dict:
+                       prefix: str = "t", processes: Optional[dict] = None) -> dict:
     """Keep up to ``window`` market orders in flight (each in its own frame, round-robin over
-    ``accounts``) until ``count`` are FILLED; return the rate and how many never came back."""
+    ``accounts``) until ``count`` are FILLED; return the rate, how many never came back and,
+    for each of ``processes`` (name -> pids), its CPU microseconds per order."""
+    processes = processes or {}
+    cpu_before = {name: cpu_seconds(pids) for name, pids in processes.items()}
     sent: set[str] = set()
     filled = 0
     index = 0
@@ -303,7 +322,9 @@ def measure_throughput(client, accounts: list[str], count: int, window: int = 50
             last, quiet_since = time.perf_counter(), now
         elif now - quiet_since > 30:
             break  # nothing for 30 s: what is still out counts as lost
-    return {"orders": filled, "seconds": last - start, "lost": count - filled}
+    cpu = {f"{name}_cpu_us": (cpu_seconds(pids) - cpu_before[name]) / max(1, filled) * 1e6
+           for name, pids in processes.items()}
+    return {"orders": filled, "seconds": last - start, "lost": count - filled, **cpu}
 
 
 def measure_fan_out(client, accounts: list[str], reps: int, prefix: str = "f") -> list[float]:
@@ -332,16 +353,18 @@ def measure_fan_out(client, accounts: list[str], reps: int, prefix: str = "f") -
     return out
 
 
-def run_plan(client, accounts: list[str], plan: list[tuple]) -> dict:
+def run_plan(client, accounts: list[str], plan: list[tuple], processes: Optional[dict] = None) -> dict:
     """Run measurements in order: ``("rtt", label, count, pace_hz)``,
-    ``("tput", label, count, window)`` or ``("fanout", label, reps)``."""
+    ``("tput", label, count, window)`` or ``("fanout", label, reps)``; ``processes`` (name ->
+    pids) are the ones whose CPU per order the throughput run reports."""
     out = {}
     for step, (kind, label, *params) in enumerate(plan):
         prefix = f"p{step}"  # client order ids stay unique across the plan's measurements
         if kind == "rtt":
             out[label] = measure_round_trips(client, accounts[0], params[0], params[1], prefix=prefix)
         elif kind == "tput":
-            out[label] = measure_throughput(client, accounts, params[0], params[1], prefix=prefix)
+            out[label] = measure_throughput(client, accounts, params[0], params[1], prefix=prefix,
+                                            processes=processes)
         else:
             out[label] = measure_fan_out(client, accounts, params[0], prefix=prefix)
     return out
@@ -366,10 +389,12 @@ def _engine_plan_main(address: str, accounts: list[str], plan: list[tuple], conn
     client = EngineClient(address, name="bench-orders")
 
     def measure():
-        client.hello()
+        welcome = client.hello()
         wait_ready(client, accounts, timeout=300)
+        status = client.request(message("status_request"), "status", timeout=30)["status"]
+        workers = [a["pid"] for a in status["accounts"] if a.get("pid")]
         measure_round_trips(client, accounts[0], 300, prefix="warm")
-        return run_plan(client, accounts, plan)
+        return run_plan(client, accounts, plan, {"engine": [welcome["engine_pid"]], "workers": workers})
 
     _reporting(conn, measure)
     client.close()
@@ -390,13 +415,13 @@ def engine_orders(plan: list[tuple], accounts: int = 1) -> dict:
     return result
 
 
-def _floor_plan_main(address: str, accounts: list[str], plan: list[tuple], conn) -> None:
+def _floor_plan_main(address: str, accounts: list[str], plan: list[tuple], pids: dict, conn) -> None:
     client = FloorClient(address)
 
     def measure():
         wait_floor_ready(client, accounts)
         measure_round_trips(client, accounts[0], 300, prefix="warm")
-        return run_plan(client, accounts, plan)
+        return run_plan(client, accounts, plan, pids)
 
     _reporting(conn, measure)
     client.close()
@@ -407,7 +432,8 @@ def floor_orders(plan: list[tuple], accounts: int = 1, bar_interval: float = 0.0
     chain = FloorChain(accounts, bar_interval)
     try:
         parent, child = CTX.Pipe()
-        client = CTX.Process(target=_floor_plan_main, args=(chain.address, chain.accounts, plan, child))
+        pids = {"engine": [chain.relay.pid], "workers": [w.pid for w in chain.workers]}
+        client = CTX.Process(target=_floor_plan_main, args=(chain.address, chain.accounts, plan, pids, child))
         client.start()
         result = _received(parent)
         client.join(30)
