@@ -7,6 +7,7 @@ back to the orchestrating process over a ``multiprocessing`` pipe.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import multiprocessing as mp
 import os
 import tempfile
@@ -47,11 +48,11 @@ def _engine_main(documents: list[dict], data_dir: str, conn) -> None:
     from engine.core import Engine
     setup_logging("WARNING")
     run_dir = Path(tempfile.mkdtemp(prefix="mtb-"))
-    try:
-        from engine.options import EngineOptions
-    except ImportError:  # an older engine (comparing revisions): the parameters it took then
+    if "data_dir" in inspect.signature(Engine).parameters:
+        # An older engine (comparing revisions): the parameters it took then.
         engine = Engine(documents, Path(data_dir), run_dir, log_level="WARNING")
     else:
+        from engine.options import EngineOptions
         engine = Engine(documents, EngineOptions(data_dir=Path(data_dir), log_level="WARNING"), run_dir)
     engine.start()
     conn.send(engine.bus.client_address)
