@@ -313,7 +313,6 @@ class Engine:
             pending.add(f"md:{epic}:{time_frame}")
             queue.put(self.market_data.request(runtime, "subscribe", epic, time_frame))
         self.accounts.begin_sync(runtime, pending)
-        queue.flush()
 
     def _sync_answered(self, runtime: AccountRuntime, item: str) -> None:
         if self.accounts.sync_answered(runtime, item):
