@@ -78,6 +78,8 @@ class Engine:
         self.ops.attach(self.router)
         self.history = HistoryRouter(self.accounts, self.bus)
         self.on_event = on_event
+        self._undelivered: list[dict] = []  # events for ``on_event`` waiting for the turn's commit
+        self._created = 0  # order-creating requests this turn queued for workers
         self.started = time.time()
         self.running = False
         self.stop_requested = False
@@ -147,6 +149,21 @@ class Engine:
             self._polled_sentinels = set(sentinels)
         ready = self._poller.poll(timeout_ms)
         self.bus.track_subscribers()
+        # Group commit: everything this turn journals is one transaction, committed before
+        # anything of the turn is dispatched or acknowledged (sockets are only flushed below).
+        with self.journal.group():
+            self._handle(ready)
+        self._deliver_events()
+        for queue in self.bus.to_workers.values():
+            queue.flush()
+        for _ in range(self._created):
+            failpoint("after_dispatch")
+        self._created = 0
+        self.bus.flush_clients()
+        self.bus.flush_pub()
+
+    def _handle(self, ready: list) -> None:
+        """Apply what arrived in one turn: worker messages, client messages, supervision."""
         # Time-boxed: a flooding worker must not keep clients waiting; ZeroMQ's fair queuing
         # across worker connections keeps one worker from starving another.
         budget_end = time.perf_counter() + WORKER_BUDGET_S
@@ -171,10 +188,6 @@ class Engine:
             self._settle_overdue()
         for event in self.market_data.check_stale(now):
             self._emit(event)
-        for queue in self.bus.to_workers.values():
-            queue.flush()
-        self.bus.flush_clients()
-        self.bus.flush_pub()
 
     def _guard(self, fn, msg: dict, *args) -> None:
         """Handle one inbound message; whatever it holds, refuse it with a reason and go on."""
@@ -301,7 +314,6 @@ class Engine:
             pending.add(f"md:{epic}:{time_frame}")
             queue.put(self.market_data.request(runtime, "subscribe", epic, time_frame))
         self.accounts.begin_sync(runtime, pending)
-        queue.flush()
 
     def _sync_answered(self, runtime: AccountRuntime, item: str) -> None:
         if self.accounts.sync_answered(runtime, item):
@@ -515,8 +527,7 @@ class Engine:
         queue = self.bus.open_worker_queue(dispatch.account)
         queue.put(dispatch.message())
         if dispatch.kind in CREATING_REQUESTS:
-            queue.flush()
-            failpoint("after_dispatch")
+            self._created += 1  # sent, after the turn's commit, by ``turn``
 
     def _on_account_info_request(self, session: ClientSession, msg: dict) -> None:
         runtime = self.accounts.lookup(msg)
@@ -552,6 +563,14 @@ class Engine:
     def _emit(self, msg: dict) -> None:
         self.bus.publish(msg)
         if self.on_event is not None:
+            # Shown once the turn has committed what it says (at once outside a turn).
+            self._undelivered.append(msg)
+            if not self.journal.in_group:
+                self._deliver_events()
+
+    def _deliver_events(self) -> None:
+        events, self._undelivered = self._undelivered, []
+        for msg in events:
             try:
                 self.on_event(msg)
             except Exception:  # a display problem must never stop trading

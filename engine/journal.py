@@ -4,14 +4,22 @@ The engine is the only writer. An order is written here before any worker sees i
 each fill is written once, keyed by (account, exec_id), in the same transaction as the
 position it moves. With WAL and ``synchronous=NORMAL`` a committed transaction survives
 a killed process; ``durability="full"`` also survives power loss, at an fsync per commit.
+
+Group commit: inside ``group()`` every write joins one transaction, committed when the
+group ends; the engine opens one per loop turn and sends nothing of the turn before it
+has committed. Each unit that must be all-or-nothing (an order with its legs; fills with
+their position and order) is a savepoint inside it, so a failed unit undoes itself only.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
+
+import msgspec
 
 from engine.checkpoint import Checkpointer
 from maotrade.order import BaseOrder, Fill, OrderStatus
@@ -98,6 +106,66 @@ class Journal:
         # Checkpoints (and their fsync) run on a timer in another thread, not inside an order.
         self.db.execute("PRAGMA wal_autocheckpoint=0")
         self.checkpointer = Checkpointer(path).start()
+        self._grouped = False
+        self.commits = 0  # transactions that wrote something (a group counts once), for tests and benchmarks
+
+    # -- transactions -----------------------------------------------------------
+    @property
+    def in_group(self) -> bool:
+        """True inside ``group()``: what is written now is not yet committed."""
+        return self._grouped
+
+    @contextlib.contextmanager
+    def group(self) -> Iterator[None]:
+        """One transaction for every write until the block ends (nesting joins the outer one).
+
+        It commits when the block ends normally; if the block raises, everything in it
+        rolls back and the exception goes on: the caller must then not send anything the
+        block produced.
+        """
+        if self._grouped:
+            yield
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        self._grouped = True
+        changes = self.db.total_changes
+        try:
+            yield
+        except BaseException:
+            self._grouped = False
+            self.db.execute("ROLLBACK")
+            raise
+        self._grouped = False
+        try:
+            self.db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may leave it open
+                self.db.execute("ROLLBACK")
+            raise
+        if self.db.total_changes != changes:
+            self.commits += 1
+
+    @contextlib.contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """All or nothing: a transaction of its own, or a savepoint inside a ``group``."""
+        if not self._grouped:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+            self.commits += 1
+            return
+        self.db.execute("SAVEPOINT unit")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK TO unit")
+            self.db.execute("RELEASE unit")
+            raise
+        self.db.execute("RELEASE unit")
 
     # -- orders -----------------------------------------------------------------
     def insert_orders(self, orders: list[BaseOrder], strategy: str = "") -> bool:
@@ -105,8 +173,7 @@ class Journal:
 
         Return False, and write nothing, if the first one's client order id exists already.
         """
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+        with self._atomic():
             for index, order in enumerate(orders):
                 cur = self.db.execute(
                     "INSERT OR IGNORE INTO orders (account, client_order_id, epic, status, source, strategy,"
@@ -210,8 +277,7 @@ class Journal:
 
     def _insert_fills(self, order: BaseOrder, fills: list[Fill], external: bool,
                       apply: Optional[Callable[[Fill], object]], applied: list) -> None:
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+        with self._atomic():
             position = None
             for fill in fills:
                 signed = abs(fill.qty) if order.qty > 0 else -abs(fill.qty)
@@ -356,6 +422,9 @@ class Journal:
             self.db.close()
 
 
+_json = msgspec.json.Encoder()
+
+
 def _order_json(order: BaseOrder) -> str:
-    return json.dumps(order.to_dict(with_fills=False))  # fills live in their own table
+    return _json.encode(order.to_dict(with_fills=False)).decode()  # fills live in their own table
 

@@ -15,6 +15,7 @@ router decides whether an amend, cancel or close is legal from its own state.
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -98,6 +99,45 @@ class OrderOutcome:
         return self.order is not None and (self.dispatch is None or self.dispatch.kind in CREATING_REQUESTS)
 
 
+#: the fields of an order's journal row (its fills live in their own table).
+_ROW_FIELDS = tuple(name for name in BaseOrder.__dataclass_fields__ if name != "fills")
+
+
+#: an order's journal row as a tuple: equal tuples, equal rows.
+_journal_state = operator.attrgetter(*_ROW_FIELDS)
+
+
+class LiveOrders(dict):
+    """Orders not yet final by (account, client order id), their bracket legs also indexed
+    by (account, epic): a position that goes flat looks at its own legs, never at every
+    order in flight (that walk made the router quadratic in the orders outstanding)."""
+
+    def __init__(self):
+        super().__init__()
+        self._legs: dict[tuple[str, str], dict[tuple[str, str], BaseOrder]] = {}
+
+    def __setitem__(self, key: tuple[str, str], order: BaseOrder) -> None:
+        self.pop(key)
+        super().__setitem__(key, order)
+        if order.is_leg:
+            self._legs.setdefault((order.account, order.epic), {})[key] = order
+
+    def pop(self, key: tuple[str, str], default=None):
+        order = super().pop(key, None)
+        if order is None:
+            return default
+        if order.is_leg:
+            legs = self._legs.get((order.account, order.epic), {})
+            legs.pop(key, None)
+            if not legs:
+                self._legs.pop((order.account, order.epic), None)
+        return order
+
+    def legs_in(self, account: str, epic: str) -> list[BaseOrder]:
+        """Live bracket legs of ``account`` in ``epic``, oldest first."""
+        return list(self._legs.get((account, epic), {}).values())
+
+
 class OrderRouter:
     """Orders of every account: creation, routing, brackets and application of broker events.
 
@@ -115,7 +155,7 @@ class OrderRouter:
         self._risk_check = risk_check
         self.unknown_timeout = unknown_timeout
         self._clock = clock
-        self.live: dict[tuple[str, str], BaseOrder] = {}
+        self.live = LiveOrders()
         self._owners: dict[tuple[str, str], str] = {}
         # (account, id) -> monotonic deadline of orders sent and not yet answered by the broker,
         # and (when, interval) to ask the broker again about orders whose outcome it could not tell.
@@ -329,7 +369,10 @@ class OrderRouter:
             raise ProtocolError(f"order_event of unknown kind {event!r}")
         order = self.get(account, key) or self._adopt(account, key, msg)
         self._awaiting.pop((account, key), None)
+        journaled = None  # the order's state as last written, when this event wrote it
         outcome = OrderOutcome(order=order)
+        if msg.get("broker_ref") and not order.broker_ref:
+            order.broker_ref = str(msg["broker_ref"])
         reason = str(msg.get("reason") or "")
         request = msg.get("request")
         if event == OrderEvent.REFUSED:
@@ -358,7 +401,8 @@ class OrderRouter:
             fills = list(msg.get("fills") or [])
             if msg.get("fill"):
                 fills.append(msg["fill"])
-            self._apply_fills(order, [Fill.from_dict(raw) for raw in fills], outcome)
+            if self._apply_fills(order, [Fill.from_dict(raw) for raw in fills], outcome):
+                journaled = _journal_state(order)
             status = EVENT_STATUS.get(event) or (msg.get("status") if event == OrderEvent.STATUS else None)
             self._take_status(order, status, reason)
             if order.is_leg and event in (OrderEvent.SUBMITTED, OrderEvent.ACCEPTED, OrderEvent.CANCELLED):
@@ -371,7 +415,8 @@ class OrderRouter:
             self._parent_ended_unfilled(order, outcome)
         if outcome.fills:
             self._after_position_change(order, outcome)
-        self._save(order)
+        # The fills' transaction wrote the order too: write it again only if it moved since.
+        self._save(order, journal=journaled != _journal_state(order))
         return outcome
 
     def overdue(self) -> list[BaseOrder]:
@@ -437,9 +482,10 @@ class OrderRouter:
             log.warning("event=external_order account=%s order=%s epic=%s", account, key, order.epic)
         return order
 
-    def _apply_fills(self, order: BaseOrder, fills: list[Fill], outcome: OrderOutcome) -> None:
+    def _apply_fills(self, order: BaseOrder, fills: list[Fill], outcome: OrderOutcome) -> bool:
+        """Journal new fills with the position and the order; True if the journal was written."""
         if not fills:
-            return
+            return False
         failpoint("before_fill_apply")
         # Fills, position and order state commit together: never a fill without its order.
         # The journal's key on (account, exec_id) is the one duplicate check on this side.
@@ -447,6 +493,7 @@ class OrderRouter:
                                            apply=order.add_fill)
         failpoint("after_fill_apply")
         outcome.fills = [fill.to_dict() for fill, _ in applied]
+        return True
 
     @staticmethod
     def _take_status(order: BaseOrder, status: Optional[str], reason: str) -> None:
@@ -548,8 +595,9 @@ class OrderRouter:
                         outcome.dispatches.append(self._send(leg, ToWorker.ORDER_OPEN))
             return
         attached = self.accounts.capabilities(order.account).get("bracket") == BracketKind.ATTACHED
-        for (account, _), other in list(self.live.items()):
-            if account != order.account or not other.is_leg or other.is_done or other.epic != order.epic:
+        account = order.account
+        for other in self.live.legs_in(account, order.epic):
+            if other.is_done:
                 continue
             if attached or not self._leg_placed(other):
                 # Never placed, or a level attached to the position, which went with it.
@@ -635,8 +683,9 @@ class OrderRouter:
             raise InvalidOrder(f"cannot {what} order {client_order_id}: it is {order.status}")
         return order
 
-    def _save(self, order: BaseOrder) -> None:
-        self.journal.save_order(order)
+    def _save(self, order: BaseOrder, journal: bool = True) -> None:
+        if journal:
+            self.journal.save_order(order)
         key = (order.account, order.client_order_id)
         if order.is_done:
             self.live.pop(key, None)

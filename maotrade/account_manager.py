@@ -253,6 +253,24 @@ class BaseAccountManager(abc.ABC):
     def on_account_manager_shutdown(self) -> None:
         """Log out and release broker resources; called once before the process exits."""
 
+    def before_send(self) -> None:
+        """Called before the messages a loop turn queued are sent (once per turn).
+
+        A broker that keeps its own record writes what the turn changed here, in one
+        commit, so that nothing is reported before it is recorded. An exception stops the
+        worker unsent (the engine restarts it and asks). Default: nothing.
+        """
+
+    def longest_wait(self) -> float:
+        """Seconds the loop may sleep when nothing arrives: ``tick_interval`` by default.
+
+        A broker that knows when it next has work (the paper broker's next price step) may
+        return more; the loop still never waits past the next heartbeat, and waits at most
+        ``tick_interval`` while orders are pending, a history request runs or a reconnect
+        is due.
+        """
+        return self.settings.tick_interval
+
     def handle_message(self, msg: Message) -> bool:
         """Handle an engine message the base class does not handle itself (such as the
         paper broker's ``to_worker.ReplayAdvance``); return True if it was handled."""
@@ -590,21 +608,33 @@ class BaseAccountManager(abc.ABC):
                 self._set_state(ConnectionState.RECONNECTING,
                                 f"initial connection failed: {self._init_failure}")
                 self._schedule_reconnect()
-            self.out_queue.flush()
+            self._send_queued()
             while self._running:
                 self._turn()
         except OperationalError as exc:
             log.error("event=fatal account=%s reason=%s", self.account_id, exc)
             self._set_state(ConnectionState.DISCONNECTED, str(exc))
             self.send_account_disconnected(str(exc))
-            self.out_queue.flush()
+            self._send_queued()
             self._close()
             return EXIT_FATAL
         self._shutdown()
         return EXIT_OK
 
+    def _idle_wait_ms(self) -> int:
+        tick = self.settings.tick_interval
+        if self._pending or self._history_deadlines or self._next_reconnect_at is not None:
+            return int(tick * 1000)
+        until_heartbeat = self._last_heartbeat + self.worker_heartbeat_interval() - time.monotonic()
+        return int(max(tick, min(self.longest_wait(), until_heartbeat)) * 1000)
+
+    def _send_queued(self) -> None:
+        """Let the broker record the turn, then send what it queued."""
+        self.before_send()
+        self.out_queue.flush()
+
     def _turn(self) -> None:
-        timeout_ms = 0 if self._busy else int(self.settings.tick_interval * 1000)
+        timeout_ms = 0 if self._busy else self._idle_wait_ms()
         self._busy = False
         if self._poller is None or self._watched.keys() != self._polled_fds:
             self._poller = zmq.Poller()
@@ -638,7 +668,7 @@ class BaseAccountManager(abc.ABC):
             self._last_heartbeat = now
             self.out_queue.put(out.Heartbeat(account=self.account_id, time=now_ms(), state=self.connection_state,
                                              pending=len(self._pending)))
-        self.out_queue.flush()
+        self._send_queued()
 
     def _guarded(self, fn: Callable, *args: Any) -> None:
         try:
@@ -795,7 +825,7 @@ class BaseAccountManager(abc.ABC):
         self._close()
 
     def _close(self) -> None:
-        self.out_queue.flush()
+        self._send_queued()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         for fd in (self._wake_r, self._wake_w):

@@ -52,6 +52,14 @@ class PaperAccountManager(BaseAccountManager):
         self.replay: ReplayFeed | None = None
         self._next_step_ms = 0
         self._history_jobs: deque[dict] = deque()
+        # epic -> epoch ms of its last price step: instruments nobody watches are not stepped
+        # on the timer, only caught up (in one draw) when an order or a request needs them.
+        self._stepped_at: dict[str, int] = {}
+        self._timer_epics: set[str] = set()  # the instruments the last timer step moved
+        # What this turn changed, written in one commit before the turn's messages go out.
+        self._unsaved: dict[int, BaseOrder] = {}
+        self._unsaved_replay: dict | None = None
+        self._dirty = False
 
     # -- lifecycle ----------------------------------------------------------------
     def on_account_manager_init(self) -> InitResult:
@@ -67,6 +75,7 @@ class PaperAccountManager(BaseAccountManager):
             if epic == s.replay_epic:
                 continue
             self.walks[epic] = RandomWalk(epic, last_prices.get(epic, start), s.seed, s.volatility, s.spread)
+            self._stepped_at[epic] = int(time.time() * 1000)
             self.book.quotes[epic] = Quote(self.walks[epic].bid, self.walks[epic].ask, 0)
         data_frames = DATA_FRAMES
         if s.replay_file:
@@ -105,7 +114,7 @@ class PaperAccountManager(BaseAccountManager):
         bar = replay.next_bar()
         if bar is None:
             if replay.finished and not was_finished:
-                self.store.save(self.book, [], replay=replay.state())
+                self._save([], replay=replay.state())
                 log.info("event=paper_replay_finished account=%s bars=%d", self.account_id, len(replay.bars))
             return
         events = self.book.on_bar(self.settings.replay_epic, bar, self._make_stop_close)
@@ -116,6 +125,8 @@ class PaperAccountManager(BaseAccountManager):
     def on_account_manager_shutdown(self) -> None:
         """Remember the last prices and close the record."""
         if self.store is not None:
+            self.before_send()
+            self._catch_up_all(int(time.time() * 1000))
             self.store.save_prices({e: w.mid for e, w in self.walks.items()})
             self.store.close()
             self.store = None
@@ -142,24 +153,72 @@ class PaperAccountManager(BaseAccountManager):
             return
         self._next_step_ms = time_now + int(self.settings.price_interval * 1000)
         events: list[Event] = []
-        for epic, walk in self.walks.items():
+        watched = self._watched_epics()
+        for epic in watched:
+            walk = self.walks[epic]
+            self._catch_up(epic, time_now - self._interval_ms())  # steps missed while nobody watched
             walk.step()
+            self._stepped_at[epic] = time_now
             quote = Quote(walk.bid, walk.ask, time_now)
             events += self.book.on_quote(epic, quote, self._make_stop_close)
             for bar in self.bars.on_price(epic, time_now, walk.mid):
                 self.send_realtime_data(bar)
+        self._timer_epics = set(watched)
         for bar in self.bars.close_due(time_now):
             self.send_realtime_data(bar)
         if events:
             self._publish(events)
 
+    def longest_wait(self) -> float:
+        """Sleep until the next price step while anything is watched; an idle account
+        (no subscription, working order or stop) wakes only for heartbeats and requests."""
+        s = self.settings
+        if s.outage_file or self.replay is not None or self._history_jobs:
+            return s.tick_interval
+        book = self.book
+        if book.working or book.stops or next(iter(self.bars), None) is not None:
+            return max(0.0, self._next_step_ms / 1000 - time.time())
+        return s.reconnect_max
+
+    def _watched_epics(self) -> list[str]:
+        """Instruments whose every price step matters: subscribed, or with a working order or
+        a position's stop loss / take profit to trigger."""
+        book = self.book
+        watched = {epic for epic, _ in self.bars}
+        watched.update(order.epicBroker for order in book.working.values())
+        watched.update(epic for epic, stops in book.stops.items()
+                       if stops.get("stop_loss") is not None or stops.get("take_profit") is not None)
+        return [epic for epic in self.walks if epic in watched]
+
+    def _interval_ms(self) -> int:
+        return max(1, int(self.settings.price_interval * 1000))
+
+    def _catch_up(self, epic: str, time_now: int) -> None:
+        """Move an instrument's price by the steps it missed up to ``time_now`` (one draw)."""
+        walk = self.walks.get(epic)
+        if walk is None or epic in self._timer_epics:
+            return  # stepped on the timer: never moved twice
+        last = self._stepped_at.setdefault(epic, time_now)
+        missed = (time_now - last) // self._interval_ms()
+        if missed <= 0:
+            return
+        walk.advance(missed)
+        self._stepped_at[epic] = last + missed * self._interval_ms()
+        self.book.quotes[epic] = Quote(walk.bid, walk.ask, time_now)
+
+    def _catch_up_all(self, time_now: int) -> None:
+        for epic in self.walks:
+            self._catch_up(epic, time_now)
+
     # -- requests -----------------------------------------------------------------
     def do_async_request_account_info(self) -> None:
         """Answer at once: the book is local."""
+        self._catch_up_all(int(time.time() * 1000))
         self.send_account_info(self._account_info())
 
     def do_async_request_portfolio(self) -> None:
         """Answer at once with positions and working orders."""
+        self._catch_up_all(int(time.time() * 1000))
         self.send_portfolio(self._portfolio())
 
     def do_async_request_market_data(self, request: dict) -> bool:
@@ -219,6 +278,7 @@ class PaperAccountManager(BaseAccountManager):
 
     def do_async_request_stop_order(self, order: BaseOrder) -> None:
         """Amend stop loss / take profit of a working order or of the position."""
+        self._catch_up(order.epicBroker, int(time.time() * 1000))
         try:
             self.book.amend_stops(order.epicBroker, order.stop_loss,
                                   order.take_profit, order.client_order_id)
@@ -271,6 +331,7 @@ class PaperAccountManager(BaseAccountManager):
             self.send_order_refused(order, f"unknown instrument {order.epic!r}")
             return
         epic = order.epicBroker or order.epic
+        self._catch_up(epic, int(time.time() * 1000))
         quote = self.book.quotes.get(epic)
         if quote is not None and epic in self.walks:
             # The latest quote still stands now: an order that trades on it trades now, never
@@ -284,15 +345,28 @@ class PaperAccountManager(BaseAccountManager):
         self._publish(events)
 
     def _publish(self, events: list[Event], replay: dict | None = None) -> None:
-        # The record is written before anything is reported: a crash in between makes
-        # the engine ask, and the answer comes from this record.
-        self.store.save(self.book, list({id(e.order): e.order for e in events}.values()), replay=replay)
+        self._save([e.order for e in events], replay)
         for event in events:
             self.orders[event.order.client_order_id] = event.order
             self.send_request_order_response(event.order, event.fill)
 
-    def _save(self, orders) -> None:
-        self.store.save(self.book, list(orders))
+    def _save(self, orders, replay: dict | None = None) -> None:
+        """Mark the book and ``orders`` for the turn's one commit (``before_send``)."""
+        self._dirty = True
+        for order in orders:
+            self._unsaved[id(order)] = order
+        if replay is not None:
+            self._unsaved_replay = replay
+
+    def before_send(self) -> None:
+        """Write what this turn changed in one transaction, before any of it is reported:
+        a crash in between makes the engine ask, and the answer comes from this record."""
+        if not self._dirty or self.store is None:
+            return
+        self.store.save(self.book, list(self._unsaved.values()), replay=self._unsaved_replay)
+        self._unsaved.clear()
+        self._unsaved_replay = None
+        self._dirty = False
 
     def _make_stop_close(self, epic: str, qty: float, reason: str, client_order_id: str) -> BaseOrder:
         parent, leg = split_child_id(client_order_id)

@@ -24,6 +24,13 @@ class RandomWalk:
         self.mid *= math.exp(self._rng.gauss(0.0, self.volatility))
         return self.mid
 
+    def advance(self, steps: int) -> float:
+        """Move the price as ``steps`` steps would, in one draw (the sum of ``steps``
+        independent steps is one step ``sqrt(steps)`` times as wide); return the new mid.
+        One step draws exactly what ``step`` draws."""
+        self.mid *= math.exp(self._rng.gauss(0.0, self.volatility * math.sqrt(steps)))
+        return self.mid
+
     @property
     def bid(self) -> float:
         """Price at which the broker buys from us."""

@@ -6,11 +6,14 @@ back to the orchestrating process over a ``multiprocessing`` pipe.
 """
 from __future__ import annotations
 
+import contextlib
+import inspect
 import multiprocessing as mp
 import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import psutil
 import zmq
@@ -18,6 +21,8 @@ import zmq
 from maotrade.client import EngineClient
 from maotrade.log import setup_logging
 from maotrade.messages import PROTOCOL_VERSION, message, pack_batch, unpack_batch
+
+from benchlib.floor import FloorChain, FloorClient, wait_floor_ready
 
 CTX = mp.get_context("forkserver")
 FLOOD_CLASS = "tests.brokers.flood.FloodAccountManager"
@@ -41,10 +46,14 @@ def paper_document(account: str, price_interval: float = 0.25) -> dict:
 # -- the engine ----------------------------------------------------------------------------
 def _engine_main(documents: list[dict], data_dir: str, conn) -> None:
     from engine.core import Engine
-    from engine.options import EngineOptions
     setup_logging("WARNING")
     run_dir = Path(tempfile.mkdtemp(prefix="mtb-"))
-    engine = Engine(documents, EngineOptions(data_dir=Path(data_dir), log_level="WARNING"), run_dir)
+    if "data_dir" in inspect.signature(Engine).parameters:
+        # An older engine (comparing revisions): the parameters it took then.
+        engine = Engine(documents, Path(data_dir), run_dir, log_level="WARNING")
+    else:
+        from engine.options import EngineOptions
+        engine = Engine(documents, EngineOptions(data_dir=Path(data_dir), log_level="WARNING"), run_dir)
     engine.start()
     conn.send(engine.bus.client_address)
     engine.run()
@@ -83,7 +92,7 @@ class EngineRun:
         self.tmp.cleanup()
 
 
-def wait_ready(client: EngineClient, accounts: list[str], timeout: float = 120.0) -> None:
+def wait_ready(client: EngineClient, accounts: list[str], timeout: float = 300.0) -> None:
     """Block until every account reports ready."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -271,30 +280,172 @@ def measure_round_trips(client: EngineClient, account: str, count: int, pace_hz:
     return latencies
 
 
-def _rtt_client_main(address: str, accounts: list[str], runs: list[tuple], conn) -> None:
-    client = EngineClient(address, name="bench-rtt")
-    client.hello()
-    wait_ready(client, accounts)
-    measure_round_trips(client, accounts[0], 300, prefix="warm")
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by the processes ``pids`` (all their threads)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):  # gone: it used nothing more
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def measure_throughput(client, accounts: list[str], count: int, window: int = 500,
+                       prefix: str = "t", processes: Optional[dict] = None) -> dict:
+    """Keep up to ``window`` market orders in flight (each in its own frame, round-robin over
+    ``accounts``) until ``count`` are FILLED; return the rate, how many never came back and,
+    for each of ``processes`` (name -> pids), its CPU microseconds per order."""
+    processes = processes or {}
+    cpu_before = {name: cpu_seconds(pids) for name, pids in processes.items()}
+    sent: set[str] = set()
+    filled = 0
+    index = 0
+    start = time.perf_counter()
+    last = start
+    quiet_since = time.monotonic()
+    while filled < count:
+        while index < count and len(sent) < window:
+            key = f"{prefix}{os.getpid()}-{index}"
+            client.send(message("order_open", account=accounts[index % len(accounts)], client_order_id=key,
+                                epic="EURUSD", qty=1 if (index // len(accounts)) % 2 == 0 else -1))
+            sent.add(key)
+            index += 1
+        got = False
+        for msg in client.receive(100):
+            if msg.get("type") == "order" and msg.get("status") == "FILLED" and msg["client_order_id"] in sent:
+                sent.discard(msg["client_order_id"])
+                filled += 1
+                got = True
+            elif msg.get("type") == "order" and msg.get("status") == "REJECTED":
+                raise RuntimeError(f"order refused during benchmark: {msg.get('reason')}")
+        now = time.monotonic()
+        if got:
+            last, quiet_since = time.perf_counter(), now
+        elif now - quiet_since > 30:
+            break  # nothing for 30 s: what is still out counts as lost
+    cpu = {f"{name}_cpu_us": (cpu_seconds(pids) - cpu_before[name]) / max(1, filled) * 1e6
+           for name, pids in processes.items()}
+    return {"orders": filled, "seconds": last - start, "lost": count - filled, **cpu}
+
+
+def measure_fan_out(client, accounts: list[str], reps: int, prefix: str = "f") -> list[float]:
+    """One market order to each account in one frame; seconds until the last FILLED, per repetition."""
+    out = []
+    for rep in range(reps):
+        keys = {}
+        for account in accounts:
+            key = f"{prefix}{os.getpid()}-{rep}-{account}"
+            keys[key] = account
+            client.put(message("order_open", account=account, client_order_id=key, epic="EURUSD",
+                               qty=1 if rep % 2 == 0 else -1))
+        began = time.perf_counter()
+        client.flush()
+        deadline = time.monotonic() + 60
+        while keys and time.monotonic() < deadline:
+            for msg in client.receive(100):
+                if msg.get("type") == "order" and msg.get("status") == "FILLED":
+                    keys.pop(msg["client_order_id"], None)
+                elif msg.get("type") == "order" and msg.get("status") == "REJECTED":
+                    raise RuntimeError(f"order refused during benchmark: {msg.get('reason')}")
+        if keys:
+            raise RuntimeError(f"fan-out: {len(keys)} of {len(accounts)} orders never FILLED")
+        out.append(time.perf_counter() - began)
+        time.sleep(0.02)  # between repetitions, not synchronisation: let the tails settle
+    return out
+
+
+def run_plan(client, accounts: list[str], plan: list[tuple], processes: Optional[dict] = None) -> dict:
+    """Run measurements in order: ``("rtt", label, count, pace_hz)``,
+    ``("tput", label, count, window)`` or ``("fanout", label, reps)``; ``processes`` (name ->
+    pids) are the ones whose CPU per order the throughput run reports."""
     out = {}
-    for label, count, pace in runs:
-        out[label] = measure_round_trips(client, accounts[0], count, pace, prefix=label)
-    conn.send(out)
+    for step, (kind, label, *params) in enumerate(plan):
+        prefix = f"p{step}"  # client order ids stay unique across the plan's measurements
+        if kind == "rtt":
+            out[label] = measure_round_trips(client, accounts[0], params[0], params[1], prefix=prefix)
+        elif kind == "tput":
+            out[label] = measure_throughput(client, accounts, params[0], params[1], prefix=prefix,
+                                            processes=processes)
+        else:
+            out[label] = measure_fan_out(client, accounts, params[0], prefix=prefix)
+    return out
+
+
+def _reporting(conn, measure) -> None:
+    """Send ``measure()``'s result, or the failure, to the orchestrator (which never hangs on it)."""
+    try:
+        conn.send(measure())
+    except Exception as exc:  # a benchmark that fails says why instead of hanging
+        conn.send({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def _received(conn) -> dict:
+    result = conn.recv()
+    if isinstance(result, dict) and "error" in result:
+        raise RuntimeError(f"benchmark client failed: {result['error']}")
+    return result
+
+
+def _engine_plan_main(address: str, accounts: list[str], plan: list[tuple], conn) -> None:
+    client = EngineClient(address, name="bench-orders")
+
+    def measure():
+        welcome = client.hello()
+        wait_ready(client, accounts, timeout=300)
+        status = client.request(message("status_request"), "status", timeout=30)["status"]
+        workers = [a["pid"] for a in status["accounts"] if a.get("pid")]
+        measure_round_trips(client, accounts[0], 300, prefix="warm")
+        return run_plan(client, accounts, plan, {"engine": [welcome["engine_pid"]], "workers": workers})
+
+    _reporting(conn, measure)
     client.close()
 
 
-def order_round_trip(runs: list[tuple]) -> dict:
-    """Round trips on one paper account: ``runs`` = [(label, count, pace_hz)]."""
-    run = EngineRun([paper_document("100", price_interval=1.0)])
+def engine_orders(plan: list[tuple], accounts: int = 1) -> dict:
+    """Run ``plan`` (see ``run_plan``) against an engine with ``accounts`` paper accounts."""
+    ids = [str(100 + i) for i in range(accounts)]
+    run = EngineRun([paper_document(a, price_interval=1.0) for a in ids])
     try:
         parent, child = CTX.Pipe()
-        client = CTX.Process(target=_rtt_client_main, args=(run.address, ["100"], runs, child))
+        client = CTX.Process(target=_engine_plan_main, args=(run.address, ids, plan, child))
         client.start()
-        result = parent.recv()
+        result = _received(parent)
         client.join(30)
     finally:
         run.stop()
     return result
+
+
+def _floor_plan_main(address: str, accounts: list[str], plan: list[tuple], pids: dict, conn) -> None:
+    client = FloorClient(address)
+
+    def measure():
+        wait_floor_ready(client, accounts)
+        measure_round_trips(client, accounts[0], 300, prefix="warm")
+        return run_plan(client, accounts, plan, pids)
+
+    _reporting(conn, measure)
+    client.close()
+
+
+def floor_orders(plan: list[tuple], accounts: int = 1, bar_interval: float = 0.0) -> dict:
+    """Run ``plan`` over the bare ZeroMQ chain (``benchlib.floor``) with ``accounts`` workers."""
+    chain = FloorChain(accounts, bar_interval)
+    try:
+        parent, child = CTX.Pipe()
+        pids = {"engine": [chain.relay.pid], "workers": [w.pid for w in chain.workers]}
+        client = CTX.Process(target=_floor_plan_main, args=(chain.address, chain.accounts, plan, pids, child))
+        client.start()
+        result = _received(parent)
+        client.join(30)
+    finally:
+        chain.stop()
+    return result
+
+
+def order_round_trip(runs: list[tuple]) -> dict:
+    """Round trips on one paper account: ``runs`` = [(label, count, pace_hz)]."""
+    return engine_orders([("rtt", label, count, pace) for label, count, pace in runs])
 
 
 # -- scale -------------------------------------------------------------------------------------

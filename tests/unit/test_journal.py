@@ -213,3 +213,54 @@ def test_a_fill_without_exec_id_is_not_recorded(journal):
     journal.insert_orders([o])
     assert journal.apply_fills(o, [Fill(None, 5, 1.0, 1)]) == []
     assert journal.fills("1") == [] and journal.position("1", "EURUSD").is_flat
+
+
+def other_reader(journal) -> sqlite3.Connection:
+    return sqlite3.connect(str(journal.path))
+
+
+def test_a_group_is_one_transaction_seen_by_others_only_when_it_ends(journal):
+    reader = other_reader(journal)
+    try:
+        before = journal.commits
+        with journal.group():
+            assert journal.insert_orders([order("g-1")]) is True
+            journal.apply_fills(order("g-2", qty=5), [Fill("g-x", 5, 1.1, 1000)])
+            journal.save_order(order("g-3"))
+            assert reader.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 0, "nothing visible yet"
+            assert journal.get_order("1", "g-1") is not None, "the engine reads its own writes"
+        assert reader.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 3
+        assert reader.execute("SELECT qty FROM positions").fetchall() == [(5.0,)]
+        assert journal.commits == before + 1
+    finally:
+        reader.close()
+
+
+def test_a_failing_unit_in_a_group_undoes_itself_only(journal):
+    good = order("u-1", qty=3)
+    bad = order("u-2", qty=4)
+
+    def explode(fill):
+        raise RuntimeError("state machine refused")
+
+    with journal.group():
+        journal.apply_fills(good, [Fill("u-x", 3, 1.1, 1000)], apply=good.add_fill)
+        with pytest.raises(RuntimeError):
+            journal.apply_fills(bad, [Fill("u-y", 4, 1.2, 1000)], apply=explode)
+    assert [f["exec_id"] for f in journal.fills("1")] == ["u-x"]
+    assert journal.position("1", "EURUSD").qty == 3
+    assert journal.get_order("1", "u-2") is None
+    assert bad.status == OrderStatus.NEW and bad.filled_qty == 0
+
+
+def test_a_group_that_raises_writes_nothing(journal):
+    with pytest.raises(KeyError):
+        with journal.group():
+            journal.insert_orders([order("r-1")])
+            journal.apply_fills(order("r-2", qty=2), [Fill("r-x", 2, 1.0, 1000)])
+            raise KeyError("the turn failed")
+    assert journal.get_order("1", "r-1") is None
+    assert journal.fills("1") == []
+    with journal.group():  # and the journal works on
+        assert journal.insert_orders([order("r-1")]) is True
+    assert journal.get_order("1", "r-1") is not None

@@ -316,3 +316,37 @@ def test_a_leg_the_broker_keeps_not_finding_is_placed_again_once_then_unknown(jo
     leg = restarted.get(ACCOUNT, "p1/SL")
     assert leg.status == OrderStatus.UNKNOWN and "unprotected" in leg.reason
     assert journal.get_order(ACCOUNT, "p1/SL").status == OrderStatus.UNKNOWN
+
+
+def test_live_orders_index_legs_by_instrument():
+    from engine.orders import LiveOrders
+    from maotrade.order import BaseOrder, Leg, child_id
+    live = LiveOrders()
+    parent = BaseOrder(client_order_id="lp", account=ACCOUNT, epic="EURUSD", qty=1)
+    leg = BaseOrder(client_order_id=child_id("lp", Leg.STOP_LOSS), account=ACCOUNT, epic="EURUSD", qty=-1,
+                    parent="lp", leg=Leg.STOP_LOSS)
+    other = BaseOrder(client_order_id=child_id("lq", Leg.TAKE_PROFIT), account=ACCOUNT, epic="GBPUSD", qty=-1,
+                      parent="lq", leg=Leg.TAKE_PROFIT)
+    for order in (parent, leg, other):
+        live[(ACCOUNT, order.client_order_id)] = order
+    assert live.legs_in(ACCOUNT, "EURUSD") == [leg], "the parent is no leg; GBPUSD's leg is elsewhere"
+    assert live.legs_in("8", "EURUSD") == []
+    live[(ACCOUNT, leg.client_order_id)] = leg  # written again: still one entry
+    assert live.legs_in(ACCOUNT, "EURUSD") == [leg]
+    assert live.pop((ACCOUNT, leg.client_order_id)) is leg
+    assert live.legs_in(ACCOUNT, "EURUSD") == [] and live.pop((ACCOUNT, "nope"), "x") == "x"
+    assert set(live) == {(ACCOUNT, "lp"), (ACCOUNT, other.client_order_id)}
+
+
+def test_a_fill_writes_its_order_once(journal, monkeypatch):
+    router = make_router(journal)
+    router.open({"account": ACCOUNT, "epic": "EURUSD", "qty": 5, "client_order_id": "once"}, source="strategy")
+    writes = []
+    real = journal.save_order
+    monkeypatch.setattr(journal, "save_order", lambda order, strategy="": writes.append(order.status) or
+                        real(order, strategy))
+    router.apply_event(event("once", OrderEvent.FILLED, status=OrderStatus.FILLED, broker_ref="B1",
+                             fill=fill("x-once", 5, 1.1)))
+    assert writes == [OrderStatus.FILLED], "the fills' transaction wrote it; nothing moved after"
+    back = journal.get_order(ACCOUNT, "once")
+    assert back.status == OrderStatus.FILLED and back.broker_ref == "B1" and back.filled_qty == 5
