@@ -550,7 +550,7 @@ class Engine:
                       request: Optional[str] = None) -> None:
         update = message(ToClient.ORDER, **order_view(order), request=request,
                          error=outcome.error or None, code=outcome.code or None,
-                         fills=outcome.fills or None, duplicate=outcome.duplicate or None)
+                         fills=outcome.fills or [], duplicate=outcome.duplicate or None)
         for target in self.clients.order_targets(self.router.owner(order), session):
             target.put(update)
         self._emit(update)

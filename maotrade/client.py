@@ -17,7 +17,7 @@ import zmq
 
 from maotrade.errors import ConfigError, ProtocolError, TemporaryError
 from maotrade.messages import unpack_batch
-from maotrade.protocol import MAX_FRAME_BYTES, Message, encode, from_client, to_client
+from maotrade.protocol import MAX_FRAME_BYTES, TO_CLIENT, Message, encode, from_client, to_client
 
 Request = Union[Message, dict]  # a from_client struct (maps: for code not converted yet)
 
@@ -53,9 +53,13 @@ class EngineClient:
     """Connection to a running engine (one owner thread)."""
 
     def __init__(self, address: str, name: str = "", ctx: Optional[zmq.Context] = None,
-                 curve: Optional[dict] = None):
+                 curve: Optional[dict] = None, check_types: bool = False):
         """Connect to ``address``. Over tcp, ``curve`` is required: ``{"server_public":
-        bytes, "public": bytes, "secret": bytes}`` (Z85 keys, as made by ``maotrade keys``)."""
+        bytes, "public": bytes, "secret": bytes}`` (Z85 keys, as made by ``maotrade keys``).
+
+        With ``check_types`` every frame is also decoded into the ``to_client`` structs and
+        what does not fit them is kept in ``refused`` (one line each): a conformance check
+        of the engine for tests and tools, off by default because it costs a second decode."""
         self.address = address
         self.name = name
         self._own_ctx = ctx is None
@@ -74,6 +78,8 @@ class EngineClient:
         self._outbox: list[dict] = []
         self._inbox: list[dict] = []
         self.malformed = 0
+        self.check_types = check_types
+        self.refused: list[str] = []
         self._request_ids = itertools.count(1)
 
     def put(self, msg: Request) -> None:
@@ -106,6 +112,9 @@ class EngineClient:
                 out.extend(unpack_batch(frame))
             except ProtocolError:
                 self.malformed += 1
+                continue
+            if self.check_types:
+                self.refused.extend(r.reason for r in TO_CLIENT.decode(frame).refused)
 
     def request(self, msg: Request, answer_type: str, timeout: float = 5.0,
                 match: Optional[Callable[[dict], bool]] = None, before: Iterable[Request] = ()) -> dict:

@@ -91,7 +91,8 @@ class EngineProcess:
                                         stdout=self.log, stderr=subprocess.STDOUT)
         info_path = self.data_dir / "engine.json"
         self.info = wait_until(lambda: self._check_alive() and _read_json(info_path), 60, what="engine.json")
-        self.client = EngineClient(self.info["client_address"], name="tester")
+        # Every message the engine sends a test must fit the protocol's to_client structs.
+        self.client = EngineClient(self.info["client_address"], name="tester", check_types=True)
         self.welcome = self.client.hello(timeout=30)
         self.received: list[dict] = []
 
@@ -122,6 +123,7 @@ class EngineProcess:
     def collect(self) -> list[dict]:
         """Receive what the engine sent this client."""
         new = self.client.receive(50)
+        assert not self.client.refused, f"the engine sent what the protocol does not describe: {self.client.refused}"
         self._check_alive()
         self.received.extend(new)
         return new

@@ -303,7 +303,7 @@ class AccountReport(ToClient, kw_only=True, tag="account"):
     daily_pnl: P&L today
     last_heard_s: seconds since the worker was last heard from
     stale_data: `[{epic, time_frame}]` now stale
-    subscriptions: market data subscriptions the engine holds
+    subscriptions: how many market data streams the engine holds for the account
     """
 
     account: Account = None
@@ -316,7 +316,7 @@ class AccountReport(ToClient, kw_only=True, tag="account"):
     daily_pnl: Optional[float] = None
     last_heard_s: Optional[float] = None
     stale_data: list[Any] = []
-    subscriptions: list[Any] = []
+    subscriptions: int = 0
 
 
 class KillSwitchChanged(ToClient, kw_only=True, tag="kill_switch"):
