@@ -29,33 +29,3 @@ def pytest_terminal_summary(terminalreporter):
             f"fault suite: {len(passed)} cases passed, {totals['faults']} faults injected, "
             f"{totals['orders']} orders checked against the broker's record, "
             f"{totals['discrepancies']} discrepancies")
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
-    """Keep the tests that share a module-scoped fixture on one xdist worker.
-
-    Under ``pytest -n N --dist loadgroup`` (scripts/test) a module's engine, stack or browser
-    then starts once per module (and per parameter of a parametrized one, such as each
-    contract rig) rather than once on every worker; tests without such a fixture are spread
-    one by one.
-    """
-    for item in items:
-        group = shared_fixture_group(item)
-        if group and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
-def shared_fixture_group(item) -> str:
-    """``path[param-ids]`` of ``item``'s module if it uses a module-scoped test fixture, else ""."""
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return ""
-    shared = [name for name, defs in info.name2fixturedefs.items()
-              if defs and defs[-1].scope == "module" and defs[-1].func.__module__.startswith("tests.")]
-    if not shared:
-        return ""
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    ids = [f"{name}={params[name]}" for name in sorted(shared) if name in params]
-    group = item.nodeid.split("::")[0] + (f"[{','.join(ids)}]" if ids else "")
-    return group.replace("@", "_")
