@@ -10,6 +10,7 @@ commands such as ``price ES-202412-FUT-CME 4501.5`` or ``fill <ClOrdID> 5``).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import subprocess
 import sys
@@ -28,14 +29,21 @@ BUILD_SCRIPT = ROOT / "scripts" / "build-fix-acceptor"
 
 
 def ensure_built() -> Path:
-    """Compile the acceptor (and fetch FIX44.xml) unless an up-to-date build exists."""
-    fresh = (BINARY.exists() and DICTIONARY.exists()
-             and BINARY.stat().st_mtime >= SOURCE.stat().st_mtime)
-    if not fresh:
-        env = dict(os.environ, PYTHON=sys.executable)
-        result = subprocess.run([str(BUILD_SCRIPT)], env=env, capture_output=True, text=True, timeout=300)
-        if result.returncode != 0:
-            raise RuntimeError(f"building the FIX acceptor failed: {result.stderr[-2000:]}")
+    """Compile the acceptor (and fetch FIX44.xml) unless an up-to-date build exists.
+
+    Test processes running side by side (pytest-xdist workers) build it once: the first
+    takes a lock on the build folder, the others wait for it and then find the build fresh.
+    """
+    BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    with open(BUILD_DIR / ".build-lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fresh = (BINARY.exists() and DICTIONARY.exists()
+                 and BINARY.stat().st_mtime >= SOURCE.stat().st_mtime)
+        if not fresh:
+            env = dict(os.environ, PYTHON=sys.executable)
+            result = subprocess.run([str(BUILD_SCRIPT)], env=env, capture_output=True, text=True, timeout=300)
+            if result.returncode != 0:
+                raise RuntimeError(f"building the FIX acceptor failed: {result.stderr[-2000:]}")
     return BINARY
 
 
