@@ -68,6 +68,10 @@ MAX_AMOUNT = 1e12
 MIN_AMOUNT = 1e-9
 
 
+# Counts beyond this are no limit at all, and would not fit the bus's 64-bit integers.
+MAX_COUNT = 1_000_000_000
+
+
 class RiskLimits(BaseModel):
     """One layer of limits; ``None`` means no limit. Quantities are absolute units."""
 
@@ -81,8 +85,8 @@ class RiskLimits(BaseModel):
     daily_loss_limit: Optional[float] = Field(None, gt=0, description="loss (realized + unrealized since the "
                                                                         "UTC day began) beyond which only "
                                                                         "reducing orders pass")
-    max_open_orders: Optional[int] = Field(None, ge=1, description="most working orders per instrument")
-    max_orders_per_window: Optional[int] = Field(None, ge=1, description="most orders in rate_window_s")
+    max_open_orders: Optional[int] = Field(None, ge=1, le=MAX_COUNT, description="most working orders per instrument")
+    max_orders_per_window: Optional[int] = Field(None, ge=1, le=MAX_COUNT, description="most orders in rate_window_s")
     rate_window_s: float = Field(60.0, gt=0, le=86400, description="window of the order-rate limit, seconds")
 
 NO_LIMITS = RiskLimits()

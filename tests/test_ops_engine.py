@@ -428,6 +428,12 @@ def test_api_fuzzed_from_its_openapi_document_never_errors(stack, engine):
     assert api(stack, "GET", "/api/status").ok
 
 
+def test_a_limit_too_large_for_the_bus_is_refused_not_a_server_error(stack, engine):
+    # Found by the fuzzing above: a count beyond 64 bits could not be put on the bus (HTTP 500).
+    answer = api(stack, "PUT", "/api/risk/limits", json={"limits": {"max_open_orders": 2 ** 70}})
+    assert answer.status_code == 422 and "max_open_orders" in answer.text
+
+
 def test_alert_ids_survive_an_engine_restart(stack):
     body = alert("a-restart")
     assert hook(stack, body).status_code == 202
