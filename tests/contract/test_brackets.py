@@ -79,6 +79,10 @@ def test_amend_after_the_bracket_closed_is_refused_and_places_nothing(trader, ri
     # business of the scenarios above).
     wait_until(lambda: abs(rig.position() - broker_before) < 1e-9, 30, interval=0.05, what="broker flat")
     wait_until(lambda: abs(trader.position() - engine_before) < 1e-9, 30, interval=0.1, what="engine flat")
+    # Where the engine places the legs, the take profit is withdrawn a moment after the stop
+    # filled; only then is the bracket closed at the broker too.
+    wait_until(lambda: rig.stops(parent) == (None, None), 30, interval=0.05,
+               what=f"the broker to hold no leg of {parent}")
     rig.reset_price()
     received = rig.orders_received()
     mark = trader.engine.mark()
