@@ -331,6 +331,7 @@ class CCXTAccountManager(BaseAccountManager):
         self._check_and_send(order, self.markets[symbol])
 
     def _check_and_send(self, order: BaseOrder, market: dict) -> None:
+        P.leg_on_tick(order, market)
         problem = (P.client_id_problem(order.client_order_id)
                    or P.filter_violation(order, market, self.last_price.get(market["symbol"])))
         if not problem and order.order_type != OrderType.MARKET and order.time_in_force not in P.TIME_IN_FORCE:
@@ -387,6 +388,7 @@ class CCXTAccountManager(BaseAccountManager):
                                            f"can be amended ({order.client_order_id} is {order.status} "
                                            f"{order.order_type})", kind=to_worker.OrderStop.TYPE)
             return
+        P.leg_on_tick(order, market)
         if self.price_at_exchange.get(order.client_order_id) == order.price:
             self.send_request_order_response(order, kind=to_worker.OrderStop.TYPE)
             return

@@ -37,6 +37,18 @@ def _multiple_of(value: float, step: float) -> bool:
     return abs(ratio - ratio.to_integral_value()) < Decimal("1e-6")
 
 
+def leg_on_tick(order: BaseOrder, market: dict) -> None:
+    """Round a bracket leg's price to the market's tick (nearest).
+
+    A leg's level is the strategy's stop loss or take profit, given in the instrument's
+    terms and not the exchange's; moving it by less than a tick is what a trader expects,
+    where refusing it would leave an open position without its protection. Orders the
+    strategy prices itself are checked, never moved (``filter_violation``)."""
+    tick = (market.get("precision") or {}).get("price")
+    if order.leg and order.price is not None and tick:
+        order.price = float((_d(order.price) / _d(tick)).to_integral_value() * _d(tick))
+
+
 def filter_violation(order: BaseOrder, market: dict, reference_price: Optional[float]) -> str:
     """Return a one-line reason naming the market filter ``order`` breaks, or ''."""
     symbol = market.get("symbol")

@@ -14,10 +14,12 @@ from maotrade.protocol.base import register, Message, OrderData
 class MarketDataQuery(msgspec.Struct, kw_only=True):
     """What a ``market_data_request`` asks for."""
 
-    action: Literal["subscribe", "unsubscribe"]
+    action: Literal["subscribe", "unsubscribe", "history"] = "subscribe"
     epic: str
     epicBroker: str
     time_frame: int
+    history: int = 0  # with subscribe: send the last N completed bars first (brokers that can)
+    count: int = 0    # with action history: how many completed bars (brokers that can)
 
 
 class HistoryQuery(msgspec.Struct, kw_only=True):
@@ -46,7 +48,7 @@ class PortfolioRequest(ToWorker, kw_only=True, tag="portfolio_request"):
 class MarketDataRequest(ToWorker, kw_only=True, tag="market_data_request"):
     """Subscribe or unsubscribe bars. The Account Manager calls `do_async_request_market_data(request)`.
 
-    request: `{action: subscribe/unsubscribe, epic, epicBroker, time_frame}`
+    request: `{action: subscribe/unsubscribe/history, epic, epicBroker, time_frame, history: N, count: N}`
     """
 
     request: MarketDataQuery

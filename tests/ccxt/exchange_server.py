@@ -585,7 +585,7 @@ class ExchangeServer:
                       params.get("timeInForce", "GTC"), reduce_only, time=now, update=now)
         self.orders[order.order_id] = order
         self._report(order, "NEW")
-        self._match(order)
+        self._match(order, taker=True)
         return web.json_response(self._order_json(order, full=True))
 
     def _filter_failure(self, qty: Decimal, price: Decimal, last: Decimal) -> str:
@@ -609,7 +609,9 @@ class ExchangeServer:
             return self.price <= order.stop_price if order.side == "BUY" else self.price >= order.stop_price
         return False
 
-    def _match(self, order: Order) -> None:
+    def _match(self, order: Order, taker: bool = False) -> None:
+        """Fill ``order`` if the price reaches it: a resting limit (a maker) at its own price,
+        one marketable as it arrives (``taker``) at the market's, which is its price or better."""
         if order.status not in ("NEW", "PARTIALLY_FILLED") or not self._triggered(order):
             return
         left = order.qty - order.executed
@@ -618,7 +620,20 @@ class ExchangeServer:
             size = min(max(size, _dec(MARKET_RULES["step"])), left)
         else:
             size = left
-        fill_price = self.price if order.type != "LIMIT" else order.price
+        if order.reduce_only and self.venue != SPOT:
+            # As Binance: a reduce-only order never opens or grows a position; with nothing
+            # left to reduce it expires, and it trades at most what is left.
+            closing = -1 if order.side == "SELL" else 1
+            room = abs(self.position_qty) if self.position_qty * closing < 0 else Decimal(0)
+            if room <= 0:
+                order.status, order.update = "EXPIRED", self.now_ms()
+                self._report(order, "EXPIRED")
+                return
+            size = min(size, room)
+        fill_price = self.price
+        if order.type == "LIMIT":
+            fill_price = ((min(order.price, self.price) if order.side == "BUY" else max(order.price, self.price))
+                          if taker else order.price)
         self._execute(order, size, fill_price)
 
     def _execute(self, order: Order, size: Decimal, price: Decimal) -> None:
@@ -692,7 +707,7 @@ class ExchangeServer:
             return _error(400, -1013, f"Filter failure: {refusal}")
         order.price, order.qty, order.update = price, qty, self.now_ms()
         self._report(order, "AMENDMENT")
-        self._match(order)
+        self._match(order, taker=True)
         return web.json_response(self._order_json(order))
 
     def _cancel_replace(self, params: dict) -> web.Response:
@@ -824,7 +839,7 @@ class ExchangeServer:
         algo.update(algoStatus="TRIGGERED", actualOrderId=str(order.order_id), triggerTime=now, updateTime=now)
         self._report_algo(algo)
         self._report(order, "NEW")
-        self._match(order)
+        self._match(order, taker=True)
         algo.update(algoStatus="FINISHED", executedQty=_fmt(order.executed), avgPrice=_fmt(order.avg))
         self._report_algo(algo)
 

@@ -264,3 +264,17 @@ def test_garbage_on_the_user_stream_loses_nothing(exchange, ccxt_worker):
     fills = [m for m in ccxt_worker.received if m.get("type") == "order_event" and m.get("fill")
              and m["order"]["client_order_id"] == order.client_order_id]
     assert len(fills) == 1
+
+
+def test_a_bracket_legs_level_is_put_on_the_tick_and_a_strategy_price_is_not():
+    from account_managers.ccxt import parsing
+    from maotrade.order import BaseOrder
+    market = {"symbol": "BTC/USDT:USDT", "precision": {"price": 0.1, "amount": 0.001}, "limits": {}}
+    leg = BaseOrder(client_order_id="p/SL", account="1", epic="BTCUSD_PERP", epicBroker="BTC/USDT:USDT",
+                    qty=-0.01, order_type="STOP", price=51536.4321, parent="p", leg="SL", action="close")
+    parsing.leg_on_tick(leg, market)
+    assert leg.price == 51536.4 and not parsing.filter_violation(leg, market, 51600.0)
+    own = BaseOrder(client_order_id="own", account="1", epic="BTCUSD_PERP", epicBroker="BTC/USDT:USDT",
+                    qty=0.01, order_type="LIMIT", price=51536.4321)
+    parsing.leg_on_tick(own, market)
+    assert own.price == 51536.4321 and "PRICE_FILTER" in parsing.filter_violation(own, market, 51600.0)
