@@ -29,3 +29,24 @@ def pytest_terminal_summary(terminalreporter):
             f"fault suite: {len(passed)} cases passed, {totals['faults']} faults injected, "
             f"{totals['orders']} orders checked against the broker's record, "
             f"{totals['discrepancies']} discrepancies")
+
+
+def pytest_sessionfinish(session):
+    """On a parallel (xdist) worker: hand this worker's fault figures to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        from tests.faultstats import totals
+        workeroutput["faultstats"] = dict(totals)
+
+
+class _FaultFiguresFromWorkers:
+    """On the xdist controller: add each worker's fault figures to the printed totals."""
+
+    def pytest_testnodedown(self, node, error):
+        from tests.faultstats import totals
+        totals.update(getattr(node, "workeroutput", {}).get("faultstats", {}))
+
+
+def pytest_configure(config):
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_FaultFiguresFromWorkers())
