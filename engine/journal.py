@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Optional
 import msgspec
 
 from engine.checkpoint import Checkpointer
+from engine.sqlite_tx import transaction
 from maotrade.order import BaseOrder, Fill, OrderStatus
 from maotrade.positions import Position
 
@@ -149,13 +150,8 @@ class Journal:
     def _atomic(self) -> Iterator[None]:
         """All or nothing: a transaction of its own, or a savepoint inside a ``group``."""
         if not self._grouped:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(self.db):
                 yield
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
             self.commits += 1
             return
         self.db.execute("SAVEPOINT unit")

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Optional
 
+from engine.sqlite_tx import transaction
 from maotrade.account_manager import ENGINE_KEYS  # accountConfig keys the engine reads itself
 from maotrade.config import AccountDocument, parse_settings, secret_fields
 from maotrade.errors import BrokerClassError, ConfigError
@@ -78,14 +79,8 @@ class RegistryStore:
     @contextlib.contextmanager
     def _write(self):
         """One transaction under the lock: a change and its audit record commit together."""
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
+        with self._lock, transaction(self.db):
+            yield
 
     # -- brokers --------------------------------------------------------------------
     def put_broker(self, name: str, broker_class: str, broker_config: dict, actor: str = "unknown") -> dict:

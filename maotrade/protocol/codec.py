@@ -122,7 +122,7 @@ class Channel:
             return Decoded(self._batch.decode(frame), [])  # the common case: one call per frame
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError, TypeError,
                 MemoryError, OverflowError):
-            pass
+            pass  # something in it is bad: decode message by message to refuse only that
         messages, refused = [], []
         for part in _split_frame(frame):
             try:
