@@ -14,6 +14,7 @@ from tests.contract.rigs import RIGS, wait_connected
 from tests.engine_kit import engine_on_account
 
 _ACCOUNTS = itertools.count(1)
+READY_AFTER_OUTAGE_S = 110  # under the suite's 120 s per-test timeout
 
 
 @pytest.fixture(scope="module", params=sorted(RIGS))
@@ -43,7 +44,9 @@ def engine(rig, tmp_path_factory):
 def market(rig, engine):
     """The account ready and the market at the rig's reference price, before and after a scenario."""
     wait_connected(rig)
-    engine.wait_ready(rig.account, timeout=90)
+    # After an outage a broker may first have to wait out its own request allowance (IG's
+    # non-trading requests per minute, spent on reconnects) before the engine can sync.
+    engine.wait_ready(rig.account, timeout=READY_AFTER_OUTAGE_S)
     rig.reset_price()
     yield rig
     rig.reset_price()

@@ -89,7 +89,7 @@ class Trader:
             except AssertionError:
                 pass
 
-    def ready(self, timeout: float = 90) -> dict:
+    def ready(self, timeout: float = 110) -> dict:
         """Wait until the account is ready; return its status (fail with the state it is stuck in)."""
         try:
             return self.engine.wait_ready(self.account, timeout)
