@@ -20,7 +20,7 @@ from maotrade.order import BaseOrder, Fill, Leg, OrderAction, OrderType, child_i
 from maotrade.positions import EPSILON, Position
 
 
-@dataclass
+@dataclass(slots=True)
 class Quote:
     """Best bid and ask of one instrument at one moment (epoch ms)."""
 
@@ -34,7 +34,7 @@ class Quote:
         return (self.bid + self.ask) / 2
 
 
-@dataclass
+@dataclass(slots=True)
 class Event:
     """Something the book did to an order: a state change, with the fill if it traded.
 
@@ -151,26 +151,28 @@ class PaperBook:
         """
         time = int(bar["date"])
         events: list[Event] = []
-        for key, order in list(self.working.items()):
-            if (order.epicBroker) != epic:
+        working = self.working
+        for key, order in list(working.items()):
+            if order.epicBroker != epic:
                 continue
             price = self._bar_price(order, bar)
             if price is None:
                 continue
-            del self.working[key]
+            del working[key]
             if order.action == OrderAction.CLOSE and not self._still_closes(order):
                 order.set_cancelled("position already closed")
                 events.append(Event(order))
                 continue
             events.append(self._execute(order, order.remaining_qty, price, time))
         stops = self.stops.get(epic)
-        position = self.positions.get(epic)
-        if stops and position is not None and not position.is_flat:
-            price, reason = self._bar_stop_exit(position.qty, stops, bar)
-            if reason:
-                order = make_close_order(epic, -position.qty, reason, self.leg_id(stops, reason))
-                order.broker_ref = f"P-{order.client_order_id}"
-                events.append(self._execute(order, order.qty, price, time))
+        if stops:
+            position = self.positions.get(epic)
+            if position is not None and not position.is_flat:
+                price, reason = self._bar_stop_exit(position.qty, stops, bar)
+                if reason:
+                    order = make_close_order(epic, -position.qty, reason, self.leg_id(stops, reason))
+                    order.broker_ref = f"P-{order.client_order_id}"
+                    events.append(self._execute(order, order.qty, price, time))
         close = float(bar["close"])
         self.quotes[epic] = Quote(close, close, time)
         return events

@@ -139,6 +139,9 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     _S.EXPIRED: frozenset(),
 }
 
+_INF = float("inf")
+_ORDER_TYPES, _ACTIONS, _TIMES_IN_FORCE = OrderType.ALL, OrderAction.ALL, TimeInForce.ALL
+
 _id_counter = itertools.count(1)
 # The base36 of this process's id and of the latest millisecond, kept between calls (a
 # backtest makes tens of thousands of ids); the pid is forgotten in a forked child.
@@ -168,14 +171,19 @@ def new_client_order_id(prefix: str = "mt") -> str:
     return f"{prefix}-{parts['ms36']}{parts['pid']}{_base36(next(_id_counter))}"[:30]
 
 
+_DIGITS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+#: every two-digit base36 string, "00" to "zz": the conversion takes two digits per step.
+_PAIRS36 = tuple(a + b for a in _DIGITS36 for b in _DIGITS36)
+
+
 def _base36(value: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    if value < 36:
+        return _DIGITS36[value]
     out = ""
-    while True:
-        value, rem = divmod(value, 36)
-        out = digits[rem] + out
-        if value == 0:
-            return out
+    while value >= 1296:
+        value, rem = divmod(value, 1296)
+        out = _PAIRS36[rem] + out
+    return (_PAIRS36[value] if value >= 36 else _DIGITS36[value]) + out
 
 
 @dataclass
@@ -253,33 +261,31 @@ class BaseOrder:
     # -- validation --------------------------------------------------------------
     def validate(self) -> None:
         """Raise ``InvalidOrder`` naming the first field that makes this order illegal."""
-        key = self.client_order_id
+        key, qty = self.client_order_id, self.qty
         if not key or not isinstance(key, str) or len(key) > 64:
             raise InvalidOrder("client_order_id must be a non-empty string of at most 64 characters")
         if not self.epic:
             raise InvalidOrder(f"order {key}: epic is empty")
-        if not isinstance(self.qty, (int, float)) or self.qty != self.qty or self.qty == 0:
-            raise InvalidOrder(f"order {key}: qty must be a non-zero number, got {self.qty!r}")
-        if abs(self.qty) == float("inf"):
+        if not isinstance(qty, (int, float)) or qty != qty or qty == 0:
+            raise InvalidOrder(f"order {key}: qty must be a non-zero number, got {qty!r}")
+        if qty == _INF or qty == -_INF:
             raise InvalidOrder(f"order {key}: qty must be finite")
-        if self.order_type not in OrderType.ALL:
+        if self.order_type not in _ORDER_TYPES:
             raise InvalidOrder(f"order {key}: unknown order_type {self.order_type!r}")
-        if self.action not in OrderAction.ALL:
+        if self.action not in _ACTIONS:
             raise InvalidOrder(f"order {key}: unknown action {self.action!r}")
-        if self.time_in_force not in TimeInForce.ALL:
+        if self.time_in_force not in _TIMES_IN_FORCE:
             raise InvalidOrder(f"order {key}: unknown time_in_force {self.time_in_force!r}")
-        if self.order_type != OrderType.MARKET:
-            if self.price is None or not self.price > 0:
-                raise InvalidOrder(f"order {key}: {self.order_type} order needs a positive price")
-        for name in ("price", "stop_loss", "take_profit"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and value > 0
-                                          and value != float("inf")):
+        price, stop_loss, take_profit = self.price, self.stop_loss, self.take_profit
+        if self.order_type != OrderType.MARKET and (price is None or not price > 0):
+            raise InvalidOrder(f"order {key}: {self.order_type} order needs a positive price")
+        for name, value in (("price", price), ("stop_loss", stop_loss), ("take_profit", take_profit)):
+            if value is not None and not (isinstance(value, (int, float)) and value > 0 and value != _INF):
                 raise InvalidOrder(f"order {key}: {name} must be a positive number, got {value!r}")
-        if self.stop_loss is not None and self.take_profit is not None:
-            if self.qty > 0 and not self.stop_loss < self.take_profit:
+        if stop_loss is not None and take_profit is not None:
+            if qty > 0 and not stop_loss < take_profit:
                 raise InvalidOrder(f"order {key}: a buy needs stop_loss below take_profit")
-            if self.qty < 0 and not self.stop_loss > self.take_profit:
+            if qty < 0 and not stop_loss > take_profit:
                 raise InvalidOrder(f"order {key}: a sell needs stop_loss above take_profit")
 
     # -- state machine -----------------------------------------------------------
@@ -298,9 +304,9 @@ class BaseOrder:
         return status == self.status or status in ALLOWED_TRANSITIONS.get(self.status, ())
 
     def _move(self, status: str, reason: str = "") -> None:
-        if status not in OrderStatus.ALL:
-            raise IllegalTransition(f"order {self.client_order_id}: unknown status {status!r}")
-        if not self.can_move_to(status):
+        if status != self.status and status not in ALLOWED_TRANSITIONS.get(self.status, ()):
+            if status not in OrderStatus.ALL:
+                raise IllegalTransition(f"order {self.client_order_id}: unknown status {status!r}")
             raise IllegalTransition(
                 f"order {self.client_order_id}: illegal transition {self.status} -> {status}")
         self.status = status
@@ -357,15 +363,14 @@ class BaseOrder:
         ``fill.qty`` is unsigned; its sign follows the order's side. The status becomes
         FILLED when the whole quantity has traded, PARTIALLY_FILLED before that.
         """
-        self.check_fill(fill)
         size = abs(fill.qty)
-        remaining = abs(self.qty) - abs(self.filled_qty)
-        target = OrderStatus.FILLED if size >= remaining - 1e-9 else OrderStatus.PARTIALLY_FILLED
-        self._move(target)
-        done = abs(self.filled_qty)
+        done, qty = abs(self.filled_qty), self.qty
+        remaining = abs(qty) - done
+        if size <= 0 or size > remaining + 1e-9:
+            self.check_fill(fill)  # says which
+        self._move(OrderStatus.FILLED if size >= remaining - 1e-9 else OrderStatus.PARTIALLY_FILLED)
         self.avg_fill_price = (self.avg_fill_price * done + fill.price * size) / (done + size)
-        sign = 1 if self.qty > 0 else -1
-        self.filled_qty = sign * (done + size)
+        self.filled_qty = done + size if qty > 0 else -(done + size)
         self.fills.append(fill.to_dict())
         return True
 
@@ -470,6 +475,7 @@ STATUS_EVENT = {
 
 #: what each bracket leg is: its order type and the parent's field that holds its level.
 LEG_SHAPE = {Leg.STOP_LOSS: (OrderType.STOP, "stop_loss"), Leg.TAKE_PROFIT: (OrderType.LIMIT, "take_profit")}
+_LEG_SHAPES = tuple(LEG_SHAPE.items())
 
 
 def bracket_legs(parent: BaseOrder, only: str = "", order_class: type = BaseOrder) -> list:
@@ -479,15 +485,15 @@ def bracket_legs(parent: BaseOrder, only: str = "", order_class: type = BaseOrde
     the target, each closing the parent's quantity; ``only`` limits it to one ``Leg``.
     """
     legs = []
-    for leg, (order_type, level_field) in LEG_SHAPE.items():
+    key = parent.client_order_id
+    for leg, (order_type, level_field) in _LEG_SHAPES:
         level = getattr(parent, level_field)
         if level is None or (only and leg != only):
             continue
         legs.append(order_class(
-            client_order_id=child_id(parent.client_order_id, leg), account=parent.account, epic=parent.epic,
+            client_order_id=child_id(key, leg), account=parent.account, epic=parent.epic,
             epicBroker=parent.epicBroker, qty=-parent.qty, order_type=order_type, action=OrderAction.CLOSE,
-            price=level, time_in_force=TimeInForce.GTC, source=OrderSource.BRACKET,
-            parent=parent.client_order_id, leg=leg))
+            price=level, time_in_force=TimeInForce.GTC, source=OrderSource.BRACKET, parent=key, leg=leg))
     return legs
 
 

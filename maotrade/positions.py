@@ -24,7 +24,7 @@ class Position:
     @property
     def is_flat(self) -> bool:
         """True when nothing is held."""
-        return abs(self.qty) < EPSILON
+        return -EPSILON < self.qty < EPSILON
 
     def apply_fill(self, qty: float, price: float) -> float:
         """Apply a signed fill; return the P&L it realized.
@@ -32,20 +32,22 @@ class Position:
         Adding to a position moves the average price; reducing realizes P&L against it;
         a fill that crosses zero closes the old side and opens the rest at ``price``.
         """
-        if abs(qty) < EPSILON:
+        size = abs(qty)
+        if size < EPSILON:
             return 0.0
         realized = 0.0
-        if self.is_flat or (self.qty > 0) == (qty > 0):
-            total = self.qty + qty
-            self.avg_price = (self.avg_price * abs(self.qty) + price * abs(qty)) / abs(total)
+        held = self.qty
+        if -EPSILON < held < EPSILON or (held > 0) == (qty > 0):
+            total = held + qty
+            self.avg_price = (self.avg_price * abs(held) + price * size) / abs(total)
             self.qty = total
         else:
-            closing = min(abs(qty), abs(self.qty))
-            direction = 1 if self.qty > 0 else -1
+            closing = min(size, abs(held))
+            direction = 1 if held > 0 else -1
             realized = (price - self.avg_price) * closing * direction
-            remainder = abs(qty) - closing
-            self.qty += qty
-            if abs(self.qty) < EPSILON:
+            remainder = size - closing
+            self.qty = held = held + qty
+            if -EPSILON < held < EPSILON:
                 self.qty, self.avg_price = 0.0, 0.0
             elif remainder > EPSILON:
                 self.avg_price = price

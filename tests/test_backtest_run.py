@@ -140,3 +140,29 @@ def test_report_writes_infinite_ratios_as_strings(tmp_path):
     assert result.metrics["profit_factor"] == math.inf  # one winning trade, no loss
     written = write_all(result, tmp_path / "r", chart=False)
     assert json.loads(written["results"].read_text())["metrics"]["profit_factor"] == "inf"
+
+
+def test_a_request_given_as_a_map_is_typed_as_the_engine_types_it(tmp_path):
+    """A strategy host may hand the backtest wire maps instead of structs: a good one trades,
+    a malformed one is answered with one error naming the field, and the run goes on."""
+    bars = load_bars([write_csv(tmp_path / "bars.csv")], "X", 60)
+
+    class MapStrategy(ScriptedStrategy):
+        def on_market_data(self, bar):
+            super().on_market_data(bar)
+            if self.bar_count == 1:
+                self._link.put({"type": "order_open", "v": 1, "epic": "X", "qty": "ten"})
+                self._link.put({"type": "order_open", "v": 1, "epic": "X", "qty": 10,
+                                "client_order_id": "by-map"})
+
+        def dispatch(self, msg):
+            if msg.get("type") == "error":
+                self.seen.append(("error", msg["reason"]))
+            super().dispatch(msg)
+
+    strategy = MapStrategy({"epic": "X", "time_frame": 60})
+    result = Backtest(strategy, bars, BacktestConfig("X", 60, initial_balance=10_000.0)).run()
+    [refusal] = [s[1] for s in strategy.seen if s[0] == "error"]
+    assert refusal == "order_open: expected `float`, got `str` at `qty`"
+    [order] = result.orders
+    assert (order.client_order_id, order.status, order.filled_qty) == ("by-map", "FILLED", 10)

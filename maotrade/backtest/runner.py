@@ -30,10 +30,10 @@ from maotrade.backtest import metrics
 from maotrade.backtest.equity import BookChanges, Columns, equity_curve
 from maotrade.backtest.trades import EXIT_END, EXIT_SIGNAL, EXIT_STOP_LOSS, EXIT_TAKE_PROFIT, Trade, build_trades
 from maotrade.bars import BarBuilder
-from maotrade.errors import InvalidOrder, MAOTradeError
+from maotrade.errors import InvalidOrder, MAOTradeError, ProtocolError
 from maotrade.matching import Event, PaperBook, Quote
 from maotrade.messages import ClientToEngine as C, EngineToClient as E, message
-from maotrade.protocol import PROTOCOL_VERSION, Message, as_dict
+from maotrade.protocol import FROM_CLIENT, PROTOCOL_VERSION, Message, encode, from_client
 from maotrade.order import (BaseOrder, split_child_id, Fill, Leg, OrderAction, OrderSource, OrderStatus, OrderType,
                             TimeInForce, bracket_legs, child_id, leg_name, new_client_order_id,
                             restate_legs)
@@ -228,6 +228,7 @@ class Backtest:
         self._last_bar: dict[str, dict] = {}  # epic -> its latest bar replayed
         self._triggers: dict[str, tuple[float, float]] = {}  # see _refresh_triggers
         self._requests: deque = deque()
+        self._dispatch = strategy.dispatch
         self._handlers = {
             C.SUBSCRIBE: self._subscribe, C.UNSUBSCRIBE: self._unsubscribe,
             C.ORDER_OPEN: self._order_open, C.ORDER_CLOSE: self._order_close,
@@ -238,8 +239,7 @@ class Backtest:
     # -- the strategy's link ---------------------------------------------------------------
     def put(self, msg: Message) -> None:
         """Take one request from the strategy (answered after the current callback)."""
-        # Handled as the map it would be on the wire, as the engine handles it.
-        self._requests.append(as_dict(msg))
+        self._requests.append(msg)
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> BacktestResult:
@@ -390,16 +390,21 @@ class Backtest:
         self._drain()
 
     def _drain(self) -> None:
-        while self._requests:
-            msg = self._requests.popleft()
-            handler = self._handlers.get(msg.get("type"))
+        requests, handlers = self._requests, self._handlers
+        while requests:
+            msg = requests.popleft()
+            kind = getattr(msg, "TYPE", None)
             try:
+                if kind is None:  # a map, as it would travel on the wire: typed as the engine types it
+                    kind = msg.get("type") if isinstance(msg, dict) else type(msg).__name__
+                    msg = _as_request(msg)
+                handler = handlers.get(kind)
                 if handler is None:
-                    raise InvalidOrder(f"a backtest does not serve {msg.get('type')!r} requests")
+                    raise InvalidOrder(f"a backtest does not serve {kind!r} requests")
                 handler(msg)
             except InvalidOrder as exc:
                 # The engine answers a request it cannot serve with an error message.
-                self._guarded(self.strategy.dispatch, message(E.ERROR, reason=str(exc), request=msg.get("type")))
+                self._guarded(self.strategy.dispatch, message(E.ERROR, reason=str(exc), request=kind))
 
     def _guarded(self, fn, *args) -> None:
         try:
@@ -427,12 +432,15 @@ class Backtest:
 
     def _notify(self, order: BaseOrder, fill: Optional[Fill] = None, request: Optional[str] = None,
                 error: str = "", code: str = "") -> None:
-        msg = order.__dict__.copy()  # the fields of the dataclass, as to_dict() gives them, faster
-        del msg["fills"]
-        msg.update(type=E.ORDER, v=PROTOCOL_VERSION, request=request, error=error or None, code=code or None,
-                   fills=[fill.to_dict()] if fill else None, duplicate=None)
+        # The fields of the dataclass, as to_dict() gives them, then the message's own
+        # (``fills`` replaced): two C-level dict merges instead of a field loop.
+        msg = {**order.__dict__, **_ORDER_MESSAGE}
+        if fill is not None:
+            msg["fills"] = [fill.to_dict()]
+        if request is not None or error or code:
+            msg.update(request=request, error=error or None, code=code or None)
         try:
-            self.strategy.dispatch(msg)
+            self._dispatch(msg)
         except Exception as exc:
             previous, self._where = self._where, f"on_order({order.client_order_id} {order.status})"
             try:
@@ -441,26 +449,33 @@ class Backtest:
                 self._where = previous
 
     def _publish(self, events: list[Event]) -> None:
+        orders, fills, positions, notify = self.orders, self.fills, self.book.positions, self._notify
         for event in events:
-            self.orders.setdefault(event.order.client_order_id, event.order)
-            if event.fill is not None:
-                self.fills.append((event.order, event.fill))
-            self._notify(event.order, event.fill)
+            order, fill = event.order, event.fill
+            key = order.client_order_id
+            if key not in orders:
+                orders[key] = order
+            if fill is not None:
+                fills.append((order, fill))
+            notify(order, fill)
             # Legs end as the engine ends them: with a filled sibling, an unfilled parent or
             # a closed position.
-            order = event.order
-            if order.is_leg and order.status == OrderStatus.FILLED:
-                self._end_legs(order.parent, f"{leg_name(order.leg)} filled")
-            elif not order.is_leg and order.is_done and not order.filled_qty:
-                self._end_legs(order.client_order_id, f"parent {order.status.lower()}")
-            position = self.book.positions.get(order.epicBroker or order.epic)
-            if event.fill is not None and (position is None or position.is_flat):
-                legs = self._legs.get(order.epic, {})
-                for other in list(legs.values()):
-                    if not other.is_done:
-                        other.set_cancelled("position closed")
-                        self._notify(other)
-                    legs.pop(other.client_order_id, None)  # done: no longer looked at
+            status = order.status
+            if order.parent:
+                if status == OrderStatus.FILLED:
+                    self._end_legs(order.parent, f"{leg_name(order.leg)} filled")
+            elif status in OrderStatus.DONE and not order.filled_qty:
+                self._end_legs(key, f"parent {status.lower()}")
+            if fill is not None:
+                position = positions.get(order.epicBroker or order.epic)
+                if position is None or position.is_flat:
+                    legs = self._legs.get(order.epic)
+                    if legs:
+                        for other in list(legs.values()):
+                            if not other.is_done:
+                                other.set_cancelled("position closed")
+                                notify(other)
+                            legs.pop(other.client_order_id, None)  # done: no longer looked at
 
     def _add_leg(self, leg: BaseOrder) -> None:
         """Record a bracket leg, and index it by instrument while it may still work."""
@@ -496,8 +511,8 @@ class Backtest:
         return self.book.account_info(self.config.currency)
 
     # -- requests (answered as the engine and the paper broker answer them) ----------------------
-    def _subscription_key(self, msg: dict) -> tuple:
-        epic, time_frame = msg.get("epic"), msg.get("time_frame")
+    def _subscription_key(self, msg: Message) -> tuple:
+        epic, time_frame = msg.epic, msg.time_frame
         if epic not in self.data:
             raise InvalidOrder(f"this backtest has no data for {epic!r} (it has {', '.join(self.data)})")
         base = self.base_time_frame[epic]
@@ -506,7 +521,7 @@ class Backtest:
                                f"of it, not {time_frame}s")
         return epic, time_frame
 
-    def _subscribe(self, msg: dict) -> None:
+    def _subscribe(self, msg: from_client.Subscribe) -> None:
         key = self._subscription_key(msg)
         subscription = self.subscriptions.get(key)
         if subscription is None:
@@ -515,19 +530,37 @@ class Backtest:
             self._by_epic[key[0]].append(subscription)
         subscription.active = True
 
-    def _unsubscribe(self, msg: dict) -> None:
+    def _unsubscribe(self, msg: from_client.Unsubscribe) -> None:
         subscription = self.subscriptions.get(self._subscription_key(msg))
         if subscription is not None:
             subscription.active = False
 
-    def _order_open(self, msg: dict, action: str = OrderAction.OPEN, request: str = C.ORDER_OPEN) -> None:
-        order = BaseOrder(client_order_id=msg.get("client_order_id") or new_client_order_id(),
-                          account=self.config.account, epic=msg.get("epic") or "", qty=msg.get("qty") or 0,
-                          order_type=str(msg.get("order_type") or OrderType.MARKET).upper(), action=action,
-                          price=msg.get("price"), stop_loss=msg.get("stop_loss"),
-                          take_profit=msg.get("take_profit"),
-                          time_in_force=str(msg.get("time_in_force") or TimeInForce.GTC).upper(),
-                          source=str(msg.get("source") or "strategy"))
+    def _order_open(self, msg: from_client.OrderOpen) -> None:
+        self._place(BaseOrder(client_order_id=msg.client_order_id or new_client_order_id(),
+                              account=self.config.account, epic=msg.epic or "", qty=msg.qty or 0,
+                              order_type=str(msg.order_type or OrderType.MARKET).upper(), action=OrderAction.OPEN,
+                              price=msg.price, stop_loss=msg.stop_loss, take_profit=msg.take_profit,
+                              time_in_force=str(msg.time_in_force or TimeInForce.GTC).upper(),
+                              source=str(msg.source or OrderSource.STRATEGY)),
+                    C.ORDER_OPEN)
+
+    def _order_close(self, msg: from_client.OrderClose) -> None:
+        epic = msg.epic
+        position = self.book.positions.get(epic or "")
+        if position is None or position.is_flat:
+            raise InvalidOrder(f"no open position in {epic} on account {self.config.account} to close")
+        amount = msg.qty
+        amount = abs(position.qty) if amount in (None, 0) else abs(float(amount))
+        if amount > abs(position.qty) + 1e-9:
+            raise InvalidOrder(f"close of {amount:g} {epic} exceeds the position of {abs(position.qty):g}")
+        self._place(BaseOrder(client_order_id=msg.client_order_id or new_client_order_id(),
+                              account=self.config.account, epic=epic, qty=-amount if position.qty > 0 else amount,
+                              order_type=OrderType.MARKET, action=OrderAction.CLOSE,
+                              source=str(msg.source or OrderSource.STRATEGY)),
+                    C.ORDER_CLOSE)
+
+    def _place(self, order: BaseOrder, request: str) -> None:
+        """Check a new order as the engine does, then give it to the book."""
         if order.client_order_id in self.orders:
             self._notify(self.orders[order.client_order_id])
             return
@@ -541,41 +574,28 @@ class Backtest:
             self._notify(order, error=str(exc), code="invalid_order")
             return
         order.epicBroker = order.epic
-        if action == OrderAction.OPEN:
+        if order.action == OrderAction.OPEN and (order.stop_loss is not None or order.take_profit is not None):
             for leg in bracket_legs(order):
                 self._add_leg(leg)
         self._notify(order)  # the engine's acknowledgement (NEW)
         self._mark(order.epic)
         try:
-            events = self.book.close(order) if action == OrderAction.CLOSE else self.book.submit(order)
+            events = self.book.close(order) if order.action == OrderAction.CLOSE else self.book.submit(order)
         except InvalidOrder as exc:
             order.set_rejected(str(exc))
             self._notify(order, request=request)
             return
         self._publish(events)
 
-    def _order_close(self, msg: dict) -> None:
-        epic = msg.get("epic")
-        position = self.book.positions.get(epic or "")
-        if position is None or position.is_flat:
-            raise InvalidOrder(f"no open position in {epic} on account {self.config.account} to close")
-        amount = msg.get("qty")
-        amount = abs(position.qty) if amount in (None, 0) else abs(float(amount))
-        if amount > abs(position.qty) + 1e-9:
-            raise InvalidOrder(f"close of {amount:g} {epic} exceeds the position of {abs(position.qty):g}")
-        qty = -amount if position.qty > 0 else amount
-        self._order_open({**msg, "qty": qty, "order_type": OrderType.MARKET, "price": None},
-                         action=OrderAction.CLOSE, request=C.ORDER_CLOSE)
-
-    def _known(self, msg: dict, what: str) -> BaseOrder:
-        order = self.orders.get(str(msg.get("client_order_id")))
+    def _known(self, msg: Message, what: str) -> BaseOrder:
+        order = self.orders.get(str(msg.client_order_id))
         if order is None:
-            raise InvalidOrder(f"unknown order {msg.get('client_order_id')} on account {self.config.account}")
+            raise InvalidOrder(f"unknown order {msg.client_order_id} on account {self.config.account}")
         if what == "cancel" and order.is_done:
             raise InvalidOrder(f"cannot cancel order {order.client_order_id}: it is {order.status}")
         return order
 
-    def _order_cancel(self, msg: dict) -> None:
+    def _order_cancel(self, msg: from_client.OrderCancel) -> None:
         order = self._known(msg, "cancel")
         try:
             self.book.cancel(order.client_order_id)
@@ -584,9 +604,9 @@ class Backtest:
             return
         self._notify(order, request=C.ORDER_CANCEL)
 
-    def _order_stop(self, msg: dict) -> None:
+    def _order_stop(self, msg: from_client.OrderStop) -> None:
         order = self._known(msg, "amend")
-        stop_loss, take_profit = msg.get("stop_loss"), msg.get("take_profit")
+        stop_loss, take_profit = msg.stop_loss, msg.take_profit
         epic = order.epicBroker or order.epic
         self._mark(epic)
         try:
@@ -614,6 +634,23 @@ class Backtest:
         portfolio = self.book.portfolio(lambda epic: epic)
         self._guarded(self.strategy.dispatch, message(E.PORTFOLIO, account=self.config.account,
                                                       portfolio=portfolio, broker=portfolio))
+
+
+#: what every order message adds to the order's fields (``fills`` replaced by the new one).
+_ORDER_MESSAGE = {"type": E.ORDER, "v": PROTOCOL_VERSION, "request": None, "error": None, "code": None,
+                  "fills": None, "duplicate": None}
+
+
+def _as_request(msg) -> Message:
+    """A request given as a map, typed as the engine types what it receives; ``InvalidOrder``
+    names what is wrong with it."""
+    try:
+        decoded = FROM_CLIENT.decode(encode([msg]))
+    except (ProtocolError, TypeError) as exc:
+        raise InvalidOrder(f"not a request: {exc}") from None
+    if decoded.refused:
+        raise InvalidOrder(decoded.refused[0].reason)
+    return decoded.messages[0]
 
 
 def _iso(ms: int) -> str:

@@ -14,12 +14,13 @@ from maotrade.optimize.space import FloatRange, IntRange
 
 
 class _Averages:
-    """Running sums of the last ``fast`` and ``slow`` closes of one instrument."""
+    """Running sums of the last ``fast`` and ``slow`` closes of one instrument (``closes``
+    keeps the last ``slow``)."""
 
     __slots__ = ("closes", "fast_sum", "slow_sum", "previous_diff")
 
-    def __init__(self):
-        self.closes: deque = deque()
+    def __init__(self, slow: int):
+        self.closes: deque = deque(maxlen=slow)
         self.fast_sum = self.slow_sum = 0.0
         self.previous_diff = None
 
@@ -42,7 +43,7 @@ class MovingAverageCross(PositionTracking):
             raise ValueError(f"need 0 < fast < slow, got fast={self.fast} slow={self.slow}")
         self.stop_loss = float(p.get("stop_loss", 0))
         self.take_profit = float(p.get("take_profit", 0))
-        self.averages = {epic: _Averages() for epic in self.epics}
+        self.averages = {epic: _Averages(self.slow) for epic in self.epics}
         for epic in self.epics:
             self.subscribe(epic, int(p.get("time_frame", 60)))
 
@@ -52,28 +53,34 @@ class MovingAverageCross(PositionTracking):
             return
         # Written for speed: it runs on every bar of a backtest.
         close = bar["close"]
-        closes = state.closes
-        closes.append(close)
-        fast, slow = self.fast, self.slow
-        count = len(closes)
-        fast_sum, slow_sum = state.fast_sum + close, state.slow_sum + close
-        if count > fast:
-            fast_sum -= closes[-fast - 1]
-        if count > slow:
-            slow_sum -= closes.popleft()
+        closes, fast, slow = state.closes, self.fast, self.slow
+        if len(closes) == slow:
+            # Warmed up: the close leaving each window is read before the append drops it.
+            fast_sum = state.fast_sum + close - closes[-fast]
+            slow_sum = state.slow_sum + close - closes[0]
+            closes.append(close)
+        else:
+            closes.append(close)
+            count = len(closes)
+            fast_sum, slow_sum = state.fast_sum + close, state.slow_sum + close
+            if count > fast:
+                fast_sum -= closes[-fast - 1]
+            if count < slow:
+                state.fast_sum, state.slow_sum = fast_sum, slow_sum
+                return
         state.fast_sum, state.slow_sum = fast_sum, slow_sum
-        if count < slow:
-            return
         diff = fast_sum / fast - slow_sum / slow
         previous, state.previous_diff = state.previous_diff, diff
         if previous is None:
             return
-        epic = bar["epic"]
         if previous <= 0 < diff:
+            epic = bar["epic"]
             if self.position_in(epic) == 0 and not self.working_in(epic):
                 self.track(epic, self.open_order(
                     epic, self.qty,
                     stop_loss=close * (1 - self.stop_loss) if self.stop_loss else None,
                     take_profit=close * (1 + self.take_profit) if self.take_profit else None))
-        elif previous >= 0 > diff and self.position_in(epic) > 0 and not self.working_in(epic):
-            self.track(epic, self.close_order(epic))
+        elif previous >= 0 > diff:
+            epic = bar["epic"]
+            if self.position_in(epic) > 0 and not self.working_in(epic):
+                self.track(epic, self.close_order(epic))
