@@ -6,7 +6,7 @@ existing scheduler (``--cluster tcp://host:8786``) whose workers were started wi
 ordinary ``dask worker`` command. The study's data (bars, windows, strategy class) is
 pickled here with cloudpickle and shipped to every worker once with
 ``scatter(broadcast=True)``; each worker unpickles it once, and each task then carries
-only a parameter set and returns a ``TrialResult``.
+a chunk of parameter sets and returns their ``TrialResult``s.
 """
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ from maotrade.errors import MAOTradeError
 from maotrade.optimize.evaluate import Context, TrialResult, evaluate
 
 log = logging.getLogger(__name__)
+
+#: chunks of trials per worker in one batch (see ``DaskExecutor.run``).
+TASKS_PER_WORKER = 2
 
 
 class ClusterError(MAOTradeError):
@@ -89,11 +92,17 @@ class DaskExecutor:
         self._packed = self.client.scatter(cloudpickle.dumps(context), broadcast=True, hash=False)
 
     def run(self, batch: list[tuple[int, dict]]) -> list[TrialResult]:
-        """Evaluate ``(number, params)`` pairs on the workers; results in the same order."""
-        futures = [self.client.submit(evaluate_shipped, number, params, self._token, self._packed, pure=False)
-                   for number, params in batch]
+        """Evaluate ``(number, params)`` pairs on the workers; results in the same order.
+
+        Trials go in chunks, a few per worker (``TASKS_PER_WORKER``), not one task each: a
+        task costs the client and the scheduler milliseconds of CPU, which on a small
+        machine is taken from the workers; a few chunks per worker still even out trials
+        of unequal length.
+        """
+        futures = [self.client.submit(evaluate_shipped_chunk, chunk, self._token, self._packed, pure=False)
+                   for chunk in chunks(batch, self.workers * TASKS_PER_WORKER)]
         try:
-            return self.client.gather(futures)
+            return [result for part in self.client.gather(futures) for result in part]
         except Exception as exc:  # a worker that cannot even load the study: say so in one line
             raise ClusterError(f"a Dask worker failed: {type(exc).__name__}: {exc}") from exc
 
@@ -108,15 +117,27 @@ class DaskExecutor:
 _UNPACKED: dict[str, Context] = {}
 
 
-def evaluate_shipped(number: int, params: dict, token: str, packed: bytes) -> TrialResult:
-    """Run on a worker: evaluate one trial of the study shipped as ``packed``."""
+def evaluate_shipped_chunk(pairs: list[tuple[int, dict]], token: str, packed: bytes) -> list[TrialResult]:
+    """Run on a worker: evaluate ``(number, params)`` trials of the study shipped as ``packed``."""
     context = _UNPACKED.get(token)
     if context is None:
         import cloudpickle
 
         _UNPACKED.clear()
         context = _UNPACKED[token] = cloudpickle.loads(packed)
-    return evaluate(number, params, context)
+    return [evaluate(number, params, context) for number, params in pairs]
+
+
+def chunks(items: list, count: int) -> list[list]:
+    """``items`` cut into at most ``count`` runs of consecutive items, as even as can be."""
+    count = max(1, min(count, len(items)))
+    size, extra = divmod(len(items), count)
+    out, start = [], 0
+    for index in range(count):
+        end = start + size + (1 if index < extra else 0)
+        out.append(items[start:end])
+        start = end
+    return [part for part in out if part]
 
 
 def _ship_by_value(strategy_class: type) -> None:
