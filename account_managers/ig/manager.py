@@ -18,7 +18,7 @@ from account_managers.ig.deals import (AMEND, CANCEL, CLOSE, OPEN_MARKET, OPEN_W
                                        DealBook)
 from account_managers.ig.rest import IGApiError, IGRestClient, IGSession
 from account_managers.ig.streaming import DISCONNECTED_PREFIX, IGStream
-from account_managers.ig.throttle import NON_TRADING, Throttle
+from account_managers.ig.throttle import NON_TRADING, Throttle, reconnect_pace
 from maotrade.account_manager import BaseAccountManager, InitResult
 from maotrade.errors import (BrokerUnavailable, InvalidOrder, MAOTradeError, OperationalError,
                              ProtocolError, RequestNotSent, TemporaryError)
@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 ORDER_TEMPLATE = {"order_types": ["MARKET", "LIMIT", "STOP"], "time_in_force": ["GTC"],
                   "stop_loss": True, "take_profit": True, "partial_close": True}
 TRADE_KEY = "TRADE"
+#: non-trading requests a connection takes (login, account switch, accounts, positions,
+#: working orders, the order check after it), with a few to spare for status requests.
+CONNECT_REQUESTS = 10
 
 
 class IGAccountManager(BaseAccountManager):
@@ -79,6 +82,13 @@ class IGAccountManager(BaseAccountManager):
         log.info("event=ig_connected account=%s ig_account=%s positions=%d", self.account_id,
                  session.account_id, len(portfolio["positions"]))
         return True, info, portfolio, ORDER_TEMPLATE, P.HISTORY_FRAMES, P.DATA_FRAMES
+
+    def reconnect_delay(self, attempt: int) -> float:
+        """The base backoff, but never faster than leaves a connection's requests free in
+        IG's non-trading allowance (``reconnect_pace``)."""
+        s = self.settings
+        limit = min(s.app_non_trading_per_minute, s.account_non_trading_per_minute)
+        return max(super().reconnect_delay(attempt), reconnect_pace(limit, CONNECT_REQUESTS))
 
     def on_account_manager_shutdown(self) -> None:
         """Close the stream and log out."""

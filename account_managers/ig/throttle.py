@@ -71,3 +71,12 @@ class Throttle:
         with self.lock:
             now = self.clock()
             return max(w.wait_time(now) for w in self.windows[kind])
+
+
+def reconnect_pace(limit_per_window: int, reserve: int, window: float = 60.0) -> float:
+    """Shortest interval between reconnect attempts that leaves ``reserve`` requests of a
+    ``limit_per_window`` allowance free in any window: attempts made while the broker is
+    down each spend a slot, and the connection that succeeds needs ``reserve`` of them at
+    once (login, account, positions, orders). Probing faster would spend the allowance the
+    recovery needs, and the account would wait out the window after the broker is back."""
+    return window / max(1, limit_per_window - reserve)

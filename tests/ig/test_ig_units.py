@@ -8,7 +8,8 @@ from account_managers.ig import parsing as P
 from account_managers.ig.config import IGAccountSettings
 from account_managers.ig.deals import OPEN_MARKET, Batch, DealBook
 from account_managers.ig.rest import IGRestClient, IGSession
-from account_managers.ig.throttle import NON_TRADING, TRADING, Throttle
+from account_managers.ig.manager import CONNECT_REQUESTS
+from account_managers.ig.throttle import NON_TRADING, TRADING, Throttle, reconnect_pace
 from maotrade.errors import ProtocolError, TemporaryError
 from maotrade.order import BaseOrder
 from tests.ig.tlcp_server import encode_update
@@ -104,6 +105,30 @@ def test_throttle_spaces_requests_within_the_minute_and_refuses_beyond_budget():
     with pytest.raises(TemporaryError, match="non-trading request allowance"):
         throttle.acquire(NON_TRADING, 5)
     assert slept == [50.0]
+
+
+def _connect_waits_after_an_outage(probe_interval: float, outage_s: float = 120.0) -> float:
+    """Seconds a connection waits for slots after ``outage_s`` of failed login attempts every
+    ``probe_interval`` seconds, against IG's default 30 non-trading requests per minute."""
+    clock = [0.0]
+    throttle = Throttle(app_non_trading=60, account_trading=100, account_non_trading=30, clock=lambda: clock[0],
+                        sleep=lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+    while clock[0] < outage_s:
+        throttle.acquire(NON_TRADING, 60)  # a login the broker answers 503
+        clock[0] += probe_interval
+    back = clock[0]
+    for _ in range(CONNECT_REQUESTS):
+        throttle.acquire(NON_TRADING, 120)
+    return clock[0] - back
+
+
+def test_reconnect_attempts_leave_the_connection_its_requests_in_igs_allowance():
+    # Probing once a second during an outage keeps the allowance spent: the connection then
+    # waits for slots to leave the window after IG is back, one per second.
+    assert _connect_waits_after_an_outage(1.0) >= CONNECT_REQUESTS - 1
+    pace = reconnect_pace(30, CONNECT_REQUESTS)
+    assert pace == 3.0
+    assert _connect_waits_after_an_outage(pace) == 0
 
 
 def test_deal_book_holds_early_confirms_and_applies_each_once():
