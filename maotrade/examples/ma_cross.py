@@ -71,8 +71,8 @@ class MovingAverageCross(PositionTracking):
         state.fast_sum, state.slow_sum = fast_sum, slow_sum
         diff = fast_sum / fast - slow_sum / slow
         previous, state.previous_diff = state.previous_diff, diff
-        if previous is None:
-            return
+        if previous is None or previous * diff > 0:
+            return  # not warmed up, or no crossing: both averages kept their order
         if previous <= 0 < diff:
             epic = bar["epic"]
             if self.position_in(epic) == 0 and not self.working_in(epic):
