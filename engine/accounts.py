@@ -5,16 +5,22 @@ router, the operator handlers and the risk view all read. The book holds no sock
 it changes state and says whether anything changed; the loop tells the clients.
 
 Lifecycle: STARTING (worker spawned) -> SYNCING (the engine asks for balances,
-positions, open orders and subscriptions again) -> READY (every answer arrived). A
-broker's reconnect goes back through SYNCING; a worker's death through RESTARTING.
+positions, open orders and subscriptions again) -> READY (every answer arrived; what is
+still unanswered is asked again after 5 s, the wait doubling up to 30 s). A broker's
+reconnect goes back through SYNCING; a worker's death through RESTARTING.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 from maotrade.errors import InvalidOrder, OrderRefused
 
+
+#: seconds before unanswered sync requests are asked again; the wait doubles up to the max.
+SYNC_RETRY_FIRST_S = 5.0
+SYNC_RETRY_MAX_S = 30.0
 
 class AccountState:
     """Engine-side lifecycle of an account."""
@@ -44,6 +50,10 @@ class AccountRuntime:
     last_price: dict = field(default_factory=dict)  # epic -> last close
     syncs: int = 0
     info_due: float = 0.0  # monotonic time before which no balance refresh is asked
+    #: while SYNCING: when the unanswered sync requests are asked again, and how long the
+    #: wait after that is (a broker may drop a request, e.g. out of request allowance).
+    sync_retry_at: float = 0.0
+    sync_retry_s: float = 0.0
 
     @property
     def broker_name(self) -> Optional[str]:
@@ -153,6 +163,18 @@ class AccountBook:
         """Record that the engine has asked for every item of ``pending``."""
         runtime.syncs += 1
         runtime.pending_sync = set(pending)
+        runtime.sync_retry_s = SYNC_RETRY_FIRST_S
+        runtime.sync_retry_at = time.monotonic() + SYNC_RETRY_FIRST_S
+
+    @staticmethod
+    def sync_retry_due(runtime: AccountRuntime, now: float) -> set:
+        """The sync items still unanswered when their retry is due (then the next retry is
+        set, the wait doubling up to ``SYNC_RETRY_MAX_S``); else an empty set."""
+        if runtime.state != AccountState.SYNCING or not runtime.pending_sync or now < runtime.sync_retry_at:
+            return set()
+        runtime.sync_retry_s = min(SYNC_RETRY_MAX_S, runtime.sync_retry_s * 2)
+        runtime.sync_retry_at = now + runtime.sync_retry_s
+        return set(runtime.pending_sync)
 
     @staticmethod
     def sync_answered(runtime: AccountRuntime, item: str) -> bool:

@@ -186,6 +186,7 @@ class Engine:
             for account, event in self.supervisor.check():
                 self._on_supervisor_event(account, event)
             self._settle_overdue()
+            self._retry_syncs(now)
         for event in self.market_data.check_stale(now):
             self._emit(event)
 
@@ -303,17 +304,34 @@ class Engine:
         """Re-synchronise an account: info, portfolio, open orders, subscriptions; then ready."""
         account = runtime.account
         self._set_state(runtime, AccountState.SYNCING, "synchronising with the broker")
-        queue = self.bus.open_worker_queue(account)
         pending = {"account_info", "portfolio"}
-        queue.put(to_worker.AccountInfoRequest())
-        queue.put(to_worker.PortfolioRequest())
-        for order in self.router.orders_to_query(account):
-            pending.add(f"order:{order.client_order_id}")
-            queue.put(to_worker.OrderStatusRequest(order=order.to_wire()))
-        for epic, time_frame in self.market_data.streams(account):
-            pending.add(f"md:{epic}:{time_frame}")
-            queue.put(self.market_data.request(runtime, "subscribe", epic, time_frame))
+        pending.update(f"order:{order.client_order_id}" for order in self.router.orders_to_query(account))
+        pending.update(f"md:{epic}:{time_frame}" for epic, time_frame in self.market_data.streams(account))
+        self._ask_sync(runtime, pending)
         self.accounts.begin_sync(runtime, pending)
+
+    def _ask_sync(self, runtime: AccountRuntime, items: set) -> None:
+        """Send the worker the requests behind sync ``items`` (asked again when unanswered)."""
+        queue = self.bus.open_worker_queue(runtime.account)
+        if "account_info" in items:
+            queue.put(to_worker.AccountInfoRequest())
+        if "portfolio" in items:
+            queue.put(to_worker.PortfolioRequest())
+        for order in self.router.orders_to_query(runtime.account):
+            if f"order:{order.client_order_id}" in items:
+                queue.put(to_worker.OrderStatusRequest(order=order.to_wire()))
+        for epic, time_frame in self.market_data.streams(runtime.account):
+            if f"md:{epic}:{time_frame}" in items:
+                queue.put(self.market_data.request(runtime, "subscribe", epic, time_frame))
+
+    def _retry_syncs(self, now: float) -> None:
+        """Ask again what a synchronising account's worker has not answered (it may have
+        dropped a request: out of the broker's request allowance, a timeout)."""
+        for _, runtime in self.accounts.items():
+            items = self.accounts.sync_retry_due(runtime, now)
+            if items:
+                log.info("event=sync_retry account=%s items=%s", runtime.account, ",".join(sorted(items)))
+                self._ask_sync(runtime, items)
 
     def _sync_answered(self, runtime: AccountRuntime, item: str) -> None:
         if self.accounts.sync_answered(runtime, item):

@@ -138,3 +138,20 @@ def test_flooding_worker_and_slow_strategy_never_block_orders(admin, env, tmp_pa
         faultstats.record(faults=2, orders=21)
     finally:
         engine.kill()
+
+
+def test_a_sync_request_the_worker_dropped_is_asked_again_and_the_account_gets_ready(admin, env, tmp_path):
+    """The worker answers the engine's first portfolio request with an error (as IG does out
+    of request allowance): the engine asks again instead of staying `syncing` for good."""
+    admin.cli("broker", "add", "forgetful", "--class", "tests.brokers.forgetful.ForgetfulAccountManager",
+              "--config", json.dumps({"seed": 9, "price_interval": 0.05}))
+    admin.cli("account", "add", "721", "--broker", "forgetful")
+    admin.cli("mapping", "set", "721", "EURUSD", "EURUSD")
+    engine = EngineProcess(tmp_path / "e", ["721"], env=env, config_url=admin.url)
+    try:
+        engine.wait_ready("721", 20)
+        round_trip(engine, "721", "after")
+        faultstats.record(faults=1, orders=1)
+        assert engine.interrupt() == 0
+    finally:
+        engine.kill()
