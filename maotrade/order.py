@@ -140,7 +140,6 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 _INF = float("inf")
-_ORDER_TYPES, _ACTIONS, _TIMES_IN_FORCE = OrderType.ALL, OrderAction.ALL, TimeInForce.ALL
 
 _id_counter = itertools.count(1)
 # The base36 of this process's id and of the latest millisecond, kept between calls (a
@@ -270,11 +269,11 @@ class BaseOrder:
             raise InvalidOrder(f"order {key}: qty must be a non-zero number, got {qty!r}")
         if qty == _INF or qty == -_INF:
             raise InvalidOrder(f"order {key}: qty must be finite")
-        if self.order_type not in _ORDER_TYPES:
+        if self.order_type not in OrderType.ALL:
             raise InvalidOrder(f"order {key}: unknown order_type {self.order_type!r}")
-        if self.action not in _ACTIONS:
+        if self.action not in OrderAction.ALL:
             raise InvalidOrder(f"order {key}: unknown action {self.action!r}")
-        if self.time_in_force not in _TIMES_IN_FORCE:
+        if self.time_in_force not in TimeInForce.ALL:
             raise InvalidOrder(f"order {key}: unknown time_in_force {self.time_in_force!r}")
         price, stop_loss, take_profit = self.price, self.stop_loss, self.take_profit
         if self.order_type != OrderType.MARKET and (price is None or not price > 0):
@@ -304,7 +303,7 @@ class BaseOrder:
         return status == self.status or status in ALLOWED_TRANSITIONS.get(self.status, ())
 
     def _move(self, status: str, reason: str = "") -> None:
-        if status != self.status and status not in ALLOWED_TRANSITIONS.get(self.status, ()):
+        if not self.can_move_to(status):
             if status not in OrderStatus.ALL:
                 raise IllegalTransition(f"order {self.client_order_id}: unknown status {status!r}")
             raise IllegalTransition(

@@ -228,7 +228,6 @@ class Backtest:
         self._last_bar: dict[str, dict] = {}  # epic -> its latest bar replayed
         self._triggers: dict[str, tuple[float, float]] = {}  # see _refresh_triggers
         self._requests: deque = deque()
-        self._dispatch = strategy.dispatch
         self._handlers = {
             C.SUBSCRIBE: self._subscribe, C.UNSUBSCRIBE: self._unsubscribe,
             C.ORDER_OPEN: self._order_open, C.ORDER_CLOSE: self._order_close,
@@ -290,7 +289,6 @@ class Backtest:
         progress = self.progress
         step = PROGRESS_STEP if progress is not None else max(1, len(timeline))
         refresh()
-        plain = self._plain_epic()
         for begin in range(0, len(timeline), step):
             chunk = timeline[begin:begin + step]
             for index, msg in enumerate(chunk, begin):
@@ -311,17 +309,7 @@ class Backtest:
                             record(index, book.balance, positions)
                             refresh()
                 last_bar[epic] = msg
-                if epic == plain:
-                    # The common case, one subscription to the base bars of this instrument.
-                    try:
-                        on_market_data(msg)
-                    except Exception as exc:
-                        self._where = f"on_market_data({epic} {base_span[epic] // 1000}s bar at {_iso(msg['date'])})"
-                        self._on_error(exc)
-                    subscriptions = ()
-                else:
-                    subscriptions = by_epic[epic]
-                for subscription in subscriptions:
+                for subscription in by_epic[epic]:
                     if not subscription.active:
                         continue
                     if subscription.builder is None:
@@ -341,7 +329,6 @@ class Backtest:
                 if requests:
                     self._drain()
                     refresh()
-                    plain = self._plain_epic()
                 if strategy.stop_requested:
                     if progress is not None:
                         progress(index + 1 - begin)
@@ -349,14 +336,6 @@ class Backtest:
             if progress is not None:
                 progress(len(chunk))
         return len(timeline)
-
-    def _plain_epic(self) -> Optional[str]:
-        """The instrument of the only active subscription when it takes the base bars as they
-        are (the replay loop then hands them over directly), else None."""
-        active = [s for s in self.subscriptions.values() if s.active]
-        if len(active) == 1 and active[0].builder is None:
-            return active[0].epic
-        return None
 
     def _refresh_triggers(self) -> None:
         """For each instrument whose position has a stop loss or take profit: the low at or
@@ -460,7 +439,7 @@ class Backtest:
         if request is not None or error or code:
             msg.update(request=request, error=error or None, code=code or None)
         try:
-            self._dispatch(msg)
+            self.strategy.dispatch(msg)
         except Exception as exc:
             previous, self._where = self._where, f"on_order({order.client_order_id} {order.status})"
             try:
