@@ -528,6 +528,19 @@ class OrderRouter:
             log.warning("event=leg_placed_again account=%s order=%s", order.account, order.client_order_id)
             self._placed_again.add(key)
             outcome.dispatches.append(self._send(order, ToWorker.ORDER_OPEN))
+        elif order.is_leg and self.accounts.capabilities(order.account).get("bracket") == BracketKind.ATTACHED \
+                and not self.journal.position(order.account, order.epic).is_flat:
+            # A level on the broker's position, gone while our position is open: it may have
+            # just fired (its fill still on the way), or been removed at the broker.
+            # Cancelling it would lose that fill; ask again instead (the position going flat
+            # ends it, see _after_position_change).
+            if order.status != OrderStatus.UNKNOWN:
+                order.set_status(OrderStatus.UNKNOWN, "the broker no longer shows this leg while the position is "
+                                                      "open: it may have fired, or been removed there")
+                log.warning("event=leg_missing account=%s order=%s", order.account, order.client_order_id)
+            key = (order.account, order.client_order_id)
+            if key not in self._recheck:  # an answer to a recheck keeps the recheck's longer wait
+                self._ask_again(key)
         elif order.is_leg:
             order.set_cancelled("not working at the broker")
         elif not order.filled_qty:

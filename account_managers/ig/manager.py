@@ -119,7 +119,9 @@ class IGAccountManager(BaseAccountManager):
             stream.subscribe(item, "MERGE", [item], P.CHART_FIELDS, True)
         for epic_broker in {item.split(":")[1] for item in self.chart_subs}:
             self._subscribe_market(stream, epic_broker)
-        if not stream.connect(s.stream_connect_timeout):
+        # Until the server confirms the trade subscription, a fill or a stop firing would go
+        # unseen: the account is not connected before that.
+        if not stream.connect(s.stream_connect_timeout, confirmed=(TRADE_KEY,)):
             failure = stream.failure or f"no stream within {s.stream_connect_timeout:g}s"
             stream.close()
             raise BrokerUnavailable(f"IG Lightstreamer at {session.lightstreamer_endpoint}: {failure}")

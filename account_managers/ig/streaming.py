@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable, Optional
 
 from lightstreamer.client import (ClientListener, LightstreamerClient, Subscription,
@@ -42,6 +43,9 @@ class _Items(SubscriptionListener):
         changed = set(update.getChangedFields())
         self.stream.deliver(self.key, update.getItemName(), values, changed)
 
+    def onSubscription(self):
+        self.stream._subscribed(self.key)
+
     def onSubscriptionError(self, code, message):
         self.stream.on_error(self.key, f"Lightstreamer refused {self.key}: {code} {message}")
 
@@ -68,12 +72,23 @@ class IGStream:
         self.client.connectionOptions.setReconnectTimeout(reconnect_ms)
         self.client.addListener(_Status(self))
         self.subscriptions: dict[str, Subscription] = {}
+        self._live: dict[str, threading.Event] = {}  # key -> set once the server confirmed it
         self.closed = False
 
-    def connect(self, timeout: float) -> bool:
-        """Open the stream; wait up to ``timeout`` seconds for it (called off-loop)."""
+    def connect(self, timeout: float, confirmed: tuple[str, ...] = ()) -> bool:
+        """Open the stream; wait up to ``timeout`` seconds for it and for the server to
+        confirm the subscriptions named in ``confirmed`` (called off-loop).
+
+        An update published before the server confirmed a subscription is not delivered:
+        the caller must not count on a subscription it has not seen confirmed."""
+        deadline = time.monotonic() + timeout
         self.client.connect()
         self._settled.wait(timeout)
+        for key in confirmed:
+            live = self._live.get(key)
+            if live is None or not live.wait(max(0.0, deadline - time.monotonic())):
+                self.failure = self.failure or f"subscription {key} not confirmed within {timeout:g}s"
+                return False
         return self.connected.is_set() and not self.closed
 
     def set_password(self, password: str) -> None:
@@ -88,11 +103,13 @@ class IGStream:
             sub.setRequestedSnapshot("yes")
         sub.addListener(_Items(self, key, fields))
         self.subscriptions[key] = sub
+        self._live[key] = threading.Event()
         self.client.subscribe(sub)
 
     def unsubscribe(self, key: str) -> bool:
         """Drop subscription ``key``; return False if there was none."""
         sub = self.subscriptions.pop(key, None)
+        self._live.pop(key, None)
         if sub is None:
             return False
         self.client.unsubscribe(sub)
@@ -102,6 +119,11 @@ class IGStream:
         """Disconnect; no more callbacks are delivered."""
         self.closed = True
         self.client.disconnect()
+
+    def _subscribed(self, key: str) -> None:
+        live = self._live.get(key)
+        if live is not None:
+            live.set()
 
     def _status(self, status: str) -> None:
         if self.closed:

@@ -2,6 +2,12 @@
 refused REST calls. Every order ends in a known state and no deal is sent twice."""
 from __future__ import annotations
 
+import threading
+
+from account_managers.ig import parsing as P
+from account_managers.ig.rest import IGRestClient
+from account_managers.ig.streaming import IGStream
+from account_managers.ig.throttle import Throttle
 from maotrade.messages import EngineToWorker as In
 from tests.kit import IG_EPICS as EPICS
 from tests.kit import wait_until
@@ -12,6 +18,26 @@ EURUSD = EPICS["EURUSD"]
 def _reconnected(worker, since):
     worker.wait_type("connection", since=since, state="reconnecting", timeout=10)
     worker.wait_type("connection", since=since, state="connected", timeout=15)
+
+
+def test_the_stream_counts_as_open_only_once_the_trade_subscription_is_confirmed(sim):
+    # A stop IG fires just after a (re)connect is told only on the trade stream: an update
+    # published before the server took the subscription never arrives. So the stream is
+    # not open (nor the account connected) until the server confirmed that subscription.
+    sim.tlcp.subscription_delay["TRADE:"] = 0.5
+    session = IGRestClient(sim.rest_url, sim.user, sim.password, sim.api_key, "XYZ02", 5,
+                           Throttle(60, 60, 60)).login()
+    delivered = threading.Event()
+    stream = IGStream(session.lightstreamer_endpoint, session.account_id, session.stream_password, "",
+                      deliver=lambda key, item, values, changed: delivered.set(),
+                      on_status=lambda status: None, on_error=lambda key, reason: None)
+    try:
+        stream.subscribe("trade", "DISTINCT", ["TRADE:XYZ02"], P.TRADE_FIELDS, False)
+        assert stream.connect(10, confirmed=("trade",))
+        sim.push_trade_raw("XYZ02", OPU='{"dealId": "D1", "status": "DELETED"}')
+        assert delivered.wait(5), "the update published right after connect was lost"
+    finally:
+        stream.close()
 
 
 def test_stream_drop_restores_every_subscription(sim, ig_worker):

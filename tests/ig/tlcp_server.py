@@ -135,6 +135,9 @@ class TLCPServer:
         self.sessions: dict[str, TLCPSession] = {}
         self.sessions_created = 0
         self.refuse_sessions = False
+        # item prefix -> seconds the server takes to process a subscription to it (a slow
+        # server: updates published before then do not reach the subscriber)
+        self.subscription_delay: dict[str, float] = {}
 
     # -- HTTP entry ------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -209,6 +212,10 @@ class TLCPServer:
             if bad or not items or not fields:
                 await session.send(f"REQERR,{req_id},21,Bad item name {bad[0] if bad else ''}".rstrip())
                 return
+            delay = max((d for prefix, d in self.subscription_delay.items()
+                         if any(item.startswith(prefix) for item in items)), default=0.0)
+            if delay:
+                await asyncio.sleep(delay)
             sub = _Subscription(sub_id, mode, items, fields)
             session.subscriptions[sub_id] = sub
             await session.send(f"REQOK,{req_id}", f"SUBOK,{sub_id},{len(items)},{len(fields)}")

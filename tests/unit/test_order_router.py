@@ -303,6 +303,28 @@ def test_a_legs_late_placement_answer_does_not_answer_an_amend_of_it(journal):
     assert (last.amended_parent.stop_loss, last.amended_parent.take_profit, last.error) == (1.07, 1.2, "")
 
 
+def test_an_attached_leg_the_broker_no_longer_shows_while_the_position_is_open_keeps_its_fill(journal):
+    # IG drops a position's stop when the stop fires; a status answer read just after that,
+    # before the fill's stream update, finds no leg. The leg may have filled: it is not
+    # cancelled, it is asked about again, and the fill that follows is its own.
+    clock = Clock()
+    router = make_router(journal, clock=clock)
+    open_bracket(router, qty=-1000, stop_loss=1.15, take_profit=1.05)
+    router.apply_event(event("p1", OrderEvent.FILLED, fill=fill("e1", -1000, 1.1)))
+    for leg in ("p1/SL", "p1/TP"):
+        router.apply_event(event(leg, OrderEvent.ACCEPTED, request=ToWorker.ORDER_STATUS_REQUEST))
+    for leg in ("p1/SL", "p1/TP"):
+        router.apply_event(event(leg, OrderEvent.NOT_FOUND, request=ToWorker.ORDER_STATUS_REQUEST))
+        assert router.get(ACCOUNT, leg).status == OrderStatus.UNKNOWN and "may have fired" in router.get(
+            ACCOUNT, leg).reason
+    clock.now += 5
+    assert sorted(o.client_order_id for o in router.due_rechecks()) == ["p1/SL", "p1/TP"]
+    outcome = router.apply_event(event("p1/SL", OrderEvent.FILLED, fill=fill("sl1", 1000, 1.15)))
+    assert outcome.order.status == OrderStatus.FILLED and outcome.order.filled_qty == 1000
+    assert journal.get_order(ACCOUNT, "p1/TP").status == OrderStatus.CANCELLED
+    assert journal.position(ACCOUNT, "EURUSD").is_flat
+
+
 def test_a_leg_the_broker_keeps_not_finding_is_placed_again_once_then_unknown(journal):
     router = make_router(journal, bracket=False)
     open_bracket(router, take_profit=None)
