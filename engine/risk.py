@@ -173,23 +173,31 @@ class RiskEngine:
         self.passed = 0
         self._clock = clock
         self._times: Dict[str, deque] = {}  # account or "*" -> times of orders that passed
+        self._merged: Dict[str, RiskLimits] = {}  # scope -> effective limits, until a layer changes
 
     # -- configuration --------------------------------------------------------------
     def set_account_limits(self, account: str, data: Optional[dict]) -> None:
         """Install an account's ``accountConfig["risk"]`` (validated)."""
         layer = parse_limits(data or {}, f"account {account} accountConfig.risk")
         self.account_layers[account] = layer.model_dump(exclude_unset=True)
+        self._merged.clear()
 
     def set_override(self, scope: str, data: dict) -> None:
         """Override limits at run time for ``scope`` (an account, or ``"*"`` for global)."""
         layer = parse_limits(data, f"risk override of {scope}")
         merged = {**self.overrides.get(scope, {}), **layer.model_dump(exclude_unset=True)}
-        self.overrides[scope] = merged
+        self.restore_override(scope, merged)
         self.limits(scope)  # the merged result must be valid too
+
+    def restore_override(self, scope: str, data: dict) -> None:
+        """Install ``scope``'s run-time overrides as saved (already validated once)."""
+        self.overrides[scope] = data
+        self._merged.clear()
 
     def clear_override(self, scope: str) -> None:
         """Drop every run-time override of ``scope``."""
         self.overrides.pop(scope, None)
+        self._merged.clear()
 
     def set_kill(self, scope: str, mode: str) -> None:
         """Set the kill switch of an account or of every account (``"*"``)."""
@@ -198,11 +206,17 @@ class RiskEngine:
         self.kill[scope] = mode
 
     def limits(self, scope: str) -> RiskLimits:
-        """Effective limits of an account, or the global ones for ``"*"``."""
-        if scope == "*":
-            return merge(self.settings.global_.model_dump(exclude_unset=True), self.overrides.get("*"))
-        return merge(self.settings.defaults.model_dump(exclude_unset=True), self.account_layers.get(scope),
-                     self.overrides.get(scope))
+        """Effective limits of an account, or the global ones for ``"*"`` (merged once per
+        change of a layer: the order path asks for them on every order)."""
+        merged = self._merged.get(scope)
+        if merged is None:
+            if scope == "*":
+                merged = merge(self.settings.global_.model_dump(exclude_unset=True), self.overrides.get("*"))
+            else:
+                merged = merge(self.settings.defaults.model_dump(exclude_unset=True), self.account_layers.get(scope),
+                               self.overrides.get(scope))
+            self._merged[scope] = merged
+        return merged
 
     def mode(self, account: str) -> str:
         """Effective kill switch mode of an account (the stricter of its own and the global one)."""
@@ -219,7 +233,13 @@ class RiskEngine:
             raise
         now = self._clock()
         for scope in (order.account, "*"):
-            self._times.setdefault(scope, deque()).append(now)
+            times = self._times.setdefault(scope, deque())
+            times.append(now)
+            # Only the current window is ever counted: without a rate limit nothing else
+            # prunes, and the times would grow with every order for the engine's life.
+            cutoff = now - self.limits(scope).rate_window_s
+            while times[0] <= cutoff:
+                times.popleft()
         self.passed += 1
 
     def _check(self, order: BaseOrder, view: RiskView) -> None:

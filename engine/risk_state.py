@@ -32,7 +32,7 @@ class RiskState:
         for scope, mode in self.db.execute("SELECT scope, mode FROM kill_switch"):
             risk.kill[scope] = mode
         for scope, data in self.db.execute("SELECT scope, data FROM overrides"):
-            risk.overrides[scope] = json.loads(data)
+            risk.restore_override(scope, json.loads(data))
 
     def save_kill(self, scope: str, mode: str) -> None:
         """Persist one kill switch mode."""

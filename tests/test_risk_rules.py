@@ -128,6 +128,19 @@ def test_open_orders_and_order_rate():
     risk.check(order("B", 1, epic="EURUSD"), state)
 
 
+def test_without_limits_the_engine_keeps_only_one_rate_window_of_order_times():
+    # An engine that runs for weeks passes millions of orders: what it keeps for the rate
+    # rule must not grow with them (it did, when no limit was set).
+    risk = engine()
+    state = State()
+    for _ in range(500):
+        risk._clock.now += 1.0
+        risk.check(order("A", 1), state)
+    window = risk.limits("A").rate_window_s
+    assert risk.recent("A") == window and risk.recent("*") == window
+    assert len(risk._times["A"]) <= window + 1 and len(risk._times["*"]) <= window + 1
+
+
 def test_kill_switch_modes_per_account_and_global():
     risk = engine()
     state = State(positions={("A", "SPY"): 5.0, ("B", "SPY"): 5.0})
