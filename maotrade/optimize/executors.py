@@ -47,6 +47,18 @@ class InlineExecutor:
         """Nothing to release."""
 
 
+# Diagnostics nobody reads in a study, which take CPU from the workers on a small machine:
+# a worker's statistical profiler samples every thread 100 times a second, holding the GIL
+# the backtest needs; the client and the scheduler (in this process, beside the workers)
+# time their event loops every 20 ms, and each process polls its own CPU and memory.
+LOCAL_CLUSTER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.worker.memory.monitor-interval": "1s",
+}
+
+
 class DaskExecutor:
     """Runs trials as Dask tasks, on a local cluster or on the scheduler at ``address``."""
 
@@ -64,13 +76,11 @@ class DaskExecutor:
                 import dask
 
                 count = workers or os.cpu_count() or 1
-                # A worker's statistical profiler samples every thread 100 times a second,
-                # holding the GIL the backtest needs; nobody reads it in a study.
-                with dask.config.set({"distributed.worker.profile.enabled": False}):
+                with dask.config.set(LOCAL_CLUSTER_CONFIG):
                     self.cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True,
                                                 dashboard_address=None, host="127.0.0.1",
                                                 scheduler_kwargs={"dashboard": False})
-                self.client = Client(self.cluster)
+                    self.client = Client(self.cluster)
         except (OSError, TimeoutError) as exc:
             raise ClusterError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
         self.workers = len(self.client.scheduler_info()["workers"])
