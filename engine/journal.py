@@ -108,6 +108,9 @@ class Journal:
         self.db.execute("PRAGMA wal_autocheckpoint=0")
         self.checkpointer = Checkpointer(path).start()
         self._grouped = False
+        # (account, epic) -> the position as written: the order path reads it on every fill
+        # and risk check. This connection is the journal's only writer; a rollback clears it.
+        self._positions: dict[tuple[str, str], Position] = {}
         self.commits = 0  # transactions that wrote something (a group counts once), for tests and benchmarks
 
     # -- transactions -----------------------------------------------------------
@@ -134,12 +137,14 @@ class Journal:
             yield
         except BaseException:
             self._grouped = False
+            self._positions.clear()
             self.db.execute("ROLLBACK")
             raise
         self._grouped = False
         try:
             self.db.execute("COMMIT")
         except BaseException:
+            self._positions.clear()
             with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may leave it open
                 self.db.execute("ROLLBACK")
             raise
@@ -150,14 +155,19 @@ class Journal:
     def _atomic(self) -> Iterator[None]:
         """All or nothing: a transaction of its own, or a savepoint inside a ``group``."""
         if not self._grouped:
-            with transaction(self.db):
-                yield
+            try:
+                with transaction(self.db):
+                    yield
+            except BaseException:
+                self._positions.clear()
+                raise
             self.commits += 1
             return
         self.db.execute("SAVEPOINT unit")
         try:
             yield
         except BaseException:
+            self._positions.clear()
             self.db.execute("ROLLBACK TO unit")
             self.db.execute("RELEASE unit")
             raise
@@ -294,6 +304,7 @@ class Journal:
                     "INSERT OR REPLACE INTO positions (account, epic, qty, avg_price, realized_pnl)"
                     " VALUES (?, ?, ?, ?, ?)",
                     (order.account, order.epic, position.qty, position.avg_price, position.realized_pnl))
+                self._positions[(order.account, order.epic)] = position
             self.save_order(order)
 
     def fills(self, account: str, client_order_id: Optional[str] = None) -> list[dict]:
@@ -307,10 +318,14 @@ class Journal:
         return [dict(zip(keys, row)) for row in self.db.execute(sql + " ORDER BY rowid", args)]
 
     def position(self, account: str, epic: str) -> Position:
-        """Return the engine's position in one instrument (flat if none)."""
-        row = self.db.execute("SELECT qty, avg_price, realized_pnl FROM positions WHERE account = ? AND epic = ?",
-                              (account, epic)).fetchone()
-        return Position(epic, *row) if row else Position(epic)
+        """Return the engine's position in one instrument (flat if none); a copy the caller
+        may change."""
+        known = self._positions.get((account, epic))
+        if known is None:
+            row = self.db.execute("SELECT qty, avg_price, realized_pnl FROM positions WHERE account = ? AND epic = ?",
+                                  (account, epic)).fetchone()
+            known = self._positions[(account, epic)] = Position(epic, *row) if row else Position(epic)
+        return Position(epic, known.qty, known.avg_price, known.realized_pnl)
 
     def positions(self, account: str) -> list[Position]:
         """Return every position of an account, flat ones included (they carry realized P&L)."""
@@ -395,6 +410,8 @@ class Journal:
         self.db.execute("INSERT OR REPLACE INTO positions (account, epic, qty, avg_price, realized_pnl)"
                         " VALUES (?, ?, ?, ?, ?)",
                         (account, position.epic, position.qty, position.avg_price, position.realized_pnl))
+        self._positions[(account, position.epic)] = Position(position.epic, position.qty, position.avg_price,
+                                                             position.realized_pnl)
 
     def audit(self, account: str, action: str, detail: dict) -> None:
         """Append one line to the audit log."""

@@ -173,7 +173,7 @@ class RiskEngine:
         self.passed = 0
         self._clock = clock
         self._times: Dict[str, deque] = {}  # account or "*" -> times of orders that passed
-        self._merged: Dict[str, RiskLimits] = {}  # scope -> effective limits, until a layer changes
+        self._merged: Dict[str, tuple] = {}  # scope -> (effective limits, limit nothing), until a layer changes
 
     # -- configuration --------------------------------------------------------------
     def set_account_limits(self, account: str, data: Optional[dict]) -> None:
@@ -208,15 +208,19 @@ class RiskEngine:
     def limits(self, scope: str) -> RiskLimits:
         """Effective limits of an account, or the global ones for ``"*"`` (merged once per
         change of a layer: the order path asks for them on every order)."""
-        merged = self._merged.get(scope)
-        if merged is None:
+        return self._effective(scope)[0]
+
+    def _effective(self, scope: str) -> tuple[RiskLimits, bool]:
+        """``scope``'s merged limits and whether they limit nothing."""
+        known = self._merged.get(scope)
+        if known is None:
             if scope == "*":
                 merged = merge(self.settings.global_.model_dump(exclude_unset=True), self.overrides.get("*"))
             else:
                 merged = merge(self.settings.defaults.model_dump(exclude_unset=True), self.account_layers.get(scope),
                                self.overrides.get(scope))
-            self._merged[scope] = merged
-        return merged
+            known = self._merged[scope] = (merged, merged == NO_LIMITS)
+        return known
 
     def mode(self, account: str) -> str:
         """Effective kill switch mode of an account (the stricter of its own and the global one)."""
@@ -250,7 +254,7 @@ class RiskEngine:
             raise OrderRefused(RiskCode.HALTED, f"kill switch is halted for account {account}: no orders")
         if order.source in LIMITED_SOURCES:
             self._check_limits_set(order)
-        if mode == KillMode.ACTIVE and self.limits(account) == NO_LIMITS and self.limits("*") == NO_LIMITS:
+        if mode == KillMode.ACTIVE and self._effective(account)[1] and self._effective("*")[1]:
             return  # nothing to check: spare the order path every journal read below
         position = view.position(account, epic)
         reducing = order.action == OrderAction.CLOSE or is_reducing(position, qty)

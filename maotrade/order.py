@@ -376,7 +376,11 @@ class BaseOrder:
     # -- wire --------------------------------------------------------------------
     def to_dict(self, with_fills: bool = True) -> dict[str, Any]:
         """Return the order as the dict that travels on the bus (fills optional)."""
-        data = {name: getattr(self, name) for name in _WIRE_FIELDS}
+        data = self.__dict__.copy()
+        if len(data) == _FIELD_COUNT:
+            del data["fills"]
+        else:  # attributes set beyond the fields: keep only the fields
+            data = {name: data[name] for name in _WIRE_FIELDS}
         if with_fills:
             data["fills"] = [dict(f) for f in self.fills]
         return data
@@ -405,6 +409,7 @@ class BaseOrder:
 
 _ORDER_FIELDS = frozenset(BaseOrder.__dataclass_fields__)
 _WIRE_FIELDS = tuple(name for name in BaseOrder.__dataclass_fields__ if name != "fills")
+_FIELD_COUNT = len(_ORDER_FIELDS)  # a dataclass's __init__ sets every field in __dict__
 
 
 def fill_data(fill: dict) -> FillData:

@@ -261,6 +261,7 @@ def test_a_group_that_raises_writes_nothing(journal):
             raise KeyError("the turn failed")
     assert journal.get_order("1", "r-1") is None
     assert journal.fills("1") == []
+    assert journal.position("1", "EURUSD").is_flat, "the position rolled back with the fill"
     with journal.group():  # and the journal works on
         assert journal.insert_orders([order("r-1")]) is True
     assert journal.get_order("1", "r-1") is not None
