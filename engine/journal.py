@@ -179,16 +179,21 @@ class Journal:
 
         Return False, and write nothing, if the first one's client order id exists already.
         """
+        if len(orders) == 1 and self._grouped:  # one statement is all or nothing by itself
+            return self._insert_order(orders[0], strategy)
         with self._atomic():
             for index, order in enumerate(orders):
-                cur = self.db.execute(
-                    "INSERT OR IGNORE INTO orders (account, client_order_id, epic, status, source, strategy,"
-                    " created, updated, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (order.account, order.client_order_id, order.epic, order.status, order.source, strategy,
-                     order.created, order.updated, _order_json(order)))
-                if cur.rowcount != 1 and index == 0:
+                if not self._insert_order(order, strategy) and index == 0:
                     return False
         return True
+
+    def _insert_order(self, order: BaseOrder, strategy: str) -> bool:
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO orders (account, client_order_id, epic, status, source, strategy,"
+            " created, updated, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (order.account, order.client_order_id, order.epic, order.status, order.source, strategy,
+             order.created, order.updated, _order_json(order)))
+        return cur.rowcount == 1
 
     def save_order(self, order: BaseOrder, strategy: str = "") -> None:
         """Write an order's current state (insert if new)."""
