@@ -47,6 +47,9 @@ def paper_document(account: str, price_interval: float = 0.25) -> dict:
 def _engine_main(documents: list[dict], data_dir: str, conn) -> None:
     from engine.core import Engine
     setup_logging("WARNING")
+    # The flood broker lives in tests/, outside the brokers an engine runs unasked (the
+    # workers inherit this; `maotrade start --allow-broker-class` sets the same).
+    os.environ["MAOTRADE_ALLOW_BROKER_CLASS"] = FLOOD_CLASS
     run_dir = Path(tempfile.mkdtemp(prefix="mtb-"))
     if "data_dir" in inspect.signature(Engine).parameters:
         # An older engine (comparing revisions): the parameters it took then.
@@ -143,11 +146,20 @@ def engine_market_data(accounts: int, bars: int) -> dict:
         parent, child = CTX.Pipe()
         client = CTX.Process(target=_md_client_main, args=(run.address, ids, bars, child))
         client.start()
-        result = parent.recv()
+        result = _answer_of(client, parent)
         client.join(30)
     finally:
         run.stop()
     return result
+
+
+def _answer_of(process, conn) -> object:
+    """What ``process`` sends on ``conn``; an error in one line if it dies first."""
+    while not conn.poll(1.0):
+        if not process.is_alive():
+            raise RuntimeError(f"the measuring process exited ({process.exitcode}) before it reported; "
+                               "see the engine's messages above")
+    return conn.recv()
 
 
 # -- baselines -------------------------------------------------------------------------------
