@@ -39,7 +39,7 @@ from engine.views import order_view, portfolio_view, status_view
 from maotrade.errors import InvalidOrder, MAOTradeError, ProtocolError
 from maotrade.messages import (ClientToEngine as FromClient, EngineToClient as ToClient,
                                EngineToWorker as ToWorker, WorkerToEngine as FromWorker, message)
-from maotrade.order import BaseOrder
+from maotrade.order import BaseOrder, OrderStatus
 from maotrade.protocol import to_worker
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,9 @@ INFO_REFRESH_S = 1.0
 LIVENESS_ONLY = frozenset({FromWorker.HEARTBEAT, FromWorker.SHUTDOWN_ACK})
 WORKER_BUDGET_S = 0.01  # seconds of worker messages per turn before clients are served
 
+
+# Sent to a broker that has not said it holds them (legs waiting for their parent excepted).
+IN_FLIGHT = frozenset({OrderStatus.NEW, OrderStatus.SUBMITTED, OrderStatus.UNKNOWN})
 
 class Engine:
     """Supervises account workers and serves clients over the bus."""
@@ -118,6 +121,7 @@ class Engine:
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop clients and workers cleanly, then close the journal."""
+        self._warn_in_flight()
         for session in self.bus.sessions():
             session.put(message(ToClient.STOPPING))
         self.bus.flush_clients()
@@ -129,6 +133,17 @@ class Engine:
         self.journal.close()
         self.running = False
         log.info("event=engine_stopped")
+
+    def _warn_in_flight(self) -> None:
+        """Say which orders the broker has not confirmed yet: stopping now does not stop them."""
+        unconfirmed = [order for account in self.accounts for order in self.router.open_orders(account)
+                       if order.status in IN_FLIGHT and not (order.is_leg and order.status == OrderStatus.NEW)]
+        if unconfirmed:
+            shown = ", ".join(f"{o.client_order_id} ({o.account} {o.epic} {o.qty:g} {o.status})"
+                              for o in unconfirmed[:5])
+            more = f" and {len(unconfirmed) - 5} more" if len(unconfirmed) > 5 else ""
+            log.warning("event=orders_in_flight_at_stop count=%d orders=%s%s: the broker may still execute them; "
+                        "the next start asks it about each", len(unconfirmed), shown, more)
 
     def _send_shutdown(self, account: str) -> None:
         queue = self.bus.open_worker_queue(account)

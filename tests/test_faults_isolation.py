@@ -155,3 +155,24 @@ def test_a_sync_request_the_worker_dropped_is_asked_again_and_the_account_gets_r
         assert engine.interrupt() == 0
     finally:
         engine.kill()
+
+
+def test_stopping_with_an_order_the_broker_never_answered_says_so(admin, env, tmp_path):
+    """Ctrl-C while an order is out with a broker that has not answered: the operator is
+    told which order may still execute, and the next start asks the broker about it."""
+    admin.cli("broker", "add", "silent", "--class", "tests.brokers.silent.SilentAccountManager",
+              "--config", json.dumps({"seed": 5, "price_interval": 0.05}))
+    admin.cli("account", "add", "723", "--broker", "silent")
+    admin.cli("mapping", "set", "723", "EURUSD", "EURUSD")
+    engine = EngineProcess(tmp_path / "e", ["723"], env=env, config_url=admin.url)
+    try:
+        engine.wait_ready("723", 20)
+        mark = engine.mark()
+        engine.send("order_open", account="723", client_order_id="quiet-1", epic="EURUSD", qty=2)
+        engine.wait_order("quiet-1", "NEW", since=mark)
+        assert engine.interrupt() == 0
+        warning = [line for line in engine.output().splitlines() if "quiet-1" in line and "may still" in line]
+        assert len(warning) == 1 and "723 EURUSD 2 NEW" in warning[0], engine.output()[-2000:]
+        faultstats.record(faults=1)
+    finally:
+        engine.kill()
