@@ -33,8 +33,9 @@ def admin(tmp_path, env):
     service.stop()
 
 
-def add_paper(admin, account, **config):
-    admin.cli("broker", "add", f"paper{account}", "--class", "paper.PaperAccountManager",
+def add_paper(admin, account, broker_class="paper.PaperAccountManager", **config):
+    """Register ``account`` on a paper broker (or a paper-based one from tests/brokers) trading EURUSD."""
+    admin.cli("broker", "add", f"paper{account}", "--class", broker_class,
               "--config", json.dumps({"seed": 9, "price_interval": 0.05, **config}))
     admin.cli("account", "add", account, "--broker", f"paper{account}")
     admin.cli("mapping", "set", account, "EURUSD", "EURUSD")
@@ -143,10 +144,7 @@ def test_flooding_worker_and_slow_strategy_never_block_orders(admin, env, tmp_pa
 def test_a_sync_request_the_worker_dropped_is_asked_again_and_the_account_gets_ready(admin, env, tmp_path):
     """The worker answers the engine's first portfolio request with an error (as IG does out
     of request allowance): the engine asks again instead of staying `syncing` for good."""
-    admin.cli("broker", "add", "forgetful", "--class", "tests.brokers.forgetful.ForgetfulAccountManager",
-              "--config", json.dumps({"seed": 9, "price_interval": 0.05}))
-    admin.cli("account", "add", "721", "--broker", "forgetful")
-    admin.cli("mapping", "set", "721", "EURUSD", "EURUSD")
+    add_paper(admin, "721", broker_class="tests.brokers.forgetful.ForgetfulAccountManager")
     engine = EngineProcess(tmp_path / "e", ["721"], env=env, config_url=admin.url)
     try:
         engine.wait_ready("721", 20)
@@ -160,10 +158,7 @@ def test_a_sync_request_the_worker_dropped_is_asked_again_and_the_account_gets_r
 def test_stopping_with_an_order_the_broker_never_answered_says_so(admin, env, tmp_path):
     """Ctrl-C while an order is out with a broker that has not answered: the operator is
     told which order may still execute, and the next start asks the broker about it."""
-    admin.cli("broker", "add", "silent", "--class", "tests.brokers.silent.SilentAccountManager",
-              "--config", json.dumps({"seed": 5, "price_interval": 0.05}))
-    admin.cli("account", "add", "723", "--broker", "silent")
-    admin.cli("mapping", "set", "723", "EURUSD", "EURUSD")
+    add_paper(admin, "723", broker_class="tests.brokers.silent.SilentAccountManager")
     engine = EngineProcess(tmp_path / "e", ["723"], env=env, config_url=admin.url)
     try:
         engine.wait_ready("723", 20)

@@ -46,10 +46,11 @@ def paper_document(account: str, price_interval: float = 0.25) -> dict:
 # -- the engine ----------------------------------------------------------------------------
 def _engine_main(documents: list[dict], data_dir: str, conn) -> None:
     from engine.core import Engine
+    from engine.loader import ALLOW_ENV
     setup_logging("WARNING")
     # The flood broker lives in tests/, outside the brokers an engine runs unasked (the
     # workers inherit this; `maotrade start --allow-broker-class` sets the same).
-    os.environ["MAOTRADE_ALLOW_BROKER_CLASS"] = FLOOD_CLASS
+    os.environ[ALLOW_ENV] = FLOOD_CLASS
     run_dir = Path(tempfile.mkdtemp(prefix="mtb-"))
     if "data_dir" in inspect.signature(Engine).parameters:
         # An older engine (comparing revisions): the parameters it took then.
