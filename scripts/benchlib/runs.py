@@ -108,24 +108,25 @@ def wait_ready(client: EngineClient, accounts: list[str], timeout: float = 300.0
 
 
 # -- market data ---------------------------------------------------------------------------
-def count_bars(receive, expected: dict, conn) -> None:
-    """Count numbered bars per account until every one has arrived; report rate and gaps."""
-    counts = dict.fromkeys(expected, 0)
-    gaps = 0
-    total, goal = 0, sum(expected.values())
-    first = None
-    while total < goal:
+def count_bars(receive, expected: dict, conn, started: float) -> None:
+    """Count numbered bars per account until each account's last one has arrived; report
+    the rate since ``started`` (when the bars were asked for) and the bars that never came
+    or came out of order."""
+    next_date = dict.fromkeys(expected, 0)
+    done = {account: count == 0 for account, count in expected.items()}
+    gaps = total = 0
+    while not all(done.values()):
         for msg in receive():
             if msg.get("type") != "market_data":
                 continue
-            if first is None:
-                first = time.perf_counter()
-            account = msg.get("account", "")
-            if msg["date"] != counts[account]:
-                gaps += 1
-            counts[account] += 1
+            account, date = msg.get("account", ""), msg["date"]
+            if date != next_date[account]:
+                gaps += abs(date - next_date[account])
+            next_date[account] = date + 1
             total += 1
-    conn.send({"bars": total, "seconds": time.perf_counter() - first, "gaps": gaps})
+            if date == expected[account] - 1:
+                done[account] = True
+    conn.send({"bars": total, "seconds": time.perf_counter() - started, "gaps": gaps})
 
 
 def _md_client_main(address: str, accounts: list[str], bars: int, conn) -> None:
@@ -135,7 +136,7 @@ def _md_client_main(address: str, accounts: list[str], bars: int, conn) -> None:
     for account in accounts:
         client.put(message("subscribe", account=account, epic="FLOOD", time_frame=1))
     client.flush()
-    count_bars(lambda: client.receive(1000), {a: bars for a in accounts}, conn)
+    count_bars(lambda: client.receive(1000), {a: bars for a in accounts}, conn, time.perf_counter())
     client.close()
 
 
@@ -199,6 +200,7 @@ def _zmq_consumer(address: str, bars: int, conn) -> None:
     sock = ctx.socket(zmq.DEALER)
     sock.connect(address)
     sock.send(b"hello")
+    started = time.perf_counter()
 
     def receive():
         out = unpack_batch(sock.recv())
@@ -208,7 +210,7 @@ def _zmq_consumer(address: str, bars: int, conn) -> None:
             except zmq.Again:
                 return out
 
-    count_bars(receive, {"100": bars}, conn)
+    count_bars(receive, {"100": bars}, conn, started)
     sock.close()
     ctx.term()
 
@@ -241,7 +243,7 @@ def _queue_relay(source, sink, bars: int) -> None:
 
 
 def _queue_consumer(queue, bars: int, conn) -> None:
-    count_bars(lambda: [queue.get()], {"100": bars}, conn)
+    count_bars(lambda: [queue.get()], {"100": bars}, conn, time.perf_counter())
 
 
 def naive_queue_relay(bars: int) -> dict:
