@@ -10,6 +10,7 @@ import psutil
 import pytest
 from cryptography.fernet import Fernet
 
+from engine.orders import NEVER_REACHED
 from tests import faultstats
 from tests.engine_kit import AdminService, EngineProcess
 from tests.kit import wait_until
@@ -137,7 +138,7 @@ def test_worker_killed_is_restarted_and_resynced_with_no_order_lost_or_twice(eng
         # Refused up front if the engine already knew the worker was gone; if it was routed
         # to the dead worker first, the restarted one does not know it and it is not resent.
         assert ("account 501 is" in during["reason"]
-                or "never reached the broker (unknown to it); not resent" in during["reason"]), during["reason"]
+                or NEVER_REACHED in during["reason"]), during["reason"]
     expected = sum(o["filled_qty"] for o in broker.values() if o["epic"] == "EURUSD")
     [position] = [p for p in status["portfolio"]["positions"] if p["epic"] == "EURUSD"]
     assert position["qty"] == pytest.approx(expected)
