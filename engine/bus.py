@@ -8,7 +8,8 @@
   When a client is slow (its high-water mark is reached) order and account messages wait
   in a backlog, never dropped; completed bars wait too, up to ``MAX_QUEUED_BARS``; forming
   bars, and completed bars beyond that, are conflated to the latest per (account, epic,
-  time frame).
+  time frame). Blocks of bars (``market_data_block``) travel as the worker packed them and
+  count as the bars they hold; a frame carries at most ``MAX_FRAME_BARS`` bars.
 - Observers: one PUB carrying every event with a sequence number; a gap in ``seq`` tells
   a subscriber it lost messages (PUB drops at its high-water mark by design).
 """
@@ -25,6 +26,7 @@ import zmq
 from maotrade.errors import ProtocolError
 from maotrade.log import redact_account_reports
 from maotrade.protocol import FROM_CLIENT, FROM_WORKER, as_dict, as_dicts, encode, to_client
+from maotrade.protocol.bar_block import bar_maps, decode_rows, row_count
 from maotrade.queues import ZMQ_EVENTS, ZMQ_POLLIN, MessageQueue, limit_frame_size
 
 log = logging.getLogger(__name__)
@@ -36,8 +38,15 @@ CLIENT_HWM = 8
 MAX_FRAME_MESSAGES = 2000
 # A blocked client's completed bars wait (in order) up to this many; beyond, they conflate too.
 MAX_QUEUED_BARS = 200_000
+# Blocks from a source that pauses when asked (capability ``pause``) are not conflated
+# below this: what was in flight when the hold went out must fit (a bar in a block is ~50 bytes).
+MAX_QUEUED_PAUSED_BARS = 5_000_000
+# Bars per frame at most (a block counts as the bars it holds), so CLIENT_HWM bounds bars in flight.
+MAX_FRAME_BARS = 20_000
 PUB_HWM = 100_000
 MARKET_DATA = to_client.MarketData.TYPE
+MARKET_DATA_BLOCK = to_client.MarketDataBlock.TYPE
+MARKET_DATA_TYPES = frozenset({MARKET_DATA, MARKET_DATA_BLOCK})
 
 
 class ClientSession:
@@ -53,6 +62,8 @@ class ClientSession:
         self.backlog: deque[dict] = deque()
         self.conflated: dict[tuple, dict] = {}
         self.conflated_count = 0
+        self.queued_bars = 0  # bars waiting in ``data_backlog`` (a block counts as its bars)
+        self.holding = False  # its streams are paused at their workers (``MarketData.pace``)
         self.blocked = False
         self.answering = None  # request_id of the request being handled, echoed in its answers
 
@@ -67,20 +78,29 @@ class ClientSession:
             msg = {**msg, "request_id": self.answering}
         self.outbox.append(msg)
 
-    def put_data(self, msg: dict) -> None:
-        """Queue one market-data message (the hot path: no type check)."""
+    def put_data(self, msg: dict, limit: Optional[int] = None) -> None:
+        """Queue one market-data message, a bar or a block of bars (the hot path: no type
+        check). While the client is blocked, completed bars wait while fewer than ``limit``
+        do; the rest is conflated."""
         if self.blocked:
-            self._hold(msg)
+            self._hold(msg, limit or MAX_QUEUED_BARS)
         else:
             self.data_outbox.append(msg)
 
-    def _hold(self, msg: dict) -> None:
+    def _hold(self, msg: dict, limit: int) -> None:
         # Completed bars are what strategies compute on: keep them in order while there is
         # room. Forming bars only matter as the latest value.
-        if msg.get("completed") and len(self.data_backlog) < MAX_QUEUED_BARS:
+        count = row_count(msg["bars"]) if msg.get("type") == MARKET_DATA_BLOCK else 1
+        if msg.get("completed") and self.queued_bars + count <= limit:
             self.data_backlog.append(msg)
-        else:
+            self.queued_bars += count
+        elif count == 1 and msg.get("type") == MARKET_DATA:
             self._conflate(msg)
+        elif count:
+            # A block past the limit (or of forming bars): only its last bar is kept.
+            rows, _ = decode_rows(msg["bars"])
+            self.conflated_count += count - 1
+            self._conflate(bar_maps(msg, rows[-1:])[0])
 
     def _conflate(self, msg: dict) -> None:
         key = (msg.get("account"), msg.get("epic"), msg.get("time_frame"))
@@ -102,6 +122,7 @@ class ClientSession:
         if self.data_backlog:
             frame.extend(self.data_backlog)
             self.data_backlog.clear()
+            self.queued_bars = 0
         if self.conflated:
             frame.extend(self.conflated.values())
             self.conflated.clear()
@@ -110,12 +131,31 @@ class ClientSession:
         return frame
 
     def give_back(self, messages: list[dict]) -> None:
-        """Keep messages the socket would not take: reliable ones in order, bars conflated."""
+        """Keep messages the socket would not take, in order: they were accepted already
+        (what came since is held or conflated by ``put_data``)."""
         for msg in messages:
-            if msg.get("type") == MARKET_DATA:
-                self._hold(msg)
+            if msg.get("type") in MARKET_DATA_TYPES:
+                self.data_backlog.append(msg)
+                self.queued_bars += row_count(msg["bars"]) if msg.get("type") == MARKET_DATA_BLOCK else 1
             else:
                 self.backlog.append(msg)
+
+
+def frame_bounds(messages: list[dict]) -> list[tuple[int, int]]:
+    """Cut ``messages`` into frames of at most ``MAX_FRAME_MESSAGES`` messages and about
+    ``MAX_FRAME_BARS`` bars (a block is never split); return each frame's (start, end)."""
+    if len(messages) <= 1:
+        return [(0, len(messages))]
+    bounds, start, bars = [], 0, 0
+    for index, msg in enumerate(messages):
+        if msg.get("type") == MARKET_DATA_BLOCK:
+            bars += row_count(msg["bars"])
+        if index + 1 - start >= MAX_FRAME_MESSAGES or bars >= MAX_FRAME_BARS:
+            bounds.append((start, index + 1))
+            start, bars = index + 1, 0
+    if start < len(messages):
+        bounds.append((start, len(messages)))
+    return bounds
 
 
 class EngineBus:
@@ -160,6 +200,7 @@ class EngineBus:
             self.routers.append(tcp)
         self.clients: dict[bytes, ClientSession] = {}
         self.gone: list[ClientSession] = []  # sessions dropped since the engine last looked
+        self.any_blocked = False  # a client could not take everything at the last flush
         self.malformed_client_frames = 0
 
     def _make_router(self) -> zmq.Socket:
@@ -229,16 +270,17 @@ class EngineBus:
 
     def flush_clients(self) -> None:
         """Send each client its frames; keep what a slow client cannot take yet."""
+        self.any_blocked = False
         for identity, session in list(self.clients.items()):
             if not session.waiting:
                 continue
             messages = session.take_frame()
-            for start in range(0, len(messages), MAX_FRAME_MESSAGES):
-                chunk = messages[start:start + MAX_FRAME_MESSAGES]
+            for start, end in frame_bounds(messages):
                 try:
-                    (session.socket or self.router).send_multipart([identity, encode(chunk)], zmq.NOBLOCK)
+                    (session.socket or self.router).send_multipart([identity, encode(messages[start:end])],
+                                                                   zmq.NOBLOCK)
                 except zmq.Again:
-                    session.blocked = True
+                    session.blocked = self.any_blocked = True
                     session.give_back(messages[start:])
                     break
                 except zmq.ZMQError as exc:

@@ -35,6 +35,11 @@ class ConsolePrinter:
         self.show_bars = show_bars and not quiet
         self.quiet = quiet  # only what needs a person: failures, rejections, broker errors
 
+    @property
+    def wants_bars(self) -> bool:
+        """Whether bars are worth sending here (the engine skips them otherwise)."""
+        return self.show_bars
+
     def __call__(self, msg: dict) -> None:
         line = self.format(msg)
         if line:

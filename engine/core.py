@@ -41,10 +41,12 @@ from maotrade.messages import (ClientToEngine as FromClient, EngineToClient as T
                                EngineToWorker as ToWorker, WorkerToEngine as FromWorker, message)
 from maotrade.order import BaseOrder, OrderStatus
 from maotrade.protocol import to_worker
+from maotrade.protocol.bar_block import bar_maps, decode_rows, pack_rows
 
 log = logging.getLogger(__name__)
 
 TURN_MS = 50
+BLOCKED_RETRY_MS = 2  # the turn's wait while a client could not take everything
 SUPERVISION_INTERVAL_S = 0.1
 INFO_REFRESH_S = 1.0
 # Worker messages that carry nothing but the news that the worker is alive.
@@ -81,6 +83,8 @@ class Engine:
         self.ops.attach(self.router)
         self.history = HistoryRouter(self.accounts, self.bus)
         self.on_event = on_event
+        # A console that shows no bars should not cost a map per bar.
+        self._bars_to_on_event = on_event is not None and getattr(on_event, "wants_bars", True)
         self._undelivered: list[dict] = []  # events for ``on_event`` waiting for the turn's commit
         self._created = 0  # order-creating requests this turn queued for workers
         self.started = time.time()
@@ -162,13 +166,15 @@ class Engine:
             for fd in sentinels:
                 self._poller.register(fd, zmq.POLLIN)
             self._polled_sentinels = set(sentinels)
-        ready = self._poller.poll(timeout_ms)
+        # A slow client's socket tells no one when it can take more: retry it soon.
+        ready = self._poller.poll(min(timeout_ms, BLOCKED_RETRY_MS) if self.bus.any_blocked else timeout_ms)
         self.bus.track_subscribers()
         # Group commit: everything this turn journals is one transaction, committed before
         # anything of the turn is dispatched or acknowledged (sockets are only flushed below).
         with self.journal.group():
             self._handle(ready)
         self._deliver_events()
+        self.market_data.pace(self.bus.sessions())
         for queue in self.bus.to_workers.values():
             queue.flush()
         for _ in range(self._created):
@@ -235,14 +241,18 @@ class Engine:
         now = time.monotonic()
         heard = set()
         for msg in batch:
-            if msg.get("type") == FromWorker.MARKET_DATA:
+            kind = msg.get("type")
+            if kind == FromWorker.MARKET_DATA_BLOCK or kind == FromWorker.MARKET_DATA:
                 try:
                     account = msg["account"]
                     if account not in heard:
                         heard.add(account)
                         self.supervisor.heard_from(account)
-                    self._on_bar(self.accounts[account], msg, now)
-                except (KeyError, TypeError, ValueError) as exc:
+                    if kind == FromWorker.MARKET_DATA_BLOCK:
+                        self._on_bar_block(self.accounts[account], msg, now)
+                    else:
+                        self._on_bar(self.accounts[account], msg, now)
+                except (KeyError, TypeError, ValueError, ProtocolError) as exc:
                     self._refuse(msg, ProtocolError(f"malformed market data ({type(exc).__name__}: {exc})"), ())
             else:
                 self._guard(self._on_worker_message, msg)
@@ -389,8 +399,23 @@ class Engine:
         cleared = self.market_data.on_bar(runtime, msg, now)
         if cleared is not None:
             self._emit(cleared)
-        if msg.get("completed") and (self.on_event is not None or self.bus.observers):
+        if msg.get("completed") and (self._bars_to_on_event or self.bus.observers):
             self._emit(msg)
+
+    def _on_bar_block(self, runtime: AccountRuntime, msg: dict, now: float) -> None:
+        rows, refused = decode_rows(msg["bars"])
+        for reason in refused:
+            self._refuse(msg, ProtocolError(reason), ())
+        if not rows:
+            return
+        if refused:
+            msg = {**msg, "bars": pack_rows(rows)}  # the client gets the good rows only
+        cleared = self.market_data.on_block(runtime, msg, rows, now)
+        if cleared is not None:
+            self._emit(cleared)
+        if msg["completed"] and (self._bars_to_on_event or self.bus.observers):
+            for bar in bar_maps(msg, rows):
+                self._emit(bar)
 
     def _on_supervisor_event(self, account: str, event: str) -> None:
         runtime = self.accounts[account]

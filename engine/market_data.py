@@ -12,7 +12,7 @@ import logging
 from typing import Callable, Optional
 
 from engine.accounts import AccountBook, AccountRuntime
-from engine.bus import ClientSession
+from engine.bus import MAX_QUEUED_BARS, MAX_QUEUED_PAUSED_BARS, ClientSession
 from engine.replay import ReplayGate
 from engine.staleness import StaleDataMonitor
 from maotrade.errors import ProtocolError
@@ -22,6 +22,11 @@ from maotrade.protocol import to_worker
 log = logging.getLogger(__name__)
 
 STALE_CHECK_INTERVAL_S = 0.5
+# Flow control: a client with more bars than HOLD_BARS waiting pauses the streams it
+# listens to at their workers; they resume once it is under RESUME_BARS. Both are well
+# under bus.MAX_QUEUED_BARS, so what is in flight when a hold is sent still fits.
+HOLD_BARS = 50_000
+RESUME_BARS = 10_000
 
 
 class MarketData:
@@ -34,6 +39,7 @@ class MarketData:
         self.stale = StaleDataMonitor()
         self.replay = ReplayGate(send_to_worker)
         self._next_stale_check = 0.0
+        self.held: set[str] = set()  # accounts whose worker was asked to hold its bars
 
     # -- subscriptions ---------------------------------------------------------------------
     def subscribe(self, session: ClientSession, msg: dict, now: float) -> Optional[dict]:
@@ -105,6 +111,44 @@ class MarketData:
             self.replay.on_bar(runtime.account, msg["replay_seq"], [s.identity for s in sessions or ()])
         return cleared
 
+    def on_block(self, runtime: AccountRuntime, msg: dict, rows: list, now: float) -> Optional[dict]:
+        """Fan one block of bars out to its listeners as it is; return a ``stale_data``
+        all-clear if it ends a silence. ``rows`` are its decoded bars (``rows[-1]`` is the latest)."""
+        key = (runtime.account, msg["epic"], msg["time_frame"])
+        runtime.last_price[key[1]] = rows[-1].close
+        cleared = None
+        if self.stale.seen(key, now):
+            log.info("event=stale_data_cleared account=%s epic=%s time_frame=%s", *key)
+            cleared = self.stale_event(key, False)
+        limit = MAX_QUEUED_PAUSED_BARS if runtime.capabilities.get("pause") else MAX_QUEUED_BARS
+        for session in self.listeners.get(key, ()):
+            session.put_data(msg, limit)
+        return cleared
+
+    # -- flow control ------------------------------------------------------------------------
+    def pace(self, sessions) -> None:
+        """Hold the workers feeding a client that has too many bars waiting; resume them
+        once it has caught up (or left). Cheap when no client is behind."""
+        behind = False
+        for session in sessions:
+            if session.queued_bars > HOLD_BARS:
+                session.holding = True
+            elif session.queued_bars < RESUME_BARS:
+                session.holding = False
+            behind = behind or session.holding
+        if not behind and not self.held:
+            return
+        # Only a source that can pause is asked to (a live market does not wait).
+        wanted = {key[0] for key, listeners in self.listeners.items()
+                  if any(s.holding for s in listeners) and self.accounts[key[0]].capabilities.get("pause")}
+        for account in wanted - self.held:
+            log.info("event=market_data_hold account=%s", account)
+            self._send(account, to_worker.MarketDataHold(hold=True))
+        for account in self.held - wanted:
+            log.info("event=market_data_resume account=%s", account)
+            self._send(account, to_worker.MarketDataHold(hold=False))
+        self.held = wanted
+
     # -- staleness ---------------------------------------------------------------------------
     def check_stale(self, now: float) -> list[dict]:
         """``stale_data`` events for streams that went silent (checked at most every 0.5 s)."""
@@ -127,5 +171,6 @@ class MarketData:
         return event
 
     def worker_restarted(self, account: str, now: float) -> None:
-        """Count silence afresh for the account's streams."""
+        """Count silence afresh for the account's streams; a new worker starts unheld."""
         self.stale.restart(account, now)
+        self.held.discard(account)

@@ -65,11 +65,12 @@ def status_view(*, accounts: AccountBook, journal: Journal, router: OrderRouter,
             "subscriptions": [{"epic": e, "time_frame": t} for e, t in market_data.streams(account)],
             "discrepancies": len(journal.discrepancies(account)),
             "stale_data": market_data.stale.stale(account),
+            "market_data_held": account in market_data.held,
         })
     return {"engine": {"pid": os.getpid(), "uptime_s": round(time.time() - started, 1),
                        "data_dir": str(data_dir), "malformed_messages": malformed_messages,
                        "orders_refused": router.rejected_count},
             "accounts": listed,
             "clients": [{"name": s.name, "subscriptions": len(market_data.streams_of(s)), "backlog": len(s.backlog),
-                         "queued_bars": len(s.data_backlog), "conflated": s.conflated_count}
+                         "queued_bars": s.queued_bars, "held": s.holding, "conflated": s.conflated_count}
                         for s in sorted(sessions, key=lambda c: c.name) if s.name]}

@@ -88,6 +88,7 @@ from maotrade.log import redact_text, register_secret
 from maotrade.messages import ConnectionState
 from maotrade.order import STATUS_EVENT, BaseOrder, BrokerOrder, Fill, OrderEvent, OrderStatus, fill_data
 from maotrade.protocol import FillData, Message, OrderData, Refusal, from_worker as out, to_worker as into
+from maotrade.protocol.bar_block import MAX_BLOCK_BARS, pack_rows
 from maotrade.queues import MessageQueue
 from maotrade.secrets import secret_values
 
@@ -177,6 +178,7 @@ class BaseAccountManager(abc.ABC):
         self._from_engine: set[str] = set()  # client order ids the engine has sent us
         self._sent_exec_ids: set[str] = set()
         self._running = False
+        self._market_data_held = False
         self._last_heartbeat = 0.0
         self._executor: Optional[ThreadPoolExecutor] = None
         self._session_generation = 0
@@ -365,12 +367,41 @@ class BaseAccountManager(abc.ABC):
     def send_realtime_data(self, data: dict) -> None:
         """Send one normalized bar: ``{epic, time_frame, date, open, high, low, close,
         volume, completed}`` (``date`` in epoch ms of the bar's start; ``replay_seq`` on a
-        replayed bar). The caller's dict is not changed."""
-        self.out_queue.put(out.MarketData(
-            account=self.account_id, epic=data["epic"], time_frame=data["time_frame"], date=data["date"],
-            open=data["open"], high=data["high"], low=data["low"], close=data["close"],
-            volume=data.get("volume", 0.0), completed=data.get("completed", False),
-            replay_seq=data.get("replay_seq")))
+        replayed bar). The caller's dict is not changed.
+
+        Consecutive bars of one stream sent in one loop turn leave as one
+        ``market_data_block``; a replayed bar leaves alone (the engine paces replay per bar).
+        """
+        if data.get("replay_seq") is not None:
+            self.out_queue.put(out.MarketData(
+                account=self.account_id, epic=data["epic"], time_frame=data["time_frame"], date=data["date"],
+                open=data["open"], high=data["high"], low=data["low"], close=data["close"],
+                volume=data.get("volume", 0.0), completed=data.get("completed", False),
+                replay_seq=data["replay_seq"]))
+            return
+        self.out_queue.put_run(
+            (data["epic"], data["time_frame"], bool(data.get("completed", False))),
+            (data["date"], data["open"], data["high"], data["low"], data["close"], data.get("volume", 0.0)),
+            self._pack_block, MAX_BLOCK_BARS)
+
+    def send_realtime_bars(self, epic: str, time_frame: int, rows: list, completed: bool = True) -> None:
+        """Send many bars of one stream at once (a source that has them in hand: a catch-up,
+        a generator): ``rows`` of ``(date, open, high, low, close, volume)`` in date order.
+        The cheapest way in; the engine sees the same bars as from ``send_realtime_data``."""
+        for start in range(0, len(rows), MAX_BLOCK_BARS):
+            self.out_queue.put(self._pack_block((epic, time_frame, completed), rows[start:start + MAX_BLOCK_BARS]))
+
+    def _pack_block(self, key: tuple, rows: list) -> out.MarketDataBlock:
+        epic, time_frame, completed = key
+        return out.MarketDataBlock(account=self.account_id, epic=epic, time_frame=time_frame, completed=completed,
+                                   bars=pack_rows(rows))
+
+    @property
+    def market_data_held(self) -> bool:
+        """True while the engine asks this worker to pause its bars (a client cannot keep
+        up). A source that can wait (a replay, a generator) sends nothing meanwhile; a live
+        broker's bars keep coming and the engine conflates them."""
+        return self._market_data_held
 
     def send_history(self, request_id: str, bars: list[dict], done: bool, start: Optional[int] = None,
                      end: Optional[int] = None, allowance: Optional[dict] = None) -> None:
@@ -705,6 +736,9 @@ class BaseAccountManager(abc.ABC):
                 self._dispatch_order(kind, msg.order)
             elif isinstance(msg, into.HistoryRequest):
                 self._dispatch_history(msg.request)
+            elif isinstance(msg, into.MarketDataHold):
+                self._market_data_held = msg.hold
+                log.info("event=market_data_%s account=%s", "held" if msg.hold else "resumed", self.account_id)
             elif not self.is_connected:
                 self.send_error(f"account {self.account_id} is {self.connection_state}", msg)
             elif isinstance(msg, into.AccountInfoRequest):

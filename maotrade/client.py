@@ -17,12 +17,14 @@ import zmq
 
 from maotrade.errors import ConfigError, ProtocolError, TemporaryError
 from maotrade.messages import unpack_batch
+from maotrade.protocol.bar_block import expand_blocks
 from maotrade.protocol import MAX_FRAME_BYTES, TO_CLIENT, Message, encode, from_client, to_client
 
 Request = Union[Message, dict]  # a from_client struct (maps: for code not converted yet)
 
 
 CLIENT_RCVHWM = 8  # frames (of at most a few thousand messages each)
+RECEIVE_BATCH = 10_000  # messages one receive() returns, about (a frame is never split)
 ENGINE_FILE = "engine.json"  # written by a running engine into its data directory
 
 
@@ -99,22 +101,26 @@ class EngineClient:
         self.flush()
 
     def receive(self, timeout_ms: int = 0) -> list[dict]:
-        """Return messages received, waiting up to ``timeout_ms`` for the first one."""
+        """Return messages received, waiting up to ``timeout_ms`` for the first one.
+
+        At most about ``RECEIVE_BATCH`` messages are returned at a time (what is left is
+        returned by the next call), so a fast stream never piles up in memory here."""
         out, self._inbox = self._inbox, []
         if not out and timeout_ms and not self.socket.poll(timeout_ms, zmq.POLLIN):
             return out
-        while True:
+        while len(out) < RECEIVE_BATCH:
             try:
                 frame = self.socket.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return out
             try:
-                out.extend(unpack_batch(frame))
+                out.extend(expand_blocks(unpack_batch(frame)))
             except ProtocolError:
                 self.malformed += 1
                 continue
             if self.check_types:
                 self.refused.extend(r.reason for r in TO_CLIENT.decode(frame).refused)
+        return out
 
     def request(self, msg: Request, answer_type: str, timeout: float = 5.0,
                 match: Optional[Callable[[dict], bool]] = None, before: Iterable[Request] = ()) -> dict:

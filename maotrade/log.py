@@ -26,7 +26,7 @@ from typing import Any, Optional
 import msgspec
 
 from maotrade.protocol.base import Message
-from maotrade.protocol.from_worker import Heartbeat, MarketData
+from maotrade.protocol.from_worker import Heartbeat, MarketData, MarketDataBlock
 
 CONSOLE_LEVEL_ENV = "MAOTRADE_CONSOLE_LEVEL"
 REDACTED = "***"
@@ -97,7 +97,7 @@ def redact_value(value: Any, depth: int = 0, forms: Optional[re.Pattern] = None)
     if isinstance(value, str):
         return redact_text(value, forms)
     if isinstance(value, msgspec.Struct):
-        value = msgspec.to_builtins(value)  # a typed message: redact its wire form
+        value = msgspec.to_builtins(value, builtin_types=(bytes,))  # a typed message: redact its wire form
     if depth > 64:
         return REDACTED  # deeper than any message we make: nothing worth keeping
     if isinstance(value, dict):
@@ -122,7 +122,7 @@ def redact_messages(messages: list, skip_types: frozenset = frozenset(), by_acco
             if m.TYPE in skip_types:
                 out.append(m)
                 continue
-            m = msgspec.to_builtins(m)
+            m = msgspec.to_builtins(m, builtin_types=(bytes,))
         if isinstance(m, dict) and m.get("type") in skip_types:
             out.append(m)
         elif by_account and isinstance(m, dict) and str(m.get("account")) in _by_scope:
@@ -132,9 +132,9 @@ def redact_messages(messages: list, skip_types: frozenset = frozenset(), by_acco
     return out
 
 
-# Bars and heartbeats carry numbers, the account id and instrument codes only, and are
-# the hot path: redacting them would cost more than all the rest together.
-UNREDACTED_TYPES = frozenset({MarketData.TYPE, Heartbeat.TYPE})
+# Bars (one or a block) and heartbeats carry numbers, the account id and instrument codes
+# only, and are the hot path: redacting them would cost more than all the rest together.
+UNREDACTED_TYPES = frozenset({MarketData.TYPE, MarketDataBlock.TYPE, Heartbeat.TYPE})
 
 
 def redact_reports(messages: list) -> list:

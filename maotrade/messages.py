@@ -30,6 +30,7 @@ class EngineToWorker:
     ORDER_CANCEL = "order_cancel"
     ORDER_STATUS_REQUEST = "order_status_request"
     SHUTDOWN = "shutdown"
+    MARKET_DATA_HOLD = "market_data_hold"  # pause / resume a stream a slow client cannot keep up with
     REPLAY_ADVANCE = "replay_advance"  # a replaying broker may send its next bar
     HISTORY_REQUEST = "history_request"  # historical bars of one instrument and time frame
 
@@ -42,6 +43,7 @@ class WorkerToEngine:
     PORTFOLIO = "portfolio"
     ORDER_EVENT = "order_event"  # what the broker said of one order (``maotrade.order.OrderEvent``)
     MARKET_DATA = "market_data"
+    MARKET_DATA_BLOCK = "market_data_block"  # consecutive bars of one stream (``maotrade.protocol.bar_block``)
     MARKET_DATA_RESPONSE = "market_data_response"
     CONNECTION = "connection"
     ACCOUNT_DISCONNECTED = "account_disconnected"
@@ -87,6 +89,7 @@ class EngineToClient:
 
     WELCOME = "welcome"
     MARKET_DATA = "market_data"
+    MARKET_DATA_BLOCK = "market_data_block"  # forwarded as the worker packed it
     ORDER = "order"
     ACCOUNT_INFO = "account_info"
     PORTFOLIO = "portfolio"

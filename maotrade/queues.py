@@ -21,6 +21,7 @@ from maotrade.errors import ProtocolError
 from maotrade.protocol import MAX_FRAME_BYTES, Channel, Refusal, as_dicts, encode
 
 Scrub = Callable[[list], list]
+Pack = Callable[[object, list], object]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,15 @@ ZMQ_EVENTS = int(zmq.EVENTS)
 ZMQ_POLLIN = int(zmq.POLLIN)
 # Refusals a queue keeps for its owner to answer, at most.
 MAX_KEPT_REFUSALS = 1000
+
+
+class _Run:
+    """Consecutive items queued under one key, packed into one message at flush."""
+
+    __slots__ = ("key", "items", "pack")
+
+    def __init__(self, key, item, pack: Pack):
+        self.key, self.items, self.pack = key, [item], pack
 
 
 def limit_frame_size(sock: zmq.Socket) -> zmq.Socket:
@@ -56,6 +66,7 @@ class MessageQueue:
         self.channel = channel
         self.as_maps = as_maps
         self._outbox: list = []
+        self._run: Optional[_Run] = None  # the run ``put_run`` extends, while it is the outbox's last item
         self._unsent: deque[bytes] = deque()
         self.malformed = 0
         #: messages refused at decode time since the owner last looked (bounded).
@@ -89,6 +100,18 @@ class MessageQueue:
         """Queue a message (a ``maotrade.protocol`` struct); it leaves with the next ``flush``."""
         self._outbox.append(msg)
 
+    def put_run(self, key, item, pack: Pack, limit: int) -> None:
+        """Queue ``item`` as part of a run: consecutive items of one ``key`` leave as one
+        message, ``pack(key, items)``, built at ``flush`` (at most ``limit`` items each).
+
+        Anything ``put`` in between ends the run, so the order of messages is kept."""
+        run = self._run
+        if run is not None and run.key == key and len(run.items) < limit and self._outbox and self._outbox[-1] is run:
+            run.items.append(item)
+        else:
+            self._run = run = _Run(key, item, pack)
+            self._outbox.append(run)
+
     def send(self, msg) -> bool:
         """Queue a message and flush at once; return True if everything went out."""
         self._outbox.append(msg)
@@ -97,7 +120,11 @@ class MessageQueue:
     def flush(self) -> bool:
         """Send what is queued as one frame; return True when nothing is left pending."""
         if self._outbox:
-            self._unsent.append(encode(self.scrub(self._outbox) if self.scrub is not None else self._outbox))
+            batch = self._outbox
+            if self._run is not None:
+                batch = [item.pack(item.key, item.items) if type(item) is _Run else item for item in batch]
+                self._run = None
+            self._unsent.append(encode(self.scrub(batch) if self.scrub is not None else batch))
             self._outbox = []
         while self._unsent:
             try:

@@ -18,6 +18,7 @@ import zmq
 from engine.worker import run_worker
 from maotrade.messages import EngineToWorker as In, WorkerToEngine, message
 from maotrade.protocol import FROM_WORKER
+from maotrade.protocol.bar_block import expand_blocks
 from maotrade.order import BaseOrder, OrderEvent, new_client_order_id
 from maotrade.queues import MessageQueue
 
@@ -125,7 +126,8 @@ class WorkerHarness:
         describe it (the request this harness sent, updated by the event), so a test can
         read the broker's view of an order from one message.
         """
-        new = self.from_worker.drain()
+        # Blocks of bars are read as the bars they hold, as a client receives them.
+        new = expand_blocks(self.from_worker.drain())
         for msg in new:
             if msg.get("type") == WorkerToEngine.ORDER_EVENT:
                 self._project(msg)

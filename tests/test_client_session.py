@@ -2,6 +2,7 @@
 forming bars (and completed ones past the limit) conflated to the latest per key."""
 import engine.bus as bus
 from engine.bus import ClientSession
+from maotrade.protocol.bar_block import pack_rows
 
 
 def bar(epic, n, completed=True):
@@ -31,3 +32,31 @@ def test_unblocked_client_gets_everything_in_order():
         session.put_data(bar("X", n, completed=n % 2 == 0))
     assert [m["date"] for m in session.take_frame()] == [0, 1, 2, 3]
     assert session.conflated_count == 0
+
+
+def block(first, count, completed=True, epic="X"):
+    return {"type": "market_data_block", "v": 1, "account": "1", "epic": epic, "time_frame": 1,
+            "completed": completed, "bars": pack_rows([(first + i, 1.0, 1.0, 1.0, 1.0, 0.0) for i in range(count)])}
+
+
+def test_blocked_client_queues_blocks_as_the_bars_they_hold_and_keeps_the_last_bar_past_the_limit():
+    session = ClientSession(b"id", "slow")
+    session.blocked = True
+    session.put_data(block(0, 3), limit=5)
+    session.put_data(block(3, 2), limit=5)
+    assert session.queued_bars == 5
+    session.put_data(block(5, 4), limit=5)  # past the limit: only its latest bar is kept
+    session.put_data(block(0, 3, completed=False, epic="Y"), limit=5)  # forming bars: the latest only
+    frame = session.take_frame()
+    assert session.queued_bars == 0
+    assert [m["type"] for m in frame] == ["market_data_block", "market_data_block", "market_data", "market_data"]
+    assert [(m["epic"], m["date"]) for m in frame[2:]] == [("X", 8), ("Y", 2)]
+    assert session.conflated_count == 3 + 2
+
+
+def test_frames_to_a_client_are_cut_by_bars_as_well_as_by_messages(monkeypatch):
+    monkeypatch.setattr(bus, "MAX_FRAME_BARS", 10)
+    messages = [block(0, 6), block(6, 6), {"type": "order"}, block(12, 3)]
+    assert bus.frame_bounds(messages) == [(0, 2), (2, 4)]
+    monkeypatch.setattr(bus, "MAX_FRAME_MESSAGES", 1)
+    assert bus.frame_bounds([{"type": "order"}] * 2) == [(0, 1), (1, 2)]

@@ -19,6 +19,7 @@ from maotrade.config import parse_document
 from maotrade.errors import ConfigError, ProtocolError
 from maotrade.messages import ClientToEngine, EngineToWorker, WorkerToEngine, unpack_batch
 from maotrade.protocol import CHANNELS, FROM_WORKER, TO_WORKER, encode, from_worker
+from maotrade.protocol.bar_block import expand_blocks
 from maotrade.queues import MessageQueue
 from tests import faultstats
 from tests.kit import paper_document, wait_until
@@ -73,6 +74,21 @@ def test_engine_survives_any_client_message(engine, kind, body, account):
     faultstats.record(faults=1)
     session = ClientSession(b"fuzzer", "fuzzer")
     engine._guard(engine._on_client_message, {**body, "type": kind, "account": account}, session)
+
+
+def test_a_block_with_a_bad_row_reaches_its_listener_without_that_row(engine):
+    session = ClientSession(b"listener", "listener")
+    engine.market_data.subscribe(session, {"account": "900", "epic": "EURUSD", "time_frame": 60}, 0.0)
+    try:
+        bars = msgpack.packb([[0, 1.0, 1.0, 1.0, 1.1, 0.0], [1, "x", 1.0, 1.0, 1.2, 0.0], [2, 1.0, 1.0, 1.0, 1.3, 0.0]])
+        malformed = engine.malformed_worker_messages
+        engine._on_worker_batch([{"type": WorkerToEngine.MARKET_DATA_BLOCK, "v": 1, "account": "900",
+                                  "epic": "EURUSD", "time_frame": 60, "completed": True, "bars": bars}])
+        assert engine.malformed_worker_messages == malformed + 1
+        assert [bar["date"] for bar in expand_blocks(session.take_frame())] == [0, 2]
+        assert engine.accounts["900"].last_price["EURUSD"] == 1.3
+    finally:
+        engine.market_data.drop(session)
 
 
 def test_journal_is_intact_after_fuzzing(engine):

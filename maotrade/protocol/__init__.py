@@ -31,13 +31,13 @@ CHANNELS = (FROM_CLIENT, TO_CLIENT, TO_WORKER, FROM_WORKER)
 
 
 def as_dict(msg: Message) -> dict[str, Any]:
-    """Return a message as the plain map it is on the wire (``type`` included)."""
-    return msgspec.to_builtins(msg)
+    """Return a message as the plain map it is on the wire (``type`` included; bytes stay bytes)."""
+    return msgspec.to_builtins(msg, builtin_types=(bytes,))
 
 
 def as_dicts(messages: Iterable[Message]) -> list[dict[str, Any]]:
     """Return messages as plain maps (for code that still handles maps)."""
-    return msgspec.to_builtins(list(messages))
+    return msgspec.to_builtins(list(messages), builtin_types=(bytes,))
 
 
 __all__ = ["CHANNELS", "FROM_CLIENT", "FROM_WORKER", "MAX_FRAME_BYTES", "MAX_NESTING", "PROTOCOL_VERSION",

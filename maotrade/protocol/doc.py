@@ -21,7 +21,7 @@ from maotrade.protocol.codec import Channel
 _FIELD_LINE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*): (?P<text>.+)$")
 BEGIN = "<!-- generated from maotrade/protocol ({name}) by scripts/protocol_doc: edit the docstrings there -->"
 END = "<!-- end of generated table -->"
-_SCALARS = {str: "string", int: "integer", float: "number", bool: "bool", type(None): "null"}
+_SCALARS = {str: "string", int: "integer", float: "number", bool: "bool", bytes: "binary", type(None): "null"}
 
 
 def summary(struct: type) -> str:

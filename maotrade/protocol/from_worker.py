@@ -34,7 +34,7 @@ class InitResult(FromWorker, kw_only=True, tag="init_result"):
     order_template: the broker's order defaults (informative)
     history_frames: time frames history can be asked for, `{seconds: name}` (`-1` = one day)
     data_frames: time frames of live bars, `{seconds: name}`
-    capabilities: `{order_types, cancel, stop_amend, partial_close, market_data, bracket: "attached" / "orders" / absent, replay}`: the engine checks them before routing
+    capabilities: `{order_types, cancel, stop_amend, partial_close, market_data, bracket: "attached" / "orders" / absent, replay, pause (honours `market_data_hold`)}`: the engine checks them before routing
     pid: the worker's process id
     """
 
@@ -164,6 +164,21 @@ class MarketData(FromWorker, kw_only=True, tag="market_data", gc=False, omit_def
     replay_seq: Optional[int] = None
 
 
+class MarketDataBlock(FromWorker, kw_only=True, tag="market_data_block", gc=False):
+    """Consecutive bars of one stream in one message (see `maotrade.protocol.bar_block`).
+
+    epic: the MAOTrade instrument code
+    time_frame: bar length, integer seconds
+    completed: true if every bar of the block is completed, false if every one is forming
+    bars: the bars as one msgpack array of rows `[date, open, high, low, close, volume]`, in date order (at most 5,000)
+    """
+
+    epic: str
+    time_frame: int
+    completed: bool
+    bars: bytes
+
+
 class MarketDataResponse(FromWorker, kw_only=True, tag="market_data_response"):
     """Whether a `market_data_request` was taken.
 
@@ -241,4 +256,4 @@ class HistoryData(FromWorker, kw_only=True, tag="history_data"):
 
 #: every worker -> engine message, in the order docs/PROTOCOL.md lists them.
 MESSAGES = register(InitResult, Connection, Heartbeat, AccountInfo, Portfolio, OrderEvent, MarketData,
-            MarketDataResponse, AccountDisconnected, Error, ShutdownAck, HistoryData)
+            MarketDataBlock, MarketDataResponse, AccountDisconnected, Error, ShutdownAck, HistoryData)

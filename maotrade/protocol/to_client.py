@@ -77,6 +77,23 @@ class MarketData(ToClient, kw_only=True, tag="market_data", gc=False):
     replay_seq: Optional[int] = None
 
 
+class MarketDataBlock(ToClient, kw_only=True, tag="market_data_block", gc=False):
+    """Consecutive bars of one stream, forwarded as the worker packed them; `EngineClient.receive` hands them on as `market_data` maps.
+
+    account: the account
+    epic: the MAOTrade instrument code
+    time_frame: bar length, integer seconds
+    completed: true if every bar of the block is completed, false if every one is forming
+    bars: the bars as one msgpack array of rows `[date, open, high, low, close, volume]`, in date order
+    """
+
+    account: Account = None
+    epic: str
+    time_frame: int
+    completed: bool
+    bars: bytes
+
+
 class Order(ToClient, kw_only=True, tag="order"):
     """One order changed. Sent to the client that placed it (a bracket leg: to the client that placed its parent); an order no client placed (`source` `external`) goes to every named client.
 
@@ -388,6 +405,6 @@ class HistoryData(ToClient, kw_only=True, tag="history_data"):
 
 
 #: every engine -> client message, in the order docs/PROTOCOL.md lists them.
-MESSAGES = register(Welcome, Subscribed, MarketData, Order, AccountInfo, Portfolio, AccountStatus, Discrepancy, Status,
+MESSAGES = register(Welcome, Subscribed, MarketData, MarketDataBlock, Order, AccountInfo, Portfolio, AccountStatus, Discrepancy, Status,
             Stopping, StaleData, Reconcile, Reconciled, Error, WorkerError, Risk, Orders, AccountReport,
             KillSwitchChanged, OperatorAction, BalanceHistory, HistoryData)

@@ -103,6 +103,15 @@ class Shutdown(ToWorker, kw_only=True, tag="shutdown"):
     """Stop. The Account Manager calls `on_account_manager_shutdown()`, then sends `shutdown_ack` and exits."""
 
 
+class MarketDataHold(ToWorker, kw_only=True, tag="market_data_hold"):
+    """Pause (`hold` true) or resume streaming: a client of this account's bars has too many waiting. The base class keeps it in `market_data_held`; a source that can wait (a replay, a flood) sends nothing while it is set, a live broker's bars keep coming and the engine conflates them.
+
+    hold: true to pause, false to resume
+    """
+
+    hold: bool
+
+
 class ReplayAdvance(ToWorker, kw_only=True, tag="replay_advance"):
     """Send the next replayed bar (replaying brokers only, capability `replay`); handled by `handle_message(msg)`."""
 
@@ -118,6 +127,7 @@ class HistoryRequest(ToWorker, kw_only=True, tag="history_request"):
 
 #: every engine -> worker message, in the order docs/PROTOCOL.md lists them.
 MESSAGES = register(AccountInfoRequest, PortfolioRequest, MarketDataRequest, OrderOpen, OrderClose, OrderStop,
-            OrderCancel, OrderStatusRequest, Shutdown, ReplayAdvance, HistoryRequest)
+            OrderCancel, OrderStatusRequest, Shutdown, MarketDataHold, ReplayAdvance,
+            HistoryRequest)
 #: the requests that carry an order, by type.
 ORDER_REQUESTS = (OrderOpen, OrderClose, OrderStop, OrderCancel, OrderStatusRequest)

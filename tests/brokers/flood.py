@@ -1,4 +1,7 @@
-"""An Account Manager that streams numbered bars as fast as the engine takes them."""
+"""An Account Manager that streams numbered bars as fast as the engine takes them.
+
+It is a source that can wait: while the engine holds its market data (a client has too
+many bars waiting) it sends nothing, so no bar is ever conflated away."""
 from __future__ import annotations
 
 from maotrade.account_manager import BaseAccountManager
@@ -19,6 +22,7 @@ class FloodAccountManager(BaseAccountManager):
     """On subscribe, send ``bars`` completed bars numbered 0..bars-1 in ``date``."""
 
     settings_model = FloodSettings
+    CAPABILITIES = {**BaseAccountManager.CAPABILITIES, "pause": True}
 
     def __init__(self, config, in_queue, out_queue):
         super().__init__(config, in_queue, out_queue)
@@ -30,6 +34,8 @@ class FloodAccountManager(BaseAccountManager):
         return True, info, {"positions": [], "orders": []}, {}, {}, {1: "SECOND"}
 
     def account_manager_main(self, time_now: int) -> None:
+        if self.market_data_held:
+            return  # the engine's market_data_hold(false) wakes the loop again
         for key, sent in list(self.streams.items()):
             if self.out_queue.pending > MAX_PENDING_FRAMES:
                 self.out_queue.flush()
@@ -37,10 +43,8 @@ class FloodAccountManager(BaseAccountManager):
                 return
             epic, time_frame = key
             end = min(sent + CHUNK, self.settings.bars)
-            for i in range(sent, end):
-                self.send_realtime_data({"epic": epic, "time_frame": time_frame, "date": i, "open": 1.0,
-                                         "high": 1.5, "low": 0.5, "close": 1.25, "volume": 10.0,
-                                         "completed": self.settings.completed})
+            self.send_realtime_bars(epic, time_frame, [(i, 1.0, 1.5, 0.5, 1.25, 10.0) for i in range(sent, end)],
+                                    completed=self.settings.completed)
             self.out_queue.flush()
             if end >= self.settings.bars:
                 del self.streams[key]
