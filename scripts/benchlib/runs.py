@@ -18,9 +18,10 @@ from typing import Optional
 import psutil
 import zmq
 
-from maotrade.client import EngineClient
+from maotrade.client import RECEIVE_BATCH, EngineClient
 from maotrade.log import setup_logging
 from maotrade.messages import PROTOCOL_VERSION, message, pack_batch, unpack_batch
+from maotrade.protocol.bar_block import expand_blocks, pack_rows
 
 from benchlib.floor import FloorChain, FloorClient, wait_floor_ready
 
@@ -171,12 +172,20 @@ def _bars(start: int, end: int, account: str) -> list[dict]:
             for i in range(start, end)]
 
 
-def _zmq_producer(address: str, bars: int) -> None:
+def _block(start: int, end: int, account: str) -> list[dict]:
+    """One frame holding bars start..end-1 as one ``market_data_block``, packed as the worker packs it."""
+    return [{"type": "market_data_block", "v": PROTOCOL_VERSION, "account": account, "epic": "FLOOD",
+             "time_frame": 1, "completed": True,
+             "bars": pack_rows([(i, 1.0, 1.5, 0.5, 1.25, 10.0) for i in range(start, end)])}]
+
+
+def _zmq_producer(address: str, bars: int, blocks: bool) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PUSH)
     sock.connect(address)
+    frame_of = _block if blocks else _bars
     for start in range(0, bars, 2000):
-        sock.send(pack_batch(_bars(start, min(bars, start + 2000), "100")))
+        sock.send(pack_batch(frame_of(start, min(bars, start + 2000), "100")))
     sock.close(linger=-1)
     ctx.term()
 
@@ -203,20 +212,23 @@ def _zmq_consumer(address: str, bars: int, conn) -> None:
     started = time.perf_counter()
 
     def receive():
-        out = unpack_batch(sock.recv())
-        while True:
+        # Bounded like EngineClient.receive, and reading blocks back as bars as it does.
+        out = expand_blocks(unpack_batch(sock.recv()))
+        while len(out) < RECEIVE_BATCH:
             try:
-                out.extend(unpack_batch(sock.recv(zmq.NOBLOCK)))
+                out.extend(expand_blocks(unpack_batch(sock.recv(zmq.NOBLOCK))))
             except zmq.Again:
-                return out
+                break
+        return out
 
     count_bars(receive, {"100": bars}, conn, started)
     sock.close()
     ctx.term()
 
 
-def bare_zmq_relay(bars: int) -> dict:
-    """The floor: the same frames producer -> relay -> consumer with no engine logic."""
+def bare_zmq_relay(bars: int, blocks: bool = True) -> dict:
+    """The floor: the same frames producer -> relay -> consumer with no engine logic
+    (bars packed in blocks as the engine carries them, or one map per bar)."""
     tmp = tempfile.mkdtemp(prefix="mtb-")
     in_address, out_address = f"ipc://{tmp}/in", f"ipc://{tmp}/out"
     parent, child = CTX.Pipe()
@@ -224,7 +236,7 @@ def bare_zmq_relay(bars: int) -> dict:
     relay.start()
     consumer = CTX.Process(target=_zmq_consumer, args=(out_address, bars, child))
     consumer.start()
-    producer = CTX.Process(target=_zmq_producer, args=(in_address, bars))
+    producer = CTX.Process(target=_zmq_producer, args=(in_address, bars, blocks))
     producer.start()
     result = parent.recv()
     for process in (producer, relay, consumer):
