@@ -200,7 +200,6 @@ class EngineBus:
             self.routers.append(tcp)
         self.clients: dict[bytes, ClientSession] = {}
         self.gone: list[ClientSession] = []  # sessions dropped since the engine last looked
-        self.any_blocked = False  # a client could not take everything at the last flush
         self.malformed_client_frames = 0
 
     def _make_router(self) -> zmq.Socket:
@@ -270,7 +269,6 @@ class EngineBus:
 
     def flush_clients(self) -> None:
         """Send each client its frames; keep what a slow client cannot take yet."""
-        self.any_blocked = False
         for identity, session in list(self.clients.items()):
             if not session.waiting:
                 continue
@@ -280,7 +278,7 @@ class EngineBus:
                     (session.socket or self.router).send_multipart([identity, encode(messages[start:end])],
                                                                    zmq.NOBLOCK)
                 except zmq.Again:
-                    session.blocked = self.any_blocked = True
+                    session.blocked = True
                     session.give_back(messages[start:])
                     break
                 except zmq.ZMQError as exc:

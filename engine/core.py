@@ -46,7 +46,6 @@ from maotrade.protocol.bar_block import bar_maps, decode_rows, pack_rows
 log = logging.getLogger(__name__)
 
 TURN_MS = 50
-BLOCKED_RETRY_MS = 2  # the turn's wait while a client could not take everything
 SUPERVISION_INTERVAL_S = 0.1
 INFO_REFRESH_S = 1.0
 # Worker messages that carry nothing but the news that the worker is alive.
@@ -166,8 +165,7 @@ class Engine:
             for fd in sentinels:
                 self._poller.register(fd, zmq.POLLIN)
             self._polled_sentinels = set(sentinels)
-        # A slow client's socket tells no one when it can take more: retry it soon.
-        ready = self._poller.poll(min(timeout_ms, BLOCKED_RETRY_MS) if self.bus.any_blocked else timeout_ms)
+        ready = self._poller.poll(timeout_ms)
         self.bus.track_subscribers()
         # Group commit: everything this turn journals is one transaction, committed before
         # anything of the turn is dispatched or acknowledged (sockets are only flushed below).
