@@ -175,6 +175,17 @@ class WorkerHarness:
                              all(m.get(k) == v for k, v in match.items()),
                              timeout, what=f"{msg_type} {match}", since=since)
 
+    def positions_when(self, settled: Callable[[list], bool], timeout: float = 10.0) -> list[dict]:
+        """Ask for the portfolio until ``settled(positions)`` holds; return those positions.
+
+        A broker such as IB updates its portfolio on its own schedule after a fill's messages,
+        so a portfolio asked for at once may not show the fill yet."""
+        def asked():
+            mark = self.request(In.PORTFOLIO_REQUEST)
+            positions = self.wait_type("portfolio", since=mark)["portfolio"]["positions"]
+            return (positions,) if settled(positions) else None  # a tuple: no positions is an answer too
+        return wait_until(asked, timeout, what="the portfolio to show the fill")[0]
+
     def wait_order(self, client_order_id: str, status: Optional[str] = None, timeout: float = 10.0,
                    since: int = 0, **match) -> dict:
         """Wait for an order_event about ``client_order_id`` (the broker's word ``status`` if given)."""

@@ -59,8 +59,7 @@ def test_bracket_take_profit_closes_and_cancels_stop(ib_worker, fake_tws):
     assert closed["fill"]["price"] == 460.99
     wait_until(lambda: fake_tws.order_by_ref(order.client_order_id + "/SL").status == "Cancelled",
                what="OCA sibling cancelled")
-    mark = ib_worker.request(In.PORTFOLIO_REQUEST)
-    assert ib_worker.wait_type("portfolio", since=mark)["portfolio"]["positions"] == []
+    assert ib_worker.positions_when(lambda positions: positions == []) == []
 
 
 def test_amend_stop_moves_the_working_stop_loss(ib_worker, fake_tws):
@@ -98,8 +97,7 @@ def test_close_position_partially_then_refuses_too_much(ib_worker, fake_tws):
     mark = ib_worker.request(In.ORDER_CLOSE, close)
     closed = ib_worker.wait_order(close.client_order_id, "FILLED", since=mark)
     assert closed["fill"]["price"] == 4499.75 and closed["fill"]["commission"] == 2.25
-    mark = ib_worker.request(In.PORTFOLIO_REQUEST)
-    [position] = ib_worker.wait_type("portfolio", since=mark)["portfolio"]["positions"]
+    [position] = ib_worker.positions_when(lambda positions: [p["qty"] for p in positions] != [2])
     assert position["epic"] == "ES_FUT" and position["qty"] == 1 and position["avg_price"] == 4500.25
     assert position["realized_pnl"] == (4499.75 - 4500.25) * 50 - 2.25
     too_much = ib_worker.order("ES_FUT", -5)

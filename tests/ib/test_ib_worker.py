@@ -20,8 +20,7 @@ def test_market_order_fills_with_commission_and_shows_in_portfolio(ib_worker, fa
     assert filled["fill"]["qty"] == 10 and filled["fill"]["price"] == 450.01
     assert filled["fill"]["commission"] == 1.0
     assert filled["order"]["filled_qty"] == 10 and filled["order"]["broker_ref"]
-    mark = ib_worker.request(In.PORTFOLIO_REQUEST)
-    positions = ib_worker.wait_type("portfolio", since=mark)["portfolio"]["positions"]
+    positions = ib_worker.positions_when(lambda positions: bool(positions))
     assert positions == [{"epic": "SPY", "epicBroker": "SPY-USD-STK-SMART", "qty": 10.0,
                           "avg_price": 450.01, "market_price": 450.0,
                           "unrealized_pnl": positions[0]["unrealized_pnl"], "realized_pnl": 0.0}]
