@@ -49,7 +49,10 @@ def test_one_turn_journals_its_orders_in_one_commit_before_any_leaves(tmp_path, 
             return len(answers) == 20
 
         wait_until(answered, 20, interval=0, what="20 order answers")
-        assert committed_at_send == [20], "the worker's frame left after all 20 were committed, in one frame"
+        # A frame the worker's socket could not take yet is tried again on the next turn: every
+        # attempt, the first included, must find all twenty committed.
+        assert committed_at_send and set(committed_at_send) == {20}, \
+            "the worker's frame left only after all 20 were committed"
         assert engine.journal.commits == before + 1, "20 orders in one frame: one transaction"
         assert {a["status"] for a in answers} == {"NEW"}
         sent = []
