@@ -49,6 +49,14 @@ MARKET_DATA_BLOCK = to_client.MarketDataBlock.TYPE
 MARKET_DATA_TYPES = frozenset({MARKET_DATA, MARKET_DATA_BLOCK})
 
 
+def bar_count(msg: dict) -> int:
+    """The bars a message carries: a block's rows, one for a bar, none for anything else."""
+    kind = msg.get("type")
+    if kind == MARKET_DATA_BLOCK:
+        return row_count(msg["bars"])
+    return 1 if kind == MARKET_DATA else 0
+
+
 class ClientSession:
     """One connected client: identity, name and what waits to be sent (its subscriptions: ``engine.market_data``)."""
 
@@ -90,7 +98,7 @@ class ClientSession:
     def _hold(self, msg: dict, limit: int) -> None:
         # Completed bars are what strategies compute on: keep them in order while there is
         # room. Forming bars only matter as the latest value.
-        count = row_count(msg["bars"]) if msg.get("type") == MARKET_DATA_BLOCK else 1
+        count = bar_count(msg)
         if msg.get("completed") and self.queued_bars + count <= limit:
             self.data_backlog.append(msg)
             self.queued_bars += count
@@ -136,7 +144,7 @@ class ClientSession:
         for msg in messages:
             if msg.get("type") in MARKET_DATA_TYPES:
                 self.data_backlog.append(msg)
-                self.queued_bars += row_count(msg["bars"]) if msg.get("type") == MARKET_DATA_BLOCK else 1
+                self.queued_bars += bar_count(msg)
             else:
                 self.backlog.append(msg)
 
@@ -148,8 +156,7 @@ def frame_bounds(messages: list[dict]) -> list[tuple[int, int]]:
         return [(0, len(messages))]
     bounds, start, bars = [], 0, 0
     for index, msg in enumerate(messages):
-        if msg.get("type") == MARKET_DATA_BLOCK:
-            bars += row_count(msg["bars"])
+        bars += bar_count(msg)
         if index + 1 - start >= MAX_FRAME_MESSAGES or bars >= MAX_FRAME_BARS:
             bounds.append((start, index + 1))
             start, bars = index + 1, 0

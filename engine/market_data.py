@@ -96,13 +96,7 @@ class MarketData:
     def on_bar(self, runtime: AccountRuntime, msg: dict, now: float) -> Optional[dict]:
         """Fan one bar out to its listeners; return a ``stale_data`` all-clear if it ends a silence."""
         key = (runtime.account, msg["epic"], msg["time_frame"])
-        close = msg.get("close")
-        if close is not None:
-            runtime.last_price[key[1]] = close
-        cleared = None
-        if self.stale.seen(key, now):
-            log.info("event=stale_data_cleared account=%s epic=%s time_frame=%s", *key)
-            cleared = self.stale_event(key, False)
+        cleared = self._arrived(runtime, key, msg.get("close"), now)
         sessions = self.listeners.get(key)
         if sessions:
             for session in sessions:
@@ -115,15 +109,20 @@ class MarketData:
         """Fan one block of bars out to its listeners as it is; return a ``stale_data``
         all-clear if it ends a silence. ``rows`` are its decoded bars (``rows[-1]`` is the latest)."""
         key = (runtime.account, msg["epic"], msg["time_frame"])
-        runtime.last_price[key[1]] = rows[-1].close
-        cleared = None
-        if self.stale.seen(key, now):
-            log.info("event=stale_data_cleared account=%s epic=%s time_frame=%s", *key)
-            cleared = self.stale_event(key, False)
+        cleared = self._arrived(runtime, key, rows[-1].close, now)
         limit = MAX_QUEUED_PAUSED_BARS if runtime.capabilities.get("pause") else MAX_QUEUED_BARS
         for session in self.listeners.get(key, ()):
             session.put_data(msg, limit)
         return cleared
+
+    def _arrived(self, runtime: AccountRuntime, key: tuple, close: Optional[float], now: float) -> Optional[dict]:
+        """Note a stream's latest close and that it is alive; the all-clear if it was silent."""
+        if close is not None:
+            runtime.last_price[key[1]] = close
+        if not self.stale.seen(key, now):
+            return None
+        log.info("event=stale_data_cleared account=%s epic=%s time_frame=%s", *key)
+        return self.stale_event(key, False)
 
     # -- flow control ------------------------------------------------------------------------
     def pace(self, sessions) -> None:

@@ -25,6 +25,7 @@ from typing import Any, Optional
 
 import msgspec
 
+from maotrade.protocol import as_dict
 from maotrade.protocol.base import Message
 from maotrade.protocol.from_worker import Heartbeat, MarketData, MarketDataBlock
 
@@ -97,7 +98,7 @@ def redact_value(value: Any, depth: int = 0, forms: Optional[re.Pattern] = None)
     if isinstance(value, str):
         return redact_text(value, forms)
     if isinstance(value, msgspec.Struct):
-        value = msgspec.to_builtins(value, builtin_types=(bytes,))  # a typed message: redact its wire form
+        value = as_dict(value)  # a typed message: redact its wire form
     if depth > 64:
         return REDACTED  # deeper than any message we make: nothing worth keeping
     if isinstance(value, dict):
@@ -122,7 +123,7 @@ def redact_messages(messages: list, skip_types: frozenset = frozenset(), by_acco
             if m.TYPE in skip_types:
                 out.append(m)
                 continue
-            m = msgspec.to_builtins(m, builtin_types=(bytes,))
+            m = as_dict(m)
         if isinstance(m, dict) and m.get("type") in skip_types:
             out.append(m)
         elif by_account and isinstance(m, dict) and str(m.get("account")) in _by_scope:

@@ -14,9 +14,8 @@ from typing import Any, Iterable
 import msgspec
 
 from maotrade.errors import ProtocolError
+from maotrade.protocol.to_client import MarketData, MarketDataBlock
 
-#: the fields of one row, in order.
-ROW_FIELDS = ("date", "open", "high", "low", "close", "volume")
 #: a block holds at most this many bars (a longer run is split into several blocks).
 MAX_BLOCK_BARS = 5000
 
@@ -35,7 +34,6 @@ class BarRow(msgspec.Struct, array_like=True, gc=False):
 _encoder = msgspec.msgpack.Encoder()
 _typed_rows = msgspec.msgpack.Decoder(list[BarRow])
 _plain_rows = msgspec.msgpack.Decoder(list)
-_typed_row = msgspec.msgpack.Decoder(BarRow)
 
 
 def pack_rows(rows: Iterable[tuple]) -> bytes:
@@ -73,22 +71,17 @@ def decode_rows(bars: bytes) -> tuple[list[BarRow], list[str]]:
     rows, reasons = [], []
     for index, item in enumerate(raw):
         try:
-            rows.append(_typed_row.decode(_encoder.encode(item)))
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError, TypeError) as exc:
+            rows.append(msgspec.convert(item, BarRow))
+        except (msgspec.ValidationError, ValueError, TypeError) as exc:
             reasons.append(f"market_data_block: row {index} is not [date, open, high, low, close, volume] "
                            f"({exc})")
     return rows, reasons
 
 
-def block_header(block: dict[str, Any]) -> dict[str, Any]:
-    """The fields every bar of ``block`` shares, as a ``market_data`` map's."""
-    return {"type": "market_data", "v": block.get("v", 1), "account": block["account"], "epic": block["epic"],
-            "time_frame": block["time_frame"], "completed": block["completed"]}
-
-
 def bar_maps(block: dict[str, Any], rows: list[BarRow] | None = None) -> list[dict[str, Any]]:
     """The bars of ``block`` (a ``market_data_block`` map) as ``market_data`` maps, in order."""
-    header = block_header(block)
+    header = {"type": MarketData.TYPE, "v": block.get("v", 1), "account": block["account"], "epic": block["epic"],
+              "time_frame": block["time_frame"], "completed": block["completed"]}
     if rows is None:
         rows, _ = decode_rows(block["bars"])
     return [{**header, "date": r.date, "open": r.open, "high": r.high, "low": r.low, "close": r.close,
@@ -100,7 +93,7 @@ def expand_blocks(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     maps, in order; ``ProtocolError`` if a block is malformed (bad rows are left out)."""
     out: list[dict[str, Any]] = []
     for msg in messages:
-        if msg.get("type") != "market_data_block":
+        if msg.get("type") != MarketDataBlock.TYPE:
             out.append(msg)
             continue
         try:
